@@ -1,0 +1,198 @@
+//! The command line: `gantry serve` and `gantry plugin check`.
+
+use crate::config::{Config, Overrides};
+use crate::runtime::manifest::{ComponentSource, PluginKind};
+use crate::runtime::registry::{self, Linkers};
+use crate::runtime::world::{self, Access};
+use crate::runtime::{self, Runtime};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "gantry", version, about = "A gateway for coding-agent CLIs, hosting WebAssembly plugins.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the plugins of the plugin directory over HTTP.
+    Serve(ServeArgs),
+    /// Plugin author tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to bind (port 0 picks a free port).
+    #[arg(long, env = "GANTRY_ADDR")]
+    addr: Option<String>,
+    /// Data directory (compiled-component cache, state).
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Plugin directory: one manifest (*.toml) per plugin.
+    #[arg(long, env = "GANTRY_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// A TOML config file over the embedded defaults.
+    #[arg(long, env = "GANTRY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Say whether a component fits the handler or backend world; list its imports and exports.
+    Check {
+        /// A `.wasm` component, or `bundled:NAME` for one built into gantry.
+        component: String,
+    },
+}
+
+/// Run the command line; the exit code says how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Plugin(PluginCommand::Check { component }) => check(&component),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", registry::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let overrides = Overrides {
+        addr: args.addr,
+        data_dir: args.data_dir,
+        plugins: args.plugins,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    init_logging(&config.log);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let started = std::time::Instant::now();
+        let runtime = Arc::new(Runtime::start(&config).await?);
+        tracing::info!(
+            plugins = runtime.plugins().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "plugins loaded"
+        );
+        let (listener, local) = crate::http::bind(config.addr).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "gantry listening on http://{local}")?;
+            out.flush()?;
+        }
+        crate::http::serve(listener, runtime, shutdown_signal(), config.shutdown_grace()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// `gantry plugin check`: exit 0 when the component fits a world, 1 when it fits none.
+fn check(component: &str) -> Result<ExitCode> {
+    let source = match component.strip_prefix("bundled:") {
+        Some(name) => ComponentSource::Bundled(name.to_string()),
+        None => ComponentSource::File(PathBuf::from(component)),
+    };
+    let wasm = registry::component_bytes(&source)?;
+    let defaults = Config::from_layers(None, &Overrides::default())?;
+    let engine = runtime::engine(&defaults.runtime)?;
+    let compiled = wasmtime::component::Component::new(&engine, &wasm)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{component} is not a WebAssembly component gantry can load"))?;
+    let (imports, exports) = registry::interface_names(&engine, &compiled);
+    let linkers = Linkers::new(&engine)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "component: {component} ({} bytes)", wasm.len())?;
+    writeln!(out, "exports:")?;
+    for e in &exports {
+        writeln!(out, "  {e}")?;
+    }
+    writeln!(out, "imports:")?;
+    for i in &imports {
+        let handler = world::access(PluginKind::Handler, i);
+        let backend = world::access(PluginKind::Backend, i);
+        let note = match (handler, backend) {
+            (Access::Ambient, Access::Ambient) => "ambient".to_string(),
+            (Access::Ambient, _) => "ambient for handlers; not given to backends".to_string(),
+            (Access::Grantable, _) => {
+                let (iface, _) = world::split_version(i);
+                format!("handlers need the grant \"{iface}\"; not given to backends")
+            }
+            (Access::Unavailable, _) => "not provided by gantry".to_string(),
+        };
+        writeln!(out, "  {i:<44} {note}")?;
+    }
+    let mut fits_any = false;
+    for kind in [PluginKind::Handler, PluginKind::Backend] {
+        let grants: Vec<String> = imports
+            .iter()
+            .filter(|i| world::access(kind, i) == Access::Grantable)
+            .map(|i| world::split_version(i).0.to_string())
+            .collect();
+        let verdict = world::check(
+            kind,
+            imports.iter().map(String::as_str),
+            exports.iter().map(String::as_str),
+            &grants,
+        )
+        .map_err(|m| m.to_string())
+        .and_then(|()| {
+            linkers
+                .link_check(kind, &compiled)
+                .map_err(|e| format!("fails to link: {}", registry::one_line(&e)))
+        });
+        fits_any |= verdict.is_ok();
+        match verdict {
+            Ok(()) if grants.is_empty() => writeln!(out, "world {}: fits", kind.as_str())?,
+            Ok(()) => writeln!(
+                out,
+                "world {}: fits, with imports = {:?} in its manifest",
+                kind.as_str(),
+                grants
+            )?,
+            Err(why) => writeln!(out, "world {}: does not fit: {why}", kind.as_str())?,
+        }
+    }
+    Ok(if fits_any {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,215 @@
+//! Settings, layered: embedded defaults < config file < `GANTRY_*` variables < flags.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded default configuration, also printed by `gantry config --defaults`.
+pub const DEFAULTS: &str = include_str!("../default-config.toml");
+
+/// gantry's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Where gantry keeps its state.
+    pub data_dir: PathBuf,
+    /// The plugin directory.
+    pub plugins: PathBuf,
+    /// How long shutdown waits for in-flight requests, in ms.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (RUST_LOG syntax).
+    pub log: String,
+    /// Component runtime limits.
+    pub runtime: RuntimeConfig,
+}
+
+/// Limits of the component runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Component instances alive at once, over all plugins.
+    pub max_instances: u32,
+    /// Granularity of the CPU deadline, in ms.
+    pub epoch_tick_ms: u64,
+    /// The largest memory cap a plugin may ask for, in MiB.
+    pub max_memory_mb: u64,
+    /// Limits for plugins whose manifests set none.
+    pub plugin_defaults: PluginLimits,
+}
+
+/// Per-call limits of one plugin.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory per instance, in MiB.
+    pub memory_mb: u64,
+    /// CPU time of one call, in ms.
+    pub cpu_ms: u64,
+    /// Wall-clock time of one call, in ms; 0 means none.
+    pub timeout_ms: u64,
+}
+
+impl PluginLimits {
+    /// The wall-clock limit, `None` when unlimited.
+    pub fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms))
+    }
+}
+
+/// Values given on the command line or in the environment; each overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--addr` / `GANTRY_ADDR`.
+    pub addr: Option<String>,
+    /// `--data-dir` / `GANTRY_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--plugins` / `GANTRY_PLUGINS`.
+    pub plugins: Option<PathBuf>,
+}
+
+impl Config {
+    /// Load the defaults, then `file` if given, then the overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+        let file_text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let config = Self::from_layers(file_text.as_deref(), overrides).with_context(|| {
+            match file {
+                Some(path) => format!("in config file {}", path.display()),
+                None => "in the configuration".to_string(),
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Merge the layers given as text; the pure core of [`Config::load`].
+    pub fn from_layers(file: Option<&str>, overrides: &Overrides) -> Result<Config> {
+        let mut merged: toml::Table = DEFAULTS.parse().context("embedded defaults")?;
+        if let Some(text) = file {
+            let table: toml::Table = text.parse()?;
+            merge(&mut merged, table);
+        }
+        let mut set = |key: &str, value: toml::Value| {
+            merged.insert(key.to_string(), value);
+        };
+        if let Some(addr) = &overrides.addr {
+            set("addr", toml::Value::String(addr.clone()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            set("data_dir", path_value(dir)?);
+        }
+        if let Some(dir) = &overrides.plugins {
+            set("plugins", path_value(dir)?);
+        }
+        let config: Config = toml::Value::Table(merged).try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let rt = &self.runtime;
+        if rt.max_instances == 0 {
+            bail!("runtime.max_instances must be at least 1");
+        }
+        if rt.epoch_tick_ms == 0 {
+            bail!("runtime.epoch_tick_ms must be at least 1");
+        }
+        if rt.plugin_defaults.memory_mb > rt.max_memory_mb {
+            bail!(
+                "runtime.plugin_defaults.memory_mb ({}) is over runtime.max_memory_mb ({})",
+                rt.plugin_defaults.memory_mb,
+                rt.max_memory_mb
+            );
+        }
+        Ok(())
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+fn path_value(path: &Path) -> Result<toml::Value> {
+    match path.to_str() {
+        Some(s) => Ok(toml::Value::String(s.to_string())),
+        None => bail!("path {} is not valid UTF-8", path.display()),
+    }
+}
+
+/// Deep-merge `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let c = Config::from_layers(None, &Overrides::default()).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.plugins, PathBuf::from("plugins"));
+        assert_eq!(c.runtime.plugin_defaults.memory_mb, 64);
+    }
+
+    #[test]
+    fn file_merges_tables_and_overrides_win() {
+        let file = r#"
+            addr = "127.0.0.1:9000"
+            [runtime]
+            max_instances = 3
+        "#;
+        let over = Overrides {
+            addr: Some("127.0.0.1:0".into()),
+            data_dir: Some("/tmp/x".into()),
+            plugins: None,
+        };
+        let c = Config::from_layers(Some(file), &over).unwrap();
+        assert_eq!(c.addr.port(), 0);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.runtime.max_instances, 3);
+        // Untouched keys of a merged table keep their defaults.
+        assert_eq!(c.runtime.epoch_tick_ms, 10);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let o = Overrides::default();
+        let err = Config::from_layers(Some("adress = \"x\""), &o).unwrap_err();
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+        assert!(Config::from_layers(Some("addr = \"nonsense\""), &o).is_err());
+        assert!(Config::from_layers(Some("[runtime]\nmax_instances = 0"), &o).is_err());
+        let bad_addr = Overrides {
+            addr: Some("localhost".into()),
+            ..Overrides::default()
+        };
+        assert!(Config::from_layers(None, &bad_addr).is_err());
+    }
+
+    #[test]
+    fn zero_timeout_means_unlimited() {
+        let l = PluginLimits {
+            memory_mb: 1,
+            cpu_ms: 1,
+            timeout_ms: 0,
+        };
+        assert_eq!(l.timeout(), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! gantry: a gateway that runs coding-agent CLIs for many tenants, serving its APIs and
+//! driving its backends through WebAssembly components.
+//!
+//! The binary is a thin shell over this library:
+//! - [`config`] — layered settings (embedded defaults, file, environment, flags);
+//! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
+//!   side of the `gantry:plugin` interfaces;
+//! - [`http`] — the server, router and error answers;
+//! - [`cli`] — the command line.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod runtime;
+
+/// gantry's version, as reported by `/health` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,295 @@
+//! Per-call state: the data of one `Store`, and the limits that end a misbehaving call.
+
+use super::host::NodeState;
+use super::registry::PluginContext;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The data of one call's `Store`.
+pub struct CallState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    cpu: CpuMeter,
+    /// The plugin being called.
+    pub(crate) plugin: Arc<PluginContext>,
+    /// The node, for `host-info`.
+    pub(crate) node: Arc<NodeState>,
+}
+
+impl fmt::Debug for CallState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallState")
+            .field("plugin", &self.plugin.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// A fresh store for one call of `plugin`, with its memory cap, CPU deadline and stdio.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    plugin: &Arc<PluginContext>,
+    node: &Arc<NodeState>,
+) -> Store<CallState> {
+    let mut wasi = WasiCtx::builder();
+    wasi.stdout(GuestOutput::new(&plugin.name, "stdout"))
+        .stderr(GuestOutput::new(&plugin.name, "stderr"));
+    if plugin.network {
+        wasi.inherit_network().allow_ip_name_lookup(true);
+    }
+    let state = CallState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        memory: MemoryCap {
+            limit: usize::try_from(plugin.limits.memory_mb << 20).unwrap_or(usize::MAX),
+        },
+        cpu: CpuMeter {
+            budget: Duration::from_millis(plugin.limits.cpu_ms),
+            used: Duration::ZERO,
+            entered: None,
+        },
+        plugin: plugin.clone(),
+        node: node.clone(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    store.call_hook(|mut ctx, hook| {
+        ctx.data_mut().cpu.on_hook(hook);
+        Ok(())
+    });
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let cpu = &ctx.data().cpu;
+        if cpu.spent() > cpu.budget {
+            Err(wasmtime::Error::new(CallLimit::CpuDeadline(cpu.budget)))
+        } else {
+            // Yield each tick so one busy component cannot hold a worker thread.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// A limit that ended a call; the error a trap carries when the host stopped the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallLimit {
+    /// The component ran longer than its CPU budget.
+    CpuDeadline(Duration),
+    /// The component tried to grow its memory past its cap (bytes).
+    Memory(usize),
+}
+
+impl fmt::Display for CallLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallLimit::CpuDeadline(d) => {
+                write!(f, "the component used more than its {} ms of CPU time", d.as_millis())
+            }
+            CallLimit::Memory(limit) => write!(
+                f,
+                "the component tried to grow its memory past its cap of {} MiB",
+                limit >> 20
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CallLimit {}
+
+/// The memory cap of one instance.
+struct MemoryCap {
+    limit: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            // Trap rather than return -1, so the answer can say it was the memory cap.
+            return Err(wasmtime::Error::new(CallLimit::Memory(self.limit)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Time spent executing the guest's own code, excluding host calls and waiting.
+struct CpuMeter {
+    budget: Duration,
+    used: Duration,
+    entered: Option<Instant>,
+}
+
+impl CpuMeter {
+    fn on_hook(&mut self, hook: CallHook) {
+        if hook.exiting_host() {
+            self.entered = Some(Instant::now());
+        } else if let Some(since) = self.entered.take() {
+            self.used += since.elapsed();
+        }
+    }
+
+    fn spent(&self) -> Duration {
+        self.used + self.entered.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// A guest's stdout or stderr: each line goes to the host log under the plugin's name. Never
+/// fails, so a chatty guest cannot trap itself by printing; overlong lines are cut.
+#[derive(Clone)]
+struct GuestOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl GuestOutput {
+    fn new(plugin: &Arc<str>, stream: &'static str) -> Self {
+        GuestOutput {
+            plugin: plugin.clone(),
+            stream,
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineLogger {
+            out: self.clone(),
+            line: Vec::new(),
+        })
+    }
+}
+
+const MAX_LOGGED_LINE: usize = 4096;
+
+struct LineLogger {
+    out: GuestOutput,
+    line: Vec<u8>,
+}
+
+impl LineLogger {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        tracing::info!(plugin = %self.out.plugin, stream = self.out.stream, "{}", text.trim_end());
+        self.line.clear();
+    }
+}
+
+impl AsyncWrite for LineLogger {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit();
+            } else if self.line.len() < MAX_LOGGED_LINE {
+                self.line.push(b);
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_meter_counts_only_guest_time() {
+        let mut m = CpuMeter {
+            budget: Duration::from_secs(1),
+            used: Duration::ZERO,
+            entered: None,
+        };
+        m.on_hook(CallHook::CallingWasm);
+        std::thread::sleep(Duration::from_millis(20));
+        m.on_hook(CallHook::CallingHost);
+        let in_guest = m.spent();
+        assert!(in_guest >= Duration::from_millis(20));
+        // Time in the host (waiting on I/O) is not counted.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(m.spent(), in_guest);
+        m.on_hook(CallHook::ReturningFromHost);
+        assert!(m.spent() >= in_guest);
+    }
+
+    #[test]
+    fn memory_cap_traps_with_its_reason() {
+        let mut cap = MemoryCap { limit: 1 << 20 };
+        assert!(cap.memory_growing(0, 1 << 20, None).unwrap());
+        let err = cap.memory_growing(1 << 20, 2 << 20, None).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<CallLimit>(),
+            Some(&CallLimit::Memory(1 << 20))
+        );
+    }
+}

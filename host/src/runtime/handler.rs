@@ -1,0 +1,221 @@
+//! Serving one HTTP request through a handler plugin, isolated in its own store.
+
+use super::Runtime;
+use super::call::{CallLimit, new_store};
+use super::registry::PluginInstance;
+use crate::http::router::RouteTarget;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use wasmtime::Trap;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Why a call produced no response of the plugin's own. Each maps to a status and a stable
+/// code in the error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// Every instance slot is busy.
+    OverCapacity,
+    /// The plugin trapped (a panic, an `unreachable`, a failed host call).
+    Trap(String),
+    /// The plugin used up its CPU budget.
+    CpuDeadline(Duration),
+    /// The plugin hit its memory cap.
+    MemoryLimit(usize),
+    /// The call ran past its route's wall-clock limit.
+    Timeout(Duration),
+    /// The plugin returned without setting a response.
+    NoResponse,
+    /// The plugin answered with a `wasi:http` error code instead of a response.
+    HandlerError(String),
+}
+
+impl CallFailure {
+    /// The HTTP status of the error answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallFailure::OverCapacity => 503,
+            CallFailure::CpuDeadline(_) | CallFailure::Timeout(_) => 504,
+            CallFailure::Trap(_)
+            | CallFailure::MemoryLimit(_)
+            | CallFailure::NoResponse
+            | CallFailure::HandlerError(_) => 500,
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallFailure::OverCapacity => "over_capacity",
+            CallFailure::Trap(_) => "plugin_trap",
+            CallFailure::CpuDeadline(_) => "plugin_deadline",
+            CallFailure::MemoryLimit(_) => "plugin_memory_limit",
+            CallFailure::Timeout(_) => "plugin_timeout",
+            CallFailure::NoResponse => "plugin_no_response",
+            CallFailure::HandlerError(_) => "plugin_error",
+        }
+    }
+
+    /// A message for the caller.
+    pub fn message(&self) -> String {
+        match self {
+            CallFailure::OverCapacity => "all component instance slots are busy; retry shortly".into(),
+            CallFailure::Trap(t) => format!("the plugin trapped: {t}"),
+            CallFailure::CpuDeadline(d) => CallLimit::CpuDeadline(*d).to_string(),
+            CallFailure::MemoryLimit(m) => CallLimit::Memory(*m).to_string(),
+            CallFailure::Timeout(d) => {
+                format!("the call ran past its {} ms wall-clock limit", d.as_millis())
+            }
+            CallFailure::NoResponse => "the plugin returned without a response".into(),
+            CallFailure::HandlerError(e) => format!("the plugin answered with an error: {e}"),
+        }
+    }
+
+    fn from_error(e: wasmtime::Error) -> CallFailure {
+        if let Some(limit) = e.downcast_ref::<CallLimit>() {
+            return match *limit {
+                CallLimit::CpuDeadline(d) => CallFailure::CpuDeadline(d),
+                CallLimit::Memory(m) => CallFailure::MemoryLimit(m),
+            };
+        }
+        let summary = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{e}"),
+        };
+        CallFailure::Trap(summary)
+    }
+}
+
+/// A response body still being produced by its guest. Dropping it (the client went away, or
+/// the body is done) ends the guest's call.
+pub struct GuestBody {
+    inner: HyperOutgoingBody,
+    _call: AbortOnDrop,
+}
+
+impl std::fmt::Debug for GuestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl GuestBody {
+    /// A complete body not produced by a guest.
+    pub fn full(bytes: impl Into<Bytes>) -> GuestBody {
+        GuestBody {
+            inner: http_body_util::Full::new(bytes.into())
+                .map_err(wasmtime_wasi_http::Error::from)
+                .boxed_unsync(),
+            _call: AbortOnDrop(None),
+        }
+    }
+}
+
+/// Aborts the guest's task when dropped, unless it already finished.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Runtime {
+    /// Serve `request` with the plugin of `target`: a fresh instance, its limits, and its
+    /// response streamed back as the guest writes it.
+    pub async fn handle(
+        &self,
+        target: &RouteTarget,
+        request: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<GuestBody>, CallFailure> {
+        let plugin = self
+            .plugin(&target.plugin)
+            .expect("the router only names loaded plugins");
+        let PluginInstance::Handler(pre) = &plugin.instance else {
+            unreachable!("the router only names handlers");
+        };
+        let permit = self
+            .capacity
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallFailure::OverCapacity)?;
+        let live = self.node.instance_guard();
+        let mut store = new_store(&self.engine, &plugin.context, &self.node);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let setup = (|| {
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, request)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            wasmtime::Result::Ok((req, out))
+        })();
+        let (req, out) = setup.map_err(CallFailure::from_error)?;
+        let pre = pre.clone();
+        let plugin_name = plugin.context.name.clone();
+        let call = async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let timeout = target.timeout;
+        let task = tokio::spawn(async move {
+            let _slot = (permit, live);
+            let result = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, call).await {
+                    Ok(r) => r.map_err(CallFailure::from_error),
+                    Err(_) => Err(CallFailure::Timeout(limit)),
+                },
+                None => call.await.map_err(CallFailure::from_error),
+            };
+            if let Err(failure) = &result {
+                tracing::warn!(plugin = %plugin_name, code = failure.code(), "{}", failure.message());
+            }
+            result
+        });
+        let guard = AbortOnDrop(Some(task.abort_handle()));
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
+                inner,
+                _call: guard,
+            })),
+            Ok(Err(code)) => Err(CallFailure::HandlerError(format!("{code:?}"))),
+            // The guest dropped its outparam: the task's result says why.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(CallFailure::NoResponse),
+                Ok(Err(failure)) => Err(failure),
+                Err(join) => Err(CallFailure::Trap(format!("call aborted: {join}"))),
+            },
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The host side of the `gantry:plugin` interfaces a handler may import.
+//!
+//! Each interface reads only the calling plugin's own state (its name, its settings) or
+//! node-wide facts that every handler may see; none of them reaches another plugin's data.
+
+use super::call::CallState;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use wasmtime::component::{HasSelf, Linker};
+
+/// Host bindings of `world handler`; WASI types come from wasmtime-wasi(-http).
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gantry:plugin/handler",
+        require_store_data_send: true,
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:random": wasmtime_wasi::p2::bindings::random,
+            "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        },
+    });
+}
+
+use bindings::gantry::plugin::{config, host_info, log, types};
+
+/// Node-wide facts for `host-info`.
+#[derive(Debug)]
+pub struct NodeState {
+    started: Instant,
+    active: AtomicU32,
+    plugins: OnceLock<Vec<host_info::PluginInfo>>,
+}
+
+impl NodeState {
+    pub(crate) fn new() -> Self {
+        NodeState {
+            started: Instant::now(),
+            active: AtomicU32::new(0),
+            plugins: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn set_plugins(&self, plugins: Vec<(String, String, Vec<String>)>) {
+        let infos = plugins
+            .into_iter()
+            .map(|(name, kind, routes)| host_info::PluginInfo { name, kind, routes })
+            .collect();
+        let _ = self.plugins.set(infos);
+    }
+
+    /// Component instances alive now.
+    pub fn active_instances(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Count one instance as alive until the guard drops.
+    pub(crate) fn instance_guard(self: &Arc<Self>) -> ActiveInstance {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveInstance(self.clone())
+    }
+}
+
+/// One live instance, counted in [`NodeState::active_instances`].
+#[derive(Debug)]
+pub(crate) struct ActiveInstance(Arc<NodeState>);
+
+impl Drop for ActiveInstance {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Link the gantry host interfaces; the grant check has already refused any a plugin may not
+/// use.
+pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+    types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    host_info::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    Ok(())
+}
+
+impl types::Host for CallState {}
+
+const MAX_LOG_MESSAGE: usize = 8192;
+
+impl log::Host for CallState {
+    fn log(&mut self, level: types::Level, mut message: String) {
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [truncated]");
+        }
+        let plugin = &*self.plugin.name;
+        match level {
+            types::Level::Trace => tracing::trace!(plugin, "{message}"),
+            types::Level::Debug => tracing::debug!(plugin, "{message}"),
+            types::Level::Info => tracing::info!(plugin, "{message}"),
+            types::Level::Warn => tracing::warn!(plugin, "{message}"),
+            types::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.plugin.settings.get(&key).cloned()
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.plugin
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl host_info::Host for CallState {
+    fn info(&mut self) -> host_info::NodeInfo {
+        host_info::NodeInfo {
+            version: crate::VERSION.to_string(),
+            uptime_ms: u64::try_from(self.node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            active_instances: self.node.active_instances(),
+            plugins: self.node.plugins.get().cloned().unwrap_or_default(),
+        }
+    }
+}

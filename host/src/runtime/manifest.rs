@@ -1,0 +1,376 @@
+//! Plugin manifests: what a plugin is, where its component is, and what it is granted.
+
+use crate::config::PluginLimits;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The two kinds of plugin, one per world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// `world handler`: serves HTTP routes.
+    Handler,
+    /// `world backend`: adapts one agent CLI.
+    Backend,
+}
+
+impl PluginKind {
+    /// The lowercase name used in manifests and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Handler => "handler",
+            PluginKind::Backend => "backend",
+        }
+    }
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// A `.wasm` file.
+    File(PathBuf),
+    /// A first-party component built into the binary (`bundled:NAME`).
+    Bundled(String),
+}
+
+/// One route pattern: an exact path, or a prefix ending in `/...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Wall-clock limit for calls on this route (`None`: unlimited).
+    pub timeout: Option<Duration>,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The plugin's name (the manifest file's stem unless `name` is set).
+    pub name: String,
+    /// Handler or backend.
+    pub kind: PluginKind,
+    /// The component.
+    pub component: ComponentSource,
+    /// A handler's routes.
+    pub routes: Vec<RouteSpec>,
+    /// Granted imports (`namespace:package/interface`, no version).
+    pub imports: Vec<String>,
+    /// A backend's binary: the only program it may have spawned.
+    pub binary: Option<String>,
+    /// Per-call limits.
+    pub limits: PluginLimits,
+    /// Settings, readable through `gantry:plugin/config`.
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Option<String>,
+    kind: PluginKind,
+    component: String,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    imports: Vec<String>,
+    binary: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoute {
+    Path(String),
+    Table {
+        path: String,
+        timeout_ms: Option<u64>,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mb: Option<u64>,
+    cpu_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+impl Manifest {
+    /// Read and validate the manifest at `path`; relative component paths resolve against its
+    /// directory.
+    pub fn load(path: &Path, defaults: &PluginLimits, max_memory_mb: u64) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading manifest {}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("manifest file name is not UTF-8")?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, stem, base, defaults, max_memory_mb)
+            .with_context(|| format!("in manifest {}", path.display()))
+    }
+
+    /// Validate manifest text; `stem` names the plugin unless the manifest does.
+    pub fn parse(
+        text: &str,
+        stem: &str,
+        base: &Path,
+        defaults: &PluginLimits,
+        max_memory_mb: u64,
+    ) -> Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text)?;
+        let name = raw.name.unwrap_or_else(|| stem.to_string());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("plugin name {name:?} must be non-empty ASCII letters, digits, '-' or '_'");
+        }
+        let component = match raw.component.strip_prefix("bundled:") {
+            Some(bundled) => ComponentSource::Bundled(bundled.to_string()),
+            None => ComponentSource::File(base.join(&raw.component)),
+        };
+        let limits = PluginLimits {
+            memory_mb: raw.limits.memory_mb.unwrap_or(defaults.memory_mb),
+            cpu_ms: raw.limits.cpu_ms.unwrap_or(defaults.cpu_ms),
+            timeout_ms: raw.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
+        };
+        if limits.memory_mb == 0 || limits.memory_mb > max_memory_mb {
+            bail!(
+                "limits.memory_mb = {} must be between 1 and runtime.max_memory_mb ({max_memory_mb})",
+                limits.memory_mb
+            );
+        }
+        if limits.cpu_ms == 0 {
+            bail!("limits.cpu_ms must be at least 1");
+        }
+        let routes = raw
+            .routes
+            .into_iter()
+            .map(|r| {
+                let (pattern, timeout_ms) = match r {
+                    RawRoute::Path(p) => (p, limits.timeout_ms),
+                    RawRoute::Table { path, timeout_ms } => {
+                        (path, timeout_ms.unwrap_or(limits.timeout_ms))
+                    }
+                };
+                check_route(&pattern)?;
+                Ok(RouteSpec {
+                    pattern,
+                    timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match raw.kind {
+            PluginKind::Handler => {
+                if routes.is_empty() {
+                    bail!("a handler needs at least one route");
+                }
+                if raw.binary.is_some() {
+                    bail!("`binary` is for backends; a handler spawns nothing");
+                }
+            }
+            PluginKind::Backend => {
+                if !routes.is_empty() {
+                    bail!("a backend serves no routes");
+                }
+                match &raw.binary {
+                    None => bail!("a backend must name the `binary` it may spawn"),
+                    Some(b) if b.is_empty() || b.contains('\0') => {
+                        bail!("`binary` must be a program name or path")
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for import in &raw.imports {
+            check_import_name(import)?;
+        }
+        let settings = raw
+            .settings
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => bail!(
+                        "setting {k:?} must be a string, number or boolean, not {}",
+                        other.type_str()
+                    ),
+                };
+                Ok((k, value))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Manifest {
+            name,
+            kind: raw.kind,
+            component,
+            routes,
+            imports: raw.imports,
+            binary: raw.binary,
+            limits,
+            settings,
+        })
+    }
+}
+
+/// A route is `/`-rooted, has no empty, `.` or `..` segment, and may end in `/...`.
+fn check_route(pattern: &str) -> Result<()> {
+    let body = pattern.strip_suffix("/...").unwrap_or(pattern);
+    if !pattern.starts_with('/') {
+        bail!("route {pattern:?} must start with '/'");
+    }
+    if body.is_empty() || body == "/" {
+        // "/" and "/..." are fine.
+        return Ok(());
+    }
+    for segment in body[1..].split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." || segment.contains("...") {
+            bail!(
+                "route {pattern:?} is not an exact path or a prefix ending in '/...' (bad segment {segment:?})"
+            );
+        }
+        if segment.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+            bail!("route {pattern:?} has a character not allowed in a path");
+        }
+    }
+    Ok(())
+}
+
+/// Grants name an interface (`ns:pkg/iface`) or a whole package (`ns:pkg`), without version.
+fn check_import_name(name: &str) -> Result<()> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    let (package, interface) = match name.split_once('/') {
+        Some((p, i)) => (p, Some(i)),
+        None => (name, None),
+    };
+    let ok = match package.split_once(':') {
+        Some((ns, pkg)) => valid(ns) && valid(pkg) && interface.is_none_or(valid),
+        None => false,
+    };
+    if !ok {
+        bail!(
+            "import grant {name:?} must look like \"namespace:package/interface\" or \"namespace:package\" (no version)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: PluginLimits = PluginLimits {
+        memory_mb: 64,
+        cpu_ms: 1000,
+        timeout_ms: 30_000,
+    };
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, "demo", Path::new("/plugins"), &DEFAULTS, 512)
+    }
+
+    #[test]
+    fn handler_manifest_with_route_forms() {
+        let m = parse(
+            r#"
+            kind = "handler"
+            component = "demo.wasm"
+            routes = ["/health", { path = "/events/...", timeout_ms = 0 }]
+            imports = ["gantry:plugin/log", "wasi:http/outgoing-handler"]
+            [limits]
+            memory_mb = 16
+            [settings]
+            greeting = "hi"
+            retries = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.name, "demo");
+        assert_eq!(
+            m.component,
+            ComponentSource::File(PathBuf::from("/plugins/demo.wasm"))
+        );
+        assert_eq!(m.routes[0].timeout, Some(Duration::from_secs(30)));
+        assert_eq!(m.routes[1].timeout, None);
+        assert_eq!(m.limits.memory_mb, 16);
+        assert_eq!(m.limits.cpu_ms, 1000);
+        assert_eq!(m.settings["retries"], "3");
+    }
+
+    #[test]
+    fn bundled_backend() {
+        let m = parse("kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"").unwrap();
+        assert_eq!(m.component, ComponentSource::Bundled("exec".into()));
+        assert_eq!(m.binary.as_deref(), Some("echo"));
+    }
+
+    #[test]
+    fn bad_manifests_are_refused_with_reasons() {
+        let cases = [
+            ("kind = \"handler\"\ncomponent = \"x.wasm\"", "at least one route"),
+            ("kind = \"backend\"\ncomponent = \"x.wasm\"", "binary"),
+            (
+                "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nroutes = [\"/a\"]",
+                "no routes",
+            ),
+            ("kind = \"gadget\"\ncomponent = \"x.wasm\"", "kind"),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"health\"]",
+                "start with '/'",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a/../b\"]",
+                "bad segment",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a/...x\"]",
+                "bad segment",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nimports = [\"gantry:plugin/log@0.1.0\"]",
+                "no version",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\n[limits]\nmemory_mb = 4096",
+                "max_memory_mb",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\ncolour = 1",
+                "colour",
+            ),
+            (
+                "name = \"a b\"\nkind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]",
+                "plugin name",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", parse(text).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn route_patterns() {
+        for ok in ["/", "/...", "/health", "/api/v1/...", "/a-b/c_d"] {
+            check_route(ok).unwrap();
+        }
+        for bad in ["", "x", "//a", "/a//b", "/a/./b", "/a/..", "/a/...b", "/a?b"] {
+            assert!(check_route(bad).is_err(), "{bad}");
+        }
+    }
+}

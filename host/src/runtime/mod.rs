@@ -1,0 +1,188 @@
+//! The component host: one engine, the plugin registry, per-call isolation, and the host side
+//! of the `gantry:plugin` interfaces.
+//!
+//! Every call gets a fresh `Store` instantiated from a pre-instantiated component in the pooling
+//! allocator (copy-on-write memory images), with a memory cap, a CPU deadline (epoch
+//! interruption, counting only the guest's own execution time) and, per route, a wall-clock
+//! limit. A cap on live instances turns overload into a 503 instead of a queue.
+
+mod cache;
+mod call;
+mod handler;
+mod host;
+pub mod manifest;
+pub mod registry;
+pub mod world;
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use call::CallLimit;
+pub use handler::{CallFailure, GuestBody};
+pub use host::NodeState;
+pub use registry::{BackendInfo, Plugin};
+
+use crate::config::{Config, RuntimeConfig};
+use crate::http::router::{RouteTarget, Router};
+use anyhow::{Context, Result};
+use manifest::Manifest;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Core instances, memories and tables one component instance may use in the pool.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 16;
+
+/// Build the engine every plugin shares.
+pub fn engine(rt: &RuntimeConfig) -> Result<Engine> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config.parallel_compilation(true);
+    // Slots for a few more instances than the cap, for startup checks while serving.
+    let slots = rt.max_instances.saturating_add(4);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(slots)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(usize::try_from(rt.max_memory_mb << 20).context("max_memory_mb")?);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// Advance the engine's epoch every `tick` until the engine is gone.
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("gantry-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// The loaded plugins and everything needed to call them.
+#[derive(Debug)]
+pub struct Runtime {
+    engine: Engine,
+    plugins: Vec<Plugin>,
+    by_name: HashMap<String, usize>,
+    router: Router,
+    capacity: Arc<Semaphore>,
+    node: Arc<NodeState>,
+}
+
+impl Runtime {
+    /// Build the engine and load every plugin `config` names. Fails on the first plugin that
+    /// cannot load, with a one-line reason naming it.
+    pub async fn start(config: &Config) -> Result<Runtime> {
+        let rt = &config.runtime;
+        let manifests = plugin_manifests(config)?;
+        let engine = engine(rt)?;
+        start_epoch_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms));
+        let cache = ComponentCache::open(&config.data_dir.join("cache"), &engine)?;
+        Self::load(engine, &cache, manifests, rt.max_instances).await
+    }
+
+    /// Load the given manifests into a runtime over `engine`.
+    pub async fn load(
+        engine: Engine,
+        cache: &ComponentCache,
+        manifests: Vec<Manifest>,
+        max_instances: u32,
+    ) -> Result<Runtime> {
+        let node = Arc::new(NodeState::new());
+        let linkers = registry::Linkers::new(&engine)?;
+        let mut plugins = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut router = Router::default();
+        for manifest in manifests {
+            if by_name.contains_key(&manifest.name) {
+                anyhow::bail!("two manifests name plugin {}", manifest.name);
+            }
+            for route in &manifest.routes {
+                router.add(
+                    &route.pattern,
+                    RouteTarget {
+                        plugin: manifest.name.clone(),
+                        pattern: route.pattern.clone(),
+                        timeout: route.timeout,
+                    },
+                )?;
+            }
+            let plugin = registry::load(&engine, &linkers, cache, &node, manifest).await?;
+            by_name.insert(plugin.manifest.name.clone(), plugins.len());
+            plugins.push(plugin);
+        }
+        node.set_plugins(
+            plugins
+                .iter()
+                .map(|p| {
+                    let m = &p.manifest;
+                    let routes = m.routes.iter().map(|r| r.pattern.clone()).collect();
+                    (m.name.clone(), m.kind.as_str().to_string(), routes)
+                })
+                .collect(),
+        );
+        Ok(Runtime {
+            engine,
+            plugins,
+            by_name,
+            router,
+            capacity: Arc::new(Semaphore::new(max_instances as usize)),
+            node,
+        })
+    }
+
+    /// The loaded plugins, in load order.
+    pub fn plugins(&self) -> &[Plugin] {
+        &self.plugins
+    }
+
+    /// A loaded plugin by name.
+    pub fn plugin(&self, name: &str) -> Option<&Plugin> {
+        self.by_name.get(name).map(|&i| &self.plugins[i])
+    }
+
+    /// The route table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Node-wide state (uptime, live instances).
+    pub fn node(&self) -> &Arc<NodeState> {
+        &self.node
+    }
+
+    /// What a backend plugin says about itself.
+    pub fn backend_info(&self, name: &str) -> Option<&BackendInfo> {
+        match &self.plugin(name)?.instance {
+            registry::PluginInstance::Backend { info, .. } => Some(info),
+            registry::PluginInstance::Handler(_) => None,
+        }
+    }
+}
+
+/// The manifests to load: the plugin directory's, or the bundled ones when the default
+/// directory does not exist.
+fn plugin_manifests(config: &Config) -> Result<Vec<Manifest>> {
+    let rt = &config.runtime;
+    let dir = &config.plugins;
+    if !dir.exists() && dir.as_path() == Path::new("plugins") {
+        tracing::info!("no ./plugins directory; serving the plugins bundled into gantry");
+        return registry::bundled_manifests(&rt.plugin_defaults, rt.max_memory_mb);
+    }
+    registry::read_manifests(dir, &rt.plugin_defaults, rt.max_memory_mb)
+}

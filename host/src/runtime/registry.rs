@@ -1,0 +1,282 @@
+//! Loading plugins: read each manifest, compile (or load from the cache) its component, check
+//! it against its world and its grants, and pre-instantiate it.
+
+use super::cache::{CacheOutcome, ComponentCache};
+use super::call::CallState;
+use super::manifest::{ComponentSource, Manifest, PluginKind};
+use super::world;
+use crate::config::PluginLimits;
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Host bindings of `world backend`.
+pub(crate) mod backend_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gantry:plugin/backend",
+        exports: { default: async },
+    });
+}
+
+pub use backend_bindings::gantry::plugin::types::BackendInfo;
+
+/// First-party components and manifests compiled into the binary.
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+    /// The bytes of a bundled component.
+    pub fn component(name: &str) -> Option<&'static [u8]> {
+        COMPONENTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, bytes)| *bytes)
+    }
+}
+
+/// What every call of one plugin shares.
+#[derive(Debug)]
+pub struct PluginContext {
+    /// The plugin's name.
+    pub name: Arc<str>,
+    /// Its per-call limits.
+    pub limits: PluginLimits,
+    /// Its settings, for `gantry:plugin/config`.
+    pub settings: BTreeMap<String, String>,
+    /// Whether it was granted `wasi:sockets`.
+    pub network: bool,
+}
+
+/// A loaded plugin, ready to instantiate.
+pub struct Plugin {
+    /// Its validated manifest.
+    pub manifest: Manifest,
+    /// Shared per-call context.
+    pub context: Arc<PluginContext>,
+    /// Whether its compiled code came from the cache.
+    pub cache: CacheOutcome,
+    pub(crate) instance: PluginInstance,
+}
+
+impl std::fmt::Debug for Linkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linkers").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.manifest.name)
+            .field("kind", &self.manifest.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) enum PluginInstance {
+    Handler(ProxyPre<CallState>),
+    Backend {
+        pre: backend_bindings::BackendPre<CallState>,
+        info: BackendInfo,
+    },
+}
+
+/// The linkers of both worlds, built once.
+pub struct Linkers {
+    handler: Linker<CallState>,
+    backend: Linker<CallState>,
+}
+
+impl Linkers {
+    /// Link everything gantry provides to each world.
+    pub fn new(engine: &Engine) -> Result<Linkers> {
+        let mut handler = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut handler)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut handler)?;
+        super::host::add_to_linker(&mut handler)?;
+        let mut backend = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut backend)?;
+        Ok(Linkers { handler, backend })
+    }
+
+    fn for_kind(&self, kind: PluginKind) -> &Linker<CallState> {
+        match kind {
+            PluginKind::Handler => &self.handler,
+            PluginKind::Backend => &self.backend,
+        }
+    }
+
+    /// Whether `component` links against `kind`'s world, types included.
+    pub fn link_check(&self, kind: PluginKind, component: &Component) -> Result<()> {
+        let pre = self.for_kind(kind).instantiate_pre(component)?;
+        match kind {
+            PluginKind::Handler => drop(ProxyPre::new(pre)?),
+            PluginKind::Backend => drop(backend_bindings::BackendPre::new(pre)?),
+        }
+        Ok(())
+    }
+}
+
+/// Read the manifests of a plugin directory, sorted by file name.
+pub fn read_manifests(
+    dir: &Path,
+    defaults: &PluginLimits,
+    max_memory_mb: u64,
+) -> Result<Vec<Manifest>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading plugin directory {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| Manifest::load(p, defaults, max_memory_mb))
+        .collect()
+}
+
+/// The manifests bundled into the binary.
+pub fn bundled_manifests(defaults: &PluginLimits, max_memory_mb: u64) -> Result<Vec<Manifest>> {
+    bundled::MANIFESTS
+        .iter()
+        .map(|(file, text)| {
+            let stem = file.trim_end_matches(".toml");
+            Manifest::parse(text, stem, Path::new("."), defaults, max_memory_mb)
+                .with_context(|| format!("in bundled manifest {file}"))
+        })
+        .collect()
+}
+
+/// The bytes of a manifest's component.
+pub fn component_bytes(source: &ComponentSource) -> Result<Vec<u8>> {
+    match source {
+        ComponentSource::File(path) => {
+            std::fs::read(path).with_context(|| format!("reading component {}", path.display()))
+        }
+        ComponentSource::Bundled(name) => bundled::component(name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                let known: Vec<_> = bundled::COMPONENTS.iter().map(|(n, _)| *n).collect();
+                anyhow!(
+                    "no bundled component named {name:?} (bundled: {})",
+                    known.join(", ")
+                )
+            }),
+    }
+}
+
+/// Names of a component's imports and exports.
+pub fn interface_names(engine: &Engine, component: &Component) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    (imports, exports)
+}
+
+/// Load one plugin. Errors name the plugin and say what is wrong in one line.
+pub(crate) async fn load(
+    engine: &Engine,
+    linkers: &Linkers,
+    cache: &ComponentCache,
+    node: &Arc<super::host::NodeState>,
+    manifest: Manifest,
+) -> Result<Plugin> {
+    let name = manifest.name.clone();
+    let wasm = component_bytes(&manifest.component)?;
+    let (component, outcome) = cache.load(engine, &wasm)?;
+    tracing::info!(plugin = %name, cache = outcome.as_str(), "compiled-component cache {}", outcome.as_str());
+    let (imports, exports) = interface_names(engine, &component);
+    world::check(
+        manifest.kind,
+        imports.iter().map(String::as_str),
+        exports.iter().map(String::as_str),
+        &manifest.imports,
+    )
+    .map_err(|misfit| {
+        anyhow!(
+            "plugin {name} ({}) {misfit}",
+            manifest.kind.as_str()
+        )
+    })?;
+    let pre = linkers
+        .for_kind(manifest.kind)
+        .instantiate_pre(&component)
+        .map_err(|e| {
+            anyhow!(
+                "plugin {name} does not fit world {}: {}",
+                manifest.kind.as_str(),
+                one_line(&anyhow::Error::from(e))
+            )
+        })?;
+    let context = Arc::new(PluginContext {
+        name: Arc::from(name.as_str()),
+        limits: manifest.limits,
+        settings: manifest.settings.clone(),
+        network: manifest
+            .imports
+            .iter()
+            .any(|g| g == "wasi:sockets" || g.starts_with("wasi:sockets/")),
+    });
+    let misfit = |e: wasmtime::Error| {
+        anyhow!(
+            "plugin {name} does not fit world {}: {}",
+            manifest.kind.as_str(),
+            one_line(&anyhow::Error::from(e))
+        )
+    };
+    let instance = match manifest.kind {
+        PluginKind::Handler => PluginInstance::Handler(ProxyPre::new(pre).map_err(misfit)?),
+        PluginKind::Backend => {
+            let pre = backend_bindings::BackendPre::new(pre).map_err(misfit)?;
+            let info = describe(engine, &pre, &context, node)
+                .await
+                .with_context(|| format!("plugin {name}: calling describe"))?;
+            let declared = manifest.binary.as_deref().unwrap_or_default();
+            let declared_name = Path::new(declared)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(declared);
+            if declared_name != info.binary {
+                bail!(
+                    "plugin {name} drives binary {:?}, but its manifest declares {declared:?}",
+                    info.binary
+                );
+            }
+            PluginInstance::Backend { pre, info }
+        }
+    };
+    Ok(Plugin {
+        manifest,
+        context,
+        cache: outcome,
+        instance,
+    })
+}
+
+async fn describe(
+    engine: &Engine,
+    pre: &backend_bindings::BackendPre<CallState>,
+    context: &Arc<PluginContext>,
+    node: &Arc<super::host::NodeState>,
+) -> Result<BackendInfo> {
+    let mut store = super::call::new_store(engine, context, node);
+    let backend = pre.instantiate_async(&mut store).await?;
+    let info = backend
+        .gantry_plugin_adapter()
+        .call_describe(&mut store)
+        .await?;
+    Ok(info)
+}
+
+/// An error chain on one line: startup errors are read in logs and terminals.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}

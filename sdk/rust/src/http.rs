@@ -1,0 +1,210 @@
+//! Small helpers over `wasi:http` for handlers: read a request, answer, stream.
+
+use crate::bindings::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::bindings::wasi::io::streams::{OutputStream, StreamError};
+
+/// An incoming request, with its head decoded.
+pub struct Request {
+    inner: IncomingRequest,
+    method: String,
+    path: String,
+    query: String,
+}
+
+impl Request {
+    /// Decode the head of an incoming request.
+    pub fn new(inner: IncomingRequest) -> Self {
+        let method = match inner.method() {
+            Method::Get => "GET".to_string(),
+            Method::Head => "HEAD".to_string(),
+            Method::Post => "POST".to_string(),
+            Method::Put => "PUT".to_string(),
+            Method::Delete => "DELETE".to_string(),
+            Method::Connect => "CONNECT".to_string(),
+            Method::Options => "OPTIONS".to_string(),
+            Method::Trace => "TRACE".to_string(),
+            Method::Patch => "PATCH".to_string(),
+            Method::Other(other) => other,
+        };
+        let full = inner.path_with_query().unwrap_or_else(|| "/".to_string());
+        let (path, query) = match full.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (full, String::new()),
+        };
+        Request {
+            inner,
+            method,
+            path,
+            query,
+        }
+    }
+
+    /// The method, upper case.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    /// The first value of a header, if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values = self.inner.headers().get(name);
+        values
+            .into_iter()
+            .next()
+            .and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Read the whole body, refusing more than `limit` bytes.
+    pub fn body(self, limit: usize) -> Result<Vec<u8>, BodyError> {
+        let body = self.inner.consume().map_err(|()| BodyError::Unavailable)?;
+        let stream = body.stream().map_err(|()| BodyError::Unavailable)?;
+        let mut out = Vec::new();
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    if out.len() + chunk.len() > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(_)) => return Err(BodyError::Unavailable),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body was already taken or the stream failed.
+    Unavailable,
+    /// The body is larger than the limit given.
+    TooLarge,
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The client went away or the body stream failed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
+/// A response body being written; dropping it without [`BodyWriter::finish`] ends the
+/// response as incomplete.
+pub struct BodyWriter {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl BodyWriter {
+    /// Write all of `data`, waiting while the host applies backpressure, then flush.
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<(), Closed> {
+        let stream = self.stream.as_ref().ok_or(Closed)?;
+        while !data.is_empty() {
+            let permit = stream.check_write().map_err(|_| Closed)?;
+            if permit == 0 {
+                stream.subscribe().block();
+                continue;
+            }
+            let n = data.len().min(permit as usize);
+            stream.write(&data[..n]).map_err(|_| Closed)?;
+            data = &data[n..];
+        }
+        stream.flush().map_err(|_| Closed)?;
+        Ok(())
+    }
+
+    /// Flush what is left and end the body.
+    pub fn finish(mut self) -> Result<(), Closed> {
+        if let Some(stream) = self.stream.take() {
+            stream.blocking_flush().map_err(|_| Closed)?;
+        }
+        match self.body.take() {
+            Some(body) => OutgoingBody::finish(body, None).map_err(|_| Closed),
+            None => Err(Closed),
+        }
+    }
+}
+
+/// Send the response head and return a writer for its body.
+pub fn start(out: ResponseOutparam, status: u16, headers: &[(&str, &str)]) -> BodyWriter {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        // A handler passes only names and values it wrote itself; a bad one is a bug.
+        fields
+            .append(name, value.as_bytes())
+            .expect("valid header name and value");
+    }
+    let response = OutgoingResponse::new(fields);
+    response
+        .set_status_code(status)
+        .expect("valid HTTP status code");
+    let body = response.body().expect("body taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = body.write().expect("body stream taken once");
+    BodyWriter {
+        stream: Some(stream),
+        body: Some(body),
+    }
+}
+
+/// Answer with a complete body.
+pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
+    let mut writer = start(out, status, &[("content-type", content_type)]);
+    // A client that went away needs no answer.
+    if writer.write_all(body).is_ok() {
+        let _ = writer.finish();
+    }
+}
+
+/// Answer with a JSON value.
+pub fn json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
+    let body = serde_json::to_vec(value).expect("JSON values serialize");
+    respond(out, status, "application/json", &body);
+}
+
+/// Answer with a JSON error in gantry's envelope: `{"error": {"code", "message"}}`.
+pub fn error(out: ResponseOutparam, status: u16, code: &str, message: &str) {
+    json(
+        out,
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message } }),
+    );
+}
