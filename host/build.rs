@@ -17,7 +17,14 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 fn main() {
     let host_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = host_dir.parent().unwrap().to_path_buf();
-    for watched in ["wit", "sdk", "components", "tests/components", "plugins", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "sdk",
+        "components",
+        "tests/components",
+        "plugins",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=GANTRY_SKIP_COMPONENT_BUILD");
@@ -35,8 +42,17 @@ fn main() {
     code.push_str("pub const COMPONENTS: &[(&str, &[u8])] = &[\n");
     for name in &bundled {
         let wasm = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
-        assert!(wasm.exists(), "component {name} was not built at {}", wasm.display());
-        writeln!(code, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string()).unwrap();
+        assert!(
+            wasm.exists(),
+            "component {name} was not built at {}",
+            wasm.display()
+        );
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            wasm.display().to_string()
+        )
+        .unwrap();
     }
     code.push_str("];\n/// Bundled manifests: (file name, text).\n");
     code.push_str("pub const MANIFESTS: &[(&str, &str)] = &[\n");
@@ -47,7 +63,12 @@ fn main() {
     manifests.sort();
     for path in manifests {
         let file = path.file_name().unwrap().to_str().unwrap().to_string();
-        writeln!(code, "    ({file:?}, include_str!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            code,
+            "    ({file:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     code.push_str("];\n");
     fs::write(out.join("bundled.rs"), code).unwrap();
@@ -82,7 +103,9 @@ fn ensure_wasm_target() {
     {
         return;
     }
-    println!("cargo:warning=installing the {WASM_TARGET} target with rustup, to build gantry's components");
+    println!(
+        "cargo:warning=installing the {WASM_TARGET} target with rustup, to build gantry's components"
+    );
     let mut rustup = Command::new("rustup");
     rustup.args(["target", "add", WASM_TARGET]);
     if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
@@ -95,7 +118,11 @@ fn ensure_wasm_target() {
     assert!(status.success(), "`rustup target add {WASM_TARGET}` failed");
 }
 
-fn build_components<'a>(root: &Path, target_dir: &Path, packages: impl Iterator<Item = &'a String>) {
+fn build_components<'a>(
+    root: &Path,
+    target_dir: &Path,
+    packages: impl Iterator<Item = &'a String>,
+) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -129,5 +156,8 @@ fn build_components<'a>(root: &Path, target_dir: &Path, packages: impl Iterator<
         .stdout(Stdio::from(std::io::stderr()))
         .status()
         .expect("running cargo to build components");
-    assert!(status.success(), "building gantry's components for {WASM_TARGET} failed (see above)");
+    assert!(
+        status.success(),
+        "building gantry's components for {WASM_TARGET} failed (see above)"
+    );
 }

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "gantry", version, about = "A gateway for coding-agent CLIs, hosting WebAssembly plugins.")]
+#[command(
+    name = "gantry",
+    version,
+    about = "A gateway for coding-agent CLIs, hosting WebAssembly plugins."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,8 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", registry::one_line(&e));
-            ExitCode::FAILURE
+            // 1 is `plugin check`'s "fits no world"; anything that could not run is 2.
+            ExitCode::from(2)
         }
     }
 }
@@ -75,6 +80,7 @@ fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -104,7 +110,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             writeln!(out, "gantry listening on http://{local}")?;
             out.flush()?;
         }
-        crate::http::serve(listener, runtime, shutdown_signal(), config.shutdown_grace()).await
+        crate::http::serve(
+            listener,
+            runtime,
+            shutdown_signal(),
+            config.shutdown_grace(),
+        )
+        .await
     })
 }
 

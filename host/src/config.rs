@@ -81,12 +81,11 @@ impl Config {
             ),
             None => None,
         };
-        let config = Self::from_layers(file_text.as_deref(), overrides).with_context(|| {
-            match file {
+        let config =
+            Self::from_layers(file_text.as_deref(), overrides).with_context(|| match file {
                 Some(path) => format!("in config file {}", path.display()),
                 None => "in the configuration".to_string(),
-            }
-        })?;
+            })?;
         Ok(config)
     }
 

@@ -106,12 +106,14 @@ async fn dispatch(runtime: &Runtime, req: Request<Incoming>) -> Response<GuestBo
 }
 
 fn failure_response(failure: &CallFailure, plugin: &str) -> Response<GuestBody> {
-    let status = StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = error_response(status, failure.code(), &failure.message(), Some(plugin));
     if matches!(failure, CallFailure::OverCapacity) {
-        response
-            .headers_mut()
-            .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
     }
     response
 }
@@ -127,8 +129,8 @@ pub fn error_response(
     if let Some(plugin) = plugin {
         error["plugin"] = plugin.into();
     }
-    let body = serde_json::to_vec(&serde_json::json!({ "error": error }))
-        .expect("JSON values serialize");
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "error": error })).expect("JSON values serialize");
     let mut response = Response::new(GuestBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -86,16 +86,15 @@ impl ComponentCache {
             .map_err(anyhow::Error::from)
             .context("compiling component")?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(e) =
-            std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path))
+        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path))
         {
             // A read-only or full disk costs a compile next time, nothing more.
             tracing::warn!(path = %path.display(), "could not store compiled component: {e}");
             let _ = std::fs::remove_file(&tmp);
         }
         // SAFETY: `compiled` was produced just now by this engine.
-        let component = unsafe { Component::deserialize(engine, &compiled) }
-            .map_err(anyhow::Error::from)?;
+        let component =
+            unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)?;
         Ok((component, CacheOutcome::Miss))
     }
 }

@@ -35,6 +35,14 @@ impl fmt::Debug for CallState {
     }
 }
 
+impl CallState {
+    /// Begin a new top-level call on a store that outlives one call: the CPU budget is per
+    /// call.
+    pub(crate) fn start_call(&mut self) {
+        self.cpu.used = Duration::ZERO;
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -113,7 +121,11 @@ impl fmt::Display for CallLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallLimit::CpuDeadline(d) => {
-                write!(f, "the component used more than its {} ms of CPU time", d.as_millis())
+                write!(
+                    f,
+                    "the component used more than its {} ms of CPU time",
+                    d.as_millis()
+                )
             }
             CallLimit::Memory(limit) => write!(
                 f,

@@ -65,19 +65,24 @@ impl CallFailure {
     /// A message for the caller.
     pub fn message(&self) -> String {
         match self {
-            CallFailure::OverCapacity => "all component instance slots are busy; retry shortly".into(),
+            CallFailure::OverCapacity => {
+                "all component instance slots are busy; retry shortly".into()
+            }
             CallFailure::Trap(t) => format!("the plugin trapped: {t}"),
             CallFailure::CpuDeadline(d) => CallLimit::CpuDeadline(*d).to_string(),
             CallFailure::MemoryLimit(m) => CallLimit::Memory(*m).to_string(),
             CallFailure::Timeout(d) => {
-                format!("the call ran past its {} ms wall-clock limit", d.as_millis())
+                format!(
+                    "the call ran past its {} ms wall-clock limit",
+                    d.as_millis()
+                )
             }
             CallFailure::NoResponse => "the plugin returned without a response".into(),
             CallFailure::HandlerError(e) => format!("the plugin answered with an error: {e}"),
         }
     }
 
-    fn from_error(e: wasmtime::Error) -> CallFailure {
+    pub(crate) fn from_error(e: wasmtime::Error) -> CallFailure {
         if let Some(limit) = e.downcast_ref::<CallLimit>() {
             return match *limit {
                 CallLimit::CpuDeadline(d) => CallFailure::CpuDeadline(d),
@@ -96,6 +101,8 @@ impl CallFailure {
 /// the body is done) ends the guest's call.
 pub struct GuestBody {
     inner: HyperOutgoingBody,
+    /// Set when the call failed; checked when the body ends.
+    failed: Option<tokio::sync::oneshot::Receiver<CallFailure>>,
     _call: AbortOnDrop,
 }
 
@@ -113,7 +120,16 @@ impl Body for GuestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                let failure = self.failed.take().and_then(|mut f| f.try_recv().ok());
+                Poll::Ready(
+                    failure
+                        .map(|f| Err(wasmtime_wasi_http::Error::InternalError(Some(f.message())))),
+                )
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -132,6 +148,7 @@ impl GuestBody {
             inner: http_body_util::Full::new(bytes.into())
                 .map_err(wasmtime_wasi_http::Error::from)
                 .boxed_unsync(),
+            failed: None,
             _call: AbortOnDrop(None),
         }
     }
@@ -181,16 +198,19 @@ impl Runtime {
         let (req, out) = setup.map_err(CallFailure::from_error)?;
         let pre = pre.clone();
         let plugin_name = plugin.context.name.clone();
-        let call = async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
-        };
         let timeout = target.timeout;
+        // Failures are reported here before the store (and with it the body's sender) is
+        // dropped, so a body cut short ends as an error rather than looking complete.
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let _slot = (permit, live);
+            let call = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
             let result = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(r) => r.map_err(CallFailure::from_error),
@@ -200,13 +220,16 @@ impl Runtime {
             };
             if let Err(failure) = &result {
                 tracing::warn!(plugin = %plugin_name, code = failure.code(), "{}", failure.message());
+                let _ = failed_tx.send(failure.clone());
             }
+            drop(store);
             result
         });
         let guard = AbortOnDrop(Some(task.abort_handle()));
         match receiver.await {
             Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
                 inner,
+                failed: Some(failed_rx),
                 _call: guard,
             })),
             Ok(Err(code)) => Err(CallFailure::HandlerError(format!("{code:?}"))),

@@ -239,7 +239,10 @@ fn check_route(pattern: &str) -> Result<()> {
                 "route {pattern:?} is not an exact path or a prefix ending in '/...' (bad segment {segment:?})"
             );
         }
-        if segment.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+        if segment
+            .chars()
+            .any(|c| c.is_control() || c == '?' || c == '#')
+        {
             bail!("route {pattern:?} has a character not allowed in a path");
         }
     }
@@ -314,7 +317,8 @@ mod tests {
 
     #[test]
     fn bundled_backend() {
-        let m = parse("kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"").unwrap();
+        let m =
+            parse("kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"").unwrap();
         assert_eq!(m.component, ComponentSource::Bundled("exec".into()));
         assert_eq!(m.binary.as_deref(), Some("echo"));
     }
@@ -322,7 +326,10 @@ mod tests {
     #[test]
     fn bad_manifests_are_refused_with_reasons() {
         let cases = [
-            ("kind = \"handler\"\ncomponent = \"x.wasm\"", "at least one route"),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"",
+                "at least one route",
+            ),
             ("kind = \"backend\"\ncomponent = \"x.wasm\"", "binary"),
             (
                 "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nroutes = [\"/a\"]",
@@ -369,7 +376,9 @@ mod tests {
         for ok in ["/", "/...", "/health", "/api/v1/...", "/a-b/c_d"] {
             check_route(ok).unwrap();
         }
-        for bad in ["", "x", "//a", "/a//b", "/a/./b", "/a/..", "/a/...b", "/a?b"] {
+        for bad in [
+            "", "x", "//a", "/a//b", "/a/./b", "/a/..", "/a/...b", "/a?b",
+        ] {
             assert!(check_route(bad).is_err(), "{bad}");
         }
     }

@@ -6,6 +6,7 @@
 //! interruption, counting only the guest's own execution time) and, per route, a wall-clock
 //! limit. A cap on live instances turns overload into a 503 instead of a queue.
 
+pub mod backend;
 mod cache;
 mod call;
 mod handler;
@@ -14,11 +15,12 @@ pub mod manifest;
 pub mod registry;
 pub mod world;
 
+pub use backend::{AdapterRun, BackendAdapter};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use handler::{CallFailure, GuestBody};
 pub use host::NodeState;
-pub use registry::{BackendInfo, Plugin};
+pub use registry::Plugin;
 
 use crate::config::{Config, RuntimeConfig};
 use crate::http::router::{RouteTarget, Router};
@@ -164,14 +166,6 @@ impl Runtime {
     /// Node-wide state (uptime, live instances).
     pub fn node(&self) -> &Arc<NodeState> {
         &self.node
-    }
-
-    /// What a backend plugin says about itself.
-    pub fn backend_info(&self, name: &str) -> Option<&BackendInfo> {
-        match &self.plugin(name)?.instance {
-            registry::PluginInstance::Backend { info, .. } => Some(info),
-            registry::PluginInstance::Handler(_) => None,
-        }
     }
 }
 

@@ -23,7 +23,7 @@ pub(crate) mod backend_bindings {
     });
 }
 
-pub use backend_bindings::gantry::plugin::types::BackendInfo;
+use backend_bindings::gantry::plugin::types::BackendInfo;
 
 /// First-party components and manifests compiled into the binary.
 pub mod bundled {
@@ -161,15 +161,15 @@ pub fn component_bytes(source: &ComponentSource) -> Result<Vec<u8>> {
         ComponentSource::File(path) => {
             std::fs::read(path).with_context(|| format!("reading component {}", path.display()))
         }
-        ComponentSource::Bundled(name) => bundled::component(name)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| {
+        ComponentSource::Bundled(name) => {
+            bundled::component(name).map(<[u8]>::to_vec).ok_or_else(|| {
                 let known: Vec<_> = bundled::COMPONENTS.iter().map(|(n, _)| *n).collect();
                 anyhow!(
                     "no bundled component named {name:?} (bundled: {})",
                     known.join(", ")
                 )
-            }),
+            })
+        }
     }
 }
 
@@ -200,12 +200,7 @@ pub(crate) async fn load(
         exports.iter().map(String::as_str),
         &manifest.imports,
     )
-    .map_err(|misfit| {
-        anyhow!(
-            "plugin {name} ({}) {misfit}",
-            manifest.kind.as_str()
-        )
-    })?;
+    .map_err(|misfit| anyhow!("plugin {name} ({}) {misfit}", manifest.kind.as_str()))?;
     let pre = linkers
         .for_kind(manifest.kind)
         .instantiate_pre(&component)

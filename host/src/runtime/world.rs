@@ -135,8 +135,7 @@ pub fn check<'a>(
     let (export, major) = required_export(kind);
     let has_export = exports.into_iter().any(|e| {
         let (name, version) = split_version(e);
-        name == export
-            && version.is_some_and(|v| v == major || v.starts_with(&format!("{major}.")))
+        name == export && version.is_some_and(|v| v == major || v.starts_with(&format!("{major}.")))
     });
     if !has_export {
         return Err(Misfit::MissingExport(format!("{export}@{major}.x")));
@@ -164,18 +163,35 @@ mod tests {
     #[test]
     fn ambient_imports_need_no_grant() {
         let imports = ["wasi:io/streams@0.2.12", "wasi:cli/environment@0.2.0"];
-        check(PluginKind::Handler, imports, HANDLER_EXPORTS.iter().copied(), &[]).unwrap();
+        check(
+            PluginKind::Handler,
+            imports,
+            HANDLER_EXPORTS.iter().copied(),
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]
     fn grantable_imports_need_their_grant() {
         let imports = ["gantry:plugin/config@0.1.0"];
-        let err = check(PluginKind::Handler, imports, HANDLER_EXPORTS.iter().copied(), &[])
-            .unwrap_err();
+        let err = check(
+            PluginKind::Handler,
+            imports,
+            HANDLER_EXPORTS.iter().copied(),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err, Misfit::NotGranted("gantry:plugin/config@0.1.0".into()));
         assert!(err.to_string().contains("add \"gantry:plugin/config\""));
         let grants = ["gantry:plugin/config".to_string()];
-        check(PluginKind::Handler, imports, HANDLER_EXPORTS.iter().copied(), &grants).unwrap();
+        check(
+            PluginKind::Handler,
+            imports,
+            HANDLER_EXPORTS.iter().copied(),
+            &grants,
+        )
+        .unwrap();
         // A package grant covers each of its interfaces.
         let grants = ["wasi:sockets".to_string()];
         check(
@@ -212,18 +228,35 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, Misfit::Unavailable("acme:thing/widget@1.0.0".into()));
-        let err = check(PluginKind::Backend, [], HANDLER_EXPORTS.iter().copied(), &[]).unwrap_err();
-        assert_eq!(err, Misfit::MissingExport("gantry:plugin/adapter@0.1.x".into()));
+        let err = check(
+            PluginKind::Backend,
+            [],
+            HANDLER_EXPORTS.iter().copied(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Misfit::MissingExport("gantry:plugin/adapter@0.1.x".into())
+        );
         // A future major version of the export does not fit.
-        let err = check(PluginKind::Handler, [], ["wasi:http/incoming-handler@0.3.0"], &[])
-            .unwrap_err();
+        let err = check(
+            PluginKind::Handler,
+            [],
+            ["wasi:http/incoming-handler@0.3.0"],
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(err, Misfit::MissingExport(_)));
     }
 
     #[test]
     fn grant_matching() {
         assert!(grant_covers("gantry:plugin/log", "gantry:plugin/log@0.1.0"));
-        assert!(!grant_covers("gantry:plugin/log", "gantry:plugin/logger@0.1.0"));
+        assert!(!grant_covers(
+            "gantry:plugin/log",
+            "gantry:plugin/logger@0.1.0"
+        ));
         assert!(grant_covers("gantry:plugin", "gantry:plugin/log@0.1.0"));
         assert!(!grant_covers("gantry:plug", "gantry:plugin/log@0.1.0"));
     }

@@ -3,8 +3,7 @@
 
 use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
 use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError,
-    RunSummary,
+    AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
 };
 use std::cell::RefCell;
 

@@ -1,0 +1,157 @@
+//! Calling backend adapters: build a command spec, then parse one run's output line by line
+//! in an instance that lives as long as the run.
+
+use super::Runtime;
+use super::call::{CallState, new_store};
+use super::handler::CallFailure;
+use super::host::ActiveInstance;
+use super::registry::{Plugin, PluginInstance, backend_bindings};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+pub use backend_bindings::gantry::plugin::types::{
+    AgentEvent, ApprovalMode, BackendInfo, CommandSpec, DoneInfo, InitInfo, OutputStream,
+    PromptRequest, RequestError, RunSummary, SandboxMode, ToolResult, ToolUse, Usage,
+};
+
+/// A loaded backend plugin.
+#[derive(Clone, Copy)]
+pub struct BackendAdapter<'a> {
+    runtime: &'a Runtime,
+    plugin: &'a Plugin,
+    pre: &'a backend_bindings::BackendPre<CallState>,
+    info: &'a BackendInfo,
+}
+
+impl Runtime {
+    /// The backend plugin named `name`, if one is loaded.
+    pub fn backend(&self, name: &str) -> Option<BackendAdapter<'_>> {
+        let plugin = self.plugin(name)?;
+        match &plugin.instance {
+            PluginInstance::Backend { pre, info } => Some(BackendAdapter {
+                runtime: self,
+                plugin,
+                pre,
+                info,
+            }),
+            PluginInstance::Handler(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for BackendAdapter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendAdapter")
+            .field("plugin", &self.plugin.manifest.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One live instance with its slot, released on drop.
+struct Instance {
+    store: Store<CallState>,
+    backend: backend_bindings::Backend,
+    _slot: (OwnedSemaphorePermit, ActiveInstance),
+}
+
+impl BackendAdapter<'_> {
+    /// What the adapter says about its backend (read once, at load).
+    pub fn info(&self) -> &BackendInfo {
+        self.info
+    }
+
+    /// The binary the manifest allows this backend to spawn.
+    pub fn binary(&self) -> &str {
+        self.plugin.manifest.binary.as_deref().unwrap_or_default()
+    }
+
+    async fn instantiate(&self) -> Result<Instance, CallFailure> {
+        let rt = self.runtime;
+        let permit = rt
+            .capacity
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallFailure::OverCapacity)?;
+        let live = rt.node.instance_guard();
+        let mut store = new_store(&rt.engine, &self.plugin.context, &rt.node);
+        let backend = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(CallFailure::from_error)?;
+        Ok(Instance {
+            store,
+            backend,
+            _slot: (permit, live),
+        })
+    }
+
+    /// Turn a prompt request into the command to spawn, or the adapter's refusal.
+    pub async fn build_command(
+        &self,
+        request: &PromptRequest,
+    ) -> Result<Result<CommandSpec, RequestError>, CallFailure> {
+        let mut i = self.instantiate().await?;
+        i.backend
+            .gantry_plugin_adapter()
+            .call_build_command(&mut i.store, request)
+            .await
+            .map_err(CallFailure::from_error)
+    }
+
+    /// Start parsing a run: one instance holds the run's state until [`AdapterRun::finish`].
+    pub async fn start_run(&self, request: &PromptRequest) -> Result<AdapterRun, CallFailure> {
+        let mut instance = self.instantiate().await?;
+        let run = instance
+            .backend
+            .gantry_plugin_adapter()
+            .run()
+            .call_constructor(&mut instance.store, request)
+            .await
+            .map_err(CallFailure::from_error)?;
+        Ok(AdapterRun { instance, run })
+    }
+}
+
+/// The adapter's view of one run in progress.
+pub struct AdapterRun {
+    instance: Instance,
+    run: ResourceAny,
+}
+
+impl std::fmt::Debug for AdapterRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterRun").finish_non_exhaustive()
+    }
+}
+
+impl AdapterRun {
+    /// The unified events of one output line. Each call has the plugin's full CPU budget.
+    pub async fn parse_line(
+        &mut self,
+        stream: OutputStream,
+        line: &str,
+    ) -> Result<Vec<AgentEvent>, CallFailure> {
+        let i = &mut self.instance;
+        i.store.data_mut().start_call();
+        i.backend
+            .gantry_plugin_adapter()
+            .run()
+            .call_parse_line(&mut i.store, self.run, stream, line)
+            .await
+            .map_err(CallFailure::from_error)
+    }
+
+    /// Sum up the run after the process exited; the instance is released.
+    pub async fn finish(mut self, exit_code: Option<i32>) -> Result<RunSummary, CallFailure> {
+        let i = &mut self.instance;
+        i.store.data_mut().start_call();
+        i.backend
+            .gantry_plugin_adapter()
+            .run()
+            .call_finish(&mut i.store, self.run, exit_code)
+            .await
+            .map_err(CallFailure::from_error)
+    }
+}

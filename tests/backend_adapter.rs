@@ -1,0 +1,94 @@
+//! Backend adapters through the runtime's API, with the purpose-built test backend.
+
+use gantry::config::{Config, Overrides};
+use gantry::runtime::backend::{
+    AgentEvent, ApprovalMode, OutputStream, PromptRequest, RequestError, SandboxMode,
+};
+use gantry::runtime::manifest::Manifest;
+use gantry::runtime::{ComponentCache, Runtime, engine};
+use std::path::Path;
+
+fn request(prompt: &str, extra_flags: &[&str]) -> PromptRequest {
+    PromptRequest {
+        prompt: prompt.into(),
+        model: None,
+        system_prompt: None,
+        max_turns: None,
+        approval_mode: ApprovalMode::Default,
+        sandbox_mode: SandboxMode::Default,
+        extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
+        operator_allowed_flags: vec!["--ok".into()],
+        resume_session: None,
+    }
+}
+
+async fn runtime(max_instances: u32) -> (Runtime, tempfile::TempDir) {
+    let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
+    let wasm = Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_backend.wasm");
+    let text = format!(
+        "kind = \"backend\"\ncomponent = {:?}\nbinary = \"echo\"\n",
+        wasm.display().to_string()
+    );
+    let manifest = Manifest::parse(
+        &text,
+        "echo-backend",
+        Path::new("."),
+        &defaults.runtime.plugin_defaults,
+        defaults.runtime.max_memory_mb,
+    )
+    .unwrap();
+    let engine = engine(&defaults.runtime).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ComponentCache::open(dir.path(), &engine).unwrap();
+    let rt = Runtime::load(engine, &cache, vec![manifest], max_instances)
+        .await
+        .unwrap();
+    (rt, dir)
+}
+
+#[tokio::test]
+async fn build_command_parse_and_finish() {
+    let (rt, _dir) = runtime(4).await;
+    let backend = rt.backend("echo-backend").expect("loaded");
+    assert_eq!(backend.info().binary, "echo");
+    assert_eq!(backend.binary(), "echo");
+
+    let spec = backend
+        .build_command(&request("hi there", &["--ok"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spec.args, ["hi there"]);
+
+    let refused = backend
+        .build_command(&request("x", &["--dangerously-skip"]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(refused, RequestError::FlagNotAllowed(f) if f == "--dangerously-skip"));
+
+    let mut run = backend.start_run(&request("x", &[])).await.unwrap();
+    let events = run.parse_line(OutputStream::Stdout, "first").await.unwrap();
+    assert!(matches!(&events[..], [AgentEvent::Message(m)] if m == "first"));
+    let events = run.parse_line(OutputStream::Stderr, "noise").await.unwrap();
+    assert!(matches!(&events[..], [AgentEvent::Raw(m)] if m == "noise"));
+    run.parse_line(OutputStream::Stdout, "last").await.unwrap();
+    // The run's state lives across calls in one instance.
+    let summary = run.finish(Some(0)).await.unwrap();
+    assert!(summary.success);
+    assert_eq!(summary.final_text.as_deref(), Some("last"));
+    assert_eq!(rt.node().active_instances(), 0);
+}
+
+#[tokio::test]
+async fn runs_hold_an_instance_slot_until_finished() {
+    let (rt, _dir) = runtime(1).await;
+    let backend = rt.backend("echo-backend").unwrap();
+    let run = backend.start_run(&request("x", &[])).await.unwrap();
+    assert_eq!(rt.node().active_instances(), 1);
+    let busy = backend.build_command(&request("y", &[])).await.unwrap_err();
+    assert_eq!(busy.code(), "over_capacity");
+    run.finish(None).await.unwrap();
+    assert!(backend.build_command(&request("y", &[])).await.is_ok());
+    assert!(rt.backend("nonexistent").is_none());
+}

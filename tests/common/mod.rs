@@ -1,0 +1,246 @@
+//! The black-box harness: start the real `gantry` binary on 127.0.0.1 with a plugin
+//! directory of the test's making, and speak HTTP to it.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The gantry binary under test.
+pub fn gantry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gantry")
+}
+
+/// A test component built by the host's build script.
+pub fn test_component(name: &str) -> PathBuf {
+    Path::new(env!("GANTRY_COMPONENT_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A manifest for the test handler mounted at `/t/...`, with extra TOML appended.
+pub fn test_handler_manifest(extra: &str) -> String {
+    format!(
+        "kind = \"handler\"\ncomponent = {:?}\n{extra}\n",
+        test_component("test-handler").display().to_string()
+    )
+}
+
+/// A plugin directory and data directory, kept for the life of the test.
+pub struct Setup {
+    pub dir: TempDir,
+}
+
+impl Setup {
+    /// A fresh setup with these manifests (file stem, text).
+    pub fn new(manifests: &[(&str, String)]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for (stem, text) in manifests {
+            std::fs::write(
+                dir.path().join("plugins").join(format!("{stem}.toml")),
+                text,
+            )
+            .unwrap();
+        }
+        Setup { dir }
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A command that serves this setup on a free port.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(gantry_bin());
+        cmd.arg("serve")
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--plugins")
+            .arg(self.plugins())
+            .env_remove("GANTRY_ADDR")
+            .env_remove("GANTRY_DATA_DIR")
+            .env_remove("GANTRY_PLUGINS")
+            .env_remove("GANTRY_CONFIG")
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Serve this setup.
+    pub fn start(&self) -> Gantry {
+        Gantry::spawn(self.command())
+    }
+
+    /// Run a server that must fail to start; its exit status and stderr.
+    pub fn start_failure(&self) -> (ExitStatus, String) {
+        let out = self
+            .command()
+            .stdout(Stdio::null())
+            .output()
+            .expect("running gantry");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A running gantry; killed on drop.
+pub struct Gantry {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Gantry {
+    /// Spawn `cmd` and wait for its "listening" line.
+    pub fn spawn(mut cmd: Command) -> Gantry {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning gantry");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let Some(addr) = first.trim().strip_prefix("gantry listening on http://") else {
+            let status = child.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "gantry did not start ({status}): stdout {first:?}, stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        };
+        let addr = addr.parse().unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Gantry {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait until the log contains `needle`, up to `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Send one request on a new connection; the response head with its body still streaming.
+    pub async fn send(&self, method: &str, path: &str, body: &str) -> Response<Incoming> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+
+    /// GET `path`; status, headers and the whole body.
+    pub async fn get(&self, path: &str) -> (StatusCode, hyper::HeaderMap, Bytes) {
+        let response = self.send("GET", path, "").await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body)
+    }
+
+    /// GET `path` as JSON.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        let (status, headers, body) = self.get(path).await;
+        assert_eq!(
+            headers.get("content-type").map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "{path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+}
+
+impl Drop for Gantry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Assert gantry's error envelope.
+pub fn assert_error(value: &serde_json::Value, code: &str, plugin: Option<&str>) {
+    assert_eq!(value["error"]["code"], code, "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{value}"
+    );
+    match plugin {
+        Some(p) => assert_eq!(value["error"]["plugin"], p, "{value}"),
+        None => assert!(value["error"].get("plugin").is_none(), "{value}"),
+    }
+}
