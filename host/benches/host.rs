@@ -1,0 +1,171 @@
+//! Host benchmarks, each printed as a ratio against a baseline measured in the same run:
+//!
+//! - plugin load from the compiled-component cache (warm start) against compiling (cold start);
+//! - a request served by a fresh component instance (`GET /health` through the `system`
+//!   plugin) against the same JSON answered by plain hyper, over the same client.
+//!
+//! Run with `cargo bench --bench host`. Loops are bounded in count; nothing is asserted.
+
+use bytes::Bytes;
+use gantry::config::{Config, Overrides};
+use gantry::runtime::Runtime;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 4;
+const REQUESTS_PER_CONNECTION: usize = 500;
+
+fn config(dir: &std::path::Path) -> Config {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(
+        plugins.join("system.toml"),
+        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\"]\n",
+    )
+    .unwrap();
+    let test_handler = std::path::Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_handler.wasm");
+    std::fs::write(
+        plugins.join("test-handler.toml"),
+        format!(
+            "kind = \"handler\"\ncomponent = {:?}\nroutes = [\"/t/...\"]\nimports = [\"gantry:plugin\"]\n",
+            test_handler.display().to_string()
+        ),
+    )
+    .unwrap();
+    let overrides = Overrides {
+        addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.join("data")),
+        plugins: Some(plugins),
+    };
+    Config::from_layers(Some("[runtime]\nmax_instances = 64\n"), &overrides).unwrap()
+}
+
+async fn load_time(config: &Config) -> (Duration, Runtime) {
+    let start = Instant::now();
+    let rt = Runtime::start(config).await.unwrap();
+    (start.elapsed(), rt)
+}
+
+/// Median per-request latency over `CONNECTIONS` keep-alive connections, and requests/s.
+async fn drive(addr: SocketAddr, path: &'static str) -> (Duration, f64) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut latencies = Vec::with_capacity(REQUESTS_PER_CONNECTION);
+            for _ in 0..REQUESTS_PER_CONNECTION {
+                let t = Instant::now();
+                let request = hyper::Request::get(path)
+                    .header("host", "bench")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let rate = all.len() as f64 / elapsed.as_secs_f64();
+    (all[all.len() / 2], rate)
+}
+
+async fn fetch(addr: SocketAddr, path: &str) -> Bytes {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn baseline_server(body: Bytes) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(body));
+                        r.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+
+        let (cold, _) = load_time(&config).await;
+        let mut warm = Vec::new();
+        let mut runtime = None;
+        for _ in 0..5 {
+            let (t, rt) = load_time(&config).await;
+            warm.push(t);
+            runtime = Some(rt);
+        }
+        warm.sort();
+        let warm = warm[warm.len() / 2];
+        println!("plugin load, 2 plugins: cold (compile) {:.1} ms, warm (cache) {:.2} ms, warm/cold = {:.4}",
+            cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3, warm.as_secs_f64() / cold.as_secs_f64());
+
+        let runtime = Arc::new(runtime.unwrap());
+        let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
+        tokio::spawn(gantry::http::serve(listener, runtime, std::future::pending(), Duration::ZERO));
+
+        // Warm up both, then measure.
+        drive(addr, "/health").await;
+        let (gantry_median, gantry_rate) = drive(addr, "/health").await;
+        let sample = fetch(addr, "/health").await;
+        let base = baseline_server(sample).await;
+        drive(base, "/health").await;
+        let (base_median, base_rate) = drive(base, "/health").await;
+        println!(
+            "GET /health, {CONNECTIONS}x{REQUESTS_PER_CONNECTION} requests: gantry median {:.0} us ({gantry_rate:.0} req/s), plain hyper median {:.0} us ({base_rate:.0} req/s); latency ratio {:.2}x, throughput ratio {:.2}",
+            gantry_median.as_secs_f64() * 1e6,
+            base_median.as_secs_f64() * 1e6,
+            gantry_median.as_secs_f64() / base_median.as_secs_f64(),
+            gantry_rate / base_rate,
+        );
+    });
+}
