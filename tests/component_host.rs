@@ -158,17 +158,22 @@ async fn over_capacity_is_503_with_retry_after() {
     let mut cmd = setup.command();
     cmd.arg("--config").arg(&config);
     let g = Gantry::spawn(cmd);
-    let slow = || g.get_json("/t/sleep?ms=900");
+    let slow = || g.get_json("/s/sleep?ms=2000");
     let both = async { tokio::join!(slow(), slow()) };
     let probe = async {
-        // Wait until both slots are taken, then ask for a third.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        g.get("/health").await
+        // Once both slots are taken, a third request is refused at once.
+        for _ in 0..100 {
+            let (status, headers, body) = g.get("/health").await;
+            if status == 503 {
+                return (headers, body);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never over capacity");
     };
-    let ((a, b), (status, headers, body)) = tokio::join!(both, probe);
+    let ((a, b), (headers, body)) = tokio::join!(both, probe);
     assert_eq!(a.0, 200);
     assert_eq!(b.0, 200);
-    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_error(&body, "over_capacity", Some("system"));
@@ -306,9 +311,16 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let setup = standard();
     let mut g = setup.start();
     let addr = g.addr;
-    let slow = g.get_json("/t/sleep?ms=800");
+    let slow = g.get_json("/s/sleep?ms=1500");
     let stop = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Wait until the slow request is in flight (it and this probe are live), then stop.
+        for _ in 0..100 {
+            let (_, health) = g.get_json("/health").await;
+            if health["active_instances"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         g.terminate();
     };
     let ((status, body), ()) = tokio::join!(slow, stop);
