@@ -161,15 +161,13 @@ async fn over_capacity_is_503_with_retry_after() {
     let slow = || g.get_json("/s/sleep?ms=2000");
     let both = async { tokio::join!(slow(), slow()) };
     let probe = async {
-        // Once both slots are taken, a third request is refused at once.
-        for _ in 0..100 {
-            let (status, headers, body) = g.get("/health").await;
-            if status == 503 {
-                return (headers, body);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Once both slots are taken (both sleeps have begun), a third request is refused.
+        while g.stderr().matches("sleep of 2000 ms begins").count() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("never over capacity");
+        let (status, headers, body) = g.get("/health").await;
+        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+        (headers, body)
     };
     let ((a, b), (headers, body)) = tokio::join!(both, probe);
     assert_eq!(a.0, 200);

@@ -8,6 +8,8 @@
 //! - [`http`] — the server, router and error answers;
 //! - [`cli`] — the command line.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 pub mod http;

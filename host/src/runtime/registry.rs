@@ -14,7 +14,8 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// Host bindings of `world backend`.
+/// Host bindings of `world backend`; documented in `wit/`.
+#[allow(missing_docs)]
 pub(crate) mod backend_bindings {
     wasmtime::component::bindgen!({
         path: "../wit",

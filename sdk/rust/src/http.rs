@@ -53,10 +53,7 @@ impl Request {
 
     /// The first value of a query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
+        query_value(&self.query, name)
     }
 
     /// The first value of a header, if it is valid UTF-8.
@@ -98,7 +95,16 @@ pub enum BodyError {
     TooLarge,
 }
 
-fn percent_decode(s: &str) -> String {
+/// The first value of `name` in a query string (`a=1&b=2`), percent-decoded.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+/// Decode `%XX` escapes and `+` (as a space); invalid escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -207,4 +213,27 @@ pub fn error(out: ResponseOutparam, status: u16, code: &str, message: &str) {
         status,
         &serde_json::json!({ "error": { "code": code, "message": message } }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes_and_keeps_invalid_ones() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%E2%9C%93"), "\u{2713}");
+    }
+
+    #[test]
+    fn query_values() {
+        let q = "lines=5&msg=hello%20there&flag&lines=9";
+        assert_eq!(query_value(q, "lines").as_deref(), Some("5"));
+        assert_eq!(query_value(q, "msg").as_deref(), Some("hello there"));
+        assert_eq!(query_value(q, "flag").as_deref(), Some(""));
+        assert_eq!(query_value(q, "missing"), None);
+        assert_eq!(query_value("", "x"), None);
+    }
 }

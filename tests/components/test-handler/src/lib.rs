@@ -5,7 +5,7 @@
 //! - `/trap` — panics;
 //! - `/loop` — spins forever (the CPU deadline must end it);
 //! - `/oom` — allocates until the memory cap stops it;
-//! - `/sleep?ms=N` — waits N ms without using CPU, then answers;
+//! - `/sleep?ms=N` — logs that it begins, waits N ms without using CPU, then answers;
 //! - `/stream?lines=N&interval_ms=M` — streams N lines, one every M ms;
 //! - `/config?key=K` — a setting from the manifest (needs the config grant);
 //! - `/log?message=M` — logs M at info level.
@@ -60,6 +60,7 @@ impl Guest for TestHandler {
             }
             "sleep" => {
                 let ms = number("ms", 100);
+                log::info(&format!("sleep of {ms} ms begins"));
                 monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 http::json(out, 200, &json!({ "slept_ms": ms }));
             }
