@@ -336,6 +336,19 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 }
 
 #[tokio::test]
+async fn sigint_stops_the_server_too() {
+    let setup = standard();
+    let mut g = setup.start();
+    assert_healthy(&g).await;
+    g.signal("INT");
+    let exit = g
+        .wait_exit(Duration::from_secs(10))
+        .expect("gantry exits on SIGINT");
+    assert!(exit.success(), "{exit}");
+    assert!(g.stderr().contains("SIGINT received"), "{}", g.stderr());
+}
+
+#[tokio::test]
 async fn flags_beat_environment_beats_config_file() {
     let setup = standard();
     let config = setup.dir.path().join("gantry.toml");

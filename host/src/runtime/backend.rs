@@ -1,12 +1,10 @@
 //! Calling backend adapters: build a command spec, then parse one run's output line by line
 //! in an instance that lives as long as the run.
 
-use super::Runtime;
-use super::call::{CallState, new_store};
+use super::call::CallState;
 use super::handler::CallFailure;
-use super::host::ActiveInstance;
 use super::registry::{Plugin, PluginInstance, backend_bindings};
-use tokio::sync::OwnedSemaphorePermit;
+use super::{Runtime, Slot};
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
@@ -52,7 +50,7 @@ impl std::fmt::Debug for BackendAdapter<'_> {
 struct Instance {
     store: Store<CallState>,
     backend: backend_bindings::Backend,
-    _slot: (OwnedSemaphorePermit, ActiveInstance),
+    _slot: Slot,
 }
 
 impl BackendAdapter<'_> {
@@ -67,14 +65,7 @@ impl BackendAdapter<'_> {
     }
 
     async fn instantiate(&self) -> Result<Instance, CallFailure> {
-        let rt = self.runtime;
-        let permit = rt
-            .capacity
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| CallFailure::OverCapacity)?;
-        let live = rt.node.instance_guard();
-        let mut store = new_store(&rt.engine, &self.plugin.context, &rt.node);
+        let (mut store, slot) = self.runtime.reserve(self.plugin)?;
         let backend = self
             .pre
             .instantiate_async(&mut store)
@@ -83,7 +74,7 @@ impl BackendAdapter<'_> {
         Ok(Instance {
             store,
             backend,
-            _slot: (permit, live),
+            _slot: slot,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Serving one HTTP request through a handler plugin, isolated in its own store.
 
 use super::Runtime;
-use super::call::{CallLimit, new_store};
+use super::call::CallLimit;
 use super::registry::PluginInstance;
 use crate::http::router::RouteTarget;
 use bytes::Bytes;
@@ -179,13 +179,7 @@ impl Runtime {
         let PluginInstance::Handler(pre) = &plugin.instance else {
             unreachable!("the router only names handlers");
         };
-        let permit = self
-            .capacity
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| CallFailure::OverCapacity)?;
-        let live = self.node.instance_guard();
-        let mut store = new_store(&self.engine, &plugin.context, &self.node);
+        let (mut store, slot) = self.reserve(plugin)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
             let req = store
@@ -203,7 +197,7 @@ impl Runtime {
         // dropped, so a body cut short ends as an error rather than looking complete.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            let _slot = (permit, live);
+            let _slot = slot;
             let call = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy

@@ -175,6 +175,33 @@ impl Runtime {
     }
 }
 
+/// An instance slot: a capacity permit, and one count in the live instances, until dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _live: host::ActiveInstance,
+}
+
+impl Runtime {
+    /// Reserve a slot and make a fresh store for one call (or one run) of `plugin`.
+    pub(crate) fn reserve(
+        &self,
+        plugin: &Plugin,
+    ) -> Result<(wasmtime::Store<call::CallState>, Slot), CallFailure> {
+        let permit = self
+            .capacity
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallFailure::OverCapacity)?;
+        let slot = Slot {
+            _permit: permit,
+            _live: self.node.instance_guard(),
+        };
+        let store = call::new_store(&self.engine, &plugin.context, &self.node);
+        Ok((store, slot))
+    }
+}
+
 /// The manifests to load: the plugin directory's, or the bundled ones when the default
 /// directory does not exist.
 fn plugin_manifests(config: &Config) -> Result<Vec<Manifest>> {
