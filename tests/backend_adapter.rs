@@ -6,7 +6,12 @@ use gantry::runtime::backend::{
 };
 use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
+use gantry::tenants::TenantId;
 use std::path::Path;
+
+fn tenant() -> TenantId {
+    TenantId::new("alice").unwrap()
+}
 
 fn request(prompt: &str, extra_flags: &[&str]) -> PromptRequest {
     PromptRequest {
@@ -54,20 +59,23 @@ async fn build_command_parse_and_finish() {
     assert_eq!(backend.binary(), "echo");
 
     let spec = backend
-        .build_command(&request("hi there", &["--ok"]))
+        .build_command(&tenant(), &request("hi there", &["--ok"]))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(spec.args, ["hi there"]);
 
     let refused = backend
-        .build_command(&request("x", &["--dangerously-skip"]))
+        .build_command(&tenant(), &request("x", &["--dangerously-skip"]))
         .await
         .unwrap()
         .unwrap_err();
     assert!(matches!(refused, RequestError::FlagNotAllowed(f) if f == "--dangerously-skip"));
 
-    let mut run = backend.start_run(&request("x", &[])).await.unwrap();
+    let mut run = backend
+        .start_run(&tenant(), &request("x", &[]))
+        .await
+        .unwrap();
     let events = run.parse_line(OutputStream::Stdout, "first").await.unwrap();
     assert!(matches!(&events[..], [AgentEvent::Message(m)] if m == "first"));
     let events = run.parse_line(OutputStream::Stderr, "noise").await.unwrap();
@@ -84,11 +92,22 @@ async fn build_command_parse_and_finish() {
 async fn runs_hold_an_instance_slot_until_finished() {
     let (rt, _dir) = runtime(1).await;
     let backend = rt.backend("echo-backend").unwrap();
-    let run = backend.start_run(&request("x", &[])).await.unwrap();
+    let run = backend
+        .start_run(&tenant(), &request("x", &[]))
+        .await
+        .unwrap();
     assert_eq!(rt.node().active_instances(), 1);
-    let busy = backend.build_command(&request("y", &[])).await.unwrap_err();
+    let busy = backend
+        .build_command(&tenant(), &request("y", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(busy.code(), "over_capacity");
     run.finish(None).await.unwrap();
-    assert!(backend.build_command(&request("y", &[])).await.is_ok());
+    assert!(
+        backend
+            .build_command(&tenant(), &request("y", &[]))
+            .await
+            .is_ok()
+    );
     assert!(rt.backend("nonexistent").is_none());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 fn system() -> (&'static str, String) {
     (
         "system",
-        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\"]\n".to_string(),
+        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [{ path = \"/health\", public = true }]\nimports = [\"gantry:plugin/host-info\"]\n".to_string(),
     )
 }
 
@@ -21,7 +21,7 @@ fn test_handler() -> (&'static str, String) {
         test_handler_manifest(
             r#"
 routes = ["/t/...", { path = "/s/...", timeout_ms = 0 }, { path = "/short/...", timeout_ms = 300 }]
-imports = ["gantry:plugin/config", "gantry:plugin/log"]
+imports = ["gantry:plugin/config", "gantry:plugin/log", "gantry:plugin/identity"]
 [limits]
 memory_mb = 16
 cpu_ms = 300
@@ -495,14 +495,17 @@ fn plugin_check_says_which_world_a_component_fits() {
     let (code, out) = plugin_check(test_component("test-handler").to_str().unwrap());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("wasi:http/incoming-handler@0.2"), "{out}");
-    assert!(
-        out.contains(
-            "world handler: fits, with imports = [\"gantry:plugin/config\", \"gantry:plugin/log\"]"
-        ) || out.contains(
-            "world handler: fits, with imports = [\"gantry:plugin/log\", \"gantry:plugin/config\"]"
-        ),
-        "{out}"
-    );
+    let fits = out
+        .lines()
+        .find(|l| l.starts_with("world handler: fits, with imports = ["))
+        .unwrap_or_else(|| panic!("{out}"));
+    for grant in [
+        "gantry:plugin/config",
+        "gantry:plugin/log",
+        "gantry:plugin/identity",
+    ] {
+        assert!(fits.contains(&format!("\"{grant}\"")), "{fits}");
+    }
     assert!(
         out.contains("world backend: does not fit: does not export gantry:plugin/adapter"),
         "{out}"

@@ -41,6 +41,7 @@ fn config(dir: &std::path::Path) -> Config {
         addr: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.join("data")),
         plugins: Some(plugins),
+        api_keys: None,
     };
     Config::from_layers(Some("[runtime]\nmax_instances = 64\n"), &overrides).unwrap()
 }
@@ -151,7 +152,7 @@ fn main() {
 
         let runtime = Arc::new(runtime.unwrap());
         let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
-        tokio::spawn(gantry::http::serve(listener, runtime, std::future::pending(), Duration::ZERO));
+        tokio::spawn(gantry::http::serve(listener, runtime, Default::default(), std::future::pending(), Duration::ZERO));
 
         // Warm up both, then measure.
         drive(addr, "/health").await;

@@ -89,9 +89,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         addr: args.addr,
         data_dir: args.data_dir,
         plugins: args.plugins,
+        // Secrets only from the environment: a flag would show in every process listing.
+        api_keys: std::env::var("GANTRY_API_KEYS").ok(),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_logging(&config.log);
+    let keys = Arc::new(config.api_keys()?);
+    keys.check_exposure(config.addr)?;
+    if keys.is_empty() {
+        tracing::info!("no API keys configured: serving tenant `local` on loopback only");
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,6 +120,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         crate::http::serve(
             listener,
             runtime,
+            keys,
             shutdown_signal(),
             config.shutdown_grace(),
         )

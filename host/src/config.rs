@@ -25,6 +25,40 @@ pub struct Config {
     pub log: String,
     /// Component runtime limits.
     pub runtime: RuntimeConfig,
+    /// API keys by tenant: a key or a list of keys each.
+    #[serde(default)]
+    pub api_keys: std::collections::BTreeMap<String, KeyList>,
+    /// A file of `tenant:key` lines.
+    pub api_keys_file: Option<PathBuf>,
+    /// `tenant:key` entries from `GANTRY_API_KEYS` (never from a file or flag).
+    #[serde(skip)]
+    pub api_keys_env: Option<Redacted>,
+}
+
+/// Secret text: its `Debug` says nothing of it.
+#[derive(Clone)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// One key or several.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeyList {
+    /// One key.
+    One(String),
+    /// Several keys.
+    Many(Vec<String>),
+}
+
+impl std::fmt::Debug for KeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// Limits of the component runtime.
@@ -69,6 +103,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--plugins` / `GANTRY_PLUGINS`.
     pub plugins: Option<PathBuf>,
+    /// `GANTRY_API_KEYS`.
+    pub api_keys: Option<String>,
 }
 
 impl Config {
@@ -108,7 +144,8 @@ impl Config {
         if let Some(dir) = &overrides.plugins {
             set("plugins", path_value(dir)?);
         }
-        let config: Config = toml::Value::Table(merged).try_into()?;
+        let mut config: Config = toml::Value::Table(merged).try_into()?;
+        config.api_keys_env = overrides.api_keys.clone().map(Redacted);
         config.validate()?;
         Ok(config)
     }
@@ -129,6 +166,29 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Every configured API key, from the config, its key file and `GANTRY_API_KEYS`.
+    pub fn api_keys(&self) -> Result<crate::tenants::ApiKeys> {
+        let mut keys = crate::tenants::ApiKeys::default();
+        for (tenant, list) in &self.api_keys {
+            let list = match list {
+                KeyList::One(k) => std::slice::from_ref(k),
+                KeyList::Many(ks) => ks.as_slice(),
+            };
+            for key in list {
+                keys.add(tenant, key).context("in [api_keys]")?;
+            }
+        }
+        if let Some(path) = &self.api_keys_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading api_keys_file {}", path.display()))?;
+            keys.add_list(&text, &path.display().to_string())?;
+        }
+        if let Some(Redacted(text)) = &self.api_keys_env {
+            keys.add_list(text, "GANTRY_API_KEYS")?;
+        }
+        Ok(keys)
     }
 
     /// The shutdown grace period.
@@ -178,7 +238,7 @@ mod tests {
         let over = Overrides {
             addr: Some("127.0.0.1:0".into()),
             data_dir: Some("/tmp/x".into()),
-            plugins: None,
+            ..Overrides::default()
         };
         let c = Config::from_layers(Some(file), &over).unwrap();
         assert_eq!(c.addr.port(), 0);
@@ -200,6 +260,35 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Config::from_layers(None, &bad_addr).is_err());
+    }
+
+    #[test]
+    fn api_keys_from_every_source() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "carol:carol-key-0123456789\n").unwrap();
+        let text = format!(
+            "api_keys_file = {:?}\n[api_keys]\nalice = \"alice-key-0123456789\"\nbob = [\"bob-key-0123456789a\", \"bob-key-0123456789b\"]\n",
+            file.path().display().to_string()
+        );
+        let over = Overrides {
+            api_keys: Some("dave:dave-key-0123456789".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_layers(Some(&text), &over).unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("alice-key") && !debug.contains("dave-key"),
+            "{debug}"
+        );
+        let keys = c.api_keys().unwrap();
+        for (key, tenant) in [
+            ("alice-key-0123456789", "alice"),
+            ("bob-key-0123456789b", "bob"),
+            ("carol-key-0123456789", "carol"),
+            ("dave-key-0123456789", "dave"),
+        ] {
+            assert_eq!(keys.resolve(key).unwrap().as_str(), tenant);
+        }
     }
 
     #[test]

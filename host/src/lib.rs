@@ -6,6 +6,7 @@
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
 //! - [`http`] — the server, router and error answers;
+//! - [`tenants`] — tenants and their API keys;
 //! - [`cli`] — the command line.
 
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod runtime;
+pub mod tenants;
 
 /// gantry's version, as reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

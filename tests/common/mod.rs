@@ -76,6 +76,7 @@ impl Setup {
             .env_remove("GANTRY_DATA_DIR")
             .env_remove("GANTRY_PLUGINS")
             .env_remove("GANTRY_CONFIG")
+            .env_remove("GANTRY_API_KEYS")
             .env("RUST_LOG", "info");
         cmd
     }

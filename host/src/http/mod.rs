@@ -3,6 +3,7 @@
 pub mod router;
 
 use crate::runtime::{CallFailure, GuestBody, Runtime};
+use crate::tenants::{ApiKeys, TenantId, request_key};
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 pub async fn serve(
     listener: TcpListener,
     runtime: Arc<Runtime>,
+    keys: Arc<ApiKeys>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<()> {
@@ -41,9 +43,11 @@ pub async fn serve(
                     }
                 };
                 let runtime = runtime.clone();
+                let keys = keys.clone();
                 let service = service_fn(move |req| {
                     let runtime = runtime.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&runtime, req).await) }
+                    let keys = keys.clone();
+                    async move { Ok::<_, Infallible>(dispatch(&runtime, &keys, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -76,32 +80,69 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-async fn dispatch(runtime: &Runtime, req: Request<Incoming>) -> Response<GuestBody> {
+async fn dispatch(
+    runtime: &Runtime,
+    keys: &ApiKeys,
+    mut req: Request<Incoming>,
+) -> Response<GuestBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = if !router::is_clean_path(&path) {
-        error_response(
+    let target = runtime.router().lookup(&path).cloned();
+    let response = match authenticate(keys, target.as_ref(), req.headers()) {
+        Err(refusal) => unauthorized(refusal),
+        Ok(_) if !router::is_clean_path(&path) => error_response(
             StatusCode::BAD_REQUEST,
             "bad_path",
             "the path has '.' or '..' segments",
             None,
-        )
-    } else {
-        match runtime.router().lookup(&path).cloned() {
+        ),
+        Ok(tenant) => match target {
             None => error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
                 &format!("no plugin serves {path}"),
                 None,
             ),
-            Some(target) => match runtime.handle(&target, req).await {
-                Ok(response) => response,
-                Err(failure) => failure_response(&failure, &target.plugin),
-            },
-        }
+            Some(target) => {
+                // The credentials are the host's business; plugins see the tenant instead.
+                req.headers_mut().remove(hyper::header::AUTHORIZATION);
+                req.headers_mut().remove("x-api-key");
+                match runtime.handle(&target, &tenant, req).await {
+                    Ok(response) => response,
+                    Err(failure) => failure_response(&failure, &target.plugin),
+                }
+            }
+        },
     };
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+/// The tenant a request acts for, or the 401 that refuses it. Without configured keys every
+/// request is the `local` tenant. A wrong key is refused everywhere; a missing one is fine only
+/// on public routes. Unauthenticated callers learn nothing of which routes exist.
+fn authenticate(
+    keys: &ApiKeys,
+    target: Option<&router::RouteTarget>,
+    headers: &hyper::HeaderMap,
+) -> Result<TenantId, &'static str> {
+    if keys.is_empty() {
+        return Ok(TenantId::local());
+    }
+    match request_key(headers) {
+        Some(key) => keys.resolve(key).cloned().ok_or("unknown API key"),
+        None if target.is_some_and(|t| t.public) => Ok(TenantId::anonymous()),
+        None => Err("an API key is required: send Authorization: Bearer KEY or X-Api-Key: KEY"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response<GuestBody> {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
     response
 }
 

@@ -13,6 +13,8 @@ pub struct RouteTarget {
     pub pattern: String,
     /// Wall-clock limit of the call (`None`: unlimited).
     pub timeout: Option<Duration>,
+    /// Served without an API key.
+    pub public: bool,
 }
 
 /// The route table; built once at startup.
@@ -86,6 +88,7 @@ mod tests {
             plugin: plugin.into(),
             pattern: pattern.into(),
             timeout: None,
+            public: false,
         }
     }
 

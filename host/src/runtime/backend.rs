@@ -5,6 +5,7 @@ use super::call::CallState;
 use super::handler::CallFailure;
 use super::registry::{Plugin, PluginInstance, backend_bindings};
 use super::{Runtime, Slot};
+use crate::tenants::TenantId;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
@@ -64,8 +65,8 @@ impl BackendAdapter<'_> {
         self.plugin.manifest.binary.as_deref().unwrap_or_default()
     }
 
-    async fn instantiate(&self) -> Result<Instance, CallFailure> {
-        let (mut store, slot) = self.runtime.reserve(self.plugin)?;
+    async fn instantiate(&self, tenant: &TenantId) -> Result<Instance, CallFailure> {
+        let (mut store, slot) = self.runtime.reserve(self.plugin, tenant)?;
         let backend = self
             .pre
             .instantiate_async(&mut store)
@@ -81,9 +82,10 @@ impl BackendAdapter<'_> {
     /// Turn a prompt request into the command to spawn, or the adapter's refusal.
     pub async fn build_command(
         &self,
+        tenant: &TenantId,
         request: &PromptRequest,
     ) -> Result<Result<CommandSpec, RequestError>, CallFailure> {
-        let mut i = self.instantiate().await?;
+        let mut i = self.instantiate(tenant).await?;
         i.backend
             .gantry_plugin_adapter()
             .call_build_command(&mut i.store, request)
@@ -92,8 +94,12 @@ impl BackendAdapter<'_> {
     }
 
     /// Start parsing a run: one instance holds the run's state until [`AdapterRun::finish`].
-    pub async fn start_run(&self, request: &PromptRequest) -> Result<AdapterRun, CallFailure> {
-        let mut instance = self.instantiate().await?;
+    pub async fn start_run(
+        &self,
+        tenant: &TenantId,
+        request: &PromptRequest,
+    ) -> Result<AdapterRun, CallFailure> {
+        let mut instance = self.instantiate(tenant).await?;
         let run = instance
             .backend
             .gantry_plugin_adapter()

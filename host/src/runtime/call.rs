@@ -25,12 +25,15 @@ pub struct CallState {
     pub(crate) plugin: Arc<PluginContext>,
     /// The node, for `host-info`.
     pub(crate) node: Arc<NodeState>,
+    /// The tenant this call acts for; every host call is scoped to it.
+    pub(crate) tenant: Arc<str>,
 }
 
 impl fmt::Debug for CallState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallState")
             .field("plugin", &self.plugin.name)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +70,7 @@ pub(crate) fn new_store(
     engine: &wasmtime::Engine,
     plugin: &Arc<PluginContext>,
     node: &Arc<NodeState>,
+    tenant: &Arc<str>,
 ) -> Store<CallState> {
     let mut wasi = WasiCtx::builder();
     wasi.stdout(GuestOutput::new(&plugin.name, "stdout"))
@@ -88,6 +92,7 @@ pub(crate) fn new_store(
         },
         plugin: plugin.clone(),
         node: node.clone(),
+        tenant: tenant.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

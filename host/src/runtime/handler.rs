@@ -4,6 +4,7 @@ use super::Runtime;
 use super::call::CallLimit;
 use super::registry::PluginInstance;
 use crate::http::router::RouteTarget;
+use crate::tenants::TenantId;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -166,11 +167,12 @@ impl Drop for AbortOnDrop {
 }
 
 impl Runtime {
-    /// Serve `request` with the plugin of `target`: a fresh instance, its limits, and its
-    /// response streamed back as the guest writes it.
+    /// Serve `request` for `tenant` with the plugin of `target`: a fresh instance, its limits,
+    /// and its response streamed back as the guest writes it.
     pub async fn handle(
         &self,
         target: &RouteTarget,
+        tenant: &TenantId,
         request: hyper::Request<Incoming>,
     ) -> Result<hyper::Response<GuestBody>, CallFailure> {
         let plugin = self
@@ -179,7 +181,7 @@ impl Runtime {
         let PluginInstance::Handler(pre) = &plugin.instance else {
             unreachable!("the router only names handlers");
         };
-        let (mut store, slot) = self.reserve(plugin)?;
+        let (mut store, slot) = self.reserve(plugin, tenant)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
             let req = store

@@ -1,7 +1,8 @@
 //! The host side of the `gantry:plugin` interfaces a handler may import.
 //!
-//! Each interface reads only the calling plugin's own state (its name, its settings) or
-//! node-wide facts that every handler may see; none of them reaches another plugin's data.
+//! Each interface reads only the calling plugin's own state (its name, its settings), the
+//! caller's tenant, or node-wide facts that every handler may see; none of them reaches another
+//! plugin's or another tenant's data.
 
 use super::call::CallState;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,7 +26,7 @@ pub(crate) mod bindings {
     });
 }
 
-use bindings::gantry::plugin::{config, host_info, log, types};
+use bindings::gantry::plugin::{config, host_info, identity, log, types};
 
 /// Node-wide facts for `host-info`.
 #[derive(Debug)]
@@ -81,6 +82,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()
     log::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     host_info::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    identity::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -131,5 +133,11 @@ impl host_info::Host for CallState {
             active_instances: self.node.active_instances(),
             plugins: self.node.plugins.get().cloned().unwrap_or_default(),
         }
+    }
+}
+
+impl identity::Host for CallState {
+    fn tenant(&mut self) -> String {
+        self.tenant.to_string()
     }
 }

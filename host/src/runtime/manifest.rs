@@ -43,6 +43,8 @@ pub struct RouteSpec {
     pub pattern: String,
     /// Wall-clock limit for calls on this route (`None`: unlimited).
     pub timeout: Option<Duration>,
+    /// Served without an API key (as tenant `anonymous`) even when keys are configured.
+    pub public: bool,
 }
 
 /// A validated manifest.
@@ -90,6 +92,8 @@ enum RawRoute {
     Table {
         path: String,
         timeout_ms: Option<u64>,
+        #[serde(default)]
+        public: bool,
     },
 }
 
@@ -155,16 +159,19 @@ impl Manifest {
             .routes
             .into_iter()
             .map(|r| {
-                let (pattern, timeout_ms) = match r {
-                    RawRoute::Path(p) => (p, limits.timeout_ms),
-                    RawRoute::Table { path, timeout_ms } => {
-                        (path, timeout_ms.unwrap_or(limits.timeout_ms))
-                    }
+                let (pattern, timeout_ms, public) = match r {
+                    RawRoute::Path(p) => (p, limits.timeout_ms, false),
+                    RawRoute::Table {
+                        path,
+                        timeout_ms,
+                        public,
+                    } => (path, timeout_ms.unwrap_or(limits.timeout_ms), public),
                 };
                 check_route(&pattern)?;
                 Ok(RouteSpec {
                     pattern,
                     timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+                    public,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -293,7 +300,7 @@ mod tests {
             r#"
             kind = "handler"
             component = "demo.wasm"
-            routes = ["/health", { path = "/events/...", timeout_ms = 0 }]
+            routes = ["/health", { path = "/events/...", timeout_ms = 0, public = true }]
             imports = ["gantry:plugin/log", "wasi:http/outgoing-handler"]
             [limits]
             memory_mb = 16
@@ -310,6 +317,8 @@ mod tests {
         );
         assert_eq!(m.routes[0].timeout, Some(Duration::from_secs(30)));
         assert_eq!(m.routes[1].timeout, None);
+        assert!(!m.routes[0].public);
+        assert!(m.routes[1].public);
         assert_eq!(m.limits.memory_mb, 16);
         assert_eq!(m.limits.cpu_ms, 1000);
         assert_eq!(m.settings["retries"], "3");

@@ -24,6 +24,7 @@ pub use registry::Plugin;
 
 use crate::config::{Config, RuntimeConfig};
 use crate::http::router::{RouteTarget, Router};
+use crate::tenants::TenantId;
 use anyhow::{Context, Result};
 use manifest::Manifest;
 use std::collections::HashMap;
@@ -127,6 +128,7 @@ impl Runtime {
                         plugin: manifest.name.clone(),
                         pattern: route.pattern.clone(),
                         timeout: route.timeout,
+                        public: route.public,
                     },
                 )?;
             }
@@ -187,6 +189,7 @@ impl Runtime {
     pub(crate) fn reserve(
         &self,
         plugin: &Plugin,
+        tenant: &TenantId,
     ) -> Result<(wasmtime::Store<call::CallState>, Slot), CallFailure> {
         let permit = self
             .capacity
@@ -197,7 +200,7 @@ impl Runtime {
             _permit: permit,
             _live: self.node.instance_guard(),
         };
-        let store = call::new_store(&self.engine, &plugin.context, &self.node);
+        let store = call::new_store(&self.engine, &plugin.context, &self.node, tenant.as_arc());
         Ok((store, slot))
     }
 }

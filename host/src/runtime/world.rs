@@ -49,6 +49,7 @@ const HANDLER_GRANTABLE: &[&str] = &[
     "gantry:plugin/log",
     "gantry:plugin/config",
     "gantry:plugin/host-info",
+    "gantry:plugin/identity",
     "wasi:http/outgoing-handler",
     "wasi:sockets/network",
     "wasi:sockets/instance-network",

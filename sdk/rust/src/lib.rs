@@ -45,6 +45,11 @@ pub mod config {
     pub use crate::bindings::gantry::plugin::config::{entries, get};
 }
 
+/// The caller's tenant (needs the `gantry:plugin/identity` grant).
+pub mod identity {
+    pub use crate::bindings::gantry::plugin::identity::tenant;
+}
+
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).
 pub mod host_info {
     pub use crate::bindings::gantry::plugin::host_info::*;

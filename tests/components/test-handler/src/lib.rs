@@ -8,11 +8,12 @@
 //! - `/sleep?ms=N` — logs that it begins, waits N ms without using CPU, then answers;
 //! - `/stream?lines=N&interval_ms=M` — streams N lines, one every M ms;
 //! - `/config?key=K` — a setting from the manifest (needs the config grant);
-//! - `/log?message=M` — logs M at info level.
+//! - `/log?message=M` — logs M at info level;
+//! - `/whoami` — the caller's tenant, and any credentials headers the handler can see.
 
 use gantry_guest::bindings::wasi::clocks::monotonic_clock;
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
-use gantry_guest::{config, http, log};
+use gantry_guest::{config, http, identity, log};
 use serde_json::json;
 
 struct TestHandler;
@@ -87,6 +88,15 @@ impl Guest for TestHandler {
                     &json!({ "key": key, "value": config::get(&key), "entries": config::entries() }),
                 );
             }
+            "whoami" => http::json(
+                out,
+                200,
+                &json!({
+                    "tenant": identity::tenant(),
+                    "authorization": request.header("authorization"),
+                    "x_api_key": request.header("x-api-key"),
+                }),
+            ),
             "log" => {
                 let message = request.query("message").unwrap_or_default();
                 log::info(&message);
