@@ -171,9 +171,13 @@ fn check(component: &str) -> Result<ExitCode> {
         let note = match (handler, backend) {
             (Access::Ambient, Access::Ambient) => "ambient".to_string(),
             (Access::Ambient, _) => "ambient for handlers; not given to backends".to_string(),
-            (Access::Grantable, _) => {
+            (Access::Grantable, backend) => {
                 let (iface, _) = world::split_version(i);
-                format!("handlers need the grant \"{iface}\"; not given to backends")
+                let backends = match backend {
+                    Access::Grantable => "backends too",
+                    _ => "not given to backends",
+                };
+                format!("needs the grant \"{iface}\" ({backends})")
             }
             (Access::Unavailable, _) => "not provided by gantry".to_string(),
         };

@@ -6,7 +6,9 @@
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
 //! - [`http`] — the server, router and error answers;
+//! - [`store`] — persistence (SQLite by default);
 //! - [`tenants`] — tenants and their API keys;
+//! - [`workspaces`] — per-tenant workspace directories, reached through cap-std;
 //! - [`cli`] — the command line.
 
 #![warn(missing_docs)]
@@ -15,7 +17,9 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod runtime;
+pub mod store;
 pub mod tenants;
+pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

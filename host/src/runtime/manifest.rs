@@ -209,8 +209,13 @@ impl Manifest {
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Float(f) => f.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
+                    // A list of strings reaches the component as a JSON array.
+                    toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => {
+                        let items: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+                        serde_json::to_string(&items)?
+                    }
                     other => bail!(
-                        "setting {k:?} must be a string, number or boolean, not {}",
+                        "setting {k:?} must be a string, number, boolean or list of strings, not {}",
                         other.type_str()
                     ),
                 };
@@ -307,6 +312,7 @@ mod tests {
             [settings]
             greeting = "hi"
             retries = 3
+            args = ["-c", "say \"{prompt}\""]
             "#,
         )
         .unwrap();
@@ -322,6 +328,7 @@ mod tests {
         assert_eq!(m.limits.memory_mb, 16);
         assert_eq!(m.limits.cpu_ms, 1000);
         assert_eq!(m.settings["retries"], "3");
+        assert_eq!(m.settings["args"], r#"["-c","say \"{prompt}\""]"#);
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Linkers {
         super::host::add_to_linker(&mut handler)?;
         let mut backend = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut backend)?;
+        super::host::add_to_linker(&mut backend)?;
         Ok(Linkers { handler, backend })
     }
 
@@ -212,10 +213,17 @@ pub(crate) async fn load(
                 one_line(&anyhow::Error::from(e))
             )
         })?;
+    let mut settings = manifest.settings.clone();
+    if let Some(binary) = &manifest.binary {
+        // A backend reads the binary it drives from its settings unless they name one.
+        settings
+            .entry("binary".to_string())
+            .or_insert_with(|| binary.clone());
+    }
     let context = Arc::new(PluginContext {
         name: Arc::from(name.as_str()),
         limits: manifest.limits,
-        settings: manifest.settings.clone(),
+        settings,
         network: manifest
             .imports
             .iter()
@@ -236,11 +244,14 @@ pub(crate) async fn load(
                 .await
                 .with_context(|| format!("plugin {name}: calling describe"))?;
             let declared = manifest.binary.as_deref().unwrap_or_default();
-            let declared_name = Path::new(declared)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or(declared);
-            if declared_name != info.binary {
+            let base = |p: &str| {
+                Path::new(p)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(p)
+                    .to_string()
+            };
+            if base(declared) != base(&info.binary) {
                 bail!(
                     "plugin {name} drives binary {:?}, but its manifest declares {declared:?}",
                     info.binary

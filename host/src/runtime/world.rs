@@ -45,6 +45,8 @@ const AMBIENT: &[&str] = &[
 
 const HANDLER_AMBIENT: &[&str] = &["wasi:http/types"];
 
+const BACKEND_GRANTABLE: &[&str] = &["gantry:plugin/config", "gantry:plugin/log"];
+
 const HANDLER_GRANTABLE: &[&str] = &[
     "gantry:plugin/log",
     "gantry:plugin/config",
@@ -85,6 +87,7 @@ pub fn access(kind: PluginKind, name: &str) -> Access {
     match kind {
         PluginKind::Handler if HANDLER_AMBIENT.contains(&iface) => Access::Ambient,
         PluginKind::Handler if HANDLER_GRANTABLE.contains(&iface) => Access::Grantable,
+        PluginKind::Backend if BACKEND_GRANTABLE.contains(&iface) => Access::Grantable,
         _ => Access::Unavailable,
     }
 }

@@ -20,7 +20,7 @@ pub mod bindings {
     });
 }
 
-/// Bindings for `world backend`: the adapter interface, with no imports.
+/// Bindings for `world backend`: the adapter interface, and the plugin's settings.
 pub mod backend {
     wit_bindgen::generate!({
         path: "../../wit",

@@ -1,0 +1,165 @@
+//! Persistence: workspaces, tasks and their event logs, behind one trait so that a shared
+//! PostgreSQL can be a second implementation. The default is [`Sqlite`]: one file in the data
+//! directory, in WAL mode, with versioned migrations.
+
+mod sqlite;
+
+pub use sqlite::Sqlite;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A workspace row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkspaceRecord {
+    /// Its id (random, unguessable).
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// A name for people.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a concurrency slot.
+    Pending,
+    /// Its process runs.
+    Running,
+    /// Exited 0.
+    Done,
+    /// Exited non-zero, could not start, or its adapter said it failed.
+    Failed,
+    /// Cancelled by a caller.
+    Cancelled,
+    /// Ran past its timeout.
+    TimedOut,
+    /// Was pending or running when a previous gantry process stopped.
+    Interrupted,
+}
+
+impl TaskState {
+    /// Whether the task has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::TimedOut => "timed_out",
+            TaskState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "done" => TaskState::Done,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            "timed_out" => TaskState::TimedOut,
+            "interrupted" => TaskState::Interrupted,
+            other => anyhow::bail!("unknown task state {other:?}"),
+        })
+    }
+}
+
+/// A task row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// The workspace it runs in.
+    pub workspace_id: String,
+    /// The backend plugin that runs it.
+    pub backend: String,
+    /// The request, as JSON.
+    pub request: serde_json::Value,
+    /// Its state.
+    pub state: TaskState,
+    /// When it was created, started and finished (ms since the epoch).
+    pub created_at: i64,
+    /// When its process started.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+    /// The process's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The adapter's summary, as JSON.
+    pub summary: Option<serde_json::Value>,
+    /// The last sequence number of its event log (0: none yet).
+    pub last_seq: u64,
+}
+
+/// One entry of a task's event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// Position in the task's log, from 1, without gaps.
+    pub seq: u64,
+    /// `stdout`, `stderr`, `agent` or `state`.
+    pub kind: String,
+    /// The payload, as JSON.
+    pub data: serde_json::Value,
+    /// When it was recorded (ms since the epoch).
+    pub at: i64,
+}
+
+/// What gantry persists. Every read takes the tenant, so no query can cross tenants.
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Add a workspace.
+    fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()>;
+    /// A tenant's workspaces, oldest first.
+    fn list_workspaces(&self, tenant: &str) -> Result<Vec<WorkspaceRecord>>;
+    /// One of a tenant's workspaces.
+    fn get_workspace(&self, tenant: &str, id: &str) -> Result<Option<WorkspaceRecord>>;
+    /// Remove a workspace row (and its tasks and events); whether it existed.
+    fn delete_workspace(&self, tenant: &str, id: &str) -> Result<bool>;
+    /// Add a task.
+    fn insert_task(&self, task: &TaskRecord) -> Result<()>;
+    /// Write a task's state, times, exit code, error and summary.
+    fn update_task(&self, task: &TaskRecord) -> Result<()>;
+    /// One of a tenant's tasks.
+    fn get_task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>>;
+    /// A tenant's tasks, oldest first, optionally of one workspace.
+    fn list_tasks(&self, tenant: &str, workspace: Option<&str>) -> Result<Vec<TaskRecord>>;
+    /// Append events (their `seq`s follow the task's `last_seq`) in one transaction.
+    fn append_events(&self, task_id: &str, events: &[EventRecord]) -> Result<()>;
+    /// Up to `limit` events of a task from `from_seq` on.
+    fn read_events(&self, task_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;
+    /// Mark every pending or running task interrupted (at startup); their ids.
+    fn interrupt_unfinished(&self, at: i64) -> Result<Vec<String>>;
+}

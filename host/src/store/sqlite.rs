@@ -1,0 +1,430 @@
+//! The embedded store: SQLite in WAL mode, one connection guarded by a mutex.
+
+use super::{EventRecord, Store, TaskRecord, TaskState, WorkspaceRecord};
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Schema migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE workspaces (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX workspaces_by_tenant ON workspaces (tenant, created_at);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    request TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    error TEXT,
+    summary TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_by_tenant ON tasks (tenant, workspace_id, created_at);
+CREATE INDEX tasks_by_state ON tasks (state);
+CREATE TABLE events (
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    workspace_id TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#];
+
+/// SQLite behind [`Store`].
+#[derive(Debug)]
+pub struct Sqlite {
+    conn: Mutex<Connection>,
+}
+
+impl Sqlite {
+    /// Open (creating) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL with NORMAL sync: a commit survives a crash of gantry (the kill -9 case), and
+        // only an OS crash may lose the last moments.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Sqlite {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database has schema version {done}, newer than this gantry knows ({}); use a newer gantry",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn workspace(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
+    Ok(WorkspaceRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        name: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+const TASK_COLUMNS: &str = "id, tenant, workspace_id, backend, request, state, created_at, started_at, finished_at, exit_code, error, summary, last_seq";
+
+fn json_column(text: String) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let state: String = row.get(5)?;
+    Ok(TaskRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        workspace_id: row.get(2)?,
+        backend: row.get(3)?,
+        request: json_column(row.get(4)?)?,
+        state: state.parse().map_err(|e: anyhow::Error| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
+        })?,
+        created_at: row.get(6)?,
+        started_at: row.get(7)?,
+        finished_at: row.get(8)?,
+        exit_code: row.get(9)?,
+        error: row.get(10)?,
+        summary: row
+            .get::<_, Option<String>>(11)?
+            .map(json_column)
+            .transpose()?,
+        last_seq: row.get::<_, i64>(12)? as u64,
+    })
+}
+
+impl Store for Sqlite {
+    fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO workspaces (id, tenant, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![ws.id, ws.tenant, ws.name, ws.created_at],
+        )?;
+        Ok(())
+    }
+
+    fn list_workspaces(&self, tenant: &str) -> Result<Vec<WorkspaceRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant, name, created_at FROM workspaces WHERE tenant = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([tenant], workspace)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn get_workspace(&self, tenant: &str, id: &str) -> Result<Option<WorkspaceRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, tenant, name, created_at FROM workspaces WHERE tenant = ?1 AND id = ?2",
+                [tenant, id],
+                workspace,
+            )
+            .optional()?)
+    }
+
+    fn delete_workspace(&self, tenant: &str, id: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM workspaces WHERE tenant = ?1 AND id = ?2",
+            [tenant, id],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+        self.conn().execute(
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            params![
+                t.id,
+                t.tenant,
+                t.workspace_id,
+                t.backend,
+                t.request.to_string(),
+                t.state.as_str(),
+                t.created_at,
+                t.started_at,
+                t.finished_at,
+                t.exit_code,
+                t.error,
+                t.summary.as_ref().map(|s| s.to_string()),
+                t.last_seq as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        self.conn().execute(
+            "UPDATE tasks SET state = ?2, started_at = ?3, finished_at = ?4, exit_code = ?5, error = ?6, summary = ?7 WHERE id = ?1",
+            params![
+                t.id,
+                t.state.as_str(),
+                t.started_at,
+                t.finished_at,
+                t.exit_code,
+                t.error,
+                t.summary.as_ref().map(|s| s.to_string()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND id = ?2"),
+                [tenant, id],
+                task,
+            )
+            .optional()?)
+    }
+
+    fn list_tasks(&self, tenant: &str, workspace: Option<&str>) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND (?2 IS NULL OR workspace_id = ?2) ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map(params![tenant, workspace], task)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn append_events(&self, task_id: &str, events: &[EventRecord]) -> Result<()> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in events {
+                insert.execute(params![
+                    task_id,
+                    e.seq as i64,
+                    e.kind,
+                    e.data.to_string(),
+                    e.at
+                ])?;
+            }
+        }
+        tx.execute(
+            "UPDATE tasks SET last_seq = ?2 WHERE id = ?1",
+            params![task_id, last.seq as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn read_events(&self, task_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, kind, data, at FROM events WHERE task_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![task_id, from_seq as i64, limit as i64], |row| {
+            Ok(EventRecord {
+                seq: row.get::<_, i64>(0)? as u64,
+                kind: row.get(1)?,
+                data: json_column(row.get(2)?)?,
+                at: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn interrupt_unfinished(&self, at: i64) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids = {
+            let mut stmt =
+                tx.prepare("SELECT id FROM tasks WHERE state IN ('pending', 'running')")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.execute(
+            "UPDATE tasks SET state = ?1, finished_at = ?2, error = 'gantry stopped while the task was unfinished' WHERE state IN ('pending', 'running')",
+            params![TaskState::Interrupted.as_str(), at],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ws(id: &str, tenant: &str) -> WorkspaceRecord {
+        WorkspaceRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: format!("{id}-name"),
+            created_at: 1,
+        }
+    }
+
+    fn task(id: &str, tenant: &str, ws: &str, state: TaskState) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            workspace_id: ws.into(),
+            backend: "exec".into(),
+            request: json!({"prompt": "p"}),
+            state,
+            created_at: 2,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            summary: None,
+            last_seq: 0,
+        }
+    }
+
+    fn event(seq: u64) -> EventRecord {
+        EventRecord {
+            seq,
+            kind: "stdout".into(),
+            data: json!({ "line": format!("l{seq}") }),
+            at: 3,
+        }
+    }
+
+    #[test]
+    fn rows_are_scoped_to_their_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).unwrap();
+        db.create_workspace(&ws("w2", "bob")).unwrap();
+        assert_eq!(
+            db.list_workspaces("alice").unwrap(),
+            vec![ws("w1", "alice")]
+        );
+        assert_eq!(db.get_workspace("bob", "w1").unwrap(), None);
+        assert!(!db.delete_workspace("bob", "w1").unwrap());
+        db.insert_task(&task("t1", "alice", "w1", TaskState::Running))
+            .unwrap();
+        assert!(db.get_task("bob", "t1").unwrap().is_none());
+        assert_eq!(db.list_tasks("alice", Some("w1")).unwrap().len(), 1);
+        assert_eq!(db.list_tasks("alice", Some("w2")).unwrap().len(), 0);
+        assert_eq!(db.list_tasks("bob", None).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn events_append_in_order_and_read_from_any_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).unwrap();
+        db.insert_task(&task("t1", "alice", "w1", TaskState::Running))
+            .unwrap();
+        let batch: Vec<_> = (1..=10).map(event).collect();
+        db.append_events("t1", &batch).unwrap();
+        assert_eq!(db.get_task("alice", "t1").unwrap().unwrap().last_seq, 10);
+        let read = db.read_events("t1", 4, 3).unwrap();
+        assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
+        assert_eq!(read[0].data["line"], "l4");
+        // A seq written twice is refused, and the batch with it leaves nothing behind.
+        assert!(db.append_events("t1", &[event(11), event(10)]).is_err());
+        assert_eq!(db.read_events("t1", 11, 10).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_interrupts_unfinished_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        {
+            let db = Sqlite::open(&path).unwrap();
+            db.create_workspace(&ws("w1", "alice")).unwrap();
+            db.insert_task(&task("run", "alice", "w1", TaskState::Running))
+                .unwrap();
+            db.insert_task(&task("wait", "alice", "w1", TaskState::Pending))
+                .unwrap();
+            db.insert_task(&task("ok", "alice", "w1", TaskState::Done))
+                .unwrap();
+            db.append_events("run", &[event(1)]).unwrap();
+        }
+        let db = Sqlite::open(&path).unwrap();
+        let mut ids = db.interrupt_unfinished(9).unwrap();
+        ids.sort();
+        assert_eq!(ids, ["run", "wait"]);
+        let run = db.get_task("alice", "run").unwrap().unwrap();
+        assert_eq!(run.state, TaskState::Interrupted);
+        assert_eq!(run.finished_at, Some(9));
+        assert_eq!(
+            db.get_task("alice", "ok").unwrap().unwrap().state,
+            TaskState::Done
+        );
+        assert_eq!(db.read_events("run", 1, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_workspace_removes_its_tasks_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).unwrap();
+        db.insert_task(&task("t1", "alice", "w1", TaskState::Done))
+            .unwrap();
+        db.append_events("t1", &[event(1)]).unwrap();
+        assert!(db.delete_workspace("alice", "w1").unwrap());
+        assert!(db.get_task("alice", "t1").unwrap().is_none());
+        assert!(db.read_events("t1", 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Sqlite::open(&path).unwrap_err().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+}

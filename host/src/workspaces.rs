@@ -1,0 +1,407 @@
+//! Workspaces: one directory per workspace under `data_dir/workspaces/<tenant>/<id>`, reached
+//! only through cap-std handles, so no path a caller gives can leave its workspace.
+
+use crate::store::{Store, WorkspaceRecord, now_ms};
+use crate::tenants::TenantId;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// How many files a listing returns at most.
+pub const MAX_LISTED_FILES: usize = 10_000;
+
+/// Why a workspace operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No such workspace (or file) for this tenant. Another tenant's ids land here too.
+    #[error("not found")]
+    NotFound,
+    /// A task runs in the workspace.
+    #[error("a task is running in this workspace")]
+    Busy,
+    /// The path is not a plain relative path inside the workspace.
+    #[error("bad path: {0}")]
+    BadPath(String),
+    /// The name is empty, too long, or has control characters.
+    #[error("bad name: {0}")]
+    BadName(String),
+    /// The file is larger than the caller's limit.
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(u64),
+    /// Storage failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// One file in a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, ms since the epoch.
+    pub modified: i64,
+}
+
+/// Check a caller's path: relative, no `..`, no NUL, not empty. Returns it normalized.
+pub fn check_relative_path(path: &str) -> Result<PathBuf, WorkspaceError> {
+    if path.is_empty() {
+        return Err(WorkspaceError::BadPath("the path is empty".into()));
+    }
+    if path.contains('\0') {
+        return Err(WorkspaceError::BadPath(
+            "the path contains a NUL byte".into(),
+        ));
+    }
+    let mut out = PathBuf::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(WorkspaceError::BadPath("'..' is not allowed".into()));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(WorkspaceError::BadPath(
+                    "the path must be relative to the workspace".into(),
+                ));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(WorkspaceError::BadPath("the path names no file".into()));
+    }
+    Ok(out)
+}
+
+/// The workspaces of every tenant.
+#[derive(Debug)]
+pub struct Workspaces {
+    root: Dir,
+    root_path: PathBuf,
+    store: Arc<dyn Store>,
+}
+
+fn io(e: std::io::Error) -> WorkspaceError {
+    WorkspaceError::Internal(e.into())
+}
+
+impl Workspaces {
+    /// Open (creating) `data_dir/workspaces`.
+    pub fn open(data_dir: &Path, store: Arc<dyn Store>) -> anyhow::Result<Workspaces> {
+        let root_path = data_dir.join("workspaces");
+        std::fs::create_dir_all(&root_path)?;
+        let root_path = root_path.canonicalize()?;
+        let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
+        Ok(Workspaces {
+            root,
+            root_path,
+            store,
+        })
+    }
+
+    fn relative(tenant: &TenantId, id: &str) -> PathBuf {
+        Path::new(tenant.as_str()).join(id)
+    }
+
+    /// Create a workspace and its directory.
+    pub fn create(&self, tenant: &TenantId, name: &str) -> Result<WorkspaceRecord, WorkspaceError> {
+        if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(WorkspaceError::BadName(
+                "a name is 1 to 200 characters, none of them control characters".into(),
+            ));
+        }
+        let record = WorkspaceRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            created_at: now_ms(),
+        };
+        self.root
+            .create_dir_all(Self::relative(tenant, &record.id))
+            .map_err(io)?;
+        self.store.create_workspace(&record)?;
+        Ok(record)
+    }
+
+    /// A tenant's workspaces.
+    pub fn list(&self, tenant: &TenantId) -> Result<Vec<WorkspaceRecord>, WorkspaceError> {
+        Ok(self.store.list_workspaces(tenant.as_str())?)
+    }
+
+    /// One of a tenant's workspaces.
+    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<WorkspaceRecord, WorkspaceError> {
+        // Ids are UUIDs; anything else cannot name a workspace (nor a directory).
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(WorkspaceError::NotFound);
+        }
+        self.store
+            .get_workspace(tenant.as_str(), id)?
+            .ok_or(WorkspaceError::NotFound)
+    }
+
+    /// Delete a workspace and its files, unless `busy` says a task runs in it.
+    pub fn delete(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        busy: impl FnOnce(&str) -> bool,
+    ) -> Result<(), WorkspaceError> {
+        let ws = self.get(tenant, id)?;
+        if busy(&ws.id) {
+            return Err(WorkspaceError::Busy);
+        }
+        self.store.delete_workspace(tenant.as_str(), &ws.id)?;
+        match self.root.remove_dir_all(Self::relative(tenant, &ws.id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The workspace's directory handle, and its host path (a child's working directory).
+    pub fn dir(&self, tenant: &TenantId, id: &str) -> Result<(Dir, PathBuf), WorkspaceError> {
+        let ws = self.get(tenant, id)?;
+        let relative = Self::relative(tenant, &ws.id);
+        let dir = self.root.open_dir(&relative).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => WorkspaceError::NotFound,
+            _ => io(e),
+        })?;
+        Ok((dir, self.root_path.join(relative)))
+    }
+
+    /// Every regular file in the workspace (symlinks are not followed), sorted by path.
+    pub fn list_files(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Vec<FileEntry>, WorkspaceError> {
+        let (dir, _) = self.dir(tenant, id)?;
+        let mut out = Vec::new();
+        walk(&dir, "", &mut out).map_err(io)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Read one file, refusing escaping paths and files over `limit` bytes.
+    pub fn read_file(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, WorkspaceError> {
+        let relative = check_relative_path(path)?;
+        let (dir, _) = self.dir(tenant, id)?;
+        let file = dir.open(&relative).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => WorkspaceError::NotFound,
+            // cap-std refuses symlinks that lead outside the directory.
+            std::io::ErrorKind::PermissionDenied => {
+                WorkspaceError::BadPath("the path leads outside the workspace".into())
+            }
+            _ => io(e),
+        })?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(WorkspaceError::BadPath("not a regular file".into()));
+        }
+        if meta.len() > limit {
+            return Err(WorkspaceError::TooLarge(limit));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.into_std()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > limit {
+            return Err(WorkspaceError::TooLarge(limit));
+        }
+        Ok(bytes)
+    }
+}
+
+fn walk(dir: &Dir, prefix: &str, out: &mut Vec<FileEntry>) -> std::io::Result<()> {
+    for entry in dir.entries()? {
+        if out.len() >= MAX_LISTED_FILES {
+            return Ok(());
+        }
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(&entry.open_dir()?, &path, out)?;
+        } else if ty.is_file() {
+            let meta = entry.metadata()?;
+            let modified = meta
+                .modified()
+                .ok()
+                .map(|t| t.into_std())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            out.push(FileEntry {
+                path,
+                size: meta.len(),
+                modified,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Sqlite;
+
+    fn setup() -> (tempfile::TempDir, Workspaces) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Sqlite::open(&dir.path().join("g.db")).unwrap());
+        let ws = Workspaces::open(dir.path(), store).unwrap();
+        (dir, ws)
+    }
+
+    fn alice() -> TenantId {
+        TenantId::new("alice").unwrap()
+    }
+
+    #[test]
+    fn every_escaping_path_form_is_refused() {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "/etc/passwd",
+            "a\0b",
+            ".",
+            "./",
+        ] {
+            assert!(
+                matches!(check_relative_path(bad), Err(WorkspaceError::BadPath(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_relative_path("./a/b.txt").unwrap(),
+            PathBuf::from("a/b.txt")
+        );
+    }
+
+    #[test]
+    fn files_list_and_read_inside_the_workspace_only() {
+        let (tmp, spaces) = setup();
+        let ws = spaces.create(&alice(), "demo").unwrap();
+        let (dir, host_path) = spaces.dir(&alice(), &ws.id).unwrap();
+        assert!(host_path.starts_with(tmp.path().canonicalize().unwrap()));
+        dir.create_dir_all("src").unwrap();
+        dir.write("src/main.rs", b"fn main() {}").unwrap();
+        dir.write("README", b"hi").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), host_path.join("link")).unwrap();
+        std::os::unix::fs::symlink("../../../secret", host_path.join("rel-link")).unwrap();
+
+        let files = spaces.list_files(&alice(), &ws.id).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["README", "src/main.rs"]);
+        assert_eq!(files[1].size, 12);
+        assert_eq!(
+            spaces
+                .read_file(&alice(), &ws.id, "src/main.rs", 100)
+                .unwrap(),
+            b"fn main() {}"
+        );
+        for escaping in [
+            "link",
+            "rel-link",
+            "../../../secret",
+            "/etc/passwd",
+            "src/../../x",
+        ] {
+            let err = spaces
+                .read_file(&alice(), &ws.id, escaping, 100)
+                .unwrap_err();
+            assert!(
+                matches!(err, WorkspaceError::BadPath(_)),
+                "{escaping}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            spaces.read_file(&alice(), &ws.id, "missing", 100),
+            Err(WorkspaceError::NotFound)
+        ));
+        assert!(matches!(
+            spaces.read_file(&alice(), &ws.id, "src/main.rs", 5),
+            Err(WorkspaceError::TooLarge(5))
+        ));
+        assert!(matches!(
+            spaces.read_file(&alice(), &ws.id, "src", 100),
+            Err(WorkspaceError::BadPath(_))
+        ));
+    }
+
+    #[test]
+    fn another_tenants_ids_are_unknown() {
+        let (_tmp, spaces) = setup();
+        let ws = spaces.create(&alice(), "mine").unwrap();
+        let bob = TenantId::new("bob").unwrap();
+        assert!(matches!(
+            spaces.get(&bob, &ws.id),
+            Err(WorkspaceError::NotFound)
+        ));
+        assert!(matches!(
+            spaces.list_files(&bob, &ws.id),
+            Err(WorkspaceError::NotFound)
+        ));
+        assert!(matches!(
+            spaces.delete(&bob, &ws.id, |_| false),
+            Err(WorkspaceError::NotFound)
+        ));
+        assert!(spaces.list(&bob).unwrap().is_empty());
+        // Ids that are not UUIDs never reach the filesystem.
+        assert!(matches!(
+            spaces.get(&alice(), "../bob"),
+            Err(WorkspaceError::NotFound)
+        ));
+        assert_eq!(spaces.list(&alice()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn delete_is_refused_while_busy_and_removes_files_after() {
+        let (_tmp, spaces) = setup();
+        let ws = spaces.create(&alice(), "w").unwrap();
+        let (_, path) = spaces.dir(&alice(), &ws.id).unwrap();
+        assert!(matches!(
+            spaces.delete(&alice(), &ws.id, |_| true),
+            Err(WorkspaceError::Busy)
+        ));
+        assert!(path.exists());
+        spaces.delete(&alice(), &ws.id, |_| false).unwrap();
+        assert!(!path.exists());
+        assert!(matches!(
+            spaces.get(&alice(), &ws.id),
+            Err(WorkspaceError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let (_tmp, spaces) = setup();
+        for bad in ["", "   ", "a\nb", &"x".repeat(201)] {
+            assert!(matches!(
+                spaces.create(&alice(), bad),
+                Err(WorkspaceError::BadName(_))
+            ));
+        }
+    }
+}
