@@ -7,6 +7,7 @@
 //!   side of the `gantry:plugin` interfaces;
 //! - [`http`] — the server, router and error answers;
 //! - [`store`] — persistence (SQLite by default);
+//! - [`tasks`] — the process supervisor and each task's event log;
 //! - [`tenants`] — tenants and their API keys;
 //! - [`workspaces`] — per-tenant workspace directories, reached through cap-std;
 //! - [`cli`] — the command line.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod runtime;
 pub mod store;
+pub mod tasks;
 pub mod tenants;
 pub mod workspaces;
 

@@ -65,7 +65,10 @@ impl Restriction {
             .add_rules(path_beneath_rules(["/"], read))?
             .add_rules(path_beneath_rules(writable, all))?
             // Programs write to /dev/null and their terminal all the time.
-            .add_rules(path_beneath_rules(["/dev/null", "/dev/zero", "/dev/tty"], AccessFs::from_file(ABI_WANTED)))?;
+            .add_rules(path_beneath_rules(
+                ["/dev/null", "/dev/zero", "/dev/tty"],
+                AccessFs::from_file(ABI_WANTED),
+            ))?;
         Ok(Restriction {
             ruleset: created.into(),
             rlimits,

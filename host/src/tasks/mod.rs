@@ -1,0 +1,759 @@
+//! Tasks: runs of a backend's CLI in a workspace, supervised from spawn to exit.
+//!
+//! A task's output is a log: every output line and every agent event its adapter parses gets
+//! the next `seq` of the task and is persisted before anyone hears of it. Subscribers read the
+//! log from the store from any `seq` and wait for more, so a late or reconnecting subscriber
+//! loses nothing and the host holds no per-subscriber buffers. Reading stops while the log
+//! catches up (a bounded channel between the pipes and the log), so memory per task stays
+//! bounded however much a child prints.
+
+mod lines;
+pub mod sandbox;
+
+use crate::runtime::backend::{AgentEvent, OutputStream, PromptRequest, RequestError};
+use crate::runtime::{CallFailure, Runtime};
+use crate::store::{EventRecord, Store, TaskRecord, TaskState, now_ms};
+use crate::tenants::TenantId;
+use crate::workspaces::{WorkspaceError, Workspaces};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Limits of the supervisor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimits {
+    /// Tasks running at once, over all tenants.
+    pub max_running: usize,
+    /// Tasks running at once per tenant; more wait, in order.
+    pub max_running_per_tenant: usize,
+    /// Between TERM and KILL when a task is cancelled or times out, in ms.
+    pub kill_grace_ms: u64,
+    /// A task's timeout unless its request sets one, in ms; 0 means none.
+    pub default_timeout_ms: u64,
+    /// Longer output lines are split into pieces of this many bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_running: 16,
+            max_running_per_tenant: 4,
+            kill_grace_ms: 5000,
+            default_timeout_ms: 0,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a task operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// No such task for this tenant (another tenant's ids land here too).
+    #[error("task not found")]
+    NotFound,
+    /// The workspace is missing or unusable.
+    #[error("workspace: {0}")]
+    Workspace(#[from] WorkspaceError),
+    /// No backend plugin by that name.
+    #[error("no backend named {0:?}")]
+    UnknownBackend(String),
+    /// The adapter refused the request (nothing was spawned).
+    #[error("the backend refused the request: {0}")]
+    Refused(String),
+    /// The adapter itself failed.
+    #[error("the backend adapter failed: {}", .0.message())]
+    Adapter(CallFailure),
+    /// Storage failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StartTask {
+    /// The workspace to run in.
+    pub workspace_id: String,
+    /// The backend plugin.
+    pub backend: String,
+    /// The prompt and options.
+    pub request: PromptRequest,
+    /// Overrides the default timeout.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    last_seq: u64,
+    ended: bool,
+}
+
+#[derive(Debug)]
+struct Live {
+    workspace_id: String,
+    cancel: watch::Sender<bool>,
+    progress: watch::Receiver<Progress>,
+}
+
+/// The process supervisor; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: Arc<Runtime>,
+    store: Arc<dyn Store>,
+    workspaces: Arc<Workspaces>,
+    limits: TaskLimits,
+    global: Arc<Semaphore>,
+    per_tenant: Mutex<HashMap<String, Arc<Semaphore>>>,
+    live: Mutex<HashMap<String, Live>>,
+    tmp_root: PathBuf,
+    sandbox: bool,
+}
+
+/// The JSON form of a prompt request, as stored with its task.
+pub fn request_json(r: &PromptRequest) -> Value {
+    json!({
+        "prompt": r.prompt,
+        "model": r.model,
+        "system_prompt": r.system_prompt,
+        "max_turns": r.max_turns,
+        "approval_mode": format!("{:?}", r.approval_mode).to_lowercase(),
+        "sandbox_mode": format!("{:?}", r.sandbox_mode).to_lowercase(),
+        "extra_flags": r.extra_flags,
+        "resume_session": r.resume_session,
+    })
+}
+
+/// The JSON form of an agent event: `{"type": ..., ...}`.
+pub fn agent_event_json(e: &AgentEvent) -> Value {
+    match e {
+        AgentEvent::Init(i) => {
+            json!({"type": "init", "session_id": i.session_id, "model": i.model})
+        }
+        AgentEvent::Message(text) => json!({"type": "message", "text": text}),
+        AgentEvent::ToolUse(t) => {
+            json!({"type": "tool_use", "id": t.id, "name": t.name, "input": t.input})
+        }
+        AgentEvent::ToolResult(t) => {
+            json!({"type": "tool_result", "id": t.id, "output": t.output, "is_error": t.is_error})
+        }
+        AgentEvent::Usage(u) => json!({
+            "type": "usage",
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cached_tokens": u.cached_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+        }),
+        AgentEvent::Error(message) => json!({"type": "error", "message": message}),
+        AgentEvent::Done(d) => json!({
+            "type": "done",
+            "exit_code": d.exit_code,
+            "final_text": d.final_text,
+            "session_id": d.session_id,
+        }),
+        AgentEvent::Raw(line) => json!({"type": "raw", "line": line}),
+    }
+}
+
+impl Supervisor {
+    /// A supervisor over `store` and `workspaces`. Tasks a previous process left unfinished are
+    /// marked interrupted first.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn Store>,
+        workspaces: Arc<Workspaces>,
+        data_dir: &std::path::Path,
+        limits: TaskLimits,
+    ) -> anyhow::Result<Supervisor> {
+        let interrupted = store.interrupt_unfinished(now_ms())?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                count = interrupted.len(),
+                "tasks left unfinished by the previous process are now interrupted"
+            );
+        }
+        let tmp_root = data_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_root)?;
+        let sandbox = sandbox::landlock_available();
+        if !sandbox {
+            tracing::warn!(
+                "Landlock is not available on this kernel: task processes can write outside their workspaces"
+            );
+        }
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                runtime,
+                store,
+                workspaces,
+                global: Arc::new(Semaphore::new(limits.max_running.max(1))),
+                limits,
+                per_tenant: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                tmp_root: tmp_root.canonicalize()?,
+                sandbox,
+            }),
+        })
+    }
+
+    /// Whether task processes run under Landlock.
+    pub fn sandboxed(&self) -> bool {
+        self.inner.sandbox
+    }
+
+    /// Whether a task is pending or running in the workspace.
+    pub fn workspace_busy(&self, workspace_id: &str) -> bool {
+        self.inner
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .any(|l| l.workspace_id == workspace_id)
+    }
+
+    /// Start a task: the adapter builds the command (a refusal spawns nothing), the task is
+    /// stored as pending, and it runs once a slot is free.
+    pub async fn start(
+        &self,
+        tenant: &TenantId,
+        start: StartTask,
+    ) -> Result<TaskRecord, TaskError> {
+        let inner = &self.inner;
+        let workspace = inner.workspaces.get(tenant, &start.workspace_id)?;
+        let backend = inner
+            .runtime
+            .backend(&start.backend)
+            .ok_or_else(|| TaskError::UnknownBackend(start.backend.clone()))?;
+        let spec = backend
+            .build_command(tenant, &start.request)
+            .await
+            .map_err(TaskError::Adapter)?
+            .map_err(|e| {
+                TaskError::Refused(match e {
+                    RequestError::Invalid(m) => format!("invalid request: {m}"),
+                    RequestError::FlagNotAllowed(f) => format!("flag {f} is not allowed"),
+                    RequestError::Unsupported(m) => format!("unsupported: {m}"),
+                })
+            })?;
+        let binary = backend.binary().to_string();
+        let task = TaskRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant: tenant.to_string(),
+            workspace_id: workspace.id.clone(),
+            backend: start.backend.clone(),
+            request: request_json(&start.request),
+            state: TaskState::Pending,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            summary: None,
+            last_seq: 0,
+        };
+        inner.store.insert_task(&task)?;
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (progress_tx, progress_rx) = watch::channel(Progress {
+            last_seq: 0,
+            ended: false,
+        });
+        inner.live.lock().unwrap().insert(
+            task.id.clone(),
+            Live {
+                workspace_id: workspace.id.clone(),
+                cancel: cancel_tx,
+                progress: progress_rx,
+            },
+        );
+        let timeout = start.timeout.or_else(|| {
+            (inner.limits.default_timeout_ms > 0)
+                .then(|| Duration::from_millis(inner.limits.default_timeout_ms))
+        });
+        let run = TaskRun {
+            inner: inner.clone(),
+            tenant: tenant.clone(),
+            record: task.clone(),
+            request: start.request,
+            binary,
+            args: spec.args,
+            env: spec.env,
+            stdin: spec.stdin,
+            timeout,
+            log: TaskLog {
+                store: inner.store.clone(),
+                task_id: task.id.clone(),
+                next_seq: 1,
+                progress: progress_tx,
+            },
+        };
+        tokio::spawn(run.run(cancel_rx));
+        Ok(task)
+    }
+
+    /// One of a tenant's tasks.
+    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
+        self.inner
+            .store
+            .get_task(tenant.as_str(), id)?
+            .ok_or(TaskError::NotFound)
+    }
+
+    /// A tenant's tasks, optionally of one workspace.
+    pub fn list(
+        &self,
+        tenant: &TenantId,
+        workspace: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, TaskError> {
+        Ok(self.inner.store.list_tasks(tenant.as_str(), workspace)?)
+    }
+
+    /// Cancel a task: TERM to its process group, KILL after the grace period. Idempotent, and
+    /// harmless on a finished task. Returns the task as it is now.
+    pub fn cancel(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
+        let task = self.get(tenant, id)?;
+        if let Some(live) = self.inner.live.lock().unwrap().get(&task.id) {
+            live.cancel.send_replace(true);
+        }
+        Ok(task)
+    }
+
+    /// Follow a task's log from `from_seq` (1 is the start): what exists, then what comes,
+    /// ending after the task's final event.
+    pub fn subscribe(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        from_seq: u64,
+    ) -> Result<Subscription, TaskError> {
+        let task = self.get(tenant, id)?;
+        let progress = self
+            .inner
+            .live
+            .lock()
+            .unwrap()
+            .get(&task.id)
+            .map(|l| l.progress.clone());
+        Ok(Subscription {
+            store: self.inner.store.clone(),
+            task_id: task.id,
+            next_seq: from_seq.max(1),
+            progress,
+            buffer: VecDeque::new(),
+        })
+    }
+
+    /// Wait until a task has ended; its final record.
+    pub async fn wait(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
+        let progress = self
+            .inner
+            .live
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|l| l.progress.clone());
+        if let Some(mut progress) = progress {
+            let _ = progress.wait_for(|p| p.ended).await;
+        }
+        self.get(tenant, id)
+    }
+}
+
+fn tenant_slots(inner: &Inner, tenant: &str) -> Arc<Semaphore> {
+    inner
+        .per_tenant
+        .lock()
+        .unwrap()
+        .entry(tenant.to_string())
+        .or_insert_with(|| Arc::new(Semaphore::new(inner.limits.max_running_per_tenant.max(1))))
+        .clone()
+}
+
+/// A reader of one task's log.
+#[derive(Debug)]
+pub struct Subscription {
+    store: Arc<dyn Store>,
+    task_id: String,
+    next_seq: u64,
+    progress: Option<watch::Receiver<Progress>>,
+    buffer: VecDeque<EventRecord>,
+}
+
+impl Subscription {
+    /// The next event, waiting for it if the task still runs; `None` after the last one.
+    pub async fn next(&mut self) -> anyhow::Result<Option<EventRecord>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.next_seq = event.seq + 1;
+                return Ok(Some(event));
+            }
+            let batch = self.store.read_events(&self.task_id, self.next_seq, 1000)?;
+            if !batch.is_empty() {
+                self.buffer.extend(batch);
+                continue;
+            }
+            let Some(progress) = &mut self.progress else {
+                return Ok(None);
+            };
+            let seen = *progress.borrow_and_update();
+            if seen.ended {
+                // One more read picks up what was appended before the end was announced.
+                self.progress = None;
+                continue;
+            }
+            if seen.last_seq >= self.next_seq {
+                continue;
+            }
+            if progress.changed().await.is_err() {
+                self.progress = None;
+            }
+        }
+    }
+}
+
+/// Appends to one task's log and announces each append.
+struct TaskLog {
+    store: Arc<dyn Store>,
+    task_id: String,
+    next_seq: u64,
+    progress: watch::Sender<Progress>,
+}
+
+impl TaskLog {
+    fn append(&mut self, entries: Vec<(&'static str, Value)>) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let at = now_ms();
+        let records: Vec<EventRecord> = entries
+            .into_iter()
+            .map(|(kind, data)| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                EventRecord {
+                    seq,
+                    kind: kind.to_string(),
+                    data,
+                    at,
+                }
+            })
+            .collect();
+        self.store.append_events(&self.task_id, &records)?;
+        let last_seq = self.next_seq - 1;
+        self.progress.send_modify(|p| p.last_seq = last_seq);
+        Ok(())
+    }
+
+    fn end(&self) {
+        self.progress.send_modify(|p| p.ended = true);
+    }
+}
+
+/// How a task's process ended, before the adapter's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Exited,
+    Cancelled,
+    TimedOut,
+}
+
+struct TaskRun {
+    inner: Arc<Inner>,
+    tenant: TenantId,
+    record: TaskRecord,
+    request: PromptRequest,
+    binary: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+    timeout: Option<Duration>,
+    log: TaskLog,
+}
+
+impl TaskRun {
+    async fn run(mut self, mut cancel: watch::Receiver<bool>) {
+        let id = self.record.id.clone();
+        if let Err(e) = self.supervise(&mut cancel).await {
+            tracing::error!(task = %id, "task supervision failed: {e:#}");
+            self.record.state = TaskState::Failed;
+            self.record.error = Some(format!("{e:#}"));
+            self.record.finished_at = Some(now_ms());
+            let _ = self.inner.store.update_task(&self.record);
+        }
+        self.log.end();
+        self.inner.live.lock().unwrap().remove(&id);
+        let _ = std::fs::remove_dir_all(self.inner.tmp_root.join(&id));
+    }
+
+    fn set_state(&mut self, state: TaskState, extra: Value) -> anyhow::Result<()> {
+        self.record.state = state;
+        if state == TaskState::Running {
+            self.record.started_at = Some(now_ms());
+        }
+        if state.is_terminal() {
+            self.record.finished_at = Some(now_ms());
+        }
+        self.inner.store.update_task(&self.record)?;
+        let mut data = json!({ "state": state.as_str() });
+        if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
+            d.extend(e);
+        }
+        self.log.append(vec![("state", data)])
+    }
+
+    async fn supervise(&mut self, cancel: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.set_state(TaskState::Pending, json!({}))?;
+        // Wait for this tenant's slot, then a global one; both queues are first come, first
+        // served. A cancel while waiting ends the task without running it.
+        let slots = async {
+            let tenant = tenant_slots(&self.inner, self.tenant.as_str())
+                .acquire_owned()
+                .await;
+            let global = self.inner.global.clone().acquire_owned().await;
+            (tenant, global)
+        };
+        let _slots = tokio::select! {
+            slots = slots => slots,
+            () = cancelled(cancel) => {
+                return self.set_state(TaskState::Cancelled, json!({ "reason": "cancelled before it started" }));
+            }
+        };
+        self.set_state(TaskState::Running, json!({}))?;
+
+        let backend = self
+            .inner
+            .runtime
+            .backend(&self.record.backend)
+            .ok_or_else(|| anyhow::anyhow!("backend {} is gone", self.record.backend))?;
+        let mut adapter = match backend.start_run(&self.tenant, &self.request).await {
+            Ok(run) => Some(run),
+            Err(failure) => {
+                self.record.error = Some(failure.message());
+                return self.set_state(TaskState::Failed, json!({ "error": failure.message() }));
+            }
+        };
+        let (_, cwd) = self
+            .inner
+            .workspaces
+            .dir(&self.tenant, &self.record.workspace_id)?;
+        let tmp = self.inner.tmp_root.join(&self.record.id);
+        std::fs::create_dir_all(&tmp)?;
+        let restriction = sandbox::Restriction::new(&[&cwd, &tmp], sandbox::Rlimits::default())?;
+
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(&self.args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &cwd)
+            .env("TMPDIR", &tmp)
+            .env("LANG", "C.UTF-8")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&cwd)
+            .process_group(0)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: the closure makes only async-signal-safe calls (see `apply_in_child`).
+        unsafe {
+            cmd.pre_exec(move || restriction.apply_in_child());
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let message = format!("could not start {}: {e}", self.binary);
+                self.record.error = Some(message.clone());
+                return self.set_state(TaskState::Failed, json!({ "error": message }));
+            }
+        };
+        let pgid = child.id().map(|p| p as i32);
+        if let (Some(text), Some(mut stdin)) = (self.stdin.take(), child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(text.as_bytes()).await;
+            });
+        }
+        let (line_tx, mut lines) = mpsc::channel::<(OutputStream, lines::Line)>(1024);
+        let limit = self.inner.limits.max_line_bytes.max(1);
+        for (stream, pipe) in [
+            (
+                OutputStream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            ),
+            (
+                OutputStream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            ),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let tx = line_tx.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(pipe);
+                while let Ok(Some(line)) = lines::next_line(&mut reader, limit).await {
+                    if tx.send((stream, line)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(line_tx);
+
+        let grace = Duration::from_millis(self.inner.limits.kill_grace_ms);
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stop = Stop::Exited;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut status = None;
+        let mut output_open = true;
+        let mut batch = Vec::new();
+        while status.is_none() || output_open {
+            tokio::select! {
+                n = lines.recv_many(&mut batch, 256), if output_open => {
+                    if n == 0 {
+                        output_open = false;
+                    } else {
+                        self.record_lines(&mut adapter, std::mem::take(&mut batch)).await?;
+                    }
+                }
+                exit = child.wait(), if status.is_none() => {
+                    status = Some(exit?);
+                    // Whatever the child left behind in its group goes with it.
+                    signal_group(pgid, libc::SIGKILL);
+                }
+                () = cancelled(cancel), if stop == Stop::Exited && status.is_none() => {
+                    stop = Stop::Cancelled;
+                    signal_group(pgid, libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                }
+                () = sleep_until(deadline), if stop == Stop::Exited && status.is_none() => {
+                    stop = Stop::TimedOut;
+                    signal_group(pgid, libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                }
+                () = sleep_until(kill_at), if status.is_none() => {
+                    signal_group(pgid, libc::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+        let status = status.expect("the loop ends after the exit");
+        let exit_code = status.code();
+        self.record.exit_code = exit_code;
+        let summary = match adapter.take() {
+            Some(run) => match run.finish(exit_code).await {
+                Ok(s) => Some(s),
+                Err(f) => {
+                    self.record.error = Some(format!("adapter: {}", f.message()));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(s) = &summary {
+            self.record.summary = Some(json!({
+                "success": s.success,
+                "session_id": s.session_id,
+                "final_text": s.final_text,
+                "error": s.error,
+                "usage": s.usage.as_ref().map(|u| agent_event_json(&AgentEvent::Usage(*u))),
+            }));
+            if self.record.error.is_none() {
+                self.record.error.clone_from(&s.error);
+            }
+        }
+        let state = match stop {
+            Stop::Cancelled => TaskState::Cancelled,
+            Stop::TimedOut => {
+                self.record.error = Some(format!(
+                    "timed out after {} ms",
+                    self.timeout.unwrap_or_default().as_millis()
+                ));
+                TaskState::TimedOut
+            }
+            Stop::Exited if exit_code == Some(0) && summary.as_ref().is_none_or(|s| s.success) => {
+                TaskState::Done
+            }
+            Stop::Exited => TaskState::Failed,
+        };
+        self.set_state(
+            state,
+            json!({ "exit_code": exit_code, "error": self.record.error }),
+        )
+    }
+
+    /// Persist a batch of lines and the agent events parsed from them, in one append.
+    async fn record_lines(
+        &mut self,
+        adapter: &mut Option<crate::runtime::AdapterRun>,
+        batch: Vec<(OutputStream, lines::Line)>,
+    ) -> anyhow::Result<()> {
+        let mut entries = Vec::with_capacity(batch.len() * 2);
+        for (stream, line) in batch {
+            let kind = match stream {
+                OutputStream::Stdout => "stdout",
+                OutputStream::Stderr => "stderr",
+            };
+            let mut data = json!({ "line": line.text });
+            if line.partial {
+                data["partial"] = true.into();
+            }
+            entries.push((kind, data));
+            if let Some(run) = adapter {
+                match run.parse_line(stream, &line.text).await {
+                    Ok(events) => {
+                        entries.extend(events.iter().map(|e| ("agent", agent_event_json(e))))
+                    }
+                    Err(failure) => {
+                        // The output is still kept; only its interpretation stops.
+                        entries.push((
+                            "agent",
+                            json!({ "type": "error", "message": format!("adapter failed: {}", failure.message()) }),
+                        ));
+                        *adapter = None;
+                    }
+                }
+            }
+        }
+        self.log.append(entries)
+    }
+}
+
+/// Resolves once a cancel was asked for (never, if the sender is gone).
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_group(pgid: Option<i32>, signal: i32) {
+    if let Some(pgid) = pgid.filter(|p| *p > 1) {
+        // SAFETY: kill(2) on the child's own process group (it was spawned as its leader).
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The process supervisor with real processes, real SQLite and the bundled `exec` backend
+//! driving `/bin/sh` fixtures.
+
+use gantry::config::{Config, Overrides};
+use gantry::runtime::backend::{ApprovalMode, PromptRequest, SandboxMode};
+use gantry::runtime::manifest::Manifest;
+use gantry::runtime::{ComponentCache, Runtime, engine};
+use gantry::store::{Sqlite, Store, TaskState};
+use gantry::tasks::{StartTask, Supervisor, TaskError, TaskLimits};
+use gantry::tenants::TenantId;
+use gantry::workspaces::Workspaces;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    sup: Supervisor,
+    workspaces: Arc<Workspaces>,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+}
+
+fn request(script: &str) -> PromptRequest {
+    PromptRequest {
+        prompt: script.into(),
+        model: None,
+        system_prompt: None,
+        max_turns: None,
+        approval_mode: ApprovalMode::Default,
+        sandbox_mode: SandboxMode::Default,
+        extra_flags: vec![],
+        operator_allowed_flags: vec![],
+        resume_session: None,
+    }
+}
+
+async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {
+    let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
+    let manifest = Manifest::parse(
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n",
+        "sh",
+        Path::new("."),
+        &defaults.runtime.plugin_defaults,
+        defaults.runtime.max_memory_mb,
+    )
+    .unwrap();
+    let engine = engine(&defaults.runtime).unwrap();
+    let cache = ComponentCache::open(&dir.path().join("cache"), &engine).unwrap();
+    let runtime = Arc::new(
+        Runtime::load(engine, &cache, vec![manifest], 60)
+            .await
+            .unwrap(),
+    );
+    let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.path().join("gantry.db")).unwrap());
+    let workspaces = Arc::new(Workspaces::open(dir.path(), store.clone()).unwrap());
+    let sup = Supervisor::new(
+        runtime,
+        store.clone(),
+        workspaces.clone(),
+        dir.path(),
+        limits,
+    )
+    .unwrap();
+    Harness {
+        sup,
+        workspaces,
+        store,
+        dir,
+    }
+}
+
+async fn harness(limits: TaskLimits) -> Harness {
+    harness_in(tempfile::tempdir().unwrap(), limits).await
+}
+
+fn alice() -> TenantId {
+    TenantId::new("alice").unwrap()
+}
+
+impl Harness {
+    async fn start(
+        &self,
+        tenant: &TenantId,
+        ws: &str,
+        script: &str,
+        timeout: Option<Duration>,
+    ) -> String {
+        self.sup
+            .start(
+                tenant,
+                StartTask {
+                    workspace_id: ws.into(),
+                    backend: "sh".into(),
+                    request: request(script),
+                    timeout,
+                },
+            )
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Wait for a stdout line containing `needle`; the line.
+    async fn wait_line(&self, tenant: &TenantId, task: &str, needle: &str) -> String {
+        let mut sub = self.sup.subscribe(tenant, task, 1).unwrap();
+        while let Some(e) = sub.next().await.unwrap() {
+            if e.kind == "stdout" && e.data["line"].as_str().unwrap().contains(needle) {
+                return e.data["line"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("task ended without printing {needle:?}");
+    }
+}
+
+/// Read `limit` events (or all) from a subscription that starts at `from`: the stdout lines and
+/// the last seq read.
+async fn stdout_lines(
+    sub: &mut gantry::tasks::Subscription,
+    from: u64,
+    limit: Option<usize>,
+) -> (Vec<String>, u64) {
+    let mut lines = Vec::new();
+    let mut last = from - 1;
+    let mut seen = 0;
+    while let Some(e) = sub.next().await.unwrap() {
+        assert_eq!(e.seq, last + 1, "events arrive in order, without gaps");
+        last = e.seq;
+        if e.kind == "stdout" {
+            lines.push(e.data["line"].as_str().unwrap().to_string());
+        }
+        seen += 1;
+        if limit.is_some_and(|l| seen >= l) {
+            break;
+        }
+    }
+    (lines, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_gets_every_line_once_in_order() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "lines").unwrap();
+    let task = h.start(&alice(), &ws.id, "seq 1 100000", None).await;
+    let expected: Vec<String> = (1..=100_000).map(|i| i.to_string()).collect();
+
+    let from_start = {
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        tokio::spawn(async move { stdout_lines(&mut sub, 1, None).await.0 })
+    };
+    // One joins once the task is well under way.
+    let midway = {
+        let mut probe = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        stdout_lines(&mut probe, 1, Some(20_000)).await;
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        tokio::spawn(async move { stdout_lines(&mut sub, 1, None).await.0 })
+    };
+    // One reads a while, goes away, and comes back from the next seq.
+    let mut first = h.sup.subscribe(&alice(), &task, 1).unwrap();
+    let (mut reconnected, last) = stdout_lines(&mut first, 1, Some(30_001)).await;
+    drop(first);
+    let mut again = h.sup.subscribe(&alice(), &task, last + 1).unwrap();
+    reconnected.extend(stdout_lines(&mut again, last + 1, None).await.0);
+
+    assert_eq!(from_start.await.unwrap(), expected);
+    assert_eq!(midway.await.unwrap(), expected);
+    assert_eq!(reconnected, expected);
+    let done = h.sup.wait(&alice(), &task).await.unwrap();
+    assert_eq!(done.state, TaskState::Done, "{done:?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.summary.unwrap()["final_text"], "100000");
+}
+
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited; only its parent has yet to reap it.
+        Ok(stat) => !stat.split(' ').nth(2).is_some_and(|s| s == "Z"),
+        Err(_) => false,
+    }
+}
+
+async fn wait_gone(pid: i32) -> bool {
+    for _ in 0..200 {
+        if !process_alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_the_whole_process_group() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let task = h
+        .start(
+            &alice(),
+            &ws.id,
+            "sleep 1000 & echo grandchild $!; sleep 1000",
+            None,
+        )
+        .await;
+    let line = h.wait_line(&alice(), &task, "grandchild").await;
+    let pid: i32 = line.trim_start_matches("grandchild ").parse().unwrap();
+    assert!(process_alive(pid));
+    h.sup.cancel(&alice(), &task).unwrap();
+    let done = h.sup.wait(&alice(), &task).await.unwrap();
+    assert_eq!(done.state, TaskState::Cancelled);
+    assert!(
+        wait_gone(pid).await,
+        "the grandchild {pid} outlived the cancel"
+    );
+    // Cancelling again, or a finished task, changes nothing.
+    assert_eq!(
+        h.sup.cancel(&alice(), &task).unwrap().state,
+        TaskState::Cancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_ignoring_term_is_killed_after_the_grace_period() {
+    let limits = TaskLimits {
+        kill_grace_ms: 300,
+        ..TaskLimits::default()
+    };
+    let h = harness(limits).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let task = h
+        .start(
+            &alice(),
+            &ws.id,
+            "trap '' TERM; echo ready $$; while :; do sleep 0.05; done",
+            None,
+        )
+        .await;
+    let line = h.wait_line(&alice(), &task, "ready").await;
+    let pid: i32 = line.trim_start_matches("ready ").parse().unwrap();
+    h.sup.cancel(&alice(), &task).unwrap();
+    let done = h.sup.wait(&alice(), &task).await.unwrap();
+    assert_eq!(done.state, TaskState::Cancelled);
+    assert_eq!(done.exit_code, None, "it was killed by a signal");
+    assert!(wait_gone(pid).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_yields_timed_out() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let task = h
+        .start(
+            &alice(),
+            &ws.id,
+            "echo started; sleep 30",
+            Some(Duration::from_millis(300)),
+        )
+        .await;
+    let done = h.sup.wait(&alice(), &task).await.unwrap();
+    assert_eq!(done.state, TaskState::TimedOut);
+    assert!(done.error.unwrap().contains("timed out after 300 ms"));
+    let events = h.store.read_events(&task, 1, 100).unwrap();
+    assert!(events.iter().any(|e| e.data["line"] == "started"));
+    assert_eq!(events.last().unwrap().data["state"], "timed_out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_never_runs_more_than_its_limit_and_every_task_finishes() {
+    let limits = TaskLimits {
+        max_running_per_tenant: 4,
+        ..TaskLimits::default()
+    };
+    let h = harness(limits).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(h.start(&alice(), &ws.id, "sleep 0.1", None).await);
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let t = h.sup.wait(&alice(), id).await.unwrap();
+        assert_eq!(t.state, TaskState::Done, "{t:?}");
+        spans.push((t.started_at.unwrap(), t.finished_at.unwrap()));
+    }
+    // The most tasks whose running spans overlap at any one moment.
+    let mut edges: Vec<(i64, i32)> = spans.iter().flat_map(|&(s, f)| [(s, 1), (f, -1)]).collect();
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(most <= 4, "{most} tasks ran at once");
+    assert!(most >= 2, "tasks should run side by side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_cannot_see_or_touch_a_task() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let task = h.start(&alice(), &ws.id, "sleep 5", None).await;
+    let bob = TenantId::new("bob").unwrap();
+    assert!(matches!(h.sup.get(&bob, &task), Err(TaskError::NotFound)));
+    assert!(matches!(
+        h.sup.cancel(&bob, &task),
+        Err(TaskError::NotFound)
+    ));
+    assert!(matches!(
+        h.sup.subscribe(&bob, &task, 1),
+        Err(TaskError::NotFound)
+    ));
+    assert!(h.sup.list(&bob, None).unwrap().is_empty());
+    // Bob cannot start a task in Alice's workspace either.
+    let err = h
+        .sup
+        .start(
+            &bob,
+            StartTask {
+                workspace_id: ws.id.clone(),
+                backend: "sh".into(),
+                request: request("true"),
+                timeout: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TaskError::Workspace(_)), "{err:?}");
+    assert!(h.sup.workspace_busy(&ws.id));
+    h.sup.cancel(&alice(), &task).unwrap();
+    assert_eq!(
+        h.sup.wait(&alice(), &task).await.unwrap().state,
+        TaskState::Cancelled
+    );
+    assert!(!h.sup.workspace_busy(&ws.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_writes_inside_its_workspace_only() {
+    let h = harness(TaskLimits::default()).await;
+    assert!(h.sup.sandboxed(), "this machine's kernel has Landlock");
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let outside = h.dir.path().join("outside.txt");
+    let script = format!(
+        "echo in > inside.txt && echo ok-inside; echo out > {} || echo refused-outside; echo tmp > $TMPDIR/t && echo ok-tmp",
+        outside.display()
+    );
+    let task = h.start(&alice(), &ws.id, &script, None).await;
+    h.sup.wait(&alice(), &task).await.unwrap();
+    let lines: Vec<String> = h
+        .store
+        .read_events(&task, 1, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "stdout")
+        .map(|e| e.data["line"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(lines, ["ok-inside", "refused-outside", "ok-tmp"]);
+    assert!(!outside.exists());
+    assert_eq!(
+        h.workspaces
+            .read_file(&alice(), &ws.id, "inside.txt", 100)
+            .unwrap(),
+        b"in\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_flag_spawns_nothing() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let mut req = request("touch spawned");
+    req.extra_flags = vec!["--yolo".into()];
+    let err = h
+        .sup
+        .start(
+            &alice(),
+            StartTask {
+                workspace_id: ws.id.clone(),
+                backend: "sh".into(),
+                request: req,
+                timeout: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("flag --yolo is not allowed"),
+        "{err}"
+    );
+    assert!(h.sup.list(&alice(), None).unwrap().is_empty());
+    assert!(
+        h.workspaces
+            .list_files(&alice(), &ws.id)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn tasks_left_running_are_interrupted_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (dir, ws, task, before) = first.block_on(async {
+        let h = harness_in(dir, TaskLimits::default()).await;
+        let ws = h.workspaces.create(&alice(), "w").unwrap();
+        let task = h
+            .start(&alice(), &ws.id, "echo one; echo two; sleep 1000", None)
+            .await;
+        h.wait_line(&alice(), &task, "two").await;
+        let before = h.store.read_events(&task, 1, 100).unwrap();
+        (h.dir, ws.id, task, before)
+    });
+    // The process goes away mid-run: nothing of it finishes the task.
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let h = harness_in(dir, TaskLimits::default()).await;
+        let t = h.sup.get(&alice(), &task).unwrap();
+        assert_eq!(t.state, TaskState::Interrupted);
+        assert_eq!(h.store.read_events(&task, 1, 100).unwrap(), before);
+        assert!(h.workspaces.get(&alice(), &ws).is_ok());
+        // A subscriber of an interrupted task gets what was logged, then the end.
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let (lines, _) = stdout_lines(&mut sub, 1, None).await;
+        assert_eq!(lines, ["one", "two"]);
+    });
+}
