@@ -105,7 +105,26 @@ fn serve(args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     tokio.block_on(async {
         let started = std::time::Instant::now();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let runtime = Arc::new(Runtime::start(&config).await?);
+        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
+            &config.data_dir.join("gantry.db"),
+        )?);
+        let workspaces = Arc::new(crate::workspaces::Workspaces::open(
+            &config.data_dir,
+            store.clone(),
+        )?);
+        let tasks = crate::tasks::Supervisor::new(
+            runtime.clone(),
+            store,
+            workspaces.clone(),
+            &config.data_dir,
+            config.tasks.clone(),
+        )?;
+        runtime
+            .node()
+            .set_services(crate::runtime::Services { workspaces, tasks });
         tracing::info!(
             plugins = runtime.plugins().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -25,6 +25,8 @@ pub struct Config {
     pub log: String,
     /// Component runtime limits.
     pub runtime: RuntimeConfig,
+    /// Task supervisor limits.
+    pub tasks: crate::tasks::TaskLimits,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,

@@ -32,6 +32,7 @@ fn health(out: ResponseOutparam) {
             "version": info.version,
             "uptime_seconds": info.uptime_ms as f64 / 1000.0,
             "active_instances": info.active_instances,
+            "sandbox": info.sandbox,
             "plugins": plugins,
         }),
     );

@@ -2,6 +2,7 @@
 
 use super::host::NodeState;
 use super::registry::PluginContext;
+use crate::tenants::TenantId;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub struct CallState {
     /// The node, for `host-info`.
     pub(crate) node: Arc<NodeState>,
     /// The tenant this call acts for; every host call is scoped to it.
-    pub(crate) tenant: Arc<str>,
+    pub(crate) tenant: TenantId,
 }
 
 impl fmt::Debug for CallState {
@@ -43,6 +44,11 @@ impl CallState {
     /// call.
     pub(crate) fn start_call(&mut self) {
         self.cpu.used = Duration::ZERO;
+    }
+
+    /// The call's resource table (host resources handed to the guest).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -70,7 +76,7 @@ pub(crate) fn new_store(
     engine: &wasmtime::Engine,
     plugin: &Arc<PluginContext>,
     node: &Arc<NodeState>,
-    tenant: &Arc<str>,
+    tenant: &TenantId,
 ) -> Store<CallState> {
     let mut wasi = WasiCtx::builder();
     wasi.stdout(GuestOutput::new(&plugin.name, "stdout"))

@@ -16,7 +16,12 @@ pub(crate) mod bindings {
         path: "../wit",
         world: "gantry:plugin/handler",
         require_store_data_send: true,
+        imports: {
+            "gantry:plugin/tasks.start": async,
+            "gantry:plugin/tasks.[method]subscription.next": async,
+        },
         with: {
+            "gantry:plugin/tasks.subscription": crate::tasks::Subscription,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
             "wasi:random": wasmtime_wasi::p2::bindings::random,
@@ -26,7 +31,9 @@ pub(crate) mod bindings {
     });
 }
 
-use bindings::gantry::plugin::{config, host_info, identity, log, types};
+pub(crate) use bindings::gantry::plugin::{
+    config, host_info, identity, log, tasks, types, workspaces,
+};
 
 /// Node-wide facts for `host-info`.
 #[derive(Debug)]
@@ -34,6 +41,16 @@ pub struct NodeState {
     started: Instant,
     active: AtomicU32,
     plugins: OnceLock<Vec<host_info::PluginInfo>>,
+    services: OnceLock<Services>,
+}
+
+/// The core services handlers reach through `workspaces` and `tasks`.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Workspace directories.
+    pub workspaces: Arc<crate::workspaces::Workspaces>,
+    /// The process supervisor.
+    pub tasks: crate::tasks::Supervisor,
 }
 
 impl NodeState {
@@ -42,7 +59,18 @@ impl NodeState {
             started: Instant::now(),
             active: AtomicU32::new(0),
             plugins: OnceLock::new(),
+            services: OnceLock::new(),
         }
+    }
+
+    /// Make the core services available to handlers (once, after the supervisor exists).
+    pub fn set_services(&self, services: Services) {
+        let _ = self.services.set(services);
+    }
+
+    /// The core services, if this node runs them.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.get()
     }
 
     pub(crate) fn set_plugins(&self, plugins: Vec<(String, String, Vec<String>)>) {
@@ -83,6 +111,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()
     config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     host_info::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     identity::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    workspaces::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    tasks::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -132,6 +162,10 @@ impl host_info::Host for CallState {
             uptime_ms: u64::try_from(self.node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             active_instances: self.node.active_instances(),
             plugins: self.node.plugins.get().cloned().unwrap_or_default(),
+            sandbox: match self.node.services() {
+                Some(s) if s.tasks.sandboxed() => "landlock".into(),
+                _ => "off".into(),
+            },
         }
     }
 }

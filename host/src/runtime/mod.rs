@@ -9,6 +9,7 @@
 pub mod backend;
 mod cache;
 mod call;
+mod core_api;
 mod handler;
 mod host;
 pub mod manifest;
@@ -19,7 +20,7 @@ pub use backend::{AdapterRun, BackendAdapter};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use handler::{CallFailure, GuestBody};
-pub use host::NodeState;
+pub use host::{NodeState, Services};
 pub use registry::Plugin;
 
 use crate::config::{Config, RuntimeConfig};
@@ -200,7 +201,7 @@ impl Runtime {
             _permit: permit,
             _live: self.node.instance_guard(),
         };
-        let store = call::new_store(&self.engine, &plugin.context, &self.node, tenant.as_arc());
+        let store = call::new_store(&self.engine, &plugin.context, &self.node, tenant);
         Ok((store, slot))
     }
 }

@@ -274,12 +274,8 @@ async fn describe(
     context: &Arc<PluginContext>,
     node: &Arc<super::host::NodeState>,
 ) -> Result<BackendInfo> {
-    let mut store = super::call::new_store(
-        engine,
-        context,
-        node,
-        crate::tenants::TenantId::system().as_arc(),
-    );
+    let mut store =
+        super::call::new_store(engine, context, node, &crate::tenants::TenantId::system());
     let backend = pre.instantiate_async(&mut store).await?;
     let info = backend
         .gantry_plugin_adapter()

@@ -52,6 +52,8 @@ const HANDLER_GRANTABLE: &[&str] = &[
     "gantry:plugin/config",
     "gantry:plugin/host-info",
     "gantry:plugin/identity",
+    "gantry:plugin/workspaces",
+    "gantry:plugin/tasks",
     "wasi:http/outgoing-handler",
     "wasi:sockets/network",
     "wasi:sockets/instance-network",

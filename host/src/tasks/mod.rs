@@ -10,7 +10,9 @@
 mod lines;
 pub mod sandbox;
 
-use crate::runtime::backend::{AgentEvent, OutputStream, PromptRequest, RequestError};
+use crate::runtime::backend::{
+    AgentEvent, ApprovalMode, OutputStream, PromptRequest, RequestError, SandboxMode,
+};
 use crate::runtime::{CallFailure, Runtime};
 use crate::store::{EventRecord, Store, TaskRecord, TaskState, now_ms};
 use crate::tenants::TenantId;
@@ -128,8 +130,18 @@ pub fn request_json(r: &PromptRequest) -> Value {
         "model": r.model,
         "system_prompt": r.system_prompt,
         "max_turns": r.max_turns,
-        "approval_mode": format!("{:?}", r.approval_mode).to_lowercase(),
-        "sandbox_mode": format!("{:?}", r.sandbox_mode).to_lowercase(),
+        "approval_mode": match r.approval_mode {
+            ApprovalMode::Default => "default",
+            ApprovalMode::Auto => "auto",
+            ApprovalMode::None => "none",
+            ApprovalMode::Always => "always",
+        },
+        "sandbox_mode": match r.sandbox_mode {
+            SandboxMode::Default => "default",
+            SandboxMode::ReadOnly => "read-only",
+            SandboxMode::Workspace => "workspace",
+            SandboxMode::Full => "full",
+        },
         "extra_flags": r.extra_flags,
         "resume_session": r.resume_session,
     })
@@ -389,6 +401,18 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next event if one is already logged, without waiting.
+    pub fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
+        if self.buffer.is_empty() {
+            let batch = self.store.read_events(&self.task_id, self.next_seq, 1000)?;
+            self.buffer.extend(batch);
+        }
+        Ok(self
+            .buffer
+            .pop_front()
+            .inspect(|e| self.next_seq = e.seq + 1))
+    }
+
     /// The next event, waiting for it if the task still runs; `None` after the last one.
     pub async fn next(&mut self) -> anyhow::Result<Option<EventRecord>> {
         loop {

@@ -1,0 +1,321 @@
+//! gantry's core API under `/v1`: workspaces, their files, tasks, and task event streams.
+//! It is a thin HTTP face over the `workspaces` and `tasks` host interfaces; the host scopes
+//! every call to the caller's tenant.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/workspaces` `{"name"}` | create a workspace (201) |
+//! | `GET /v1/workspaces` | list them |
+//! | `GET`, `DELETE /v1/workspaces/{id}` | one; delete (409 while a task runs in it) |
+//! | `GET /v1/workspaces/{id}/files` | its files |
+//! | `GET /v1/workspaces/{id}/files/{path}` | one file's bytes |
+//! | `POST /v1/tasks` `{"workspace_id", "backend", "prompt", ...}` | start a task (201) |
+//! | `GET /v1/tasks[?workspace_id=]` | list tasks |
+//! | `GET /v1/tasks/{id}` | one task |
+//! | `POST /v1/tasks/{id}/cancel` | cancel it |
+//! | `GET /v1/tasks/{id}/events[?from_seq=N][&format=ndjson]` | its log as SSE (or NDJSON), live until it ends; `Last-Event-ID` resumes |
+
+use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
+use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
+use gantry_guest::bindings::gantry::plugin::workspaces::{
+    self, FileEntry, Workspace, WorkspaceError,
+};
+use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
+use gantry_guest::http::{self, Request};
+use serde_json::{Value, json};
+
+/// The largest request body and the largest file served.
+const MAX_BODY: usize = 1 << 20;
+const MAX_FILE: u64 = 64 << 20;
+
+struct Core;
+
+impl Guest for Core {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let request = Request::new(request);
+        let path = request.path().to_string();
+        let method = request.method().to_string();
+        let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        match (method.as_str(), segments.as_slice()) {
+            ("POST", ["workspaces"]) => create_workspace(request, out),
+            ("GET", ["workspaces"]) => answer(out, 200, workspaces::list().map(|l| json!({ "workspaces": l.into_iter().map(workspace_json).collect::<Vec<_>>() })).map_err(ws_error)),
+            ("GET", ["workspaces", id]) => answer(out, 200, workspaces::get(id).map(workspace_json).map_err(ws_error)),
+            ("DELETE", ["workspaces", id]) => match workspaces::delete(id) {
+                Ok(()) => http::respond(out, 204, "application/json", b""),
+                Err(e) => fail(out, ws_error(e)),
+            },
+            ("GET", ["workspaces", id, "files"]) => answer(out, 200, workspaces::list_files(id).map(|f| json!({ "files": f.into_iter().map(file_json).collect::<Vec<_>>() })).map_err(ws_error)),
+            ("GET", ["workspaces", id, "files", rest @ ..]) if !rest.is_empty() => {
+                let file = rest.join("/");
+                let file = gantry_guest::http::percent_decode(&file);
+                match workspaces::read_file(id, &file, MAX_FILE) {
+                    Ok(bytes) => http::respond(out, 200, "application/octet-stream", &bytes),
+                    Err(e) => fail(out, ws_error(e)),
+                }
+            }
+            ("POST", ["tasks"]) => start_task(request, out),
+            ("GET", ["tasks"]) => {
+                let ws = request.query("workspace_id");
+                answer(out, 200, tasks::list(ws.as_deref()).map(|l| json!({ "tasks": l.into_iter().map(task_json).collect::<Vec<_>>() })).map_err(task_error))
+            }
+            ("GET", ["tasks", id]) => answer(out, 200, tasks::get(id).map(task_json).map_err(task_error)),
+            ("POST", ["tasks", id, "cancel"]) => answer(out, 200, tasks::cancel(id).map(task_json).map_err(task_error)),
+            ("GET", ["tasks", id, "events"]) => events(&request, id, out),
+            (_, ["workspaces" | "tasks", ..]) => {
+                http::error(out, 405, "method_not_allowed", &format!("{method} is not allowed on {path}"))
+            }
+            _ => http::error(out, 404, "not_found", &format!("no route for {path}")),
+        }
+    }
+}
+
+/// An error as the API answers it: status, code, message.
+struct ApiError(u16, &'static str, String);
+
+fn fail(out: ResponseOutparam, e: ApiError) {
+    http::error(out, e.0, e.1, &e.2);
+}
+
+fn answer(out: ResponseOutparam, status: u16, result: Result<Value, ApiError>) {
+    match result {
+        Ok(value) => http::json(out, status, &value),
+        Err(e) => fail(out, e),
+    }
+}
+
+fn ws_error(e: WorkspaceError) -> ApiError {
+    match e {
+        WorkspaceError::NotFound => ApiError(404, "not_found", "no such workspace or file".into()),
+        WorkspaceError::Busy => ApiError(
+            409,
+            "workspace_busy",
+            "a task is running in this workspace".into(),
+        ),
+        WorkspaceError::BadPath(m) => ApiError(400, "bad_path", m),
+        WorkspaceError::BadName(m) => ApiError(400, "bad_name", m),
+        WorkspaceError::TooLarge(n) => ApiError(
+            413,
+            "too_large",
+            format!("the file is larger than {n} bytes"),
+        ),
+        WorkspaceError::Internal(m) => ApiError(500, "internal", m),
+    }
+}
+
+fn task_error(e: TaskError) -> ApiError {
+    match e {
+        TaskError::NotFound => ApiError(404, "not_found", "no such task".into()),
+        TaskError::BadRequest(m) => ApiError(400, "bad_request", m),
+        TaskError::Refused(m) => ApiError(422, "refused", m),
+        TaskError::Internal(m) => ApiError(500, "internal", m),
+    }
+}
+
+fn workspace_json(w: Workspace) -> Value {
+    json!({ "id": w.id, "name": w.name, "created_at": w.created_at })
+}
+
+fn file_json(f: FileEntry) -> Value {
+    json!({ "path": f.path, "size": f.size, "modified": f.modified })
+}
+
+fn task_json(t: Task) -> Value {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    json!({
+        "id": t.id,
+        "workspace_id": t.workspace_id,
+        "backend": t.backend,
+        "state": t.state,
+        "created_at": t.created_at,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "exit_code": t.exit_code,
+        "error": t.error,
+        "request": parse(&t.request_json),
+        "summary": t.summary_json.as_deref().map(parse),
+        "last_seq": t.last_seq,
+    })
+}
+
+fn json_body(request: Request) -> Result<Value, ApiError> {
+    let body = request.body(MAX_BODY).map_err(|_| {
+        ApiError(
+            413,
+            "too_large",
+            format!("the body is larger than {MAX_BODY} bytes"),
+        )
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError(400, "bad_json", format!("the body is not JSON: {e}")))
+}
+
+fn create_workspace(request: Request, out: ResponseOutparam) {
+    let result = json_body(request).and_then(|body| {
+        let name = body["name"]
+            .as_str()
+            .ok_or_else(|| ApiError(400, "bad_request", "`name` (a string) is required".into()))?;
+        workspaces::create(name)
+            .map(workspace_json)
+            .map_err(ws_error)
+    });
+    answer(out, 201, result);
+}
+
+fn string_field(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
+    match &body[key] {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError(
+            400,
+            "bad_request",
+            format!("`{key}` must be a string"),
+        )),
+    }
+}
+
+fn start_task(request: Request, out: ResponseOutparam) {
+    let result = json_body(request).and_then(|body| {
+        let required = |key: &str| {
+            string_field(&body, key)?.ok_or_else(|| {
+                ApiError(
+                    400,
+                    "bad_request",
+                    format!("`{key}` (a string) is required"),
+                )
+            })
+        };
+        let approval_mode = match string_field(&body, "approval_mode")?.as_deref() {
+            None | Some("default") => ApprovalMode::Default,
+            Some("auto") => ApprovalMode::Auto,
+            Some("none") => ApprovalMode::None,
+            Some("always") => ApprovalMode::Always,
+            Some(other) => {
+                return Err(ApiError(
+                    400,
+                    "bad_request",
+                    format!("unknown approval_mode {other:?}"),
+                ));
+            }
+        };
+        let sandbox_mode = match string_field(&body, "sandbox_mode")?.as_deref() {
+            None | Some("default") => SandboxMode::Default,
+            Some("read-only") => SandboxMode::ReadOnly,
+            Some("workspace") => SandboxMode::Workspace,
+            Some("full") => SandboxMode::Full,
+            Some(other) => {
+                return Err(ApiError(
+                    400,
+                    "bad_request",
+                    format!("unknown sandbox_mode {other:?}"),
+                ));
+            }
+        };
+        let extra_flags = match &body["extra_flags"] {
+            Value::Null => vec![],
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError(
+                        400,
+                        "bad_request",
+                        "`extra_flags` must be a list of strings".into(),
+                    )
+                })?,
+            _ => {
+                return Err(ApiError(
+                    400,
+                    "bad_request",
+                    "`extra_flags` must be a list of strings".into(),
+                ));
+            }
+        };
+        let number = |key: &str| match &body[key] {
+            Value::Null => Ok(None),
+            v => v.as_u64().map(Some).ok_or_else(|| {
+                ApiError(
+                    400,
+                    "bad_request",
+                    format!("`{key}` must be a non-negative integer"),
+                )
+            }),
+        };
+        let start = StartRequest {
+            workspace_id: required("workspace_id")?,
+            backend: required("backend")?,
+            request: PromptRequest {
+                prompt: required("prompt")?,
+                model: string_field(&body, "model")?,
+                system_prompt: string_field(&body, "system_prompt")?,
+                max_turns: number("max_turns")?.map(|n| n.min(u32::MAX as u64) as u32),
+                approval_mode,
+                sandbox_mode,
+                extra_flags,
+                operator_allowed_flags: vec![],
+                resume_session: string_field(&body, "resume_session")?,
+            },
+            timeout_ms: number("timeout_ms")?,
+        };
+        tasks::start(&start).map(task_json).map_err(task_error)
+    });
+    answer(out, 201, result);
+}
+
+/// The task's log as Server-Sent Events (`id` is the seq) or NDJSON, from `from_seq` or after
+/// `Last-Event-ID`, until the task's final event.
+fn events(request: &Request, id: &str, out: ResponseOutparam) {
+    let from = match request.header("last-event-id") {
+        Some(last) => last.trim().parse::<u64>().map(|s| s + 1).ok(),
+        None => request.query("from_seq").and_then(|s| s.parse().ok()),
+    }
+    .unwrap_or(1);
+    let ndjson = request.query("format").as_deref() == Some("ndjson");
+    let subscription = match tasks::subscribe(id, from) {
+        Ok(s) => s,
+        Err(e) => return fail(out, task_error(e)),
+    };
+    let content_type = if ndjson {
+        "application/x-ndjson"
+    } else {
+        "text/event-stream"
+    };
+    let mut body = http::start(
+        out,
+        200,
+        &[
+            ("content-type", content_type),
+            ("cache-control", "no-store"),
+        ],
+    );
+    loop {
+        let batch = match subscription.next(500) {
+            Ok(batch) => batch,
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let mut chunk = String::new();
+        for e in batch {
+            if ndjson {
+                chunk.push_str(&format!(
+                    "{{\"seq\":{},\"kind\":\"{}\",\"at\":{},\"data\":{}}}\n",
+                    e.seq, e.kind, e.at, e.data_json
+                ));
+            } else {
+                chunk.push_str(&format!(
+                    "id: {}\nevent: {}\ndata: {}\n\n",
+                    e.seq, e.kind, e.data_json
+                ));
+            }
+        }
+        if body.write_all(chunk.as_bytes()).is_err() {
+            // The client went away.
+            return;
+        }
+    }
+    let _ = body.finish();
+}
+
+gantry_guest::bindings::export_handler!(Core);
