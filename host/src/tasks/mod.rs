@@ -513,8 +513,10 @@ impl TaskRun {
             self.record.finished_at = Some(now_ms());
             let _ = self.inner.store.update_task(&self.record);
         }
-        self.log.end();
+        // Leave the live set before announcing the end, so whoever sees the end sees the
+        // workspace free.
         self.inner.live.lock().unwrap().remove(&id);
+        self.log.end();
         let _ = std::fs::remove_dir_all(self.inner.tmp_root.join(&id));
     }
 
