@@ -16,13 +16,13 @@ fn tenant() -> TenantId {
 fn request(prompt: &str, extra_flags: &[&str]) -> PromptRequest {
     PromptRequest {
         prompt: prompt.into(),
+        args: vec![],
         model: None,
         system_prompt: None,
         max_turns: None,
         approval_mode: ApprovalMode::Default,
         sandbox_mode: SandboxMode::Default,
         extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
-        operator_allowed_flags: vec!["--ok".into()],
         resume_session: None,
     }
 }
@@ -31,7 +31,7 @@ async fn runtime(max_instances: u32) -> (Runtime, tempfile::TempDir) {
     let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
     let wasm = Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_backend.wasm");
     let text = format!(
-        "kind = \"backend\"\ncomponent = {:?}\nbinary = \"echo\"\n",
+        "kind = \"backend\"\ncomponent = {:?}\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nallowed_flags = [\"--ok\"]\n",
         wasm.display().to_string()
     );
     let manifest = Manifest::parse(

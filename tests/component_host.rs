@@ -64,6 +64,23 @@ async fn health_reports_version_uptime_and_plugins() {
 }
 
 #[tokio::test]
+async fn a_plain_wasi_http_component_is_mounted_and_served() {
+    let hello = (
+        "hello",
+        format!(
+            "kind = \"handler\"\ncomponent = {:?}\nroutes = [\"/hello/...\"]\n",
+            test_component("wasi-hello").display().to_string()
+        ),
+    );
+    let setup = Setup::new(&[system(), hello]);
+    let g = setup.start();
+    let (status, _, body) = g.get("/hello/world?x=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "hello from /hello/world?x=1\n");
+    assert_healthy(&g).await;
+}
+
+#[tokio::test]
 async fn unrouted_and_dotted_paths_get_json_errors() {
     let setup = standard();
     let g = setup.start();
@@ -71,7 +88,7 @@ async fn unrouted_and_dotted_paths_get_json_errors() {
     assert_eq!(status, 404);
     assert_error(&body, "no_route", None);
     let (status, body) = g.get_json("/t/../health").await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 403);
     assert_error(&body, "bad_path", None);
     // Prefix routes: the longest match serves; the handler sees the whole path.
     let response = g.send("POST", "/t/echo", "ping").await;
@@ -463,7 +480,7 @@ fn broken_manifests_and_components_stop_startup() {
 fn backend_plugins_load_and_their_binary_is_checked() {
     let backend = |binary: &str| {
         format!(
-            "kind = \"backend\"\ncomponent = {:?}\nbinary = {binary:?}\n",
+            "kind = \"backend\"\ncomponent = {:?}\nbinary = {binary:?}\nimports = [\"gantry:plugin/config\"]\n",
             test_component("test-backend").display().to_string()
         )
     };

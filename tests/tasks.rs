@@ -23,13 +23,13 @@ struct Harness {
 fn request(script: &str) -> PromptRequest {
     PromptRequest {
         prompt: script.into(),
+        args: vec![],
         model: None,
         system_prompt: None,
         max_turns: None,
         approval_mode: ApprovalMode::Default,
         sandbox_mode: SandboxMode::Default,
         extra_flags: vec![],
-        operator_allowed_flags: vec![],
         resume_session: None,
     }
 }
@@ -91,6 +91,7 @@ impl Harness {
                 StartTask {
                     workspace_id: ws.into(),
                     backend: "sh".into(),
+                    setup: vec![],
                     request: request(script),
                     timeout,
                 },
@@ -316,6 +317,7 @@ async fn another_tenant_cannot_see_or_touch_a_task() {
             StartTask {
                 workspace_id: ws.id.clone(),
                 backend: "sh".into(),
+                setup: vec![],
                 request: request("true"),
                 timeout: None,
             },
@@ -375,6 +377,7 @@ async fn a_refused_flag_spawns_nothing() {
             StartTask {
                 workspace_id: ws.id.clone(),
                 backend: "sh".into(),
+                setup: vec![],
                 request: req,
                 timeout: None,
             },

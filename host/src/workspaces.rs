@@ -187,6 +187,21 @@ impl Workspaces {
         Ok(out)
     }
 
+    /// Whether something exists at `path` in the workspace (symlinks are not followed, so a
+    /// link counts as itself, wherever it points).
+    pub fn exists(&self, tenant: &TenantId, id: &str, path: &str) -> Result<bool, WorkspaceError> {
+        let relative = check_relative_path(path)?;
+        let (dir, _) = self.dir(tenant, id)?;
+        match dir.symlink_metadata(&relative) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(
+                WorkspaceError::BadPath("the path leads outside the workspace".into()),
+            ),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Read one file, refusing escaping paths and files over `limit` bytes.
     pub fn read_file(
         &self,
@@ -310,6 +325,14 @@ mod tests {
         std::fs::write(tmp.path().join("secret"), b"outside").unwrap();
         std::os::unix::fs::symlink(tmp.path().join("secret"), host_path.join("link")).unwrap();
         std::os::unix::fs::symlink("../../../secret", host_path.join("rel-link")).unwrap();
+
+        assert!(spaces.exists(&alice(), &ws.id, "src").unwrap());
+        assert!(spaces.exists(&alice(), &ws.id, "link").unwrap());
+        assert!(!spaces.exists(&alice(), &ws.id, "src/missing").unwrap());
+        assert!(matches!(
+            spaces.exists(&alice(), &ws.id, "../../secret"),
+            Err(WorkspaceError::BadPath(_))
+        ));
 
         let files = spaces.list_files(&alice(), &ws.id).unwrap();
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();

@@ -13,7 +13,7 @@
 //! | `GET /v1/tasks[?workspace_id=]` | list tasks |
 //! | `GET /v1/tasks/{id}` | one task |
 //! | `POST /v1/tasks/{id}/cancel` | cancel it |
-//! | `GET /v1/tasks/{id}/events[?from_seq=N][&format=ndjson]` | its log as SSE (or NDJSON), live until it ends; `Last-Event-ID` resumes |
+//! | `GET /v1/tasks/{id}/events[?from_seq=N][&format=ndjson][&follow=false]` | its log as SSE (or NDJSON), live until it ends (or only what is logged now, with `follow=false`); `Last-Event-ID` resumes |
 
 use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
 use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
@@ -173,6 +173,25 @@ fn string_field(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
+fn string_list(body: &Value, key: &str) -> Result<Vec<String>, ApiError> {
+    let refuse = || {
+        ApiError(
+            400,
+            "bad_request",
+            format!("`{key}` must be a list of strings"),
+        )
+    };
+    match &body[key] {
+        Value::Null => Ok(vec![]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(refuse),
+        _ => Err(refuse()),
+    }
+}
+
 fn start_task(request: Request, out: ResponseOutparam) {
     let result = json_body(request).and_then(|body| {
         let required = |key: &str| {
@@ -210,27 +229,7 @@ fn start_task(request: Request, out: ResponseOutparam) {
                 ));
             }
         };
-        let extra_flags = match &body["extra_flags"] {
-            Value::Null => vec![],
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    ApiError(
-                        400,
-                        "bad_request",
-                        "`extra_flags` must be a list of strings".into(),
-                    )
-                })?,
-            _ => {
-                return Err(ApiError(
-                    400,
-                    "bad_request",
-                    "`extra_flags` must be a list of strings".into(),
-                ));
-            }
-        };
+        let extra_flags = string_list(&body, "extra_flags")?;
         let number = |key: &str| match &body[key] {
             Value::Null => Ok(None),
             v => v.as_u64().map(Some).ok_or_else(|| {
@@ -244,15 +243,16 @@ fn start_task(request: Request, out: ResponseOutparam) {
         let start = StartRequest {
             workspace_id: required("workspace_id")?,
             backend: required("backend")?,
+            setup: vec![],
             request: PromptRequest {
                 prompt: required("prompt")?,
+                args: string_list(&body, "args")?,
                 model: string_field(&body, "model")?,
                 system_prompt: string_field(&body, "system_prompt")?,
                 max_turns: number("max_turns")?.map(|n| n.min(u32::MAX as u64) as u32),
                 approval_mode,
                 sandbox_mode,
                 extra_flags,
-                operator_allowed_flags: vec![],
                 resume_session: string_field(&body, "resume_session")?,
             },
             timeout_ms: number("timeout_ms")?,
@@ -271,6 +271,14 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
     }
     .unwrap_or(1);
     let ndjson = request.query("format").as_deref() == Some("ndjson");
+    // Without following, the log ends at what is there now.
+    let until = match request.query("follow").as_deref() {
+        Some("false" | "0") => match tasks::get(id) {
+            Ok(t) => Some(t.last_seq),
+            Err(e) => return fail(out, task_error(e)),
+        },
+        _ => None,
+    };
     let subscription = match tasks::subscribe(id, from) {
         Ok(s) => s,
         Err(e) => return fail(out, task_error(e)),
@@ -288,7 +296,8 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
             ("cache-control", "no-store"),
         ],
     );
-    loop {
+    let mut next = from;
+    while until.is_none_or(|last| next <= last) {
         let batch = match subscription.next(500) {
             Ok(batch) => batch,
             Err(_) => return,
@@ -298,6 +307,10 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
         }
         let mut chunk = String::new();
         for e in batch {
+            if until.is_some_and(|last| e.seq > last) {
+                break;
+            }
+            next = e.seq + 1;
             if ndjson {
                 chunk.push_str(&format!(
                     "{{\"seq\":{},\"kind\":\"{}\",\"at\":{},\"data\":{}}}\n",

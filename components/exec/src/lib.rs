@@ -1,7 +1,10 @@
 //! The `exec` backend: the binary is the manifest's `binary`; its arguments come from the
 //! `args` setting, a list in which `{prompt}`, `{model}` and `{system_prompt}` are replaced
 //! (each placeholder fills its argument, so a prompt is always one argument, never parsed by a
-//! shell). Each stdout line becomes a message event; stderr lines are kept as raw events.
+//! shell), and an argument that is exactly `{args}` becomes the request's positional
+//! arguments, one argv entry each. Extra flags are appended only when the manifest's
+//! `allowed_flags` setting lists each one. Each stdout line becomes a message event; stderr
+//! lines are kept as raw events.
 //!
 //! ```toml
 //! kind = "backend"
@@ -64,14 +67,24 @@ impl Guest for Exec {
             ));
         }
         // Extra flags are appended only when the operator allows each one.
-        if let Some(flag) = request
-            .extra_flags
-            .iter()
-            .find(|f| !request.operator_allowed_flags.contains(f))
-        {
+        let allowed = gantry_guest::adapter::operator_allowed_flags();
+        if let Some(flag) = request.extra_flags.iter().find(|f| !allowed.contains(f)) {
             return Err(RequestError::FlagNotAllowed(flag.clone()));
         }
-        let mut args: Vec<String> = template()?.iter().map(|a| fill(a, &request)).collect();
+        let template = template()?;
+        if !request.args.is_empty() && !template.iter().any(|a| a == "{args}") {
+            return Err(RequestError::Unsupported(
+                "this backend's argv template takes no positional arguments".into(),
+            ));
+        }
+        let mut args = Vec::with_capacity(template.len() + request.args.len());
+        for arg in &template {
+            if arg == "{args}" {
+                args.extend(request.args.iter().cloned());
+            } else {
+                args.push(fill(arg, &request));
+            }
+        }
         args.extend(request.extra_flags.iter().cloned());
         Ok(CommandSpec {
             args,

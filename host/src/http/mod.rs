@@ -91,8 +91,10 @@ async fn dispatch(
     let target = runtime.router().lookup(&path).cloned();
     let response = match authenticate(keys, target.as_ref(), req.headers()) {
         Err(refusal) => unauthorized(refusal),
+        // A raw dot segment is a way out of wherever a handler maps the path: refused for
+        // every route, before any plugin sees it.
         Ok(_) if !router::is_clean_path(&path) => error_response(
-            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
             "bad_path",
             "the path has '.' or '..' segments",
             None,

@@ -106,6 +106,13 @@ impl workspaces::Host for CallState {
             .read_file(&self.tenant, &id, &path, limit)
             .map_err(ws_error)
     }
+
+    fn exists(&mut self, id: String, path: String) -> Result<bool, workspaces::WorkspaceError> {
+        let s = self.services().ok_or_else(unavailable)?;
+        s.workspaces
+            .exists(&self.tenant, &id, &path)
+            .map_err(ws_error)
+    }
 }
 
 fn task_error(e: TaskError) -> tasks::TaskError {
@@ -142,6 +149,7 @@ fn task(t: TaskRecord) -> tasks::Task {
         request_json: t.request.to_string(),
         summary_json: t.summary.map(|s| s.to_string()),
         last_seq: t.last_seq,
+        output_lines: t.output_lines,
     }
 }
 
@@ -166,6 +174,7 @@ impl tasks::Host for CallState {
         let start = StartTask {
             workspace_id: request.workspace_id,
             backend: request.backend,
+            setup: request.setup.into_iter().map(convert_request).collect(),
             request: convert_request(request.request),
             timeout: request.timeout_ms.map(Duration::from_millis),
         };
@@ -254,6 +263,7 @@ fn convert_request(r: super::host::types::PromptRequest) -> crate::runtime::back
     use crate::runtime::backend as b;
     b::PromptRequest {
         prompt: r.prompt,
+        args: r.args,
         model: r.model,
         system_prompt: r.system_prompt,
         max_turns: r.max_turns,
@@ -270,7 +280,6 @@ fn convert_request(r: super::host::types::PromptRequest) -> crate::runtime::back
             h::SandboxMode::Full => b::SandboxMode::Full,
         },
         extra_flags: r.extra_flags,
-        operator_allowed_flags: r.operator_allowed_flags,
         resume_session: r.resume_session,
     }
 }

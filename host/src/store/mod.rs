@@ -123,6 +123,8 @@ pub struct TaskRecord {
     pub summary: Option<serde_json::Value>,
     /// The last sequence number of its event log (0: none yet).
     pub last_seq: u64,
+    /// How many output lines (stdout and stderr events) its log holds.
+    pub output_lines: u64,
 }
 
 /// One entry of a task's event log.
@@ -136,6 +138,13 @@ pub struct EventRecord {
     pub data: serde_json::Value,
     /// When it was recorded (ms since the epoch).
     pub at: i64,
+}
+
+impl EventRecord {
+    /// Whether events of `kind` are output lines of the process.
+    pub fn is_output(kind: &str) -> bool {
+        matches!(kind, "stdout" | "stderr")
+    }
 }
 
 /// What gantry persists. Every read takes the tenant, so no query can cross tenants.

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE workspaces (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -48,7 +49,10 @@ CREATE TABLE sessions (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-"#];
+"#,
+    // How many output lines a task logged, kept with the log so a poll need not count them.
+    "ALTER TABLE tasks ADD COLUMN output_lines INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// SQLite behind [`Store`].
 #[derive(Debug)]
@@ -106,7 +110,7 @@ fn workspace(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
     })
 }
 
-const TASK_COLUMNS: &str = "id, tenant, workspace_id, backend, request, state, created_at, started_at, finished_at, exit_code, error, summary, last_seq";
+const TASK_COLUMNS: &str = "id, tenant, workspace_id, backend, request, state, created_at, started_at, finished_at, exit_code, error, summary, last_seq, output_lines";
 
 fn json_column(text: String) -> rusqlite::Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| {
@@ -135,6 +139,7 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
             .map(json_column)
             .transpose()?,
         last_seq: row.get::<_, i64>(12)? as u64,
+        output_lines: row.get::<_, i64>(13)? as u64,
     })
 }
 
@@ -177,7 +182,7 @@ impl Store for Sqlite {
 
     fn insert_task(&self, t: &TaskRecord) -> Result<()> {
         self.conn().execute(
-            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             params![
                 t.id,
                 t.tenant,
@@ -192,6 +197,7 @@ impl Store for Sqlite {
                 t.error,
                 t.summary.as_ref().map(|s| s.to_string()),
                 t.last_seq as i64,
+                t.output_lines as i64,
             ],
         )?;
         Ok(())
@@ -253,9 +259,13 @@ impl Store for Sqlite {
                 ])?;
             }
         }
+        let lines = events
+            .iter()
+            .filter(|e| EventRecord::is_output(&e.kind))
+            .count();
         tx.execute(
-            "UPDATE tasks SET last_seq = ?2 WHERE id = ?1",
-            params![task_id, last.seq as i64],
+            "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3 WHERE id = ?1",
+            params![task_id, last.seq as i64, lines as i64],
         )?;
         tx.commit()?;
         Ok(())
@@ -324,6 +334,7 @@ mod tests {
             error: None,
             summary: None,
             last_seq: 0,
+            output_lines: 0,
         }
     }
 
@@ -365,13 +376,23 @@ mod tests {
             .unwrap();
         let batch: Vec<_> = (1..=10).map(event).collect();
         db.append_events("t1", &batch).unwrap();
-        assert_eq!(db.get_task("alice", "t1").unwrap().unwrap().last_seq, 10);
+        let state = EventRecord {
+            seq: 11,
+            kind: "state".into(),
+            data: json!({ "state": "running" }),
+            at: 3,
+        };
+        db.append_events("t1", &[state]).unwrap();
+        let t = db.get_task("alice", "t1").unwrap().unwrap();
+        assert_eq!((t.last_seq, t.output_lines), (11, 10));
         let read = db.read_events("t1", 4, 3).unwrap();
         assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
         assert_eq!(read[0].data["line"], "l4");
         // A seq written twice is refused, and the batch with it leaves nothing behind.
-        assert!(db.append_events("t1", &[event(11), event(10)]).is_err());
-        assert_eq!(db.read_events("t1", 11, 10).unwrap(), vec![]);
+        assert!(db.append_events("t1", &[event(12), event(11)]).is_err());
+        assert_eq!(db.read_events("t1", 12, 10).unwrap(), vec![]);
+        let t = db.get_task("alice", "t1").unwrap().unwrap();
+        assert_eq!((t.last_seq, t.output_lines), (11, 10));
     }
 
     #[test]

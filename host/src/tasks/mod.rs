@@ -11,7 +11,7 @@ mod lines;
 pub mod sandbox;
 
 use crate::runtime::backend::{
-    AgentEvent, ApprovalMode, OutputStream, PromptRequest, RequestError, SandboxMode,
+    AgentEvent, ApprovalMode, CommandSpec, OutputStream, PromptRequest, RequestError, SandboxMode,
 };
 use crate::runtime::{CallFailure, Runtime};
 use crate::store::{EventRecord, Store, TaskRecord, TaskState, now_ms};
@@ -85,6 +85,9 @@ pub struct StartTask {
     pub workspace_id: String,
     /// The backend plugin.
     pub backend: String,
+    /// Runs of the same backend done first, in order, in the same log; the task fails at the
+    /// first of them that does not succeed.
+    pub setup: Vec<PromptRequest>,
     /// The prompt and options.
     pub request: PromptRequest,
     /// Overrides the default timeout.
@@ -127,6 +130,7 @@ struct Inner {
 pub fn request_json(r: &PromptRequest) -> Value {
     json!({
         "prompt": r.prompt,
+        "args": r.args,
         "model": r.model,
         "system_prompt": r.system_prompt,
         "max_turns": r.max_turns,
@@ -246,17 +250,22 @@ impl Supervisor {
             .runtime
             .backend(&start.backend)
             .ok_or_else(|| TaskError::UnknownBackend(start.backend.clone()))?;
-        let spec = backend
-            .build_command(tenant, &start.request)
-            .await
-            .map_err(TaskError::Adapter)?
-            .map_err(|e| {
-                TaskError::Refused(match e {
-                    RequestError::Invalid(m) => format!("invalid request: {m}"),
-                    RequestError::FlagNotAllowed(f) => format!("flag {f} is not allowed"),
-                    RequestError::Unsupported(m) => format!("unsupported: {m}"),
-                })
-            })?;
+        // Every command is built before anything runs: one refusal spawns nothing.
+        let mut steps = Vec::with_capacity(start.setup.len() + 1);
+        for request in start.setup.into_iter().chain([start.request.clone()]) {
+            let spec = backend
+                .build_command(tenant, &request)
+                .await
+                .map_err(TaskError::Adapter)?
+                .map_err(|e| {
+                    TaskError::Refused(match e {
+                        RequestError::Invalid(m) => format!("invalid request: {m}"),
+                        RequestError::FlagNotAllowed(f) => format!("flag {f} is not allowed"),
+                        RequestError::Unsupported(m) => format!("unsupported: {m}"),
+                    })
+                })?;
+            steps.push(Step { request, spec });
+        }
         let binary = backend.binary().to_string();
         let task = TaskRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -272,6 +281,7 @@ impl Supervisor {
             error: None,
             summary: None,
             last_seq: 0,
+            output_lines: 0,
         };
         inner.store.insert_task(&task)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -295,11 +305,8 @@ impl Supervisor {
             inner: inner.clone(),
             tenant: tenant.clone(),
             record: task.clone(),
-            request: start.request,
+            steps,
             binary,
-            args: spec.args,
-            env: spec.env,
-            stdin: spec.stdin,
             timeout,
             log: TaskLog {
                 store: inner.store.clone(),
@@ -490,15 +497,33 @@ enum Stop {
     TimedOut,
 }
 
+/// One process of a task: the request its output is parsed for, and the command.
+struct Step {
+    request: PromptRequest,
+    spec: CommandSpec,
+}
+
+/// How one step's process ended.
+struct StepEnd {
+    stop: Stop,
+    exit_code: Option<i32>,
+    summary: Option<crate::runtime::backend::RunSummary>,
+}
+
+impl StepEnd {
+    fn succeeded(&self) -> bool {
+        self.stop == Stop::Exited
+            && self.exit_code == Some(0)
+            && self.summary.as_ref().is_none_or(|s| s.success)
+    }
+}
+
 struct TaskRun {
     inner: Arc<Inner>,
     tenant: TenantId,
     record: TaskRecord,
-    request: PromptRequest,
+    steps: Vec<Step>,
     binary: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    stdin: Option<String>,
     timeout: Option<Duration>,
     log: TaskLog,
 }
@@ -555,16 +580,40 @@ impl TaskRun {
         };
         self.set_state(TaskState::Running, json!({}))?;
 
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let steps = std::mem::take(&mut self.steps);
+        let count = steps.len();
+        for (i, step) in steps.into_iter().enumerate() {
+            let Some(end) = self.run_step(step, cancel, deadline).await? else {
+                return Ok(()); // The step could not start; the task is already failed.
+            };
+            if i + 1 < count && end.succeeded() {
+                continue;
+            }
+            return self.finish(end);
+        }
+        Ok(())
+    }
+
+    /// Run one step's process to its end. `None` when it could not start (the task is then
+    /// marked failed).
+    async fn run_step(
+        &mut self,
+        step: Step,
+        cancel: &mut watch::Receiver<bool>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<Option<StepEnd>> {
         let backend = self
             .inner
             .runtime
             .backend(&self.record.backend)
             .ok_or_else(|| anyhow::anyhow!("backend {} is gone", self.record.backend))?;
-        let mut adapter = match backend.start_run(&self.tenant, &self.request).await {
+        let mut adapter = match backend.start_run(&self.tenant, &step.request).await {
             Ok(run) => Some(run),
             Err(failure) => {
                 self.record.error = Some(failure.message());
-                return self.set_state(TaskState::Failed, json!({ "error": failure.message() }));
+                self.set_state(TaskState::Failed, json!({ "error": failure.message() }))?;
+                return Ok(None);
             }
         };
         let (_, cwd) = self
@@ -573,19 +622,20 @@ impl TaskRun {
             .dir(&self.tenant, &self.record.workspace_id)?;
         let tmp = self.inner.tmp_root.join(&self.record.id);
         std::fs::create_dir_all(&tmp)?;
+        let CommandSpec { args, env, stdin } = step.spec;
         let restriction = sandbox::Restriction::new(&[&cwd, &tmp], sandbox::Rlimits::default())?;
 
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(&self.args)
+        cmd.args(&args)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &cwd)
             .env("TMPDIR", &tmp)
             .env("LANG", "C.UTF-8")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&cwd)
             .process_group(0)
-            .stdin(if self.stdin.is_some() {
+            .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -602,11 +652,12 @@ impl TaskRun {
             Err(e) => {
                 let message = format!("could not start {}: {e}", self.binary);
                 self.record.error = Some(message.clone());
-                return self.set_state(TaskState::Failed, json!({ "error": message }));
+                self.set_state(TaskState::Failed, json!({ "error": message }))?;
+                return Ok(None);
             }
         };
         let pgid = child.id().map(|p| p as i32);
-        if let (Some(text), Some(mut stdin)) = (self.stdin.take(), child.stdin.take()) {
+        if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
@@ -643,7 +694,6 @@ impl TaskRun {
         drop(line_tx);
 
         let grace = Duration::from_millis(self.inner.limits.kill_grace_ms);
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut stop = Stop::Exited;
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut status = None;
@@ -681,7 +731,6 @@ impl TaskRun {
         }
         let status = status.expect("the loop ends after the exit");
         let exit_code = status.code();
-        self.record.exit_code = exit_code;
         let summary = match adapter.take() {
             Some(run) => match run.finish(exit_code).await {
                 Ok(s) => Some(s),
@@ -692,6 +741,22 @@ impl TaskRun {
             },
             None => None,
         };
+        Ok(Some(StepEnd {
+            stop,
+            exit_code,
+            summary,
+        }))
+    }
+
+    /// Record how the task ended, from the end of its last step.
+    fn finish(&mut self, end: StepEnd) -> anyhow::Result<()> {
+        let succeeded = end.succeeded();
+        let StepEnd {
+            stop,
+            exit_code,
+            summary,
+        } = end;
+        self.record.exit_code = exit_code;
         if let Some(s) = &summary {
             self.record.summary = Some(json!({
                 "success": s.success,
@@ -713,9 +778,7 @@ impl TaskRun {
                 ));
                 TaskState::TimedOut
             }
-            Stop::Exited if exit_code == Some(0) && summary.as_ref().is_none_or(|s| s.success) => {
-                TaskState::Done
-            }
+            Stop::Exited if succeeded => TaskState::Done,
             Stop::Exited => TaskState::Failed,
         };
         self.set_state(

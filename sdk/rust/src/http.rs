@@ -103,14 +103,24 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Decode `%XX` escapes and `+` (as a space); invalid escapes stay as they are.
+/// Decode a query component: `%XX` escapes and `+` (as a space); invalid escapes stay as
+/// they are.
 pub fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// Decode a path segment: `%XX` escapes only (a `+` in a path is a plus).
+pub fn percent_decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -225,6 +235,7 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%E2%9C%93"), "\u{2713}");
+        assert_eq!(percent_decode_path("a+b%2Fc"), "a+b/c");
     }
 
     #[test]

@@ -25,11 +25,8 @@ impl Guest for TestBackend {
     }
 
     fn build_command(request: PromptRequest) -> Result<CommandSpec, RequestError> {
-        if let Some(flag) = request
-            .extra_flags
-            .iter()
-            .find(|f| !request.operator_allowed_flags.contains(f))
-        {
+        let allowed = gantry_guest::adapter::operator_allowed_flags();
+        if let Some(flag) = request.extra_flags.iter().find(|f| !allowed.contains(f)) {
             return Err(RequestError::FlagNotAllowed(flag.clone()));
         }
         Ok(CommandSpec {
