@@ -122,9 +122,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.data_dir,
             config.tasks.clone(),
         )?;
-        runtime
-            .node()
-            .set_services(crate::runtime::Services { workspaces, tasks });
+        let backends = crate::backends::Availability::new(runtime.clone(), &config.data_dir)?;
+        {
+            // Probe in the background: a slow binary must not hold up serving.
+            let backends = backends.clone();
+            tokio::spawn(async move {
+                backends.probe_all().await;
+            });
+        }
+        runtime.node().set_services(crate::runtime::Services {
+            workspaces,
+            tasks,
+            backends,
+        });
         tracing::info!(
             plugins = runtime.plugins().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,

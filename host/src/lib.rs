@@ -8,12 +8,14 @@
 //! - [`http`] — the server, router and error answers;
 //! - [`store`] — persistence (SQLite by default);
 //! - [`tasks`] — the process supervisor and each task's event log;
+//! - [`backends`] — which backends can run here (their binaries, probed);
 //! - [`tenants`] — tenants and their API keys;
 //! - [`workspaces`] — per-tenant workspace directories, reached through cap-std;
 //! - [`cli`] — the command line.
 
 #![warn(missing_docs)]
 
+pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -5,6 +5,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/workspaces` `{"name"}` | create a workspace (201) |
+//! | `GET /v1/backends[?refresh=true]` | the backends, available or not and why (`refresh` probes again) |
 //! | `GET /v1/workspaces` | list them |
 //! | `GET`, `DELETE /v1/workspaces/{id}` | one; delete (409 while a task runs in it) |
 //! | `GET /v1/workspaces/{id}/files` | its files |
@@ -15,6 +16,7 @@
 //! | `POST /v1/tasks/{id}/cancel` | cancel it |
 //! | `GET /v1/tasks/{id}/events[?from_seq=N][&format=ndjson][&follow=false]` | its log as SSE (or NDJSON), live until it ends (or only what is logged now, with `follow=false`); `Last-Event-ID` resumes |
 
+use gantry_guest::bindings::gantry::plugin::backends;
 use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
 use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
 use gantry_guest::bindings::gantry::plugin::workspaces::{
@@ -37,6 +39,11 @@ impl Guest for Core {
         let method = request.method().to_string();
         let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
         match (method.as_str(), segments.as_slice()) {
+            ("GET", ["backends"]) => {
+                let refresh = matches!(request.query("refresh").as_deref(), Some("true" | "1"));
+                let list: Vec<Value> = backends::list(refresh).into_iter().map(backend_json).collect();
+                http::json(out, 200, &json!({ "backends": list }))
+            }
             ("POST", ["workspaces"]) => create_workspace(request, out),
             ("GET", ["workspaces"]) => answer(out, 200, workspaces::list().map(|l| json!({ "workspaces": l.into_iter().map(workspace_json).collect::<Vec<_>>() })).map_err(ws_error)),
             ("GET", ["workspaces", id]) => answer(out, 200, workspaces::get(id).map(workspace_json).map_err(ws_error)),
@@ -109,6 +116,23 @@ fn task_error(e: TaskError) -> ApiError {
         TaskError::Refused(m) => ApiError(422, "refused", m),
         TaskError::Internal(m) => ApiError(500, "internal", m),
     }
+}
+
+fn backend_json(b: backends::Backend) -> Value {
+    json!({
+        "name": b.name,
+        "binary": b.binary,
+        "available": b.available,
+        "version": b.version,
+        "reason": b.reason,
+        "supports": {
+            "resume": b.supports_resume,
+            "system_prompt": b.supports_system_prompt,
+            "model": b.supports_model,
+            "max_turns": b.supports_max_turns,
+        },
+        "checked_at": b.checked_at,
+    })
 }
 
 fn workspace_json(w: Workspace) -> Value {

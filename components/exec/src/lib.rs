@@ -90,6 +90,7 @@ impl Guest for Exec {
             args,
             env: vec![],
             stdin: None,
+            files: vec![],
         })
     }
 }

@@ -60,6 +60,11 @@ impl BackendAdapter<'_> {
         self.info
     }
 
+    /// The variables of gantry's environment the manifest passes to this backend's processes.
+    pub fn passed_env(&self) -> &[String] {
+        &self.plugin.manifest.env
+    }
+
     /// The binary the manifest allows this backend to spawn.
     pub fn binary(&self) -> &str {
         self.plugin.manifest.binary.as_deref().unwrap_or_default()

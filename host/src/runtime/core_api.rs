@@ -3,7 +3,7 @@
 //! calling tenant.
 
 use super::call::CallState;
-use super::host::{Services, tasks, workspaces};
+use super::host::{Services, backends, tasks, workspaces};
 use crate::store::{EventRecord, TaskRecord, WorkspaceRecord};
 use crate::tasks::{StartTask, Subscription, TaskError};
 use crate::workspaces::WorkspaceError;
@@ -254,6 +254,38 @@ impl tasks::HostSubscription for CallState {
     fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
         self.table().delete(sub)?;
         Ok(())
+    }
+}
+
+impl backends::Host for CallState {
+    async fn list(&mut self, refresh: bool) -> Vec<backends::Backend> {
+        let Some(s) = self.services() else {
+            return vec![];
+        };
+        let statuses = if refresh {
+            s.backends.probe_all().await
+        } else {
+            s.backends.list().await
+        };
+        let runtime = s.backends.runtime();
+        statuses
+            .into_iter()
+            .filter_map(|b| {
+                let info = runtime.backend(&b.name)?.info().clone();
+                Some(backends::Backend {
+                    name: b.name,
+                    binary: b.binary,
+                    available: b.available,
+                    version: b.version,
+                    reason: b.reason,
+                    supports_resume: info.supports_resume,
+                    supports_system_prompt: info.supports_system_prompt,
+                    supports_model: info.supports_model,
+                    supports_max_turns: info.supports_max_turns,
+                    checked_at: b.checked_at,
+                })
+            })
+            .collect()
     }
 }
 

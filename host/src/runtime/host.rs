@@ -19,6 +19,7 @@ pub(crate) mod bindings {
         imports: {
             "gantry:plugin/tasks.start": async,
             "gantry:plugin/tasks.[method]subscription.next": async,
+            "gantry:plugin/backends.list": async,
         },
         with: {
             "gantry:plugin/tasks.subscription": crate::tasks::Subscription,
@@ -32,7 +33,7 @@ pub(crate) mod bindings {
 }
 
 pub(crate) use bindings::gantry::plugin::{
-    config, host_info, identity, log, tasks, types, workspaces,
+    backends, config, host_info, identity, log, tasks, types, workspaces,
 };
 
 /// Node-wide facts for `host-info`.
@@ -51,6 +52,8 @@ pub struct Services {
     pub workspaces: Arc<crate::workspaces::Workspaces>,
     /// The process supervisor.
     pub tasks: crate::tasks::Supervisor,
+    /// Which backends can run.
+    pub backends: crate::backends::Availability,
 }
 
 impl NodeState {
@@ -113,6 +116,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()
     identity::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     workspaces::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     tasks::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    backends::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -62,6 +62,9 @@ pub struct Manifest {
     pub imports: Vec<String>,
     /// A backend's binary: the only program it may have spawned.
     pub binary: Option<String>,
+    /// Variables of gantry's own environment passed to a backend's processes (when set):
+    /// typically the model API key. Everything else a child sees comes from the adapter.
+    pub env: Vec<String>,
     /// Per-call limits.
     pub limits: PluginLimits,
     /// Settings, readable through `gantry:plugin/config`.
@@ -79,6 +82,8 @@ struct RawManifest {
     #[serde(default)]
     imports: Vec<String>,
     binary: Option<String>,
+    #[serde(default)]
+    env: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -180,8 +185,8 @@ impl Manifest {
                 if routes.is_empty() {
                     bail!("a handler needs at least one route");
                 }
-                if raw.binary.is_some() {
-                    bail!("`binary` is for backends; a handler spawns nothing");
+                if raw.binary.is_some() || !raw.env.is_empty() {
+                    bail!("`binary` and `env` are for backends; a handler spawns nothing");
                 }
             }
             PluginKind::Backend => {
@@ -199,6 +204,14 @@ impl Manifest {
         }
         for import in &raw.imports {
             check_import_name(import)?;
+        }
+        for var in &raw.env {
+            let ok = !var.is_empty()
+                && !var.starts_with(|c: char| c.is_ascii_digit())
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                bail!("env entry {var:?} must be a variable name (letters, digits, '_')");
+            }
         }
         let settings = raw
             .settings
@@ -229,6 +242,7 @@ impl Manifest {
             routes,
             imports: raw.imports,
             binary: raw.binary,
+            env: raw.env,
             limits,
             settings,
         })
@@ -333,10 +347,13 @@ mod tests {
 
     #[test]
     fn bundled_backend() {
-        let m =
-            parse("kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"").unwrap();
+        let m = parse(
+            "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nenv = [\"API_KEY\"]",
+        )
+        .unwrap();
         assert_eq!(m.component, ComponentSource::Bundled("exec".into()));
         assert_eq!(m.binary.as_deref(), Some("echo"));
+        assert_eq!(m.env, ["API_KEY"]);
     }
 
     #[test]
@@ -347,6 +364,14 @@ mod tests {
                 "at least one route",
             ),
             ("kind = \"backend\"\ncomponent = \"x.wasm\"", "binary"),
+            (
+                "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nenv = [\"A=B\"]",
+                "variable name",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nenv = [\"KEY\"]",
+                "for backends",
+            ),
             (
                 "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nroutes = [\"/a\"]",
                 "no routes",

@@ -54,6 +54,7 @@ const HANDLER_GRANTABLE: &[&str] = &[
     "gantry:plugin/identity",
     "gantry:plugin/workspaces",
     "gantry:plugin/tasks",
+    "gantry:plugin/backends",
     "wasi:http/outgoing-handler",
     "wasi:sockets/network",
     "wasi:sockets/instance-network",

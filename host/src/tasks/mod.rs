@@ -123,6 +123,7 @@ struct Inner {
     per_tenant: Mutex<HashMap<String, Arc<Semaphore>>>,
     live: Mutex<HashMap<String, Live>>,
     tmp_root: PathBuf,
+    homes_root: PathBuf,
     sandbox: bool,
 }
 
@@ -201,6 +202,8 @@ impl Supervisor {
         }
         let tmp_root = data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_root)?;
+        let homes_root = data_dir.join("homes");
+        std::fs::create_dir_all(&homes_root)?;
         let sandbox = sandbox::landlock_available();
         if !sandbox {
             tracing::warn!(
@@ -217,6 +220,7 @@ impl Supervisor {
                 per_tenant: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
                 tmp_root: tmp_root.canonicalize()?,
+                homes_root: homes_root.canonicalize()?,
                 sandbox,
             }),
         })
@@ -622,17 +626,39 @@ impl TaskRun {
             .dir(&self.tenant, &self.record.workspace_id)?;
         let tmp = self.inner.tmp_root.join(&self.record.id);
         std::fs::create_dir_all(&tmp)?;
-        let CommandSpec { args, env, stdin } = step.spec;
-        let restriction = sandbox::Restriction::new(&[&cwd, &tmp], sandbox::Rlimits::default())?;
+        let CommandSpec {
+            args,
+            env,
+            stdin,
+            files,
+        } = step.spec;
+        let home = match self.prepare_home(&files) {
+            Ok(home) => home,
+            Err(e) => {
+                let message = format!("could not prepare the backend's home directory: {e:#}");
+                self.record.error = Some(message.clone());
+                self.set_state(TaskState::Failed, json!({ "error": message }))?;
+                return Ok(None);
+            }
+        };
+        let restriction =
+            sandbox::Restriction::new(&[&cwd, &tmp, &home], sandbox::Rlimits::default())?;
+        // The operator's variables from gantry's own environment, named by the manifest.
+        let passed: Vec<(String, String)> = backend
+            .passed_env()
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+            .collect();
 
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(&args)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &cwd)
+            .env("PATH", crate::backends::CHILD_PATH)
+            .env("HOME", &home)
             .env("TMPDIR", &tmp)
             .env("LANG", "C.UTF-8")
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(passed)
             .current_dir(&cwd)
             .process_group(0)
             .stdin(if stdin.is_some() {
@@ -746,6 +772,28 @@ impl TaskRun {
             exit_code,
             summary,
         }))
+    }
+
+    /// The run's home directory, one per tenant and backend so that a CLI's sessions outlive
+    /// the run (and can be resumed), with the adapter's files written into it.
+    fn prepare_home(&self, files: &[(String, String)]) -> anyhow::Result<PathBuf> {
+        // Tenant and plugin names are plain identifiers (checked when made): safe to join.
+        let home = self
+            .inner
+            .homes_root
+            .join(self.tenant.as_str())
+            .join(&self.record.backend);
+        std::fs::create_dir_all(&home)?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(&home, cap_std::ambient_authority())?;
+        for (path, content) in files {
+            let relative = crate::workspaces::check_relative_path(path)
+                .map_err(|e| anyhow::anyhow!("the adapter's file {path:?}: {e}"))?;
+            if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dir.create_dir_all(parent)?;
+            }
+            dir.write(&relative, content)?;
+        }
+        Ok(home)
     }
 
     /// Record how the task ended, from the end of its last step.

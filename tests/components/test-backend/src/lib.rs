@@ -33,6 +33,7 @@ impl Guest for TestBackend {
             args: vec![request.prompt],
             env: vec![],
             stdin: None,
+            files: vec![],
         })
     }
 }

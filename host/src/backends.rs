@@ -1,0 +1,223 @@
+//! Which backends can run on this node: each backend plugin's binary is looked up and asked
+//! for its version at start and on demand, and the answer is kept until the next probe.
+
+use crate::runtime::Runtime;
+use crate::store::now_ms;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The `PATH` task processes get, and the one their binaries are looked up in.
+pub const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How long a version probe may take (node-based CLIs start slowly on a busy machine).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One backend as last probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// The plugin's name.
+    pub name: String,
+    /// The binary its manifest declares.
+    pub binary: String,
+    /// Whether the binary was found and answered its version probe.
+    pub available: bool,
+    /// The first line the version probe printed.
+    pub version: Option<String>,
+    /// Why it is not available.
+    pub reason: Option<String>,
+    /// When it was probed (ms since the epoch).
+    pub checked_at: i64,
+}
+
+/// The availability of every backend plugin; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Availability {
+    runtime: Arc<Runtime>,
+    probe_dir: PathBuf,
+    statuses: Arc<Mutex<BTreeMap<String, BackendStatus>>>,
+}
+
+impl Availability {
+    /// Availability of `runtime`'s backends; probes run in `probe_dir` (their `HOME` and cwd).
+    pub fn new(runtime: Arc<Runtime>, data_dir: &Path) -> anyhow::Result<Availability> {
+        let probe_dir = data_dir.join("tmp").join("probe");
+        std::fs::create_dir_all(&probe_dir)?;
+        Ok(Availability {
+            runtime,
+            probe_dir,
+            statuses: Arc::default(),
+        })
+    }
+
+    /// The runtime whose backends these are.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Probe every backend now, side by side.
+    pub async fn probe_all(&self) -> Vec<BackendStatus> {
+        let names: Vec<String> = self
+            .runtime
+            .plugins()
+            .iter()
+            .filter(|p| self.runtime.backend(&p.manifest.name).is_some())
+            .map(|p| p.manifest.name.clone())
+            .collect();
+        let probes = names.iter().map(|n| self.probe(n));
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Probe one backend now; `None` if there is no backend by that name.
+    pub async fn probe(&self, name: &str) -> Option<BackendStatus> {
+        let backend = self.runtime.backend(name)?;
+        let binary = backend.binary().to_string();
+        let args = backend.info().version_args.clone();
+        let outcome = match resolve(&binary) {
+            Some(path) => run_version(&path, &args, &self.probe_dir).await,
+            None => Err(format!("{binary} was not found on PATH ({CHILD_PATH})")),
+        };
+        let status = BackendStatus {
+            name: name.to_string(),
+            binary,
+            available: outcome.is_ok(),
+            reason: outcome.as_ref().err().cloned(),
+            version: outcome.ok(),
+            checked_at: now_ms(),
+        };
+        if !status.available {
+            tracing::info!(
+                backend = name,
+                reason = status.reason.as_deref().unwrap_or(""),
+                "backend unavailable"
+            );
+        }
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), status.clone());
+        Some(status)
+    }
+
+    /// Every backend as last probed (a backend never probed is probed now).
+    pub async fn list(&self) -> Vec<BackendStatus> {
+        let known = self.statuses.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for plugin in self.runtime.plugins() {
+            let name = &plugin.manifest.name;
+            if self.runtime.backend(name).is_none() {
+                continue;
+            }
+            match known.get(name) {
+                Some(status) => out.push(status.clone()),
+                None => out.extend(self.probe(name).await),
+            }
+        }
+        out
+    }
+}
+
+/// The executable a task of this binary would run: a path as given, a name looked up in
+/// [`CHILD_PATH`].
+pub fn resolve(binary: &str) -> Option<PathBuf> {
+    let executable = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if binary.contains('/') {
+        let path = PathBuf::from(binary);
+        return executable(&path).then_some(path);
+    }
+    CHILD_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(binary))
+        .find(|p| executable(p))
+}
+
+/// Run `path args…` with a clean environment; its first line of output, or why not.
+async fn run_version(path: &Path, args: &[String], dir: &Path) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", CHILD_PATH)
+        .env("HOME", dir)
+        .env("LANG", "C.UTF-8")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let shown = format!("{} {}", path.display(), args.join(" "));
+    let output = match tokio::time::timeout(PROBE_TIMEOUT, cmd.output()).await {
+        Err(_) => return Err(format!("`{shown}` did not answer within {PROBE_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("`{shown}` could not be run: {e}")),
+        Ok(Ok(output)) => output,
+    };
+    let first_line = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    };
+    if output.status.success() {
+        Ok(first_line(&output.stdout)
+            .or_else(|| first_line(&output.stderr))
+            .unwrap_or_default())
+    } else {
+        Err(format!(
+            "`{shown}` failed ({}){}",
+            output.status,
+            first_line(&output.stderr)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_resolve_by_path_or_name() {
+        assert!(resolve("sh").is_some_and(|p| p.is_absolute() && p.ends_with("sh")));
+        assert_eq!(resolve("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve("no-such-program-here"), None);
+        assert_eq!(resolve("/no/such/file"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        assert_eq!(resolve(plain.to_str().unwrap()), None, "not executable");
+        assert_eq!(resolve(dir.path().to_str().unwrap()), None, "a directory");
+    }
+
+    #[tokio::test]
+    async fn version_probes_report_output_or_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = run_version(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo v1.2; echo more".into()],
+            dir.path(),
+        )
+        .await;
+        assert_eq!(ok.as_deref(), Ok("v1.2"));
+        let bad = run_version(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo broken >&2; exit 3".into()],
+            dir.path(),
+        )
+        .await;
+        let reason = bad.unwrap_err();
+        assert!(
+            reason.contains("exit status: 3") && reason.ends_with(": broken"),
+            "{reason}"
+        );
+    }
+}
