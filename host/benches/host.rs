@@ -2,7 +2,9 @@
 //!
 //! - plugin load from the compiled-component cache (warm start) against compiling (cold start);
 //! - a request served by a fresh component instance (`GET /health` through the `system`
-//!   plugin) against the same JSON answered by plain hyper, over the same client.
+//!   plugin) against the same JSON answered by plain hyper, over the same client;
+//! - one isolated call without HTTP: reserve a slot, instantiate the `exec` backend from its
+//!   pre-instantiated component in a fresh store, call `build-command`, drop it all.
 //!
 //! Run with `cargo bench --bench host`. Loops are bounded in count; nothing is asserted.
 
@@ -19,10 +21,16 @@ use std::time::{Duration, Instant};
 
 const CONNECTIONS: usize = 4;
 const REQUESTS_PER_CONNECTION: usize = 500;
+const ISOLATED_CALLS: usize = 5000;
 
 fn config(dir: &std::path::Path) -> Config {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(
+        plugins.join("exec.toml"),
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n",
+    )
+    .unwrap();
     std::fs::write(
         plugins.join("system.toml"),
         "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\"]\n",
@@ -147,10 +155,37 @@ fn main() {
         }
         warm.sort();
         let warm = warm[warm.len() / 2];
-        println!("plugin load, 2 plugins: cold (compile) {:.1} ms, warm (cache) {:.2} ms, warm/cold = {:.4}",
+        println!("plugin load, 3 plugins: cold (compile) {:.1} ms, warm (cache) {:.2} ms, warm/cold = {:.4}",
             cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3, warm.as_secs_f64() / cold.as_secs_f64());
 
         let runtime = Arc::new(runtime.unwrap());
+
+        // Instantiate + call + drop, in process.
+        let backend = runtime.backend("exec").unwrap();
+        let tenant = gantry::tenants::TenantId::new("bench").unwrap();
+        let request = gantry::runtime::backend::PromptRequest {
+            prompt: "hello".into(),
+            args: vec![],
+            model: None,
+            system_prompt: None,
+            max_turns: None,
+            approval_mode: gantry::runtime::backend::ApprovalMode::Default,
+            sandbox_mode: gantry::runtime::backend::SandboxMode::Default,
+            extra_flags: vec![],
+            resume_session: None,
+        };
+        let mut calls = Vec::with_capacity(ISOLATED_CALLS);
+        for _ in 0..ISOLATED_CALLS {
+            let t = Instant::now();
+            backend.build_command(&tenant, &request).await.unwrap().unwrap();
+            calls.push(t.elapsed());
+        }
+        calls.sort();
+        println!(
+            "isolated call (slot, fresh store, instantiate, build-command, drop), {ISOLATED_CALLS} calls: median {:.1} us, p99 {:.1} us (target: <= 20 us)",
+            calls[calls.len() / 2].as_secs_f64() * 1e6,
+            calls[calls.len() * 99 / 100].as_secs_f64() * 1e6,
+        );
         let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
         tokio::spawn(gantry::http::serve(listener, runtime, Default::default(), std::future::pending(), Duration::ZERO));
 

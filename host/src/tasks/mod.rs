@@ -9,6 +9,7 @@
 
 mod lines;
 pub mod sandbox;
+mod tail;
 
 use crate::runtime::backend::{
     AgentEvent, ApprovalMode, CommandSpec, OutputStream, PromptRequest, RequestError, SandboxMode,
@@ -105,7 +106,11 @@ struct Live {
     workspace_id: String,
     cancel: watch::Sender<bool>,
     progress: watch::Receiver<Progress>,
+    tail: Arc<Mutex<tail::Tail>>,
 }
+
+/// Events a subscription takes from the tail or the store at once.
+const READ_BATCH: usize = 1000;
 
 /// The process supervisor; cheap to clone.
 #[derive(Debug, Clone)]
@@ -293,12 +298,14 @@ impl Supervisor {
             last_seq: 0,
             ended: false,
         });
+        let tail = Arc::new(Mutex::new(tail::Tail::new(1, tail::TAIL_BYTES)));
         inner.live.lock().unwrap().insert(
             task.id.clone(),
             Live {
                 workspace_id: workspace.id.clone(),
                 cancel: cancel_tx,
                 progress: progress_rx,
+                tail: tail.clone(),
             },
         );
         let timeout = start.timeout.or_else(|| {
@@ -317,6 +324,7 @@ impl Supervisor {
                 task_id: task.id.clone(),
                 next_seq: 1,
                 progress: progress_tx,
+                tail,
             },
         };
         tokio::spawn(run.run(cancel_rx));
@@ -359,18 +367,20 @@ impl Supervisor {
         from_seq: u64,
     ) -> Result<Subscription, TaskError> {
         let task = self.get(tenant, id)?;
-        let progress = self
+        let (progress, tail) = self
             .inner
             .live
             .lock()
             .unwrap()
             .get(&task.id)
-            .map(|l| l.progress.clone());
+            .map(|l| (l.progress.clone(), l.tail.clone()))
+            .unzip();
         Ok(Subscription {
             store: self.inner.store.clone(),
             task_id: task.id,
             next_seq: from_seq.max(1),
             progress,
+            tail,
             buffer: VecDeque::new(),
         })
     }
@@ -401,22 +411,44 @@ fn tenant_slots(inner: &Inner, tenant: &str) -> Arc<Semaphore> {
         .clone()
 }
 
-/// A reader of one task's log.
+/// A reader of one task's log: from the running task's in-memory tail while it keeps up,
+/// from the store otherwise.
 #[derive(Debug)]
 pub struct Subscription {
     store: Arc<dyn Store>,
     task_id: String,
     next_seq: u64,
     progress: Option<watch::Receiver<Progress>>,
+    tail: Option<Arc<Mutex<tail::Tail>>>,
     buffer: VecDeque<EventRecord>,
 }
 
 impl Subscription {
+    /// Fill the buffer with what is logged from `next_seq` on; whether anything came.
+    fn fill(&mut self) -> anyhow::Result<bool> {
+        if let Some(tail) = &self.tail {
+            match tail.lock().unwrap().read(self.next_seq, READ_BATCH) {
+                tail::Read::Events(events) => {
+                    self.buffer.extend(events);
+                    return Ok(true);
+                }
+                // Everything persisted is pushed to the tail before it is announced.
+                tail::Read::UpToDate => return Ok(false),
+                tail::Read::Behind => {}
+            }
+        }
+        let batch = self
+            .store
+            .read_events(&self.task_id, self.next_seq, READ_BATCH)?;
+        let got = !batch.is_empty();
+        self.buffer.extend(batch);
+        Ok(got)
+    }
+
     /// The next event if one is already logged, without waiting.
     pub fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
         if self.buffer.is_empty() {
-            let batch = self.store.read_events(&self.task_id, self.next_seq, 1000)?;
-            self.buffer.extend(batch);
+            self.fill()?;
         }
         Ok(self
             .buffer
@@ -431,9 +463,7 @@ impl Subscription {
                 self.next_seq = event.seq + 1;
                 return Ok(Some(event));
             }
-            let batch = self.store.read_events(&self.task_id, self.next_seq, 1000)?;
-            if !batch.is_empty() {
-                self.buffer.extend(batch);
+            if self.fill()? {
                 continue;
             }
             let Some(progress) = &mut self.progress else {
@@ -461,6 +491,7 @@ struct TaskLog {
     task_id: String,
     next_seq: u64,
     progress: watch::Sender<Progress>,
+    tail: Arc<Mutex<tail::Tail>>,
 }
 
 impl TaskLog {
@@ -483,6 +514,7 @@ impl TaskLog {
             })
             .collect();
         self.store.append_events(&self.task_id, &records)?;
+        self.tail.lock().unwrap().push(&records);
         let last_seq = self.next_seq - 1;
         self.progress.send_modify(|p| p.last_seq = last_seq);
         Ok(())

@@ -1,0 +1,213 @@
+//! Task supervisor benchmarks, each printed against a baseline measured in the same run:
+//!
+//! - output throughput: lines/s from one child through the persisted log to 1 and to 100
+//!   subscribers, against the same child read directly from its pipe;
+//! - delivery delay: median time from a child writing a line to a subscriber receiving it;
+//! - spawn-to-exit of a trivial task through gantry (adapter, store, sandbox, log) against
+//!   the same spawn done directly with `tokio::process`.
+//!
+//! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
+
+use gantry::config::{Config, Overrides};
+use gantry::runtime::backend::{ApprovalMode, PromptRequest, SandboxMode};
+use gantry::runtime::manifest::Manifest;
+use gantry::runtime::{ComponentCache, Runtime, engine};
+use gantry::store::{Sqlite, Store};
+use gantry::tasks::{StartTask, Supervisor, TaskLimits};
+use gantry::tenants::TenantId;
+use gantry::workspaces::Workspaces;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncBufReadExt;
+
+const LINES: u64 = 200_000;
+const SPAWNS: usize = 200;
+
+fn request(script: &str) -> PromptRequest {
+    PromptRequest {
+        prompt: script.into(),
+        args: vec![],
+        model: None,
+        system_prompt: None,
+        max_turns: None,
+        approval_mode: ApprovalMode::Default,
+        sandbox_mode: SandboxMode::Default,
+        extra_flags: vec![],
+        resume_session: None,
+    }
+}
+
+async fn supervisor(dir: &Path) -> (Supervisor, String) {
+    let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
+    let manifest = Manifest::parse(
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n",
+        "sh",
+        Path::new("."),
+        &defaults.runtime.plugin_defaults,
+        defaults.runtime.max_memory_mb,
+    )
+    .unwrap();
+    let engine = engine(&defaults.runtime).unwrap();
+    let cache = ComponentCache::open(&dir.join("cache"), &engine).unwrap();
+    let runtime = Arc::new(
+        Runtime::load(engine, &cache, vec![manifest], 256)
+            .await
+            .unwrap(),
+    );
+    let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.join("gantry.db")).unwrap());
+    let workspaces = Arc::new(Workspaces::open(dir, store.clone()).unwrap());
+    let ws = workspaces.create(&tenant(), "bench").unwrap().id;
+    let limits = TaskLimits {
+        max_running: 64,
+        max_running_per_tenant: 64,
+        ..TaskLimits::default()
+    };
+    let sup = Supervisor::new(runtime, store, workspaces, dir, limits).unwrap();
+    (sup, ws)
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("bench").unwrap()
+}
+
+async fn start(sup: &Supervisor, ws: &str, script: &str) -> String {
+    sup.start(
+        &tenant(),
+        StartTask {
+            workspace_id: ws.into(),
+            backend: "sh".into(),
+            setup: vec![],
+            request: request(script),
+            timeout: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// Lines/s from one child to `subscribers` readers of its log, all reading every event.
+async fn fan_out(sup: &Supervisor, ws: &str, subscribers: usize) -> f64 {
+    let began = Instant::now();
+    let task = start(sup, ws, &format!("seq 1 {LINES}")).await;
+    let mut readers = Vec::new();
+    for _ in 0..subscribers {
+        let mut sub = sup.subscribe(&tenant(), &task, 1).unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut lines = 0u64;
+            while let Some(e) = sub.next().await.unwrap() {
+                lines += u64::from(e.kind == "stdout");
+            }
+            lines
+        }));
+    }
+    for r in readers {
+        assert_eq!(r.await.unwrap(), LINES);
+    }
+    LINES as f64 / began.elapsed().as_secs_f64()
+}
+
+/// Lines/s of the same child read straight from its pipe.
+async fn direct_lines() -> f64 {
+    let began = Instant::now();
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .args(["-c", &format!("seq 1 {LINES}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut n = 0u64;
+    while lines.next_line().await.unwrap().is_some() {
+        n += 1;
+    }
+    child.wait().await.unwrap();
+    assert_eq!(n, LINES);
+    LINES as f64 / began.elapsed().as_secs_f64()
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Median delay between a child printing a line (its clock) and a subscriber reading it.
+async fn delivery_delay(sup: &Supervisor, ws: &str) -> Duration {
+    let script = "for i in $(seq 1 200); do date +%s%N; sleep 0.005; done";
+    let task = start(sup, ws, script).await;
+    let mut sub = sup.subscribe(&tenant(), &task, 1).unwrap();
+    let mut delays = Vec::new();
+    while let Some(e) = sub.next().await.unwrap() {
+        if e.kind != "stdout" {
+            continue;
+        }
+        let written: u128 = e.data["line"].as_str().unwrap().parse().unwrap();
+        delays.push(Duration::from_nanos(
+            (now_ns().saturating_sub(written)) as u64,
+        ));
+    }
+    delays.sort();
+    delays[delays.len() / 2]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, ws) = supervisor(dir.path()).await;
+
+        let direct = direct_lines().await;
+        let one = fan_out(&sup, &ws, 1).await;
+        let hundred = fan_out(&sup, &ws, 100).await;
+        println!(
+            "output, {LINES} lines: direct pipe {direct:.0} lines/s; through the log to 1 subscriber {one:.0} lines/s ({:.2}x of direct), to 100 subscribers {hundred:.0} lines/s ({:.2}x of direct)",
+            one / direct,
+            hundred / direct
+        );
+
+        let delay = delivery_delay(&sup, &ws).await;
+        println!(
+            "delivery: median {:.0} us from a child writing a line to a subscriber reading it",
+            delay.as_secs_f64() * 1e6
+        );
+
+        // Warm both paths once, then time trivial runs one after another.
+        let task = start(&sup, &ws, "true").await;
+        sup.wait(&tenant(), &task).await.unwrap();
+        let mut through = Vec::new();
+        let mut direct = Vec::new();
+        for _ in 0..SPAWNS {
+            let t = Instant::now();
+            let task = start(&sup, &ws, "true").await;
+            sup.wait(&tenant(), &task).await.unwrap();
+            through.push(t.elapsed());
+            let t = Instant::now();
+            tokio::process::Command::new("/bin/sh")
+                .args(["-c", "true"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .await
+                .unwrap();
+            direct.push(t.elapsed());
+        }
+        let (through, direct) = (median(through), median(direct));
+        println!(
+            "spawn to exit, trivial task, median of {SPAWNS}: through gantry {:.0} us, direct tokio::process {:.0} us, ratio {:.2}x",
+            through.as_secs_f64() * 1e6,
+            direct.as_secs_f64() * 1e6,
+            through.as_secs_f64() / direct.as_secs_f64()
+        );
+    });
+}
