@@ -540,6 +540,15 @@ fn plugin_check_says_which_world_a_component_fits() {
         "{out}"
     );
 
+    for backend in ["exec", "claude", "codex", "gemini"] {
+        let (code, out) = plugin_check(&format!("bundled:{backend}"));
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("world backend: fits, with imports = [\"gantry:plugin/config\"]"),
+            "{backend}: {out}"
+        );
+    }
+
     let junk = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk.path(), b"not wasm").unwrap();
     let (code, out) = plugin_check(junk.path().to_str().unwrap());

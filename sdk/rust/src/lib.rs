@@ -25,29 +25,18 @@ pub mod backend {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "gantry:plugin/backend",
+        // Lets adapters compare events, commands and errors in their tests.
+        additional_derives: [PartialEq, Eq],
         pub_export_macro: true,
         export_macro_name: "export_backend",
         default_bindings_module: "gantry_guest::backend",
     });
 }
 
+pub mod adapter;
 pub mod http;
 pub mod log;
 pub mod time;
-
-/// Helpers for backend adapters.
-pub mod adapter {
-    use crate::backend::gantry::plugin::config;
-
-    /// The extra flags the operator allows beyond the adapter's own allowlist: the
-    /// `allowed_flags` setting of the backend's manifest, a list of strings (needs the
-    /// `gantry:plugin/config` grant). Callers of the API cannot add to it.
-    pub fn operator_allowed_flags() -> Vec<String> {
-        config::get("allowed_flags")
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-}
 
 /// The handler trait: implement `handle` for your component.
 pub mod handler {

@@ -1,0 +1,69 @@
+//! The `claude` backend: runs Claude Code (`claude -p PROMPT --output-format stream-json
+//! --verbose`) and maps its stream to unified agent events. The command line is built in
+//! [`command`], the stream parsed in [`parse`]; this file only wires them to the WIT exports.
+//! See `docs/backends.md` for the mapping and the settings.
+//!
+//! ```toml
+//! kind = "backend"
+//! component = "bundled:claude"
+//! binary = "claude"
+//! imports = ["gantry:plugin/config"]
+//! env = ["ANTHROPIC_API_KEY"]
+//! ```
+
+mod command;
+mod parse;
+
+use gantry_guest::adapter::AgentSettings;
+use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
+use gantry_guest::backend::gantry::plugin::config;
+use gantry_guest::backend::gantry::plugin::types::{
+    AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
+};
+use std::cell::RefCell;
+
+const BINARY: &str = "claude";
+
+struct Claude;
+
+impl Guest for Claude {
+    type Run = Run;
+
+    fn describe() -> BackendInfo {
+        BackendInfo {
+            name: "claude".into(),
+            binary: config::get("binary").unwrap_or_else(|| BINARY.into()),
+            version_args: vec!["--version".into()],
+            supports_resume: true,
+            supports_system_prompt: true,
+            supports_model: true,
+            supports_max_turns: true,
+        }
+    }
+
+    fn build_command(request: PromptRequest) -> Result<CommandSpec, RequestError> {
+        command::build(&request, &AgentSettings::load(BINARY)?)
+    }
+}
+
+struct Run {
+    parser: RefCell<parse::Parser>,
+}
+
+impl GuestRun for Run {
+    fn new(_request: PromptRequest) -> Self {
+        Run {
+            parser: RefCell::default(),
+        }
+    }
+
+    fn parse_line(&self, stream: OutputStream, line: String) -> Vec<AgentEvent> {
+        self.parser.borrow_mut().parse_line(stream, &line)
+    }
+
+    fn finish(&self, exit_code: Option<i32>) -> RunSummary {
+        self.parser.borrow().finish(exit_code)
+    }
+}
+
+gantry_guest::backend::export_backend!(Claude);

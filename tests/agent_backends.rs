@@ -1,0 +1,425 @@
+//! The claude, codex and gemini backends, end to end: the real gantry binary, the real agent
+//! CLIs (installed from npm at pinned versions by `tests/agent-clis/install.sh`, outside the
+//! tree) and the fake model server `tests/fake-model/server.py`, through the task path.
+
+mod common;
+
+use common::{Gantry, Setup};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The bin directory of the installed CLIs (installed once per test binary).
+fn cli_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("tests/agent-clis/install.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running tests/agent-clis/install.sh");
+        assert!(out.status.success(), "installing the agent CLIs failed");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(stdout.lines().last().expect("the bin directory").trim())
+    })
+}
+
+/// The fake model server on a free port; killed on drop.
+struct FakeModel {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeModel {
+    fn start() -> FakeModel {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let mut child = Command::new("python3")
+            .arg(root().join("tests/fake-model/server.py"))
+            .args(["--port", "0", "--slow-interval", "0.5"])
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the fake model server");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("fake model server said {first:?}"))
+            .to_string();
+        FakeModel {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every request it received so far.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which CLI, and the variable its key is read from.
+#[derive(Clone, Copy, Debug)]
+struct Cli {
+    name: &'static str,
+    key_env: &'static str,
+}
+
+const CLAUDE: Cli = Cli {
+    name: "claude",
+    key_env: "ANTHROPIC_API_KEY",
+};
+const CODEX: Cli = Cli {
+    name: "codex",
+    key_env: "OPENAI_API_KEY",
+};
+const GEMINI: Cli = Cli {
+    name: "gemini",
+    key_env: "GEMINI_API_KEY",
+};
+
+fn start(cli: Cli, fake: &FakeModel) -> (Setup, Gantry) {
+    let read = |f: &str| std::fs::read_to_string(root().join("plugins").join(f)).unwrap();
+    let backend = format!(
+        "kind = \"backend\"\ncomponent = \"bundled:{name}\"\nbinary = {binary:?}\nimports = [\"gantry:plugin/config\"]\nenv = [{key:?}]\n[settings]\nbase_url = {url:?}\napi_key_env = {key:?}\n",
+        name = cli.name,
+        binary = cli_bin().join(cli.name).display().to_string(),
+        key = cli.key_env,
+        url = fake.url,
+    );
+    let setup = Setup::new(&[
+        ("system", read("system.toml")),
+        ("core-api", read("core-api.toml")),
+        (cli.name, backend),
+    ]);
+    let mut cmd = setup.command();
+    cmd.env(cli.key_env, "test-key-not-secret");
+    let g = Gantry::spawn(cmd);
+    (setup, g)
+}
+
+struct Api<'a>(&'a Gantry);
+
+impl Api<'_> {
+    async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, bytes) = self.0.call(method, path, &[], &body).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status.as_u16(), value)
+    }
+
+    async fn workspace(&self) -> String {
+        let (status, ws) = self
+            .call("POST", "/v1/workspaces", json!({ "name": "agent" }))
+            .await;
+        assert_eq!(status, 201, "{ws}");
+        ws["id"].as_str().unwrap().to_string()
+    }
+
+    async fn task(&self, body: Value) -> (u16, Value) {
+        self.call("POST", "/v1/tasks", body).await
+    }
+
+    async fn wait(&self, task: &str, done: impl Fn(&str) -> bool) -> Value {
+        for _ in 0..2400 {
+            let (_, t) = self
+                .call("GET", &format!("/v1/tasks/{task}"), Value::Null)
+                .await;
+            if done(t["state"].as_str().unwrap()) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {task} never reached the state");
+    }
+
+    async fn finished(&self, task: &str) -> Value {
+        self.wait(task, |s| !matches!(s, "pending" | "running"))
+            .await
+    }
+
+    /// The agent events of a finished task.
+    async fn agent_events(&self, task: &str) -> Vec<Value> {
+        let (_, bytes) = self
+            .0
+            .call(
+                "GET",
+                &format!("/v1/tasks/{task}/events?format=ndjson"),
+                &[],
+                "",
+            )
+            .await;
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == "agent")
+            .map(|e| e["data"].clone())
+            .collect()
+    }
+
+    /// Run a prompt to its end: the task and its agent events.
+    async fn run(&self, ws: &str, backend: &str, extra: Value) -> (Value, Vec<Value>) {
+        let mut body = json!({ "workspace_id": ws, "backend": backend, "timeout_ms": 120000 });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, task) = self.task(body).await;
+        assert_eq!(status, 201, "{task}");
+        let id = task["id"].as_str().unwrap();
+        let task = self.finished(id).await;
+        let events = self.agent_events(id).await;
+        (task, events)
+    }
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// The text of every request body the fake server received, as JSON text.
+fn bodies(fake: &FakeModel) -> Vec<String> {
+    fake.requests()
+        .iter()
+        .map(|r| r["body"].to_string())
+        .collect()
+}
+
+/// Processes whose working directory is `dir`.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
+        .collect()
+}
+
+/// A turn, a resumed turn, a model error, a cancel and a refused flag, through the task path.
+async fn exercise(cli: Cli) {
+    let fake = FakeModel::start();
+    let (setup, g) = start(cli, &fake);
+    let api = Api(&g);
+    let ws = api.workspace().await;
+
+    // 1. A prompt: init with a session id, the model's text, usage, done, exit 0.
+    let (task, events) = api
+        .run(&ws, cli.name, json!({ "prompt": "say hello to the tests" }))
+        .await;
+    assert_eq!(task["state"], "done", "{task}\n{events:#?}");
+    assert_eq!(task["exit_code"], 0);
+    let init = of_type(&events, "init");
+    let session = init[0]["session_id"].as_str().expect("a session id");
+    assert!(!session.is_empty());
+    let text: String = of_type(&events, "message")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        text.contains("fake reply 1 to: say hello to the tests"),
+        "{text}"
+    );
+    let usage = of_type(&events, "usage");
+    assert!(
+        usage.last().unwrap()["input_tokens"].as_u64().unwrap() > 0,
+        "{usage:?}"
+    );
+    let done = of_type(&events, "done");
+    assert_eq!(done.len(), 1, "{events:#?}");
+    assert_eq!(task["summary"]["success"], true);
+    assert_eq!(task["summary"]["session_id"], session);
+    assert!(
+        task["summary"]["final_text"]
+            .as_str()
+            .unwrap()
+            .contains("fake reply 1"),
+        "{task}"
+    );
+    let key_seen = fake
+        .requests()
+        .iter()
+        .any(|r| r.to_string().contains("test-key-not-secret"));
+    assert!(
+        key_seen,
+        "the key reached the CLI through the manifest's env"
+    );
+
+    // 2. Resuming the session reaches the model with the earlier turn.
+    let before = fake.requests().len();
+    let (task, events) = api
+        .run(
+            &ws,
+            cli.name,
+            json!({ "prompt": "and once more", "resume_session": session }),
+        )
+        .await;
+    assert_eq!(task["state"], "done", "{task}\n{events:#?}");
+    let resumed = &bodies(&fake)[before..];
+    assert!(
+        resumed
+            .iter()
+            .any(|b| b.contains("say hello to the tests") && b.contains("and once more")),
+        "the resumed request carries the earlier turn: {resumed:?}"
+    );
+    let text: String = of_type(&events, "message")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(text.contains("fake reply 2 to: and once more"), "{text}");
+
+    // 3. A model error: an error event, and the task failed.
+    let (task, events) = api
+        .run(&ws, cli.name, json!({ "prompt": "FAIL_500 this one" }))
+        .await;
+    assert_eq!(task["state"], "failed", "{task}\n{events:#?}");
+    assert!(!of_type(&events, "error").is_empty(), "{events:#?}");
+    assert_eq!(task["summary"]["success"], false);
+
+    // 4. Cancelling a run stops the CLI and everything it started.
+    let (status, task) = api
+        .task(json!({ "workspace_id": ws, "backend": cli.name, "prompt": "SLOW answer please" }))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap();
+    // Wait until the model is streaming its answer, so the CLI is mid-turn.
+    let asked = bodies(&fake).len();
+    for _ in 0..600 {
+        if bodies(&fake)[asked..]
+            .iter()
+            .any(|b| b.contains("SLOW answer please"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let workspace_dir = setup
+        .data()
+        .join("workspaces/local")
+        .join(&ws)
+        .canonicalize()
+        .unwrap();
+    assert!(
+        !processes_in(&workspace_dir).is_empty(),
+        "the CLI runs in its workspace"
+    );
+    let (status, _) = api
+        .call("POST", &format!("/v1/tasks/{id}/cancel"), Value::Null)
+        .await;
+    assert_eq!(status, 200);
+    let task = api.finished(id).await;
+    assert_eq!(task["state"], "cancelled", "{task}");
+    let mut left = processes_in(&workspace_dir);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = processes_in(&workspace_dir);
+    }
+    assert!(left.is_empty(), "processes left in the workspace: {left:?}");
+
+    // 5. A flag outside the allowlist is refused before anything is spawned.
+    let before = fake.requests().len();
+    let (_, tasks_before) = api.call("GET", "/v1/tasks", Value::Null).await;
+    let (status, body) = api
+        .task(json!({
+            "workspace_id": ws,
+            "backend": cli.name,
+            "prompt": "never sent",
+            "extra_flags": ["--dangerously-skip-permissions"],
+        }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--dangerously-skip-permissions"),
+        "{body}"
+    );
+    let (_, tasks_after) = api.call("GET", "/v1/tasks", Value::Null).await;
+    assert_eq!(tasks_after, tasks_before, "no task was made");
+    assert_eq!(fake.requests().len(), before, "nothing reached the model");
+
+    // The backend reports itself available, with the CLI's version.
+    let (_, backends) = api.call("GET", "/v1/backends", Value::Null).await;
+    let me = &backends["backends"][0];
+    assert_eq!(me["name"], cli.name);
+    assert_eq!(me["available"], true, "{backends}");
+    assert!(me["version"].as_str().is_some_and(|v| !v.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_through_gantry() {
+    exercise(CLAUDE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_through_gantry() {
+    exercise(CODEX).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_through_gantry() {
+    exercise(GEMINI).await;
+}
+
+#[tokio::test]
+async fn a_missing_binary_is_unavailable_and_says_why() {
+    let fake = FakeModel::start();
+    let setup = Setup::new(&[
+        (
+            "core-api",
+            std::fs::read_to_string(root().join("plugins/core-api.toml")).unwrap(),
+        ),
+        (
+            "claude",
+            format!(
+                "kind = \"backend\"\ncomponent = \"bundled:claude\"\nbinary = \"/nowhere/claude\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nbase_url = {:?}\n",
+                fake.url
+            ),
+        ),
+    ]);
+    let g = setup.start();
+    let (_, backends) = Api(&g)
+        .call("GET", "/v1/backends?refresh=true", Value::Null)
+        .await;
+    let me = &backends["backends"][0];
+    assert_eq!(me["available"], false, "{backends}");
+    assert!(
+        me["reason"].as_str().unwrap().contains("/nowhere/claude"),
+        "{backends}"
+    );
+}
