@@ -6,7 +6,7 @@ serve *ARGS:
 
 # The whole test suite (what CI runs after the lints).
 test:
-    cargo test
+    cargo test --workspace
 
 # Formatting and lints, as CI checks them.
 lint:

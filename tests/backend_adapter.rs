@@ -2,7 +2,7 @@
 
 use gantry::config::{Config, Overrides};
 use gantry::runtime::backend::{
-    AgentEvent, ApprovalMode, OutputStream, PromptRequest, RequestError, SandboxMode,
+    AgentEvent, OutputStream, PromptRequest, RequestError, plain_request,
 };
 use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
@@ -15,15 +15,8 @@ fn tenant() -> TenantId {
 
 fn request(prompt: &str, extra_flags: &[&str]) -> PromptRequest {
     PromptRequest {
-        prompt: prompt.into(),
-        args: vec![],
-        model: None,
-        system_prompt: None,
-        max_turns: None,
-        approval_mode: ApprovalMode::Default,
-        sandbox_mode: SandboxMode::Default,
         extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
-        resume_session: None,
+        ..plain_request(prompt)
     }
 }
 

@@ -2,7 +2,7 @@
 //! driving `/bin/sh` fixtures.
 
 use gantry::config::{Config, Overrides};
-use gantry::runtime::backend::{ApprovalMode, PromptRequest, SandboxMode};
+use gantry::runtime::backend::{PromptRequest, plain_request};
 use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
 use gantry::store::{Sqlite, Store, TaskState};
@@ -21,17 +21,7 @@ struct Harness {
 }
 
 fn request(script: &str) -> PromptRequest {
-    PromptRequest {
-        prompt: script.into(),
-        args: vec![],
-        model: None,
-        system_prompt: None,
-        max_turns: None,
-        approval_mode: ApprovalMode::Default,
-        sandbox_mode: SandboxMode::Default,
-        extra_flags: vec![],
-        resume_session: None,
-    }
+    plain_request(script)
 }
 
 async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {

@@ -163,17 +163,7 @@ fn main() {
         // Instantiate + call + drop, in process.
         let backend = runtime.backend("exec").unwrap();
         let tenant = gantry::tenants::TenantId::new("bench").unwrap();
-        let request = gantry::runtime::backend::PromptRequest {
-            prompt: "hello".into(),
-            args: vec![],
-            model: None,
-            system_prompt: None,
-            max_turns: None,
-            approval_mode: gantry::runtime::backend::ApprovalMode::Default,
-            sandbox_mode: gantry::runtime::backend::SandboxMode::Default,
-            extra_flags: vec![],
-            resume_session: None,
-        };
+        let request = gantry::runtime::backend::plain_request("hello");
         let mut calls = Vec::with_capacity(ISOLATED_CALLS);
         for _ in 0..ISOLATED_CALLS {
             let t = Instant::now();

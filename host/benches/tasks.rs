@@ -9,7 +9,7 @@
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
 use gantry::config::{Config, Overrides};
-use gantry::runtime::backend::{ApprovalMode, PromptRequest, SandboxMode};
+use gantry::runtime::backend::{PromptRequest, plain_request};
 use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
 use gantry::store::{Sqlite, Store};
@@ -25,17 +25,7 @@ const LINES: u64 = 200_000;
 const SPAWNS: usize = 200;
 
 fn request(script: &str) -> PromptRequest {
-    PromptRequest {
-        prompt: script.into(),
-        args: vec![],
-        model: None,
-        system_prompt: None,
-        max_turns: None,
-        approval_mode: ApprovalMode::Default,
-        sandbox_mode: SandboxMode::Default,
-        extra_flags: vec![],
-        resume_session: None,
-    }
+    plain_request(script)
 }
 
 async fn supervisor(dir: &Path) -> (Supervisor, String) {

@@ -235,17 +235,7 @@ mod tests {
     use super::*;
 
     fn request(prompt: &str) -> PromptRequest {
-        PromptRequest {
-            prompt: prompt.into(),
-            args: vec![],
-            model: None,
-            system_prompt: None,
-            max_turns: None,
-            approval_mode: ApprovalMode::Default,
-            sandbox_mode: SandboxMode::Default,
-            extra_flags: vec![],
-            resume_session: None,
-        }
+        gantry_guest::adapter::plain_request(prompt)
     }
 
     fn settings() -> AgentSettings {

@@ -138,17 +138,7 @@ mod tests {
     use serde_json::Value;
 
     fn request(prompt: &str) -> PromptRequest {
-        PromptRequest {
-            prompt: prompt.into(),
-            args: vec![],
-            model: None,
-            system_prompt: None,
-            max_turns: None,
-            approval_mode: ApprovalMode::Default,
-            sandbox_mode: SandboxMode::Default,
-            extra_flags: vec![],
-            resume_session: None,
-        }
+        gantry_guest::adapter::plain_request(prompt)
     }
 
     fn settings() -> AgentSettings {

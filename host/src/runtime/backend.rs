@@ -14,6 +14,21 @@ pub use backend_bindings::gantry::plugin::types::{
     PromptRequest, RequestError, RunSummary, SandboxMode, ToolResult, ToolUse, Usage,
 };
 
+/// A request with only its prompt set: every mode the CLI's default, no flags, no session.
+pub fn plain_request(prompt: &str) -> PromptRequest {
+    PromptRequest {
+        prompt: prompt.into(),
+        args: vec![],
+        model: None,
+        system_prompt: None,
+        max_turns: None,
+        approval_mode: ApprovalMode::Default,
+        sandbox_mode: SandboxMode::Default,
+        extra_flags: vec![],
+        resume_session: None,
+    }
+}
+
 /// A loaded backend plugin.
 #[derive(Clone, Copy)]
 pub struct BackendAdapter<'a> {

@@ -7,7 +7,7 @@
 
 use crate::backend::gantry::plugin::config;
 use crate::backend::gantry::plugin::types::{
-    AgentEvent, DoneInfo, PromptRequest, RequestError, RunSummary, Usage,
+    AgentEvent, ApprovalMode, DoneInfo, PromptRequest, RequestError, RunSummary, SandboxMode, Usage,
 };
 
 /// The extra flags the operator allows beyond the adapter's own allowlist: the
@@ -167,6 +167,21 @@ pub fn is_session_id(id: &str) -> bool {
             .all(|(g, len)| g.len() == len && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A request with only its prompt set: every mode the CLI's default, no flags, no session.
+pub fn plain_request(prompt: &str) -> PromptRequest {
+    PromptRequest {
+        prompt: prompt.into(),
+        args: vec![],
+        model: None,
+        system_prompt: None,
+        max_turns: None,
+        approval_mode: ApprovalMode::Default,
+        sandbox_mode: SandboxMode::Default,
+        extra_flags: vec![],
+        resume_session: None,
+    }
+}
+
 /// The checks every agent-CLI adapter makes the same way: no positional arguments, a
 /// non-empty prompt, no NUL characters in what goes on the command line, a non-empty model
 /// name, a session id of the right shape. `cli` names the CLI in messages.
@@ -300,7 +315,6 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gantry::plugin::types::{ApprovalMode, SandboxMode};
 
     fn settings(pairs: &[(&str, &str)]) -> Result<AgentSettings, RequestError> {
         AgentSettings::from_lookup("cli", |name| {
@@ -312,17 +326,7 @@ mod tests {
     }
 
     fn request(prompt: &str) -> PromptRequest {
-        PromptRequest {
-            prompt: prompt.into(),
-            args: vec![],
-            model: None,
-            system_prompt: None,
-            max_turns: None,
-            approval_mode: ApprovalMode::Default,
-            sandbox_mode: SandboxMode::Default,
-            extra_flags: vec![],
-            resume_session: None,
-        }
+        plain_request(prompt)
     }
 
     fn invalid(result: Result<impl std::fmt::Debug, RequestError>) -> String {
