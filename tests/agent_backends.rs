@@ -4,117 +4,16 @@
 
 mod common;
 
+use common::agents::{
+    CLAUDE, CODEX, Cli, FakeModel, GEMINI, backend_manifest, bodies, processes_in, root,
+};
 use common::{Gantry, Setup};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The bin directory of the installed CLIs (installed once per test binary).
-fn cli_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("tests/agent-clis/install.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/agent-clis/install.sh");
-        assert!(out.status.success(), "installing the agent CLIs failed");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("the bin directory").trim())
-    })
-}
-
-/// The fake model server on a free port; killed on drop.
-struct FakeModel {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl FakeModel {
-    fn start() -> FakeModel {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("requests.jsonl");
-        let mut child = Command::new("python3")
-            .arg(root().join("tests/fake-model/server.py"))
-            .args(["--port", "0", "--slow-interval", "0.5"])
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the fake model server");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let url = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("fake model server said {first:?}"))
-            .to_string();
-        FakeModel {
-            child,
-            url,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Every request it received so far.
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for FakeModel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Which CLI, and the variable its key is read from.
-#[derive(Clone, Copy, Debug)]
-struct Cli {
-    name: &'static str,
-    key_env: &'static str,
-}
-
-const CLAUDE: Cli = Cli {
-    name: "claude",
-    key_env: "ANTHROPIC_API_KEY",
-};
-const CODEX: Cli = Cli {
-    name: "codex",
-    key_env: "OPENAI_API_KEY",
-};
-const GEMINI: Cli = Cli {
-    name: "gemini",
-    key_env: "GEMINI_API_KEY",
-};
 
 fn start(cli: Cli, fake: &FakeModel) -> (Setup, Gantry) {
     let read = |f: &str| std::fs::read_to_string(root().join("plugins").join(f)).unwrap();
-    let backend = format!(
-        "kind = \"backend\"\ncomponent = \"bundled:{name}\"\nbinary = {binary:?}\nimports = [\"gantry:plugin/config\"]\nenv = [{key:?}]\n[settings]\nbase_url = {url:?}\napi_key_env = {key:?}\n",
-        name = cli.name,
-        binary = cli_bin().join(cli.name).display().to_string(),
-        key = cli.key_env,
-        url = fake.url,
-    );
+    let backend = backend_manifest(cli, fake);
     let setup = Setup::new(&[
         ("system", read("system.toml")),
         ("core-api", read("core-api.toml")),
@@ -207,24 +106,6 @@ impl Api<'_> {
 
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
-}
-
-/// The text of every request body the fake server received, as JSON text.
-fn bodies(fake: &FakeModel) -> Vec<String> {
-    fake.requests()
-        .iter()
-        .map(|r| r["body"].to_string())
-        .collect()
-}
-
-/// Processes whose working directory is `dir`.
-fn processes_in(dir: &Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
-        .collect()
 }
 
 /// A turn, a resumed turn, a model error, a cancel and a refused flag, through the task path.

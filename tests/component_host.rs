@@ -420,7 +420,7 @@ fn an_ungranted_import_stops_startup_naming_plugin_and_import() {
         test_handler_manifest("routes = [\"/t/...\"]\nimports = [\"gantry:plugin/log\"]");
     let line = startup_error(&[("test-handler", manifest)]);
     assert!(line.contains("plugin test-handler"), "{line}");
-    assert!(line.contains("gantry:plugin/config@0.1.0"), "{line}");
+    assert!(line.contains("gantry:plugin/config@0.2.0"), "{line}");
     assert!(line.contains("does not grant"), "{line}");
 }
 

@@ -84,6 +84,7 @@ impl Harness {
                     setup: vec![],
                     request: request(script),
                     timeout,
+                    subdir: None,
                 },
             )
             .await
@@ -310,6 +311,7 @@ async fn another_tenant_cannot_see_or_touch_a_task() {
                 setup: vec![],
                 request: request("true"),
                 timeout: None,
+                subdir: None,
             },
         )
         .await
@@ -370,6 +372,7 @@ async fn a_refused_flag_spawns_nothing() {
                 setup: vec![],
                 request: req,
                 timeout: None,
+                subdir: None,
             },
         )
         .await

@@ -70,6 +70,7 @@ async fn start(sup: &Supervisor, ws: &str, script: &str) -> String {
             setup: vec![],
             request: request(script),
             timeout: None,
+            subdir: None,
         },
     )
     .await

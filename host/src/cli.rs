@@ -94,7 +94,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_logging(&config.log);
-    let keys = Arc::new(config.api_keys()?);
+    let keys = config.api_keys()?;
     keys.check_exposure(config.addr)?;
     if keys.is_empty() {
         tracing::info!("no API keys configured: serving tenant `local` on loopback only");
@@ -115,6 +115,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.data_dir,
             store.clone(),
         )?);
+        let sessions = crate::sessions::Sessions::new(store.clone());
         let tasks = crate::tasks::Supervisor::new(
             runtime.clone(),
             store,
@@ -134,6 +135,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             workspaces,
             tasks,
             backends,
+            sessions,
         });
         tracing::info!(
             plugins = runtime.plugins().len(),
@@ -146,10 +148,14 @@ fn serve(args: ServeArgs) -> Result<()> {
             writeln!(out, "gantry listening on http://{local}")?;
             out.flush()?;
         }
+        let gate = Arc::new(crate::http::Gate {
+            keys,
+            limits: crate::http::limits::RateLimiter::new(config.http.clone()),
+        });
         crate::http::serve(
             listener,
             runtime,
-            keys,
+            gate,
             shutdown_signal(),
             config.shutdown_grace(),
         )

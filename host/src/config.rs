@@ -27,6 +27,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Task supervisor limits.
     pub tasks: crate::tasks::TaskLimits,
+    /// Request body and rate limits.
+    pub http: crate::http::limits::HttpLimits,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,

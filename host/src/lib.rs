@@ -7,6 +7,8 @@
 //!   side of the `gantry:plugin` interfaces;
 //! - [`http`] — the server, router and error answers;
 //! - [`store`] — persistence (SQLite by default);
+//! - [`sessions`] — resumable conversations with a backend, per tenant;
+//! - [`metrics`] — the node's counters, in the Prometheus text format;
 //! - [`tasks`] — the process supervisor and each task's event log;
 //! - [`backends`] — which backends can run here (their binaries, probed);
 //! - [`tenants`] — tenants and their API keys;
@@ -19,7 +21,9 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod runtime;
+pub mod sessions;
 pub mod store;
 pub mod tasks;
 pub mod tenants;

@@ -174,6 +174,74 @@ impl Workspaces {
         Ok((dir, self.root_path.join(relative)))
     }
 
+    /// The host path of a directory inside the workspace (`subdir` relative), checked to be a
+    /// directory reached without leaving the workspace.
+    pub fn subdir(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        subdir: &str,
+    ) -> Result<PathBuf, WorkspaceError> {
+        let (dir, path) = self.dir(tenant, id)?;
+        if subdir.is_empty() {
+            return Ok(path);
+        }
+        let relative = check_relative_path(subdir)?;
+        // cap-std refuses a walk that a symlink would take out of the workspace.
+        dir.open_dir(&relative).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+                WorkspaceError::BadPath(format!("{subdir} is not a directory in the workspace"))
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                WorkspaceError::BadPath("the path leads outside the workspace".into())
+            }
+            _ => io(e),
+        })?;
+        Ok(path.join(relative))
+    }
+
+    /// Which of the tenant's workspaces holds the directory at the absolute host path `path`,
+    /// and where inside it. A path that does not exist, is not a directory, or lies outside the
+    /// tenant's own workspaces gets one answer, so callers learn nothing of other paths.
+    pub fn locate(
+        &self,
+        tenant: &TenantId,
+        path: &str,
+    ) -> Result<(WorkspaceRecord, String), WorkspaceError> {
+        let refused = || {
+            WorkspaceError::BadPath(format!(
+                "{path} is not a directory inside one of your workspaces"
+            ))
+        };
+        let given = Path::new(path);
+        if !given.is_absolute() || path.contains('\0') {
+            return Err(WorkspaceError::BadPath(
+                "a working directory must be an absolute path".into(),
+            ));
+        }
+        // Resolved first, so a symlink cannot make a path look like it is inside.
+        let resolved = std::fs::canonicalize(given).map_err(|_| refused())?;
+        let inside = resolved
+            .strip_prefix(self.root_path.join(tenant.as_str()))
+            .map_err(|_| refused())?;
+        let mut parts = inside.components();
+        let id = match parts.next() {
+            Some(Component::Normal(id)) => id.to_str().ok_or_else(refused)?.to_string(),
+            _ => return Err(refused()),
+        };
+        let subdir: Vec<&str> = parts
+            .map(|c| c.as_os_str().to_str().ok_or_else(refused))
+            .collect::<Result<_, _>>()?;
+        let subdir = subdir.join("/");
+        let ws = self.get(tenant, &id).map_err(|e| match e {
+            WorkspaceError::NotFound => refused(),
+            other => other,
+        })?;
+        self.subdir(tenant, &ws.id, &subdir)
+            .map_err(|_| refused())?;
+        Ok((ws, subdir))
+    }
+
     /// Every regular file in the workspace (symlinks are not followed), sorted by path.
     pub fn list_files(
         &self,

@@ -311,6 +311,9 @@ fn start_research(request: Request) -> Result<Value, ApiError> {
         setup,
         request: prompt(&command, args),
         timeout_ms: None,
+        subdir: None,
+        // Research tasks outlive the request that starts them.
+        bound_to_call: false,
     })
     .map_err(|e| {
         // A workspace made for this request alone goes with it.

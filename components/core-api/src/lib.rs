@@ -10,7 +10,7 @@
 //! | `GET`, `DELETE /v1/workspaces/{id}` | one; delete (409 while a task runs in it) |
 //! | `GET /v1/workspaces/{id}/files` | its files |
 //! | `GET /v1/workspaces/{id}/files/{path}` | one file's bytes |
-//! | `POST /v1/tasks` `{"workspace_id", "backend", "prompt", ...}` | start a task (201) |
+//! | `POST /v1/tasks` `{"workspace_id", "backend", "prompt", "subdir"?, ...}` | start a task (201), in the workspace or a directory inside it |
 //! | `GET /v1/tasks[?workspace_id=]` | list tasks |
 //! | `GET /v1/tasks/{id}` | one task |
 //! | `POST /v1/tasks/{id}/cancel` | cancel it |
@@ -280,6 +280,9 @@ fn start_task(request: Request, out: ResponseOutparam) {
                 resume_session: string_field(&body, "resume_session")?,
             },
             timeout_ms: number("timeout_ms")?,
+            subdir: string_field(&body, "subdir")?,
+            // A task outlives the request that starts it; cancel ends it.
+            bound_to_call: false,
         };
         tasks::start(&start).map(task_json).map_err(task_error)
     });

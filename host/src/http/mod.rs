@@ -1,11 +1,17 @@
 //! The HTTP server: accept loop, routing to handler plugins, error answers, graceful drain.
 
+pub mod limits;
 pub mod router;
 
+use crate::runtime::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
 use crate::tenants::{ApiKeys, TenantId, request_key};
 use anyhow::{Context, Result};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,12 +24,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// What every request passes before a plugin sees it: authentication, the body size limit and
+/// the per-tenant rate limit.
+#[derive(Debug)]
+pub struct Gate {
+    /// The API keys, by tenant.
+    pub keys: ApiKeys,
+    /// Body and rate limits.
+    pub limits: limits::RateLimiter,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            keys: ApiKeys::default(),
+            limits: limits::RateLimiter::new(limits::HttpLimits::default()),
+        }
+    }
+}
+
+/// A request body as a plugin receives it: streamed, or already read by the gate.
+pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
 /// Serve `runtime` on `listener` until `shutdown` resolves, then stop accepting and give
 /// in-flight requests up to `grace` to finish.
 pub async fn serve(
     listener: TcpListener,
     runtime: Arc<Runtime>,
-    keys: Arc<ApiKeys>,
+    gate: Arc<Gate>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<()> {
@@ -43,11 +71,11 @@ pub async fn serve(
                     }
                 };
                 let runtime = runtime.clone();
-                let keys = keys.clone();
+                let gate = gate.clone();
                 let service = service_fn(move |req| {
                     let runtime = runtime.clone();
-                    let keys = keys.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&runtime, &keys, req).await) }
+                    let gate = gate.clone();
+                    async move { Ok::<_, Infallible>(dispatch(&runtime, &gate, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -80,45 +108,133 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-async fn dispatch(
-    runtime: &Runtime,
-    keys: &ApiKeys,
-    mut req: Request<Incoming>,
-) -> Response<GuestBody> {
+async fn dispatch(runtime: &Runtime, gate: &Gate, req: Request<Incoming>) -> Response<GuestBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let target = runtime.router().lookup(&path).cloned();
-    let response = match authenticate(keys, target.as_ref(), req.headers()) {
-        Err(refusal) => unauthorized(refusal),
-        // A raw dot segment is a way out of wherever a handler maps the path: refused for
-        // every route, before any plugin sees it.
-        Ok(_) if !router::is_clean_path(&path) => error_response(
-            StatusCode::FORBIDDEN,
-            "bad_path",
-            "the path has '.' or '..' segments",
-            None,
-        ),
-        Ok(tenant) => match target {
-            None => error_response(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                &format!("no plugin serves {path}"),
-                None,
-            ),
-            Some(target) => {
-                // The credentials are the host's business; plugins see the tenant instead.
-                req.headers_mut().remove(hyper::header::AUTHORIZATION);
-                req.headers_mut().remove("x-api-key");
-                match runtime.handle(&target, &tenant, req).await {
-                    Ok(response) => response,
-                    Err(failure) => failure_response(&failure, &target.plugin),
-                }
-            }
-        },
-    };
-    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let envelope = target.as_ref().map(|t| t.errors).unwrap_or_default();
+    let response = gated(runtime, gate, target.as_ref(), envelope, req).await;
+    let status = response.status().as_u16();
+    let route = target
+        .as_ref()
+        .map_or(crate::metrics::UNROUTED, |t| t.pattern.as_str());
+    runtime
+        .node()
+        .metrics()
+        .request(route, method.as_str(), status, started.elapsed());
+    tracing::debug!(%method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
+}
+
+async fn gated(
+    runtime: &Runtime,
+    gate: &Gate,
+    target: Option<&router::RouteTarget>,
+    envelope: ErrorEnvelope,
+    mut req: Request<Incoming>,
+) -> Response<GuestBody> {
+    let path = req.uri().path();
+    let tenant = match authenticate(&gate.keys, target, req.headers()) {
+        Err(refusal) => return unauthorized(envelope, refusal),
+        Ok(tenant) => tenant,
+    };
+    // A raw dot segment is a way out of wherever a handler maps the path: refused for every
+    // route, before any plugin sees it.
+    if !router::is_clean_path(path) {
+        let message = "the path has '.' or '..' segments";
+        return error_response(envelope, StatusCode::FORBIDDEN, "bad_path", message, None);
+    }
+    let Some(target) = target else {
+        let message = format!("no plugin serves {path}");
+        return error_response(envelope, StatusCode::NOT_FOUND, "no_route", &message, None);
+    };
+    let rate = gate.limits.check(tenant.as_str(), Instant::now());
+    if let Some(decision) = rate.filter(|d| !d.allowed) {
+        let message = format!(
+            "more than {} requests a minute; retry in {} s",
+            decision.limit, decision.retry_after_secs
+        );
+        let mut response = error_response(
+            envelope,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &message,
+            None,
+        );
+        rate_headers(&mut response, &decision);
+        return response;
+    }
+    // The credentials are the host's business; plugins see the tenant instead.
+    req.headers_mut().remove(hyper::header::AUTHORIZATION);
+    req.headers_mut().remove("x-api-key");
+    let req = match limit_body(req, gate.limits.max_body()).await {
+        Ok(req) => req,
+        Err(message) => {
+            return error_response(
+                envelope,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &message,
+                None,
+            );
+        }
+    };
+    let mut response = match runtime.handle(target, &tenant, req).await {
+        Ok(response) => response,
+        Err(failure) => failure_response(envelope, &failure, &target.plugin),
+    };
+    if let Some(decision) = &rate {
+        rate_headers(&mut response, decision);
+    }
+    response
+}
+
+/// Refuse a body over `max` bytes: at once when its length is declared, else by reading it
+/// (chunked bodies have no length; up to `max` bytes are held) so that a handler that never
+/// reads its body cannot let an oversized one through.
+async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestBody>, String> {
+    let too_large = || format!("the request body is larger than {max} bytes");
+    let (parts, body) = req.into_parts();
+    if let Some(declared) = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if declared > max {
+            return Err(too_large());
+        }
+        // hyper holds the body to its declared length.
+        return Ok(Request::from_parts(parts, body.boxed_unsync()));
+    }
+    if body.is_end_stream() {
+        return Ok(Request::from_parts(parts, body.boxed_unsync()));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        // The client went away mid-body; whatever is answered goes nowhere.
+        Err(e) => return Err(format!("the request body could not be read: {e}")),
+    };
+    let body = Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+fn rate_headers(response: &mut Response<GuestBody>, d: &limits::RateDecision) {
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: u64| {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    };
+    set("x-ratelimit-limit", u64::from(d.limit));
+    set("x-ratelimit-remaining", u64::from(d.remaining));
+    set("x-ratelimit-reset", d.reset_secs);
+    if !d.allowed {
+        set("retry-after", d.retry_after_secs);
+    }
 }
 
 /// The tenant a request acts for, or the 401 that refuses it. Without configured keys every
@@ -139,8 +255,14 @@ fn authenticate(
     }
 }
 
-fn unauthorized(message: &str) -> Response<GuestBody> {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+fn unauthorized(envelope: ErrorEnvelope, message: &str) -> Response<GuestBody> {
+    let mut response = error_response(
+        envelope,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+        None,
+    );
     response.headers_mut().insert(
         hyper::header::WWW_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Bearer"),
@@ -148,10 +270,15 @@ fn unauthorized(message: &str) -> Response<GuestBody> {
     response
 }
 
-fn failure_response(failure: &CallFailure, plugin: &str) -> Response<GuestBody> {
+fn failure_response(
+    envelope: ErrorEnvelope,
+    failure: &CallFailure,
+    plugin: &str,
+) -> Response<GuestBody> {
     let status =
         StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = error_response(status, failure.code(), &failure.message(), Some(plugin));
+    let message = failure.message();
+    let mut response = error_response(envelope, status, failure.code(), &message, Some(plugin));
     if matches!(failure, CallFailure::OverCapacity) {
         response.headers_mut().insert(
             hyper::header::RETRY_AFTER,
@@ -161,19 +288,26 @@ fn failure_response(failure: &CallFailure, plugin: &str) -> Response<GuestBody> 
     response
 }
 
-/// gantry's own error envelope: `{"error": {"code", "message", "plugin"?}}`.
+/// An error the host answers itself, in the route's envelope: gantry's
+/// `{"error": {"code", "message", "plugin"?}}` or the flat `{"error": code, "message"}`.
 pub fn error_response(
+    envelope: ErrorEnvelope,
     status: StatusCode,
     code: &str,
     message: &str,
     plugin: Option<&str>,
 ) -> Response<GuestBody> {
-    let mut error = serde_json::json!({ "code": code, "message": message });
-    if let Some(plugin) = plugin {
-        error["plugin"] = plugin.into();
-    }
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "error": error })).expect("JSON values serialize");
+    let value = match envelope {
+        ErrorEnvelope::Gantry => {
+            let mut error = serde_json::json!({ "code": code, "message": message });
+            if let Some(plugin) = plugin {
+                error["plugin"] = plugin.into();
+            }
+            serde_json::json!({ "error": error })
+        }
+        ErrorEnvelope::Flat => serde_json::json!({ "error": code, "message": message }),
+    };
+    let body = serde_json::to_vec(&value).expect("JSON values serialize");
     let mut response = Response::new(GuestBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -15,6 +15,8 @@ pub struct RouteTarget {
     pub timeout: Option<Duration>,
     /// Served without an API key.
     pub public: bool,
+    /// How the host words its own errors on this route.
+    pub errors: crate::runtime::manifest::ErrorEnvelope,
 }
 
 /// The route table; built once at startup.
@@ -89,6 +91,7 @@ mod tests {
             pattern: pattern.into(),
             timeout: None,
             public: false,
+            errors: Default::default(),
         }
     }
 

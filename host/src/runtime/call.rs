@@ -28,6 +28,47 @@ pub struct CallState {
     pub(crate) node: Arc<NodeState>,
     /// The tenant this call acts for; every host call is scoped to it.
     pub(crate) tenant: TenantId,
+    /// Tasks started with `bound-to-call`: cancelled when this call's store goes away.
+    pub(crate) bound_tasks: Vec<String>,
+    /// Workspaces made with `create-for-call`: removed once those tasks have ended.
+    pub(crate) bound_workspaces: Vec<String>,
+}
+
+impl Drop for CallState {
+    fn drop(&mut self) {
+        // The call ended (returned, trapped, timed out, or its client went away): runs that
+        // live only as long as their request end with it, and their scratch workspaces go.
+        // Cancelling a finished task is a no-op.
+        if self.bound_tasks.is_empty() && self.bound_workspaces.is_empty() {
+            return;
+        }
+        let Some(services) = self.node.services().cloned() else {
+            return;
+        };
+        let tasks = std::mem::take(&mut self.bound_tasks);
+        let workspaces = std::mem::take(&mut self.bound_workspaces);
+        for id in &tasks {
+            let _ = services.tasks.cancel(&self.tenant, id);
+        }
+        if workspaces.is_empty() {
+            return;
+        }
+        let tenant = self.tenant.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for id in &tasks {
+                let _ = services.tasks.wait(&tenant, id).await;
+            }
+            for id in workspaces {
+                let busy = |ws: &str| services.tasks.workspace_busy(ws);
+                if let Err(e) = services.workspaces.delete(&tenant, &id, busy) {
+                    tracing::debug!(workspace = %id, "a call's scratch workspace stays: {e}");
+                }
+            }
+        });
+    }
 }
 
 impl fmt::Debug for CallState {
@@ -99,6 +140,8 @@ pub(crate) fn new_store(
         plugin: plugin.clone(),
         node: node.clone(),
         tenant: tenant.clone(),
+        bound_tasks: Vec::new(),
+        bound_workspaces: Vec::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

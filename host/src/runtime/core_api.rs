@@ -3,7 +3,7 @@
 //! calling tenant.
 
 use super::call::CallState;
-use super::host::{Services, backends, tasks, workspaces};
+use super::host::{Services, backends, sessions, tasks, workspaces};
 use crate::store::{EventRecord, TaskRecord, WorkspaceRecord};
 use crate::tasks::{StartTask, Subscription, TaskError};
 use crate::workspaces::WorkspaceError;
@@ -53,6 +53,16 @@ impl workspaces::Host for CallState {
             .create(&self.tenant, &name)
             .map(workspace)
             .map_err(ws_error)
+    }
+
+    fn create_for_call(
+        &mut self,
+        name: String,
+    ) -> Result<workspaces::Workspace, workspaces::WorkspaceError> {
+        let s = self.services().ok_or_else(unavailable)?;
+        let ws = s.workspaces.create(&self.tenant, &name).map_err(ws_error)?;
+        self.bound_workspaces.push(ws.id.clone());
+        Ok(workspace(ws))
     }
 
     fn list(&mut self) -> Result<Vec<workspaces::Workspace>, workspaces::WorkspaceError> {
@@ -105,6 +115,21 @@ impl workspaces::Host for CallState {
         s.workspaces
             .read_file(&self.tenant, &id, &path, limit)
             .map_err(ws_error)
+    }
+
+    fn host_path(&mut self, id: String) -> Result<String, workspaces::WorkspaceError> {
+        let s = self.services().ok_or_else(unavailable)?;
+        let (_, path) = s.workspaces.dir(&self.tenant, &id).map_err(ws_error)?;
+        Ok(path.display().to_string())
+    }
+
+    fn locate(&mut self, path: String) -> Result<workspaces::Location, workspaces::WorkspaceError> {
+        let s = self.services().ok_or_else(unavailable)?;
+        let (ws, subdir) = s.workspaces.locate(&self.tenant, &path).map_err(ws_error)?;
+        Ok(workspaces::Location {
+            workspace_id: ws.id,
+            subdir,
+        })
     }
 
     fn exists(&mut self, id: String, path: String) -> Result<bool, workspaces::WorkspaceError> {
@@ -177,11 +202,27 @@ impl tasks::Host for CallState {
             setup: request.setup.into_iter().map(convert_request).collect(),
             request: convert_request(request.request),
             timeout: request.timeout_ms.map(Duration::from_millis),
+            subdir: request.subdir.filter(|d| !d.is_empty()),
         };
-        s.tasks
+        let started = s
+            .tasks
             .start(&self.tenant, start)
             .await
-            .map(task)
+            .map_err(task_error)?;
+        if request.bound_to_call {
+            self.bound_tasks.push(started.id.clone());
+        }
+        Ok(task(started))
+    }
+
+    async fn wait_any(&mut self, ids: Vec<String>) -> Result<String, tasks::TaskError> {
+        let s = self.services().ok_or_else(no_tasks)?;
+        if ids.is_empty() {
+            return Err(tasks::TaskError::BadRequest("no tasks to wait for".into()));
+        }
+        s.tasks
+            .wait_any(&self.tenant, &ids)
+            .await
             .map_err(task_error)
     }
 
@@ -286,6 +327,132 @@ impl backends::Host for CallState {
                 })
             })
             .collect()
+    }
+
+    async fn preview(
+        &mut self,
+        name: String,
+        request: super::host::types::PromptRequest,
+    ) -> Result<Vec<String>, String> {
+        let s = self
+            .services()
+            .ok_or_else(|| "backends are not available on this node".to_string())?;
+        let runtime = s.backends.runtime();
+        let backend = runtime
+            .backend(&name)
+            .ok_or_else(|| format!("no backend named {name:?}"))?;
+        let spec = backend
+            .build_command(&self.tenant, &convert_request(request))
+            .await
+            .map_err(|f| f.message())?
+            .map_err(|e| crate::tasks::refusal_message(&e))?;
+        Ok(std::iter::once(backend.binary().to_string())
+            .chain(spec.args)
+            .collect())
+    }
+}
+
+fn session_error(e: crate::sessions::SessionError) -> sessions::SessionError {
+    use crate::sessions::SessionError as E;
+    match e {
+        E::NotFound => sessions::SessionError::NotFound,
+        E::BadRequest(m) => sessions::SessionError::BadRequest(m),
+        E::Internal(e) => {
+            tracing::error!("session operation failed: {e:#}");
+            sessions::SessionError::Internal("internal error".into())
+        }
+    }
+}
+
+fn no_sessions() -> sessions::SessionError {
+    sessions::SessionError::Internal("sessions are not available on this node".into())
+}
+
+fn session(r: crate::store::SessionRecord) -> sessions::Session {
+    sessions::Session {
+        id: r.id,
+        backend: r.backend,
+        status: r.status,
+        workspace_id: r.workspace_id,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        data_json: r.data.to_string(),
+    }
+}
+
+fn session_data(json: &str) -> Result<serde_json::Value, sessions::SessionError> {
+    serde_json::from_str(json)
+        .map_err(|e| sessions::SessionError::BadRequest(format!("data-json is not JSON: {e}")))
+}
+
+impl sessions::Host for CallState {
+    fn create(
+        &mut self,
+        new: sessions::Session,
+    ) -> Result<sessions::Session, sessions::SessionError> {
+        let s = self.services().ok_or_else(no_sessions)?;
+        let data = session_data(&new.data_json)?;
+        s.sessions
+            .create(
+                &self.tenant,
+                &new.backend,
+                &new.status,
+                new.workspace_id,
+                data,
+            )
+            .map(session)
+            .map_err(session_error)
+    }
+
+    fn get(&mut self, id: String) -> Result<sessions::Session, sessions::SessionError> {
+        let s = self.services().ok_or_else(no_sessions)?;
+        s.sessions
+            .get(&self.tenant, &id)
+            .map(session)
+            .map_err(session_error)
+    }
+
+    fn update(
+        &mut self,
+        changed: sessions::Session,
+    ) -> Result<sessions::Session, sessions::SessionError> {
+        let s = self.services().ok_or_else(no_sessions)?;
+        let data = session_data(&changed.data_json)?;
+        s.sessions
+            .update(
+                &self.tenant,
+                &changed.id,
+                &changed.status,
+                changed.workspace_id,
+                data,
+            )
+            .map(session)
+            .map_err(session_error)
+    }
+
+    fn list(&mut self, query: sessions::Query) -> Result<sessions::Page, sessions::SessionError> {
+        let s = self.services().ok_or_else(no_sessions)?;
+        let page = s
+            .sessions
+            .list(
+                &self.tenant,
+                &crate::store::SessionQuery {
+                    backend: query.backend,
+                    status: query.status,
+                    limit: query.limit,
+                    offset: query.offset,
+                },
+            )
+            .map_err(session_error)?;
+        Ok(sessions::Page {
+            sessions: page.sessions.into_iter().map(session).collect(),
+            total: page.total,
+        })
+    }
+
+    fn delete(&mut self, id: String) -> Result<(), sessions::SessionError> {
+        let s = self.services().ok_or_else(no_sessions)?;
+        s.sessions.delete(&self.tenant, &id).map_err(session_error)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::http::router::RouteTarget;
 use crate::tenants::TenantId;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -105,6 +105,23 @@ pub struct GuestBody {
     /// Set when the call failed; checked when the body ends.
     failed: Option<tokio::sync::oneshot::Receiver<CallFailure>>,
     _call: AbortOnDrop,
+    _open: Option<OpenResponse>,
+}
+
+/// Counts a guest's response in the `active streams` gauge while its body is being sent.
+struct OpenResponse(std::sync::Arc<super::host::NodeState>);
+
+impl OpenResponse {
+    fn new(node: std::sync::Arc<super::host::NodeState>) -> Self {
+        node.metrics().streaming(1);
+        OpenResponse(node)
+    }
+}
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.metrics().streaming(-1);
+    }
 }
 
 impl std::fmt::Debug for GuestBody {
@@ -151,6 +168,7 @@ impl GuestBody {
                 .boxed_unsync(),
             failed: None,
             _call: AbortOnDrop(None),
+            _open: None,
         }
     }
 }
@@ -173,7 +191,28 @@ impl Runtime {
         &self,
         target: &RouteTarget,
         tenant: &TenantId,
-        request: hyper::Request<Incoming>,
+        request: hyper::Request<crate::http::RequestBody>,
+    ) -> Result<hyper::Response<GuestBody>, CallFailure> {
+        let result = self.call_handler(target, tenant, request).await;
+        // A failure of the call itself is counted where the call ends; these are the others.
+        if let Err(
+            failure @ (CallFailure::OverCapacity
+            | CallFailure::NoResponse
+            | CallFailure::HandlerError(_)),
+        ) = &result
+        {
+            self.node()
+                .metrics()
+                .plugin_error(&target.plugin, failure.code());
+        }
+        result
+    }
+
+    async fn call_handler(
+        &self,
+        target: &RouteTarget,
+        tenant: &TenantId,
+        request: hyper::Request<crate::http::RequestBody>,
     ) -> Result<hyper::Response<GuestBody>, CallFailure> {
         let plugin = self
             .plugin(&target.plugin)
@@ -195,6 +234,7 @@ impl Runtime {
         let pre = pre.clone();
         let plugin_name = plugin.context.name.clone();
         let timeout = target.timeout;
+        let node = self.node().clone();
         // Failures are reported here before the store (and with it the body's sender) is
         // dropped, so a body cut short ends as an error rather than looking complete.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
@@ -216,6 +256,7 @@ impl Runtime {
             };
             if let Err(failure) = &result {
                 tracing::warn!(plugin = %plugin_name, code = failure.code(), "{}", failure.message());
+                node.metrics().plugin_error(&plugin_name, failure.code());
                 let _ = failed_tx.send(failure.clone());
             }
             drop(store);
@@ -227,6 +268,7 @@ impl Runtime {
                 inner,
                 failed: Some(failed_rx),
                 _call: guard,
+                _open: Some(OpenResponse::new(self.node().clone())),
             })),
             Ok(Err(code)) => Err(CallFailure::HandlerError(format!("{code:?}"))),
             // The guest dropped its outparam: the task's result says why.

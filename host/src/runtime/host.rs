@@ -20,6 +20,8 @@ pub(crate) mod bindings {
             "gantry:plugin/tasks.start": async,
             "gantry:plugin/tasks.[method]subscription.next": async,
             "gantry:plugin/backends.list": async,
+            "gantry:plugin/backends.preview": async,
+            "gantry:plugin/tasks.wait-any": async,
         },
         with: {
             "gantry:plugin/tasks.subscription": crate::tasks::Subscription,
@@ -33,7 +35,7 @@ pub(crate) mod bindings {
 }
 
 pub(crate) use bindings::gantry::plugin::{
-    backends, config, host_info, identity, log, tasks, types, workspaces,
+    backends, config, host_info, identity, log, metrics, sessions, tasks, types, workspaces,
 };
 
 /// Node-wide facts for `host-info`.
@@ -43,6 +45,8 @@ pub struct NodeState {
     active: AtomicU32,
     plugins: OnceLock<Vec<host_info::PluginInfo>>,
     services: OnceLock<Services>,
+    metrics: crate::metrics::Metrics,
+    max_instances: u32,
 }
 
 /// The core services handlers reach through `workspaces` and `tasks`.
@@ -54,16 +58,34 @@ pub struct Services {
     pub tasks: crate::tasks::Supervisor,
     /// Which backends can run.
     pub backends: crate::backends::Availability,
+    /// Resumable conversations.
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl NodeState {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(max_instances: u32) -> Self {
         NodeState {
             started: Instant::now(),
             active: AtomicU32::new(0),
             plugins: OnceLock::new(),
             services: OnceLock::new(),
+            metrics: crate::metrics::Metrics::default(),
+            max_instances,
         }
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(crate::metrics::Gauges {
+            active_runs: self.services().map_or(0, |s| s.tasks.active() as u64),
+            active_instances: u64::from(self.active_instances()),
+            max_instances: u64::from(self.max_instances),
+        })
     }
 
     /// Make the core services available to handlers (once, after the supervisor exists).
@@ -117,6 +139,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()
     workspaces::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     tasks::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     backends::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    sessions::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    metrics::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -170,7 +194,23 @@ impl host_info::Host for CallState {
                 Some(s) if s.tasks.sandboxed() => "landlock".into(),
                 _ => "off".into(),
             },
+            store: {
+                let (available, sessions) = self
+                    .node
+                    .services()
+                    .map_or((false, 0), |s| s.sessions.health());
+                host_info::StoreInfo {
+                    available,
+                    sessions,
+                }
+            },
         }
+    }
+}
+
+impl metrics::Host for CallState {
+    fn render(&mut self) -> String {
+        self.node.render_metrics()
     }
 }
 

@@ -69,6 +69,20 @@ pub struct Manifest {
     pub limits: PluginLimits,
     /// Settings, readable through `gantry:plugin/config`.
     pub settings: BTreeMap<String, String>,
+    /// The shape of the errors the host itself answers on this handler's routes.
+    pub error_envelope: ErrorEnvelope,
+}
+
+/// How the host words its own errors (401, 403, 404, 413, 429, plugin failures) on a handler's
+/// routes, so that each API surface answers in one envelope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorEnvelope {
+    /// `{"error": {"code", "message", "plugin"?}}`.
+    #[default]
+    Gantry,
+    /// `{"error": code, "message": message}` (the clinvk API's shape).
+    Flat,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +102,8 @@ struct RawManifest {
     limits: RawLimits,
     #[serde(default)]
     settings: toml::Table,
+    #[serde(default)]
+    error_envelope: ErrorEnvelope,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +252,7 @@ impl Manifest {
             })
             .collect::<Result<_>>()?;
         Ok(Manifest {
+            error_envelope: raw.error_envelope,
             name,
             kind: raw.kind,
             component,
@@ -390,7 +407,7 @@ mod tests {
                 "bad segment",
             ),
             (
-                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nimports = [\"gantry:plugin/log@0.1.0\"]",
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nimports = [\"gantry:plugin/log@0.2.0\"]",
                 "no version",
             ),
             (

@@ -113,7 +113,7 @@ impl Runtime {
         manifests: Vec<Manifest>,
         max_instances: u32,
     ) -> Result<Runtime> {
-        let node = Arc::new(NodeState::new());
+        let node = Arc::new(NodeState::new(max_instances));
         let linkers = registry::Linkers::new(&engine)?;
         let mut plugins = Vec::new();
         let mut by_name = HashMap::new();
@@ -130,6 +130,7 @@ impl Runtime {
                         pattern: route.pattern.clone(),
                         timeout: route.timeout,
                         public: route.public,
+                        errors: manifest.error_envelope,
                     },
                 )?;
             }

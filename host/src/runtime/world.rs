@@ -55,6 +55,8 @@ const HANDLER_GRANTABLE: &[&str] = &[
     "gantry:plugin/workspaces",
     "gantry:plugin/tasks",
     "gantry:plugin/backends",
+    "gantry:plugin/sessions",
+    "gantry:plugin/metrics",
     "wasi:http/outgoing-handler",
     "wasi:sockets/network",
     "wasi:sockets/instance-network",
@@ -69,7 +71,7 @@ const HANDLER_GRANTABLE: &[&str] = &[
 pub fn required_export(kind: PluginKind) -> (&'static str, &'static str) {
     match kind {
         PluginKind::Handler => ("wasi:http/incoming-handler", "0.2"),
-        PluginKind::Backend => ("gantry:plugin/adapter", "0.1"),
+        PluginKind::Backend => ("gantry:plugin/adapter", "0.2"),
     }
 }
 
@@ -181,7 +183,7 @@ mod tests {
 
     #[test]
     fn grantable_imports_need_their_grant() {
-        let imports = ["gantry:plugin/config@0.1.0"];
+        let imports = ["gantry:plugin/config@0.2.0"];
         let err = check(
             PluginKind::Handler,
             imports,
@@ -189,7 +191,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert_eq!(err, Misfit::NotGranted("gantry:plugin/config@0.1.0".into()));
+        assert_eq!(err, Misfit::NotGranted("gantry:plugin/config@0.2.0".into()));
         assert!(err.to_string().contains("add \"gantry:plugin/config\""));
         let grants = ["gantry:plugin/config".to_string()];
         check(
@@ -212,7 +214,7 @@ mod tests {
 
     #[test]
     fn backends_get_no_io() {
-        let exports = ["gantry:plugin/adapter@0.1.0"];
+        let exports = ["gantry:plugin/adapter@0.2.0"];
         check(PluginKind::Backend, ["wasi:cli/stderr@0.2.0"], exports, &[]).unwrap();
         let grants = ["wasi:http/outgoing-handler".to_string()];
         let err = check(
@@ -244,7 +246,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            Misfit::MissingExport("gantry:plugin/adapter@0.1.x".into())
+            Misfit::MissingExport("gantry:plugin/adapter@0.2.x".into())
         );
         // A future major version of the export does not fit.
         let err = check(
@@ -259,12 +261,12 @@ mod tests {
 
     #[test]
     fn grant_matching() {
-        assert!(grant_covers("gantry:plugin/log", "gantry:plugin/log@0.1.0"));
+        assert!(grant_covers("gantry:plugin/log", "gantry:plugin/log@0.2.0"));
         assert!(!grant_covers(
             "gantry:plugin/log",
-            "gantry:plugin/logger@0.1.0"
+            "gantry:plugin/logger@0.2.0"
         ));
-        assert!(grant_covers("gantry:plugin", "gantry:plugin/log@0.1.0"));
-        assert!(!grant_covers("gantry:plug", "gantry:plugin/log@0.1.0"));
+        assert!(grant_covers("gantry:plugin", "gantry:plugin/log@0.2.0"));
+        assert!(!grant_covers("gantry:plug", "gantry:plugin/log@0.2.0"));
     }
 }

@@ -147,6 +147,49 @@ impl EventRecord {
     }
 }
 
+/// A session row: a conversation a later prompt may resume.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRecord {
+    /// Its id.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// The backend plugin it talks to.
+    pub backend: String,
+    /// `active`, `completed`, `error` or `paused`.
+    pub status: String,
+    /// The workspace its runs use.
+    pub workspace_id: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+    /// The surface's own fields (a JSON object).
+    pub data: serde_json::Value,
+}
+
+/// Which sessions to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    /// Only this backend's.
+    pub backend: Option<String>,
+    /// Only those with this status.
+    pub status: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+    /// After skipping this many.
+    pub offset: u32,
+}
+
+/// One page of sessions.
+#[derive(Debug, Clone)]
+pub struct SessionPage {
+    /// The page.
+    pub sessions: Vec<SessionRecord>,
+    /// How many match, over all pages.
+    pub total: u64,
+}
+
 /// What gantry persists. Every read takes the tenant, so no query can cross tenants.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Add a workspace.
@@ -171,4 +214,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn read_events(&self, task_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;
     /// Mark every pending or running task interrupted (at startup); their ids.
     fn interrupt_unfinished(&self, at: i64) -> Result<Vec<String>>;
+    /// Add a session.
+    fn create_session(&self, session: &SessionRecord) -> Result<()>;
+    /// One of a tenant's sessions.
+    fn get_session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>>;
+    /// Write a session's status, workspace, time and data; whether it existed.
+    fn update_session(&self, session: &SessionRecord) -> Result<bool>;
+    /// A page of a tenant's sessions, newest first.
+    fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> Result<SessionPage>;
+    /// Remove a session; whether it existed.
+    fn delete_session(&self, tenant: &str, id: &str) -> Result<bool>;
+    /// Sessions over all tenants (a health figure).
+    fn count_sessions(&self) -> Result<u64>;
 }

@@ -1,6 +1,9 @@
 //! The embedded store: SQLite in WAL mode, one connection guarded by a mutex.
 
-use super::{EventRecord, Store, TaskRecord, TaskState, WorkspaceRecord};
+use super::{
+    EventRecord, SessionPage, SessionQuery, SessionRecord, Store, TaskRecord, TaskState,
+    WorkspaceRecord,
+};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -52,6 +55,12 @@ CREATE TABLE sessions (
 "#,
     // How many output lines a task logged, kept with the log so a poll need not count them.
     "ALTER TABLE tasks ADD COLUMN output_lines INTEGER NOT NULL DEFAULT 0;",
+    // Sessions carry a status to filter on and the surface's own fields as JSON.
+    r#"
+ALTER TABLE sessions ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+ALTER TABLE sessions ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
+CREATE INDEX sessions_by_tenant ON sessions (tenant, updated_at);
+"#,
 ];
 
 /// SQLite behind [`Store`].
@@ -107,6 +116,22 @@ fn workspace(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
         tenant: row.get(1)?,
         name: row.get(2)?,
         created_at: row.get(3)?,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "id, tenant, backend, status, workspace_id, created_at, updated_at, data";
+
+fn session(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        backend: row.get(2)?,
+        status: row.get(3)?,
+        workspace_id: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        data: json_column(row.get(7)?)?,
     })
 }
 
@@ -303,6 +328,87 @@ impl Store for Sqlite {
         tx.commit()?;
         Ok(ids)
     }
+
+    fn create_session(&self, s: &SessionRecord) -> Result<()> {
+        self.conn().execute(
+            &format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                s.id,
+                s.tenant,
+                s.backend,
+                s.status,
+                s.workspace_id,
+                s.created_at,
+                s.updated_at,
+                s.data.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                session,
+            )
+            .optional()?)
+    }
+
+    fn update_session(&self, s: &SessionRecord) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE sessions SET status = ?3, workspace_id = ?4, updated_at = ?5, data = ?6 WHERE tenant = ?1 AND id = ?2",
+            params![s.tenant, s.id, s.status, s.workspace_id, s.updated_at, s.data.to_string()],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> Result<SessionPage> {
+        let conn = self.conn();
+        // NULL filters match everything.
+        let filter = "tenant = ?1 AND (?2 IS NULL OR backend = ?2) AND (?3 IS NULL OR status = ?3)";
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM sessions WHERE {filter}"),
+            params![tenant, query.backend, query.status],
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {filter} ORDER BY updated_at DESC, id LIMIT ?4 OFFSET ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                tenant,
+                query.backend,
+                query.status,
+                query.limit,
+                query.offset
+            ],
+            session,
+        )?;
+        Ok(SessionPage {
+            sessions: rows.collect::<rusqlite::Result<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    fn delete_session(&self, tenant: &str, id: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM sessions WHERE tenant = ?1 AND id = ?2",
+            params![tenant, id],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn count_sessions(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
 }
 
 #[cfg(test)]
@@ -435,6 +541,84 @@ mod tests {
         assert!(db.delete_workspace("alice", "w1").unwrap());
         assert!(db.get_task("alice", "t1").unwrap().is_none());
         assert!(db.read_events("t1", 0, 10).unwrap().is_empty());
+    }
+
+    fn sess(id: &str, tenant: &str, backend: &str, status: &str, at: i64) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            backend: backend.into(),
+            status: status.into(),
+            workspace_id: None,
+            created_at: at,
+            updated_at: at,
+            data: json!({ "title": id }),
+        }
+    }
+
+    #[test]
+    fn sessions_filter_page_and_stay_with_their_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        {
+            let db = Sqlite::open(&path).unwrap();
+            for (i, (backend, status)) in [
+                ("claude", "active"),
+                ("codex", "active"),
+                ("claude", "error"),
+                ("claude", "active"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                db.create_session(&sess(&format!("s{i}"), "alice", backend, status, i as i64))
+                    .unwrap();
+            }
+            db.create_session(&sess("b0", "bob", "claude", "active", 9))
+                .unwrap();
+        }
+        // Reopened: sessions persist.
+        let db = Sqlite::open(&path).unwrap();
+        let q = |backend: Option<&str>, status: Option<&str>, limit, offset| SessionQuery {
+            backend: backend.map(Into::into),
+            status: status.map(Into::into),
+            limit,
+            offset,
+        };
+        let ids = |p: SessionPage| {
+            (
+                p.sessions.into_iter().map(|s| s.id).collect::<Vec<_>>(),
+                p.total,
+            )
+        };
+        assert_eq!(
+            ids(db.list_sessions("alice", &q(None, None, 10, 0)).unwrap()),
+            (vec!["s3".into(), "s2".into(), "s1".into(), "s0".into()], 4)
+        );
+        assert_eq!(
+            ids(db
+                .list_sessions("alice", &q(Some("claude"), Some("active"), 10, 0))
+                .unwrap()),
+            (vec!["s3".into(), "s0".into()], 2)
+        );
+        assert_eq!(
+            ids(db.list_sessions("alice", &q(None, None, 2, 1)).unwrap()),
+            (vec!["s2".into(), "s1".into()], 4)
+        );
+        assert_eq!(db.count_sessions().unwrap(), 5);
+        assert!(db.get_session("alice", "b0").unwrap().is_none());
+        assert!(!db.delete_session("alice", "b0").unwrap());
+        let mut s = db.get_session("alice", "s0").unwrap().unwrap();
+        assert_eq!(s.data["title"], "s0");
+        s.status = "completed".into();
+        s.updated_at = 100;
+        assert!(db.update_session(&s).unwrap());
+        assert_eq!(
+            db.get_session("alice", "s0").unwrap().unwrap().status,
+            "completed"
+        );
+        assert!(db.delete_session("alice", "s0").unwrap());
+        assert!(db.get_session("alice", "s0").unwrap().is_none());
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct StartTask {
     pub request: PromptRequest,
     /// Overrides the default timeout.
     pub timeout: Option<Duration>,
+    /// A directory inside the workspace to run in (relative); the workspace's own when `None`.
+    pub subdir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +132,15 @@ struct Inner {
     tmp_root: PathBuf,
     homes_root: PathBuf,
     sandbox: bool,
+}
+
+/// Why an adapter refused a request, for the caller.
+pub fn refusal_message(e: &RequestError) -> String {
+    match e {
+        RequestError::Invalid(m) => format!("invalid request: {m}"),
+        RequestError::FlagNotAllowed(f) => format!("flag {f} is not allowed"),
+        RequestError::Unsupported(m) => format!("unsupported: {m}"),
+    }
 }
 
 /// The JSON form of a prompt request, as stored with its task.
@@ -255,6 +266,10 @@ impl Supervisor {
     ) -> Result<TaskRecord, TaskError> {
         let inner = &self.inner;
         let workspace = inner.workspaces.get(tenant, &start.workspace_id)?;
+        // Checked now so that a bad directory is the caller's error, not a failed run.
+        if let Some(subdir) = &start.subdir {
+            inner.workspaces.subdir(tenant, &workspace.id, subdir)?;
+        }
         let backend = inner
             .runtime
             .backend(&start.backend)
@@ -266,13 +281,7 @@ impl Supervisor {
                 .build_command(tenant, &request)
                 .await
                 .map_err(TaskError::Adapter)?
-                .map_err(|e| {
-                    TaskError::Refused(match e {
-                        RequestError::Invalid(m) => format!("invalid request: {m}"),
-                        RequestError::FlagNotAllowed(f) => format!("flag {f} is not allowed"),
-                        RequestError::Unsupported(m) => format!("unsupported: {m}"),
-                    })
-                })?;
+                .map_err(|e| TaskError::Refused(refusal_message(&e)))?;
             steps.push(Step { request, spec });
         }
         let binary = backend.binary().to_string();
@@ -319,6 +328,7 @@ impl Supervisor {
             steps,
             binary,
             timeout,
+            subdir: start.subdir,
             log: TaskLog {
                 store: inner.store.clone(),
                 task_id: task.id.clone(),
@@ -383,6 +393,46 @@ impl Supervisor {
             tail,
             buffer: VecDeque::new(),
         })
+    }
+
+    /// Tasks pending or running now, over all tenants.
+    pub fn active(&self) -> usize {
+        self.inner.live.lock().unwrap().len()
+    }
+
+    /// Wait until one of a tenant's tasks has ended: the id of the first ended one in `ids`
+    /// order. Unknown ids (another tenant's included) are `NotFound`.
+    pub async fn wait_any(&self, tenant: &TenantId, ids: &[String]) -> Result<String, TaskError> {
+        if ids.is_empty() {
+            return Err(TaskError::Internal(anyhow::anyhow!("no tasks to wait for")));
+        }
+        let mut waiting = Vec::with_capacity(ids.len());
+        for id in ids {
+            let task = self.get(tenant, id)?;
+            if task.state.is_terminal() {
+                return Ok(task.id);
+            }
+            let progress = self
+                .inner
+                .live
+                .lock()
+                .unwrap()
+                .get(&task.id)
+                .map(|l| l.progress.clone());
+            match progress {
+                // Stored as running but no longer live: it has just ended.
+                None => return Ok(task.id),
+                Some(progress) => waiting.push((task.id, progress)),
+            }
+        }
+        let ends = waiting.into_iter().map(|(id, mut progress)| {
+            Box::pin(async move {
+                let _ = progress.wait_for(|p| p.ended).await;
+                id
+            })
+        });
+        let (id, _, _) = futures::future::select_all(ends).await;
+        Ok(id)
     }
 
     /// Wait until a task has ended; its final record.
@@ -561,6 +611,7 @@ struct TaskRun {
     steps: Vec<Step>,
     binary: String,
     timeout: Option<Duration>,
+    subdir: Option<String>,
     log: TaskLog,
 }
 
@@ -577,6 +628,11 @@ impl TaskRun {
         // Leave the live set before announcing the end, so whoever sees the end sees the
         // workspace free.
         self.inner.live.lock().unwrap().remove(&id);
+        self.inner
+            .runtime
+            .node()
+            .metrics()
+            .run_ended(&self.record.backend, self.record.state.as_str());
         self.log.end();
         let _ = std::fs::remove_dir_all(self.inner.tmp_root.join(&id));
     }
@@ -652,10 +708,18 @@ impl TaskRun {
                 return Ok(None);
             }
         };
-        let (_, cwd) = self
+        let (_, root) = self
             .inner
             .workspaces
             .dir(&self.tenant, &self.record.workspace_id)?;
+        let cwd = match &self.subdir {
+            Some(subdir) => {
+                self.inner
+                    .workspaces
+                    .subdir(&self.tenant, &self.record.workspace_id, subdir)?
+            }
+            None => root.clone(),
+        };
         let tmp = self.inner.tmp_root.join(&self.record.id);
         std::fs::create_dir_all(&tmp)?;
         let CommandSpec {
@@ -674,7 +738,7 @@ impl TaskRun {
             }
         };
         let restriction =
-            sandbox::Restriction::new(&[&cwd, &tmp, &home], sandbox::Rlimits::default())?;
+            sandbox::Restriction::new(&[&root, &tmp, &home], sandbox::Rlimits::default())?;
         // The operator's variables from gantry's own environment, named by the manifest.
         let passed: Vec<(String, String)> = backend
             .passed_env()

@@ -1,0 +1,161 @@
+//! Sessions: conversations with a backend that a later prompt may resume, per tenant. The host
+//! owns ids, times, the status vocabulary and the size bound; a surface keeps its own fields
+//! in `data`.
+
+use crate::store::{SessionPage, SessionQuery, SessionRecord, Store, now_ms};
+use crate::tenants::TenantId;
+use std::sync::Arc;
+
+/// The statuses a session may have.
+pub const STATUSES: &[&str] = &["active", "completed", "error", "paused"];
+
+/// The most sessions one page holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The largest `data` a session may carry, in bytes of JSON.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// Why a session operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No such session for this tenant (another tenant's ids land here too).
+    #[error("session not found")]
+    NotFound,
+    /// A field is out of bounds.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Every tenant's sessions.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Arc<dyn Store>,
+}
+
+impl Sessions {
+    /// Sessions kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Sessions {
+        Sessions { store }
+    }
+
+    /// Store a new session for `tenant`; its id and times are assigned here.
+    pub fn create(
+        &self,
+        tenant: &TenantId,
+        backend: &str,
+        status: &str,
+        workspace_id: Option<String>,
+        data: serde_json::Value,
+    ) -> Result<SessionRecord, SessionError> {
+        check(status, &data)?;
+        if backend.is_empty() {
+            return Err(SessionError::BadRequest("a session needs a backend".into()));
+        }
+        let now = now_ms();
+        let record = SessionRecord {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            tenant: tenant.to_string(),
+            backend: backend.to_string(),
+            status: status.to_string(),
+            workspace_id,
+            created_at: now,
+            updated_at: now,
+            data,
+        };
+        self.store.create_session(&record)?;
+        Ok(record)
+    }
+
+    /// One of the tenant's sessions.
+    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<SessionRecord, SessionError> {
+        self.store
+            .get_session(tenant.as_str(), id)?
+            .ok_or(SessionError::NotFound)
+    }
+
+    /// Replace a session's status, workspace and data; its time becomes now.
+    pub fn update(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        status: &str,
+        workspace_id: Option<String>,
+        data: serde_json::Value,
+    ) -> Result<SessionRecord, SessionError> {
+        check(status, &data)?;
+        let mut record = self.get(tenant, id)?;
+        record.status = status.to_string();
+        record.workspace_id = workspace_id;
+        record.data = data;
+        record.updated_at = now_ms().max(record.updated_at);
+        if !self.store.update_session(&record)? {
+            return Err(SessionError::NotFound);
+        }
+        Ok(record)
+    }
+
+    /// A page of the tenant's sessions, newest first.
+    pub fn list(
+        &self,
+        tenant: &TenantId,
+        query: &SessionQuery,
+    ) -> Result<SessionPage, SessionError> {
+        if let Some(status) = &query.status
+            && !STATUSES.contains(&status.as_str())
+        {
+            return Err(SessionError::BadRequest(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+        if query.limit == 0 || query.limit > MAX_PAGE {
+            return Err(SessionError::BadRequest(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        Ok(self.store.list_sessions(tenant.as_str(), query)?)
+    }
+
+    /// Remove one of the tenant's sessions.
+    pub fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), SessionError> {
+        if self.store.delete_session(tenant.as_str(), id)? {
+            Ok(())
+        } else {
+            Err(SessionError::NotFound)
+        }
+    }
+
+    /// Whether the store answers, and how many sessions it holds over all tenants.
+    pub fn health(&self) -> (bool, u64) {
+        match self.store.count_sessions() {
+            Ok(n) => (true, n),
+            Err(e) => {
+                tracing::error!("the session store did not answer: {e:#}");
+                (false, 0)
+            }
+        }
+    }
+}
+
+fn check(status: &str, data: &serde_json::Value) -> Result<(), SessionError> {
+    if !STATUSES.contains(&status) {
+        return Err(SessionError::BadRequest(format!(
+            "status must be one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    if !data.is_object() {
+        return Err(SessionError::BadRequest(
+            "session data must be a JSON object".into(),
+        ));
+    }
+    if data.to_string().len() > MAX_DATA_BYTES {
+        return Err(SessionError::BadRequest(format!(
+            "session data is over {MAX_DATA_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
