@@ -4,7 +4,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::agents::{CLAUDE, CODEX, FakeModel, GEMINI, backend_manifest, bodies, processes_in, root};
+use common::agents::{
+    CLAUDE, CODEX, FakeModel, GEMINI, backend_manifest, bodies, processes_in, root,
+};
 use common::{Gantry, Setup};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -59,8 +61,17 @@ impl Client<'_> {
         (status, value)
     }
 
-    async fn call_full(&self, method: &str, path: &str, body: Value) -> (u16, hyper::HeaderMap, Value) {
-        let body = if body.is_null() { String::new() } else { body.to_string() };
+    async fn call_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> (u16, hyper::HeaderMap, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
         let auth = format!("Bearer {}", self.key);
         let response = send(self.g, method, path, &[("authorization", &auth)], body).await;
         let status = response.status().as_u16();
@@ -127,7 +138,9 @@ fn assert_flat(v: &Value, code: &str) {
 }
 
 fn output(v: &Value) -> &str {
-    v["output"].as_str().unwrap_or_else(|| panic!("no output in {v}"))
+    v["output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no output in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,8 +153,22 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
     // Backends: all three installed CLIs answer.
     let (status, backends) = alice.call("GET", "/api/v1/backends", Value::Null).await;
     assert_eq!(status, 200);
-    let names: Vec<_> = backends["backends"].as_array().unwrap().iter().map(|b| (b["name"].as_str().unwrap(), b["available"].as_bool().unwrap())).collect();
-    assert_eq!(names, [("claude", true), ("codex", true), ("gemini", true)], "{backends}");
+    let names: Vec<_> = backends["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap(),
+                b["available"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("claude", true), ("codex", true), ("gemini", true)],
+        "{backends}"
+    );
 
     // A JSON prompt: the documented body.
     let first = alice
@@ -149,10 +176,19 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
         .await;
     assert_eq!(first["backend"], "claude");
     assert_eq!(first["exit_code"], 0, "{first}");
-    assert!(output(&first).contains("fake reply 1 to: say hello to clinvk"), "{first}");
-    assert!(first["token_usage"]["input_tokens"].as_u64().unwrap() > 0, "{first}");
+    assert!(
+        output(&first).contains("fake reply 1 to: say hello to clinvk"),
+        "{first}"
+    );
+    assert!(
+        first["token_usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{first}"
+    );
     assert!(first["duration_ms"].as_u64().is_some());
-    let session = first["session_id"].as_str().expect("a session id").to_string();
+    let session = first["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
 
     // Resuming it reaches the model with the earlier turn.
     let before = bodies(&fake).len();
@@ -160,9 +196,18 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
         .prompt(json!({ "backend": "claude", "prompt": "and once more", "session_id": session }))
         .await;
     assert_eq!(second["session_id"], session.as_str());
-    assert!(output(&second).contains("fake reply 2 to: and once more"), "{second}");
-    assert!(bodies(&fake)[before..].iter().any(|b| b.contains("say hello to clinvk") && b.contains("and once more")));
-    let (_, s) = alice.call("GET", &format!("/api/v1/sessions/{session}"), Value::Null).await;
+    assert!(
+        output(&second).contains("fake reply 2 to: and once more"),
+        "{second}"
+    );
+    assert!(
+        bodies(&fake)[before..]
+            .iter()
+            .any(|b| b.contains("say hello to clinvk") && b.contains("and once more"))
+    );
+    let (_, s) = alice
+        .call("GET", &format!("/api/v1/sessions/{session}"), Value::Null)
+        .await;
     assert_eq!(s["turn_count"], 2, "{s}");
     assert_eq!(s["status"], "active");
     assert_eq!(s["metadata"]["project"], "demo");
@@ -173,12 +218,25 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
     // Text format: the output alone.
     let (status, text) = alice.call("POST", "/api/v1/prompt", json!({ "backend": "gemini", "prompt": "plain text please", "output_format": "text", "ephemeral": true })).await;
     assert_eq!(status, 200);
-    assert!(text.as_str().unwrap().contains("fake reply 1 to: plain text please"), "{text}");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("fake reply 1 to: plain text please"),
+        "{text}"
+    );
 
     // stream-json: unified events, ending with one `done` that carries the result (that they
     // arrive while the agent still runs is shown by the disconnect test).
     let auth = format!("Bearer {ALICE}");
-    let response = send(&g, "POST", "/api/v1/prompt", &[("authorization", &auth)], json!({ "backend": "codex", "prompt": "stream it", "output_format": "stream-json" }).to_string()).await;
+    let response = send(
+        &g,
+        "POST",
+        "/api/v1/prompt",
+        &[("authorization", &auth)],
+        json!({ "backend": "codex", "prompt": "stream it", "output_format": "stream-json" })
+            .to_string(),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let mut body = response.into_body();
@@ -188,27 +246,44 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
             text.push_str(std::str::from_utf8(&data).unwrap());
         }
     }
-    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events[0]["type"], "init", "{text}");
-    assert!(events.iter().all(|e| e["backend"] == "codex" && e["session_id"].is_string()), "{text}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["backend"] == "codex" && e["session_id"].is_string()),
+        "{text}"
+    );
     assert!(events.iter().any(|e| e["type"] == "message"), "{text}");
     let done = events.last().unwrap();
     assert_eq!(done["type"], "done", "{text}");
     assert_eq!(done["content"]["exit_code"], 0, "{text}");
-    assert!(done["content"]["output"].as_str().unwrap().contains("fake reply 1 to: stream it"));
+    assert!(
+        done["content"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("fake reply 1 to: stream it")
+    );
 
     // Parallel with fail_fast: the failure cancels the slow ones.
     let started = Instant::now();
     let (status, par) = alice
-        .call("POST", "/api/v1/parallel", json!({
-            "tasks": [
-                { "backend": "codex", "prompt": "SLOW one" },
-                { "backend": "claude", "prompt": "FAIL_500 two" },
-                { "backend": "gemini", "prompt": "SLOW three" },
-            ],
-            "max_parallel": 3,
-            "fail_fast": true,
-        }))
+        .call(
+            "POST",
+            "/api/v1/parallel",
+            json!({
+                "tasks": [
+                    { "backend": "codex", "prompt": "SLOW one" },
+                    { "backend": "claude", "prompt": "FAIL_500 two" },
+                    { "backend": "gemini", "prompt": "SLOW three" },
+                ],
+                "max_parallel": 3,
+                "fail_fast": true,
+            }),
+        )
         .await;
     assert_eq!(status, 200, "{par}");
     assert_eq!(par["total_tasks"], 3);
@@ -217,7 +292,10 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
     assert_ne!(par["results"][1]["exit_code"], 0);
     assert_eq!(par["results"][0]["cancelled"], true, "{par}");
     assert_eq!(par["results"][2]["cancelled"], true, "{par}");
-    assert!(started.elapsed() < Duration::from_secs(60), "the slow tasks were cut short");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the slow tasks were cut short"
+    );
     assert!(alice.all_tasks_ended().await);
 
     // Parallel without failures: all complete.
@@ -225,33 +303,64 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
         .call("POST", "/api/v1/parallel", json!({ "tasks": [
             { "backend": "claude", "prompt": "p one" }, { "backend": "codex", "prompt": "p two" } ], "max_parallel": 1 }))
         .await;
-    assert_eq!((par["completed"].as_u64(), par["failed"].as_u64()), (Some(2), Some(0)), "{par}");
+    assert_eq!(
+        (par["completed"].as_u64(), par["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{par}"
+    );
     assert!(output(&par["results"][1]).contains("fake reply 1 to: p two"));
 
     // A chain: {{previous}} is the last step's output.
     let (status, chain) = alice
-        .call("POST", "/api/v1/chain", json!({ "steps": [
+        .call(
+            "POST",
+            "/api/v1/chain",
+            json!({ "steps": [
             { "name": "analyze", "backend": "claude", "prompt": "first step" },
             { "name": "improve", "backend": "codex", "prompt": "improve: {{previous}}" } ],
-            "pass_working_dir": true }))
+            "pass_working_dir": true }),
+        )
         .await;
     assert_eq!(status, 200, "{chain}");
-    assert_eq!((chain["total_steps"].as_u64(), chain["completed_steps"].as_u64(), chain["failed_step"].as_u64()), (Some(2), Some(2), Some(0)), "{chain}");
+    assert_eq!(
+        (
+            chain["total_steps"].as_u64(),
+            chain["completed_steps"].as_u64(),
+            chain["failed_step"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{chain}"
+    );
     assert_eq!(chain["results"][1]["step"], 2);
     assert_eq!(chain["results"][1]["name"], "improve");
-    assert!(output(&chain["results"][1]).contains("improve: fake reply 1 to: first st"), "{chain}");
+    assert!(
+        output(&chain["results"][1]).contains("improve: fake reply 1 to: first st"),
+        "{chain}"
+    );
 
     // stop_on_failure stops at the failing step.
     let (_, chain) = alice
-        .call("POST", "/api/v1/chain", json!({ "steps": [
+        .call(
+            "POST",
+            "/api/v1/chain",
+            json!({ "steps": [
             { "backend": "claude", "prompt": "FAIL_500 at once" },
-            { "backend": "codex", "prompt": "never {{previous}}" } ], "stop_on_failure": true }))
+            { "backend": "codex", "prompt": "never {{previous}}" } ], "stop_on_failure": true }),
+        )
         .await;
-    assert_eq!((chain["total_steps"].as_u64(), chain["failed_step"].as_u64()), (Some(1), Some(1)), "{chain}");
+    assert_eq!(
+        (chain["total_steps"].as_u64(), chain["failed_step"].as_u64()),
+        (Some(1), Some(1)),
+        "{chain}"
+    );
 
     // Compare across all three.
     let (status, cmp) = alice
-        .call("POST", "/api/v1/compare", json!({ "prompt": "compare me", "backends": ["claude", "codex", "gemini"] }))
+        .call(
+            "POST",
+            "/api/v1/compare",
+            json!({ "prompt": "compare me", "backends": ["claude", "codex", "gemini"] }),
+        )
         .await;
     assert_eq!(status, 200, "{cmp}");
     assert_eq!(cmp["backends"], json!(["claude", "codex", "gemini"]));
@@ -262,47 +371,85 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
         assert!(output(r).contains("fake reply 1 to: compare me"), "{cmp}");
     }
     let (_, cmp) = alice
-        .call("POST", "/api/v1/compare", json!({ "prompt": "one by one", "backends": ["gemini", "claude"], "sequential": true }))
+        .call(
+            "POST",
+            "/api/v1/compare",
+            json!({ "prompt": "one by one", "backends": ["gemini", "claude"], "sequential": true }),
+        )
         .await;
     assert_eq!(cmp["results"][0]["backend"], "gemini", "{cmp}");
     assert_eq!(cmp["results"][1]["exit_code"], 0, "{cmp}");
 
     // Sessions: more of them, then filters and pages.
-    alice.prompt(json!({ "backend": "codex", "prompt": "codex session" })).await;
-    alice.prompt(json!({ "backend": "claude", "prompt": "FAIL_500 broken session" })).await;
+    alice
+        .prompt(json!({ "backend": "codex", "prompt": "codex session" }))
+        .await;
+    alice
+        .prompt(json!({ "backend": "claude", "prompt": "FAIL_500 broken session" }))
+        .await;
     let (_, all) = alice.call("GET", "/api/v1/sessions", Value::Null).await;
     // Two claude sessions, the streamed codex one and this one; ephemeral runs keep none.
     assert_eq!(all["total"], 4, "{all}");
     assert_eq!(all["limit"], 100);
-    let (_, claude) = alice.call("GET", "/api/v1/sessions?backend=claude", Value::Null).await;
+    let (_, claude) = alice
+        .call("GET", "/api/v1/sessions?backend=claude", Value::Null)
+        .await;
     assert_eq!(claude["total"], 2, "{claude}");
-    let (_, errors) = alice.call("GET", "/api/v1/sessions?status=error", Value::Null).await;
+    let (_, errors) = alice
+        .call("GET", "/api/v1/sessions?status=error", Value::Null)
+        .await;
     assert_eq!(errors["total"], 1, "{errors}");
-    assert_eq!(errors["sessions"][0]["initial_prompt"], "FAIL_500 broken session");
-    let (_, page) = alice.call("GET", "/api/v1/sessions?limit=1&offset=1", Value::Null).await;
-    assert_eq!((page["total"].as_u64(), page["sessions"].as_array().unwrap().len()), (Some(4), 1), "{page}");
+    assert_eq!(
+        errors["sessions"][0]["initial_prompt"],
+        "FAIL_500 broken session"
+    );
+    let (_, page) = alice
+        .call("GET", "/api/v1/sessions?limit=1&offset=1", Value::Null)
+        .await;
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["sessions"].as_array().unwrap().len()
+        ),
+        (Some(4), 1),
+        "{page}"
+    );
     assert_eq!(page["sessions"][0]["id"], all["sessions"][1]["id"]);
     // Another tenant sees none of them, and cannot resume one.
     let bob = Client { g: &g, key: BOB };
     let (_, theirs) = bob.call("GET", "/api/v1/sessions", Value::Null).await;
     assert_eq!(theirs["total"], 0);
-    let (status, v) = bob.call("POST", "/api/v1/prompt", json!({ "backend": "claude", "prompt": "x", "session_id": session })).await;
+    let (status, v) = bob
+        .call(
+            "POST",
+            "/api/v1/prompt",
+            json!({ "backend": "claude", "prompt": "x", "session_id": session }),
+        )
+        .await;
     assert_eq!(status, 404, "{v}");
     assert_flat(&v, "not_found");
-    let (status, _) = bob.call("DELETE", &format!("/api/v1/sessions/{session}"), Value::Null).await;
+    let (status, _) = bob
+        .call(
+            "DELETE",
+            &format!("/api/v1/sessions/{session}"),
+            Value::Null,
+        )
+        .await;
     assert_eq!(status, 404);
 
     // Delete one.
     let doomed = errors["sessions"][0]["id"].as_str().unwrap().to_string();
-    let (status, _) = alice.call("DELETE", &format!("/api/v1/sessions/{doomed}"), Value::Null).await;
+    let (status, _) = alice
+        .call("DELETE", &format!("/api/v1/sessions/{doomed}"), Value::Null)
+        .await;
     assert_eq!(status, 204);
-    let (status, v) = alice.call("GET", &format!("/api/v1/sessions/{doomed}"), Value::Null).await;
+    let (status, v) = alice
+        .call("GET", &format!("/api/v1/sessions/{doomed}"), Value::Null)
+        .await;
     assert_eq!(status, 404);
     assert_flat(&v, "not_found");
 
     // Sessions persist across a restart, and resume there.
-    drop(alice);
-    drop(bob);
     g.terminate();
     g.wait_exit(Duration::from_secs(30)).expect("gantry stops");
     let g = serve(&setup);
@@ -310,23 +457,39 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
     let (_, all) = alice.call("GET", "/api/v1/sessions", Value::Null).await;
     assert_eq!(all["total"], 3, "{all}");
     let third = alice
-        .prompt(json!({ "backend": "claude", "prompt": "after the restart", "session_id": session }))
+        .prompt(
+            json!({ "backend": "claude", "prompt": "after the restart", "session_id": session }),
+        )
         .await;
-    assert!(output(&third).contains("fake reply 3 to: after the restart"), "{third}");
+    assert!(
+        output(&third).contains("fake reply 3 to: after the restart"),
+        "{third}"
+    );
 
     // Health and metrics see it all.
     let (status, health) = alice.call("GET", "/health", Value::Null).await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok", "{health}");
-    assert_eq!(health["session_store"], json!({ "available": true, "session_count": 3 }));
+    assert_eq!(
+        health["session_store"],
+        json!({ "available": true, "session_count": 3 })
+    );
     assert!(health["uptime"].as_str().unwrap().ends_with('s'));
     assert!(health["uptime_millis"].as_u64().is_some());
     assert_eq!(health["backends"].as_array().unwrap().len(), 3);
     let (status, metrics) = alice.call("GET", "/metrics", Value::Null).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains("gantry_http_requests_total{route=\"/api/v1/...\",method=\"POST\",status=\"200\"}"), "{metrics}");
-    assert!(metrics.contains("gantry_runs_total{backend=\"claude\",outcome=\"done\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "gantry_http_requests_total{route=\"/api/v1/...\",method=\"POST\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gantry_runs_total{backend=\"claude\",outcome=\"done\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("gantry_http_request_duration_seconds_bucket{route=\"/api/v1/...\",method=\"POST\",le=\"+Inf\"}"));
     assert!(metrics.contains("gantry_active_runs 0"));
 }
@@ -344,7 +507,10 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
     // Wait for the model to be mid-answer.
     let asked = Instant::now();
     while !bodies(&fake).iter().any(|b| b.contains("SLOW and long")) {
-        assert!(asked.elapsed() < Duration::from_secs(60), "the CLI never asked the model");
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "the CLI never asked the model"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first = body.frame().await.unwrap().unwrap();
@@ -352,7 +518,12 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
     let (_, tasks) = alice.call("GET", "/v1/tasks", Value::Null).await;
     let task = tasks["tasks"][0].clone();
     assert_eq!(task["state"], "running", "{tasks}");
-    let workspace = setup.data().join("workspaces/alice").join(task["workspace_id"].as_str().unwrap()).canonicalize().unwrap();
+    let workspace = setup
+        .data()
+        .join("workspaces/alice")
+        .join(task["workspace_id"].as_str().unwrap())
+        .canonicalize()
+        .unwrap();
     assert!(!processes_in(&workspace).is_empty());
     drop(body);
     let id = task["id"].as_str().unwrap();
@@ -360,7 +531,9 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
     let deadline = left + Duration::from_secs(30);
     loop {
         // Cancelled, or already removed with its ephemeral workspace.
-        let (status, t) = alice.call("GET", &format!("/v1/tasks/{id}"), Value::Null).await;
+        let (status, t) = alice
+            .call("GET", &format!("/v1/tasks/{id}"), Value::Null)
+            .await;
         if status == 404 || t["state"] == "cancelled" {
             break;
         }
@@ -369,14 +542,25 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
     }
     let (_, metrics) = alice.call("GET", "/metrics", Value::Null).await;
     assert!(
-        metrics.as_str().unwrap().contains("gantry_runs_total{backend=\"claude\",outcome=\"cancelled\"} 1"),
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("gantry_runs_total{backend=\"claude\",outcome=\"cancelled\"} 1"),
         "{metrics}"
     );
-    assert!(left.elapsed() < Duration::from_secs(20), "cancelling took {:?}", left.elapsed());
+    assert!(
+        left.elapsed() < Duration::from_secs(20),
+        "cancelling took {:?}",
+        left.elapsed()
+    );
     // Nothing is left running, and the ephemeral workspace is gone.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !processes_in(&workspace).is_empty() || workspace.exists() {
-        assert!(Instant::now() < deadline, "processes or workspace left: {:?}", processes_in(&workspace));
+        assert!(
+            Instant::now() < deadline,
+            "processes or workspace left: {:?}",
+            processes_in(&workspace)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -398,30 +582,104 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     let alice = Client { g: &g, key: ALICE };
     let bob = Client { g: &g, key: BOB };
     // Bob's workspace, which Alice must not be able to name as a workdir.
-    let (_, bobs) = bob.call("POST", "/v1/workspaces", json!({ "name": "bob's" })).await;
-    let bobs_dir = setup.data().join("workspaces/bob").join(bobs["id"].as_str().unwrap()).canonicalize().unwrap();
-    let (_, mine) = alice.call("POST", "/v1/workspaces", json!({ "name": "mine" })).await;
-    let my_dir = setup.data().join("workspaces/alice").join(mine["id"].as_str().unwrap()).canonicalize().unwrap();
+    let (_, bobs) = bob
+        .call("POST", "/v1/workspaces", json!({ "name": "bob's" }))
+        .await;
+    let bobs_dir = setup
+        .data()
+        .join("workspaces/bob")
+        .join(bobs["id"].as_str().unwrap())
+        .canonicalize()
+        .unwrap();
+    let (_, mine) = alice
+        .call("POST", "/v1/workspaces", json!({ "name": "mine" }))
+        .await;
+    let my_dir = setup
+        .data()
+        .join("workspaces/alice")
+        .join(mine["id"].as_str().unwrap())
+        .canonicalize()
+        .unwrap();
     std::fs::create_dir(my_dir.join("sub")).unwrap();
 
     let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({ "backend": "nope", "prompt": "p" }), 400, "unknown_backend"),
+        (
+            json!({ "backend": "nope", "prompt": "p" }),
+            400,
+            "unknown_backend",
+        ),
         (json!({ "backend": "claude" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "" }), 400, "bad_request"),
+        (
+            json!({ "backend": "claude", "prompt": "" }),
+            400,
+            "bad_request",
+        ),
         (json!({ "prompt": "p" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "approval_mode": "yolo" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "sandbox_mode": "none" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "output_format": "xml" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "max_turns": "ten" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "workdir": "/etc" }), 403, "workdir_not_allowed"),
-        (json!({ "backend": "claude", "prompt": "p", "workdir": bobs_dir.display().to_string() }), 403, "workdir_not_allowed"),
-        (json!({ "backend": "claude", "prompt": "p", "workdir": format!("{}/../../bob", my_dir.display()) }), 403, "workdir_not_allowed"),
-        (json!({ "backend": "claude", "prompt": "p", "workdir": "relative/path" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "workspace_id": bobs["id"] }), 404, "not_found"),
-        (json!({ "backend": "claude", "prompt": "p", "session_id": "nope" }), 404, "not_found"),
-        (json!({ "backend": "claude", "prompt": "p", "extra": ["--dangerously-skip-permissions"] }), 400, "refused"),
-        (json!({ "backend": "claude", "prompt": "p", "ephemeral": true, "session_id": "x" }), 400, "bad_request"),
-        (json!({ "backend": "claude", "prompt": "p", "metadata": "not an object" }), 400, "bad_request"),
+        (
+            json!({ "backend": "claude", "prompt": "p", "approval_mode": "yolo" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "sandbox_mode": "none" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "output_format": "xml" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "max_turns": "ten" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "workdir": "/etc" }),
+            403,
+            "workdir_not_allowed",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "workdir": bobs_dir.display().to_string() }),
+            403,
+            "workdir_not_allowed",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "workdir": format!("{}/../../bob", my_dir.display()) }),
+            403,
+            "workdir_not_allowed",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "workdir": "relative/path" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "workspace_id": bobs["id"] }),
+            404,
+            "not_found",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "session_id": "nope" }),
+            404,
+            "not_found",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "extra": ["--dangerously-skip-permissions"] }),
+            400,
+            "refused",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "ephemeral": true, "session_id": "x" }),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({ "backend": "claude", "prompt": "p", "metadata": "not an object" }),
+            400,
+            "bad_request",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, v) = alice.call("POST", "/api/v1/prompt", body.clone()).await;
@@ -431,22 +689,57 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     let batch_cases: Vec<(&str, Value, &str)> = vec![
         ("/api/v1/parallel", json!({ "tasks": [] }), "bad_request"),
         ("/api/v1/parallel", json!({}), "bad_request"),
-        ("/api/v1/parallel", json!({ "tasks": [{ "backend": "claude", "prompt": "p" }, { "backend": "claude" }] }), "bad_request"),
-        ("/api/v1/parallel", json!({ "tasks": [{ "backend": "nope", "prompt": "p" }] }), "unknown_backend"),
-        ("/api/v1/parallel", json!({ "tasks": [{ "backend": "claude", "prompt": "p" }], "max_parallel": 0 }), "bad_request"),
+        (
+            "/api/v1/parallel",
+            json!({ "tasks": [{ "backend": "claude", "prompt": "p" }, { "backend": "claude" }] }),
+            "bad_request",
+        ),
+        (
+            "/api/v1/parallel",
+            json!({ "tasks": [{ "backend": "nope", "prompt": "p" }] }),
+            "unknown_backend",
+        ),
+        (
+            "/api/v1/parallel",
+            json!({ "tasks": [{ "backend": "claude", "prompt": "p" }], "max_parallel": 0 }),
+            "bad_request",
+        ),
         ("/api/v1/chain", json!({ "steps": "x" }), "bad_request"),
-        ("/api/v1/compare", json!({ "prompt": "p", "backends": [] }), "bad_request"),
-        ("/api/v1/compare", json!({ "prompt": "p", "backends": ["claude", "claude"] }), "bad_request"),
-        ("/api/v1/compare", json!({ "backends": ["claude"] }), "bad_request"),
-        ("/api/v1/compare", json!({ "prompt": "p", "backends": ["claude", "nope"] }), "unknown_backend"),
+        (
+            "/api/v1/compare",
+            json!({ "prompt": "p", "backends": [] }),
+            "bad_request",
+        ),
+        (
+            "/api/v1/compare",
+            json!({ "prompt": "p", "backends": ["claude", "claude"] }),
+            "bad_request",
+        ),
+        (
+            "/api/v1/compare",
+            json!({ "backends": ["claude"] }),
+            "bad_request",
+        ),
+        (
+            "/api/v1/compare",
+            json!({ "prompt": "p", "backends": ["claude", "nope"] }),
+            "unknown_backend",
+        ),
     ];
     for (path, body, code) in batch_cases {
         let (got, v) = alice.call("POST", path, body.clone()).await;
         assert_eq!(got, 400, "{path} {body} -> {v}");
         assert_flat(&v, code);
     }
-    for (query, code) in [("limit=0", "bad_request"), ("limit=x", "bad_request"), ("offset=-1", "bad_request"), ("status=bogus", "bad_request")] {
-        let (got, v) = alice.call("GET", &format!("/api/v1/sessions?{query}"), Value::Null).await;
+    for (query, code) in [
+        ("limit=0", "bad_request"),
+        ("limit=x", "bad_request"),
+        ("offset=-1", "bad_request"),
+        ("status=bogus", "bad_request"),
+    ] {
+        let (got, v) = alice
+            .call("GET", &format!("/api/v1/sessions?{query}"), Value::Null)
+            .await;
         assert_eq!(got, 400, "{query}: {v}");
         assert_flat(&v, code);
     }
@@ -459,34 +752,56 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     assert_flat(&v, "not_found");
     // Not JSON.
     let auth = format!("Bearer {ALICE}");
-    let response = send(&g, "POST", "/api/v1/prompt", &[("authorization", &auth)], "{not json".into()).await;
+    let response = send(
+        &g,
+        "POST",
+        "/api/v1/prompt",
+        &[("authorization", &auth)],
+        "{not json".into(),
+    )
+    .await;
     assert_eq!(response.status(), 400);
-    let v: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_flat(&v, "invalid_json");
 
     // Keys: missing, wrong; both in the document's shape.
     let (status, body) = g.call("POST", "/api/v1/prompt", &[], "{}").await;
     assert_eq!(status, 401);
     assert_flat_bytes(&body, "unauthorized");
-    let (status, body) = g.call("GET", "/api/v1/backends", &[("x-api-key", "wrong-key")], "").await;
+    let (status, body) = g
+        .call("GET", "/api/v1/backends", &[("x-api-key", "wrong-key")], "")
+        .await;
     assert_eq!(status, 401);
     assert_flat_bytes(&body, "unauthorized");
 
     // Oversized bodies: with a length, and chunked without one.
-    let big = format!("{{\"backend\":\"claude\",\"prompt\":\"{}\"}}", "x".repeat(8000));
-    let (status, body) = g.call("POST", "/api/v1/prompt", &[("authorization", &auth)], &big).await;
+    let big = format!(
+        "{{\"backend\":\"claude\",\"prompt\":\"{}\"}}",
+        "x".repeat(8000)
+    );
+    let (status, body) = g
+        .call("POST", "/api/v1/prompt", &[("authorization", &auth)], &big)
+        .await;
     assert_eq!(status, 413);
     assert_flat_bytes(&body, "payload_too_large");
     let mut chunked = format!(
         "POST /api/v1/prompt HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     for piece in big.as_bytes().chunks(1000) {
-        chunked.push_str(&format!("{:x}\r\n{}\r\n", piece.len(), std::str::from_utf8(piece).unwrap()));
+        chunked.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
     }
     chunked.push_str("0\r\n\r\n");
     let answer = raw(&g, chunked.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("\"error\":\"payload_too_large\""), "{answer}");
+    assert!(
+        answer.contains("\"error\":\"payload_too_large\""),
+        "{answer}"
+    );
     // A small chunked body still works (and is refused only for what it says).
     let small = "{\"backend\":\"nope\",\"prompt\":\"p\"}";
     let answer = raw(&g, format!("POST /api/v1/prompt HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n", small.len()).as_bytes()).await;
@@ -498,9 +813,17 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
         .prompt(json!({ "backend": "claude", "prompt": "only show me", "dry_run": true, "model": "m-1", "workdir": my_dir.join("sub").display().to_string() }))
         .await;
     assert_eq!(dry["dry_run"], true);
-    let argv: Vec<&str> = dry["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let argv: Vec<&str> = dry["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert!(argv[0].ends_with("claude"), "{dry}");
-    assert!(argv.contains(&"only show me") && argv.contains(&"--model=m-1"), "{dry}");
+    assert!(
+        argv.contains(&"only show me") && argv.contains(&"--model=m-1"),
+        "{dry}"
+    );
     assert_eq!(dry["workspace_id"], mine["id"]);
 
     // Nothing ran, nothing reached the model, no session was kept.
@@ -510,7 +833,11 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     let (_, sessions) = alice.call("GET", "/api/v1/sessions", Value::Null).await;
     assert_eq!(sessions["total"], 0);
     let (_, workspaces) = alice.call("GET", "/v1/workspaces", Value::Null).await;
-    assert_eq!(workspaces["workspaces"].as_array().unwrap().len(), 1, "no workspace was left behind: {workspaces}");
+    assert_eq!(
+        workspaces["workspaces"].as_array().unwrap().len(),
+        1,
+        "no workspace was left behind: {workspaces}"
+    );
 
     // A workdir inside one's own workspace runs there.
     let ran = alice
@@ -518,23 +845,37 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
         .await;
     assert_eq!(ran["exit_code"], 0, "{ran}");
     assert_eq!(ran["workspace_id"], mine["id"]);
-    assert!(Path::new(&my_dir).join("sub").exists(), "a named workspace outlives an ephemeral run");
+    assert!(
+        Path::new(&my_dir).join("sub").exists(),
+        "a named workspace outlives an ephemeral run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_their_headers() {
     let fake = FakeModel::start();
-    let setup = node(&fake, "[http]\nrate_limit_per_minute = 3\nrate_limit_tenants = { bob = 0 }\n");
+    let setup = node(
+        &fake,
+        "[http]\nrate_limit_per_minute = 3\nrate_limit_tenants = { bob = 0 }\n",
+    );
     let g = serve(&setup);
     let alice = Client { g: &g, key: ALICE };
     for remaining in ["2", "1", "0"] {
-        let (status, headers, _) = alice.call_full("GET", "/api/v1/backends", Value::Null).await;
+        let (status, headers, _) = alice
+            .call_full("GET", "/api/v1/backends", Value::Null)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(headers["x-ratelimit-limit"], "3");
         assert_eq!(headers["x-ratelimit-remaining"], remaining);
         assert!(headers.contains_key("x-ratelimit-reset"));
     }
-    let (status, headers, v) = alice.call_full("POST", "/api/v1/prompt", json!({ "backend": "claude", "prompt": "over the limit" })).await;
+    let (status, headers, v) = alice
+        .call_full(
+            "POST",
+            "/api/v1/prompt",
+            json!({ "backend": "claude", "prompt": "over the limit" }),
+        )
+        .await;
     assert_eq!(status, 429, "{v}");
     assert_flat(&v, "rate_limited");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
@@ -563,20 +904,86 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     let (status, health) = g.get_json("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "degraded", "{health}");
-    assert!(health["backends"].as_array().unwrap().iter().any(|b| b["name"] == "codex" && b["available"] == false));
+    assert!(
+        health["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == "codex" && b["available"] == false)
+    );
     // A prompt to it is refused, not run.
-    let (status, body) = g.call("POST", "/api/v1/prompt", &[], &json!({ "backend": "codex", "prompt": "p" }).to_string()).await;
+    let (status, body) = g
+        .call(
+            "POST",
+            "/api/v1/prompt",
+            &[],
+            &json!({ "backend": "codex", "prompt": "p" }).to_string(),
+        )
+        .await;
     assert_eq!(status, 503);
     assert_flat_bytes(&body, "backend_unavailable");
 
     let (status, doc) = g.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/api/v1/prompt", "/api/v1/parallel", "/api/v1/chain", "/api/v1/compare", "/api/v1/backends", "/api/v1/sessions", "/api/v1/sessions/{id}", "/health", "/metrics", "/openapi.json"] {
+    for path in [
+        "/api/v1/prompt",
+        "/api/v1/parallel",
+        "/api/v1/chain",
+        "/api/v1/compare",
+        "/api/v1/backends",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{id}",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
     let (status, headers, page) = g.get("/docs").await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(String::from_utf8_lossy(&page).contains("/api/v1/prompt"));
+}
+
+/// schemathesis (pinned, from PyPI; installed by the script) fuzzes the clinvk and system
+/// routes against `/openapi.json`: no 5xx, and no answer the document does not allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    let setup = Setup::new(&[
+        ("system", plugin("system.toml")),
+        ("clinvk-api", plugin("clinvk-api.toml")),
+        ("core-api", plugin("core-api.toml")),
+        // A trivial CLI, so that generated prompts naming it really run.
+        ("echo", "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n".into()),
+    ]);
+    let mut cmd = setup.command();
+    cmd.env("GANTRY_API_KEYS", format!("alice:{ALICE}"));
+    let g = Gantry::spawn(cmd);
+    let base = format!("http://{}", g.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(root().join("tests/schemathesis/run.sh"))
+            .args([base.as_str(), ALICE])
+            .output()
+            .expect("running tests/schemathesis/run.sh")
+    })
+    .await
+    .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis failed:\n{report}\ngantry log:\n{}",
+        g.stderr()
+    );
+    assert!(report.contains("no failures"), "{report}");
 }

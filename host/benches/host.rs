@@ -33,7 +33,7 @@ fn config(dir: &std::path::Path) -> Config {
     .unwrap();
     std::fs::write(
         plugins.join("system.toml"),
-        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\"]\n",
+        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]\n",
     )
     .unwrap();
     let test_handler = std::path::Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_handler.wasm");
