@@ -577,7 +577,19 @@ async fn raw(g: &Gantry, request: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     let fake = FakeModel::start();
-    let setup = node(&fake, "[http]\nmax_request_body_bytes = 4096\n");
+    // Directories outside gantry's workspaces: one the operator allows Alice, with a blocked
+    // part inside it.
+    let outside = tempfile::tempdir().unwrap();
+    let allowed = outside.path().canonicalize().unwrap().join("projects");
+    let blocked = allowed.join("private");
+    std::fs::create_dir_all(allowed.join("app")).unwrap();
+    std::fs::create_dir_all(&blocked).unwrap();
+    let config = format!(
+        "[http]\nmax_request_body_bytes = 4096\n[workdirs]\nallowed = {{ alice = [{:?}] }}\nblocked = [{:?}]\n",
+        allowed.display().to_string(),
+        blocked.display().to_string()
+    );
+    let setup = node(&fake, &config);
     let g = serve(&setup);
     let alice = Client { g: &g, key: ALICE };
     let bob = Client { g: &g, key: BOB };
@@ -686,6 +698,12 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
         assert_eq!(got, status, "{body} -> {v}");
         assert_flat(&v, code);
     }
+    // The operator allowed that directory to Alice, not to Bob.
+    let (got, v) = bob
+        .call("POST", "/api/v1/prompt", json!({ "backend": "claude", "prompt": "p", "workdir": allowed.join("app").display().to_string() }))
+        .await;
+    assert_eq!(got, 403, "{v}");
+    assert_flat(&v, "workdir_not_allowed");
     let batch_cases: Vec<(&str, Value, &str)> = vec![
         ("/api/v1/parallel", json!({ "tasks": [] }), "bad_request"),
         ("/api/v1/parallel", json!({}), "bad_request"),

@@ -111,10 +111,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
             &config.data_dir.join("gantry.db"),
         )?);
-        let workspaces = Arc::new(crate::workspaces::Workspaces::open(
-            &config.data_dir,
-            store.clone(),
-        )?);
+        let workspaces = Arc::new(
+            crate::workspaces::Workspaces::open(&config.data_dir, store.clone())?
+                .with_workdirs(&config.workdirs),
+        );
         let sessions = crate::sessions::Sessions::new(store.clone());
         let tasks = crate::tasks::Supervisor::new(
             runtime.clone(),

@@ -29,6 +29,8 @@ pub struct Config {
     pub tasks: crate::tasks::TaskLimits,
     /// Request body and rate limits.
     pub http: crate::http::limits::HttpLimits,
+    /// Directories outside the workspaces that tenants may name as working directories.
+    pub workdirs: crate::workspaces::WorkdirPolicy,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,

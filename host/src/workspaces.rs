@@ -5,7 +5,7 @@ use crate::store::{Store, WorkspaceRecord, now_ms};
 use crate::tenants::TenantId;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -78,11 +78,54 @@ pub fn check_relative_path(path: &str) -> Result<PathBuf, WorkspaceError> {
     Ok(out)
 }
 
+/// Directories outside gantry's own workspaces that a tenant may name as a working directory,
+/// from the `[workdirs]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkdirPolicy {
+    /// Allowed prefixes by tenant; `"*"` applies to every tenant.
+    #[serde(default)]
+    pub allowed: std::collections::BTreeMap<String, Vec<PathBuf>>,
+    /// Never allowed, even inside an allowed prefix. gantry's data directory is always refused.
+    #[serde(default)]
+    pub blocked: Vec<PathBuf>,
+}
+
+impl WorkdirPolicy {
+    /// Prefixes as the kernel resolves them, so that a symlinked prefix still matches.
+    fn resolved(&self) -> WorkdirPolicy {
+        let resolve = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        WorkdirPolicy {
+            allowed: self
+                .allowed
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.iter().map(resolve).collect()))
+                .collect(),
+            blocked: self.blocked.iter().map(resolve).collect(),
+        }
+    }
+
+    /// Whether `tenant` may work in the resolved directory `dir`.
+    fn permits(&self, tenant: &TenantId, dir: &Path, data_dir: &Path) -> bool {
+        if dir.starts_with(data_dir) || self.blocked.iter().any(|b| dir.starts_with(b)) {
+            return false;
+        }
+        [tenant.as_str(), "*"]
+            .iter()
+            .filter_map(|t| self.allowed.get(*t))
+            .flatten()
+            .any(|prefix| dir.starts_with(prefix))
+    }
+}
+
 /// The workspaces of every tenant.
 #[derive(Debug)]
 pub struct Workspaces {
     root: Dir,
     root_path: PathBuf,
+    /// gantry's data directory: never a working directory of its own accord.
+    data_path: PathBuf,
+    workdirs: WorkdirPolicy,
     store: Arc<dyn Store>,
 }
 
@@ -99,9 +142,17 @@ impl Workspaces {
         let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
         Ok(Workspaces {
             root,
+            data_path: data_dir.canonicalize()?,
             root_path,
+            workdirs: WorkdirPolicy::default(),
             store,
         })
+    }
+
+    /// Let tenants name directories outside their workspaces, as `policy` allows.
+    pub fn with_workdirs(mut self, policy: &WorkdirPolicy) -> Workspaces {
+        self.workdirs = policy.resolved();
+        self
     }
 
     fn relative(tenant: &TenantId, id: &str) -> PathBuf {
@@ -120,6 +171,7 @@ impl Workspaces {
             tenant: tenant.to_string(),
             name: name.to_string(),
             created_at: now_ms(),
+            path: None,
         };
         self.root
             .create_dir_all(Self::relative(tenant, &record.id))
@@ -156,6 +208,10 @@ impl Workspaces {
             return Err(WorkspaceError::Busy);
         }
         self.store.delete_workspace(tenant.as_str(), &ws.id)?;
+        if ws.path.is_some() {
+            // An attached directory is the operator's: only gantry's record of it goes.
+            return Ok(());
+        }
         match self.root.remove_dir_all(Self::relative(tenant, &ws.id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -166,6 +222,22 @@ impl Workspaces {
     /// The workspace's directory handle, and its host path (a child's working directory).
     pub fn dir(&self, tenant: &TenantId, id: &str) -> Result<(Dir, PathBuf), WorkspaceError> {
         let ws = self.get(tenant, id)?;
+        if let Some(path) = &ws.path {
+            // Checked again at each use: the policy may have changed since it was attached.
+            let path = PathBuf::from(path);
+            if !self.workdirs.permits(tenant, &path, &self.data_path) {
+                return Err(WorkspaceError::BadPath(format!(
+                    "{} is no longer an allowed working directory",
+                    path.display()
+                )));
+            }
+            let dir =
+                Dir::open_ambient_dir(&path, ambient_authority()).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => WorkspaceError::NotFound,
+                    _ => io(e),
+                })?;
+            return Ok((dir, path));
+        }
         let relative = Self::relative(tenant, &ws.id);
         let dir = self.root.open_dir(&relative).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => WorkspaceError::NotFound,
@@ -201,8 +273,9 @@ impl Workspaces {
     }
 
     /// Which of the tenant's workspaces holds the directory at the absolute host path `path`,
-    /// and where inside it. A path that does not exist, is not a directory, or lies outside the
-    /// tenant's own workspaces gets one answer, so callers learn nothing of other paths.
+    /// and where inside it; or, for a directory the `[workdirs]` policy allows the tenant, the
+    /// workspace attached to it. A path that does not exist, is not a directory, or is neither
+    /// gets one answer, so callers learn nothing of other paths.
     pub fn locate(
         &self,
         tenant: &TenantId,
@@ -221,9 +294,12 @@ impl Workspaces {
         }
         // Resolved first, so a symlink cannot make a path look like it is inside.
         let resolved = std::fs::canonicalize(given).map_err(|_| refused())?;
-        let inside = resolved
-            .strip_prefix(self.root_path.join(tenant.as_str()))
-            .map_err(|_| refused())?;
+        let Ok(inside) = resolved.strip_prefix(self.root_path.join(tenant.as_str())) else {
+            return self
+                .attach(tenant, &resolved)?
+                .map(|ws| (ws, String::new()))
+                .ok_or_else(refused);
+        };
         let mut parts = inside.components();
         let id = match parts.next() {
             Some(Component::Normal(id)) => id.to_str().ok_or_else(refused)?.to_string(),
@@ -240,6 +316,37 @@ impl Workspaces {
         self.subdir(tenant, &ws.id, &subdir)
             .map_err(|_| refused())?;
         Ok((ws, subdir))
+    }
+
+    /// The tenant's workspace for an operator-allowed directory outside the data directory
+    /// (made on first use); `None` when the policy does not allow it.
+    fn attach(
+        &self,
+        tenant: &TenantId,
+        dir: &Path,
+    ) -> Result<Option<WorkspaceRecord>, WorkspaceError> {
+        if !self.workdirs.permits(tenant, dir, &self.data_path) || !dir.is_dir() {
+            return Ok(None);
+        }
+        let path = dir.to_str().ok_or_else(|| {
+            WorkspaceError::BadPath("the working directory's path is not UTF-8".into())
+        })?;
+        let existing = self.store.list_workspaces(tenant.as_str())?;
+        if let Some(ws) = existing
+            .into_iter()
+            .find(|w| w.path.as_deref() == Some(path))
+        {
+            return Ok(Some(ws));
+        }
+        let record = WorkspaceRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant: tenant.to_string(),
+            name: format!("workdir {path}"),
+            created_at: now_ms(),
+            path: Some(path.to_string()),
+        };
+        self.store.create_workspace(&record)?;
+        Ok(Some(record))
     }
 
     /// Every regular file in the workspace (symlinks are not followed), sorted by path.
@@ -355,6 +462,93 @@ mod tests {
 
     fn alice() -> TenantId {
         TenantId::new("alice").unwrap()
+    }
+
+    #[test]
+    fn workdirs_locate_own_workspaces_and_allowed_directories_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let outside = tmp.path().join("srv");
+        for d in ["alice/proj/src", "alice/secret", "bob"] {
+            std::fs::create_dir_all(outside.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(&data).unwrap();
+        let store = Arc::new(Sqlite::open(&data.join("g.db")).unwrap());
+        let policy = WorkdirPolicy {
+            allowed: [
+                ("alice".to_string(), vec![outside.join("alice")]),
+                // Even an allowed prefix over the data directory does not reach it.
+                ("*".to_string(), vec![data.clone()]),
+            ]
+            .into(),
+            blocked: vec![outside.join("alice/secret")],
+        };
+        let spaces = Workspaces::open(&data, store)
+            .unwrap()
+            .with_workdirs(&policy);
+        let bob = TenantId::new("bob").unwrap();
+        let path = |p: &Path| p.display().to_string();
+
+        // A directory inside one's own workspace.
+        let own = spaces.create(&alice(), "own").unwrap();
+        let (dir, root) = spaces.dir(&alice(), &own.id).unwrap();
+        dir.create_dir_all("sub/deeper").unwrap();
+        let (found, subdir) = spaces
+            .locate(&alice(), &path(&root.join("sub/deeper")))
+            .unwrap();
+        assert_eq!(
+            (found.id.as_str(), subdir.as_str()),
+            (own.id.as_str(), "sub/deeper")
+        );
+        assert_eq!(
+            spaces.subdir(&alice(), &own.id, "sub").unwrap(),
+            root.join("sub")
+        );
+
+        // Another tenant cannot name it, allowed prefix over the data directory or not.
+        assert!(matches!(
+            spaces.locate(&bob, &path(&root)),
+            Err(WorkspaceError::BadPath(_))
+        ));
+
+        // An allowed directory becomes a workspace once; its files stay when it goes.
+        let proj = outside.join("alice/proj").canonicalize().unwrap();
+        let (attached, subdir) = spaces.locate(&alice(), &path(&proj)).unwrap();
+        assert_eq!(subdir, "");
+        assert_eq!(attached.path.as_deref(), Some(path(&proj).as_str()));
+        let (again, _) = spaces
+            .locate(&alice(), &format!("{}/./", path(&proj)))
+            .unwrap();
+        assert_eq!(again.id, attached.id);
+        assert_eq!(spaces.dir(&alice(), &attached.id).unwrap().1, proj);
+        spaces.delete(&alice(), &attached.id, |_| false).unwrap();
+        assert!(
+            proj.join("src").is_dir(),
+            "gantry never deletes an attached directory"
+        );
+
+        for refused in [
+            outside.join("alice/secret"), // blocked inside an allowed prefix
+            outside.join("bob"),          // allowed to no one
+            outside.join("alice/missing"),
+            tmp.path().to_path_buf(),
+            PathBuf::from("/etc"),
+        ] {
+            assert!(
+                matches!(
+                    spaces.locate(&alice(), &path(&refused)),
+                    Err(WorkspaceError::BadPath(_))
+                ),
+                "{}",
+                refused.display()
+            );
+        }
+        // Bob is allowed nothing outside his own workspaces.
+        assert!(spaces.locate(&bob, &path(&proj)).is_err());
+        assert!(matches!(
+            spaces.locate(&alice(), "relative"),
+            Err(WorkspaceError::BadPath(_))
+        ));
     }
 
     #[test]

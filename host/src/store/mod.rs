@@ -30,6 +30,9 @@ pub struct WorkspaceRecord {
     pub name: String,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
+    /// An operator-allowed directory outside the data directory that this workspace is
+    /// (attached, never deleted by gantry); `None` for gantry's own directories.
+    pub path: Option<String>,
 }
 
 /// Where a task is in its life.

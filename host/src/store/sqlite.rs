@@ -61,6 +61,8 @@ ALTER TABLE sessions ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
 ALTER TABLE sessions ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
 CREATE INDEX sessions_by_tenant ON sessions (tenant, updated_at);
 "#,
+    // A workspace may be an operator-allowed directory outside the data directory.
+    "ALTER TABLE workspaces ADD COLUMN path TEXT;",
 ];
 
 /// SQLite behind [`Store`].
@@ -116,6 +118,7 @@ fn workspace(row: &rusqlite::Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
         tenant: row.get(1)?,
         name: row.get(2)?,
         created_at: row.get(3)?,
+        path: row.get(4)?,
     })
 }
 
@@ -171,8 +174,8 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
 impl Store for Sqlite {
     fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO workspaces (id, tenant, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![ws.id, ws.tenant, ws.name, ws.created_at],
+            "INSERT INTO workspaces (id, tenant, name, created_at, path) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ws.id, ws.tenant, ws.name, ws.created_at, ws.path],
         )?;
         Ok(())
     }
@@ -180,7 +183,7 @@ impl Store for Sqlite {
     fn list_workspaces(&self, tenant: &str) -> Result<Vec<WorkspaceRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, tenant, name, created_at FROM workspaces WHERE tenant = ?1 ORDER BY created_at, id",
+            "SELECT id, tenant, name, created_at, path FROM workspaces WHERE tenant = ?1 ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([tenant], workspace)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -190,7 +193,7 @@ impl Store for Sqlite {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, tenant, name, created_at FROM workspaces WHERE tenant = ?1 AND id = ?2",
+                "SELECT id, tenant, name, created_at, path FROM workspaces WHERE tenant = ?1 AND id = ?2",
                 [tenant, id],
                 workspace,
             )
@@ -418,6 +421,7 @@ mod tests {
 
     fn ws(id: &str, tenant: &str) -> WorkspaceRecord {
         WorkspaceRecord {
+            path: None,
             id: id.into(),
             tenant: tenant.into(),
             name: format!("{id}-name"),
