@@ -3,14 +3,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::agents::{
     CLAUDE, CODEX, FakeModel, GEMINI, backend_manifest, bodies, processes_in, root,
 };
 use common::{Gantry, Setup};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -99,6 +96,7 @@ impl Client<'_> {
     }
 }
 
+/// A JSON request with `headers`; the response head with its body still streaming.
 async fn send(
     g: &Gantry,
     method: &str,
@@ -106,23 +104,9 @@ async fn send(
     headers: &[(&str, &str)],
     body: String,
 ) -> hyper::Response<hyper::body::Incoming> {
-    let stream = tokio::net::TcpStream::connect(g.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", g.addr.to_string())
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    sender
-        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap()
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    g.request(method, path, &all, body).await
 }
 
 /// The flat envelope of the document: `{"error": code, "message"}`.

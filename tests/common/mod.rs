@@ -195,28 +195,18 @@ impl Gantry {
 
     /// Send one request on a new connection; the response head with its body still streaming.
     pub async fn send(&self, method: &str, path: &str, body: &str) -> Response<Incoming> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        sender.send_request(request).await.unwrap()
+        self.request(method, path, &[], body.to_string()).await
     }
 
-    /// Send one request with headers; status and the whole body.
-    pub async fn call(
+    /// Send one request with headers on a new connection; the response head with its body
+    /// still streaming.
+    pub async fn request(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: &str,
-    ) -> (StatusCode, Bytes) {
+        body: String,
+    ) -> Response<Incoming> {
         let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -229,14 +219,21 @@ impl Gantry {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = sender
-            .send_request(
-                request
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .unwrap(),
-            )
+        sender
+            .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Send one request with headers; status and the whole body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, Bytes) {
+        let response = self.request(method, path, headers, body.to_string()).await;
         let status = response.status();
         (
             status,
