@@ -989,3 +989,49 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     );
     assert!(report.contains("no failures"), "{report}");
 }
+
+/// Without a stream too: a client that gives up before the JSON answer cancels the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_cancels_its_run() {
+    let setup = Setup::new(&[
+        ("system", plugin("system.toml")),
+        ("clinvk-api", plugin("clinvk-api.toml")),
+        ("sleep", "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"sleep\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n".into()),
+    ]);
+    let g = setup.start();
+    let body = r#"{"backend":"sleep","prompt":"300","ephemeral":true}"#;
+    let mut stream = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/prompt HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let metric = |text: &str, line: &str| text.lines().any(|l| l == line);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, m) = g.get("/metrics").await;
+        if metric(&String::from_utf8_lossy(&m), "gantry_active_runs 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, m) = g.get("/metrics").await;
+        let m = String::from_utf8_lossy(&m).into_owned();
+        if metric(
+            &m,
+            "gantry_runs_total{backend=\"sleep\",outcome=\"cancelled\"} 1",
+        ) && metric(&m, "gantry_active_runs 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run outlived its client:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
