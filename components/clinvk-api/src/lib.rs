@@ -583,14 +583,9 @@ fn delete_session(id: &str) -> Result<(), ApiError> {
 
 // ---- parallel, chain, compare ----
 
-/// A job of a batch: its request, or why it cannot run.
-struct Job {
-    spec: PromptSpec,
-}
-
 /// Run `jobs`, at most `max_parallel` at once; with `fail_fast`, the first failure cancels the
 /// rest. Outcomes in job order. Every job is ephemeral: workspaces made here are removed.
-fn run_batch(jobs: Vec<Job>, max_parallel: usize, fail_fast: bool) -> Vec<Outcome> {
+fn run_batch(jobs: Vec<PromptSpec>, max_parallel: usize, fail_fast: bool) -> Vec<Outcome> {
     let timeout = default_timeout();
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
@@ -599,7 +594,7 @@ fn run_batch(jobs: Vec<Job>, max_parallel: usize, fail_fast: bool) -> Vec<Outcom
     loop {
         while !stopping && running.len() < max_parallel.max(1) {
             let Some(i) = pending.pop_front() else { break };
-            let spec = &jobs[i].spec;
+            let spec = &jobs[i];
             if spec.dry_run {
                 outcomes[i] = Some(dry_run_outcome(spec));
                 continue;
@@ -645,7 +640,7 @@ fn run_batch(jobs: Vec<Job>, max_parallel: usize, fail_fast: bool) -> Vec<Outcom
         .map(|(o, job)| {
             o.unwrap_or_else(|| {
                 Outcome::not_started(
-                    &job.spec.backend,
+                    &job.backend,
                     "cancelled",
                     "not started: an earlier task failed (fail_fast)".into(),
                 )
@@ -707,11 +702,7 @@ fn parallel(map: Map<String, Value>) -> Result<Value, ApiError> {
     };
     let fail_fast = f.boolean("fail_fast")?;
     let started = run::now_ms();
-    let outcomes = run_batch(
-        specs.into_iter().map(|spec| Job { spec }).collect(),
-        max_parallel,
-        fail_fast,
-    );
+    let outcomes = run_batch(specs, max_parallel, fail_fast);
     let completed = outcomes.iter().filter(|o| o.succeeded()).count();
     let cancelled = outcomes.iter().filter(|o| o.state == "cancelled").count();
     Ok(json!({
@@ -805,9 +796,7 @@ fn compare(map: Map<String, Value>) -> Result<Value, ApiError> {
         one.insert("backend".into(), name.clone().into());
         one.insert("prompt".into(), prompt.clone().into());
         one.remove("session_id");
-        jobs.push(Job {
-            spec: request::prompt_spec(&one, "")?,
-        });
+        jobs.push(request::prompt_spec(&one, "")?);
     }
     check_backends(names.iter().map(String::as_str))?;
     let started = run::now_ms();
