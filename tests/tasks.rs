@@ -419,3 +419,37 @@ fn tasks_left_running_are_interrupted_on_the_next_start() {
         assert_eq!(lines, ["one", "two"]);
     });
 }
+
+/// A task may run in a directory inside its workspace, and in no directory outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_in_a_subdirectory_of_its_workspace_only() {
+    let h = harness(TaskLimits::default()).await;
+    let ws = h.workspaces.create(&alice(), "nested").unwrap();
+    let (dir, root) = h.workspaces.dir(&alice(), &ws.id).unwrap();
+    dir.create_dir_all("src/app").unwrap();
+    std::os::unix::fs::symlink("/tmp", root.join("out")).unwrap();
+    let start = |subdir: &str| StartTask {
+        workspace_id: ws.id.clone(),
+        backend: "sh".into(),
+        setup: vec![],
+        request: request("pwd; touch ../made-by-task"),
+        timeout: None,
+        subdir: Some(subdir.into()),
+    };
+    let task = h.sup.start(&alice(), start("src/app")).await.unwrap();
+    let line = h.wait_line(&alice(), &task.id, "/").await;
+    assert_eq!(Path::new(&line), root.join("src/app"));
+    let done = h.sup.wait(&alice(), &task.id).await.unwrap();
+    assert_eq!(done.state, TaskState::Done);
+    // It may write anywhere in its workspace, not only below its directory.
+    assert!(root.join("src/made-by-task").exists());
+    for bad in ["../x", "/etc", "missing", "out"] {
+        let err = h.sup.start(&alice(), start(bad)).await.unwrap_err();
+        assert!(matches!(err, TaskError::Workspace(_)), "{bad}: {err}");
+    }
+    assert_eq!(
+        h.sup.list(&alice(), Some(&ws.id)).unwrap().len(),
+        1,
+        "nothing else started"
+    );
+}
