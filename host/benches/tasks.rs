@@ -53,7 +53,10 @@ async fn supervisor(dir: &Path) -> (Supervisor, String) {
         max_running_per_tenant: 64,
         ..TaskLimits::default()
     };
-    let sup = Supervisor::new(runtime, store, workspaces, dir, limits).unwrap();
+    // Processes start as `gantry serve` starts them: through the binary as a sandbox launcher.
+    let sup = Supervisor::new(runtime, store, workspaces, dir, limits)
+        .unwrap()
+        .with_launcher(env!("CARGO_BIN_EXE_gantry").into());
     (sup, ws)
 }
 
@@ -177,6 +180,7 @@ fn main() {
         sup.wait(&tenant(), &task).await.unwrap();
         let mut through = Vec::new();
         let mut direct = Vec::new();
+        let mut forked = Vec::new();
         for _ in 0..SPAWNS {
             let t = Instant::now();
             let task = start(&sup, &ws, "true").await;
@@ -192,7 +196,26 @@ fn main() {
                 .await
                 .unwrap();
             direct.push(t.elapsed());
+            // The same with a no-op `pre_exec` hook, which (like the sandbox's) rules out
+            // `posix_spawn`: what a fork of this whole process costs.
+            let t = Instant::now();
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            cmd.args(["-c", "true"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            // SAFETY: the hook does nothing.
+            unsafe {
+                cmd.pre_exec(|| Ok(()));
+            }
+            cmd.output().await.unwrap();
+            forked.push(t.elapsed());
         }
+        let forked = median(forked);
+        println!(
+            "spawn to exit, direct with a no-op pre_exec (fork instead of posix_spawn): {:.0} us",
+            forked.as_secs_f64() * 1e6
+        );
         let (through, direct) = (median(through), median(direct));
         println!(
             "spawn to exit, trivial task, median of {SPAWNS}: through gantry {:.0} us, direct tokio::process {:.0} us, ratio {:.2}x",

@@ -122,7 +122,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             workspaces.clone(),
             &config.data_dir,
             config.tasks.clone(),
-        )?;
+        )?
+        .with_launcher(std::env::current_exe().context("finding gantry's own binary")?);
         let backends = crate::backends::Availability::new(runtime.clone(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.

@@ -132,6 +132,9 @@ struct Inner {
     tmp_root: PathBuf,
     homes_root: PathBuf,
     sandbox: bool,
+    /// The `gantry` binary, to start task processes through (see [`sandbox`]); without it
+    /// they are forked with a `pre_exec` hook.
+    launcher: Option<PathBuf>,
 }
 
 /// Why an adapter refused a request, for the caller.
@@ -238,8 +241,18 @@ impl Supervisor {
                 tmp_root: tmp_root.canonicalize()?,
                 homes_root: homes_root.canonicalize()?,
                 sandbox,
+                launcher: None,
             }),
         })
+    }
+
+    /// Start task processes through `gantry` (the binary at `path`, run as a sandbox
+    /// launcher) instead of forking this process. Call before the supervisor is shared.
+    pub fn with_launcher(mut self, path: PathBuf) -> Supervisor {
+        Arc::get_mut(&mut self.inner)
+            .expect("the launcher is set before the supervisor is shared")
+            .launcher = Some(path);
+        self
     }
 
     /// Whether task processes run under Landlock.
@@ -737,8 +750,36 @@ impl TaskRun {
                 return Ok(None);
             }
         };
-        let restriction =
-            sandbox::Restriction::new(&[&root, &tmp, &home], sandbox::Rlimits::default())?;
+        let Some(program) = crate::backends::resolve(&self.binary) else {
+            let message = format!(
+                "could not start {}: not found on PATH ({})",
+                self.binary,
+                crate::backends::CHILD_PATH
+            );
+            self.record.error = Some(message.clone());
+            self.set_state(TaskState::Failed, json!({ "error": message }))?;
+            return Ok(None);
+        };
+        let writable = [root.as_path(), tmp.as_path(), home.as_path()];
+        let mut cmd = match &self.inner.launcher {
+            Some(launcher) => sandbox::launcher_command(
+                launcher,
+                &writable,
+                sandbox::Rlimits::default(),
+                &program,
+            ),
+            None => {
+                let restriction =
+                    sandbox::Restriction::new(&writable, sandbox::Rlimits::default())?;
+                let mut cmd = tokio::process::Command::new(&program);
+                // SAFETY: the closure makes only async-signal-safe calls (see
+                // `apply_in_child`).
+                unsafe {
+                    cmd.pre_exec(move || restriction.apply_in_child());
+                }
+                cmd
+            }
+        };
         // The operator's variables from gantry's own environment, named by the manifest.
         let passed: Vec<(String, String)> = backend
             .passed_env()
@@ -746,7 +787,6 @@ impl TaskRun {
             .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
             .collect();
 
-        let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(&args)
             .env_clear()
             .env("PATH", crate::backends::CHILD_PATH)
@@ -765,10 +805,6 @@ impl TaskRun {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: the closure makes only async-signal-safe calls (see `apply_in_child`).
-        unsafe {
-            cmd.pre_exec(move || restriction.apply_in_child());
-        }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
