@@ -924,6 +924,18 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
         .await;
     assert_eq!(status, 503);
     assert_flat_bytes(&body, "backend_unavailable");
+    // A dry run needs no binary: it shows what would run.
+    let (status, body) = g
+        .call(
+            "POST",
+            "/api/v1/prompt",
+            &[],
+            &json!({ "backend": "codex", "prompt": "p", "dry_run": true }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let dry: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(dry["command"][0], "/nowhere/codex", "{dry}");
 
     let (status, doc) = g.get_json("/openapi.json").await;
     assert_eq!(status, 200);

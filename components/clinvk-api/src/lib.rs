@@ -113,10 +113,11 @@ fn default_timeout() -> Option<u64> {
     setting_u64("run_timeout_ms").filter(|&t| t > 0)
 }
 
-/// Every backend name, or the answer for one that is unknown or cannot run.
-fn check_backends<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+/// Every backend named is known and, where it is to run (not a dry run), can run here; else
+/// the answer for the first that is not.
+fn check_backends<'a>(wanted: impl IntoIterator<Item = (&'a str, bool)>) -> Result<(), ApiError> {
     let known = backends::list(false);
-    for name in names {
+    for (name, to_run) in wanted {
         match known.iter().find(|b| b.name == name) {
             None => {
                 let names: Vec<_> = known.iter().map(|b| b.name.as_str()).collect();
@@ -126,7 +127,7 @@ fn check_backends<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), Ap
                     format!("no backend named {name:?} (known: {})", names.join(", ")),
                 ));
             }
-            Some(b) if !b.available => {
+            Some(b) if to_run && !b.available => {
                 return Err(ApiError::new(
                     503,
                     "backend_unavailable",
@@ -190,7 +191,7 @@ fn prepare_prompt(request: Request) -> Result<Prepared, ApiError> {
             "an ephemeral prompt keeps no session: drop session_id or ephemeral",
         ));
     }
-    check_backends([spec.backend.as_str()])?;
+    check_backends([(spec.backend.as_str(), !spec.dry_run)])?;
     // A resumed session runs where it ran before, with the CLI's own session id.
     let session = match &spec.session_id {
         Some(id) => Some(sessions::get(id).map_err(session_error)?),
@@ -680,7 +681,7 @@ fn prompt_list(map: &Map<String, Value>, key: &str, max: u64) -> Result<Vec<Prom
             request::prompt_spec(obj, &at)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    check_backends(specs.iter().map(|s| s.backend.as_str()))?;
+    check_backends(specs.iter().map(|s| (s.backend.as_str(), !s.dry_run)))?;
     for (i, s) in specs.iter().enumerate() {
         if s.session_id.is_some() {
             return Err(ApiError::bad(format!(
@@ -798,7 +799,7 @@ fn compare(map: Map<String, Value>) -> Result<Value, ApiError> {
         one.remove("session_id");
         jobs.push(request::prompt_spec(&one, "")?);
     }
-    check_backends(names.iter().map(String::as_str))?;
+    check_backends(jobs.iter().map(|j| (j.backend.as_str(), !j.dry_run)))?;
     let started = run::now_ms();
     let parallel = if sequential { 1 } else { jobs.len() };
     let outcomes = run_batch(jobs, parallel, false);
