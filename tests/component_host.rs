@@ -362,9 +362,10 @@ async fn sigint_stops_the_server_too() {
     let mut g = setup.start();
     assert_healthy(&g).await;
     g.signal("INT");
+    // The log says whether shutdown waited on a connection (a rare flake seen once in CI).
     let exit = g
         .wait_exit(Duration::from_secs(10))
-        .expect("gantry exits on SIGINT");
+        .unwrap_or_else(|| panic!("gantry did not exit on SIGINT; its log:\n{}", g.stderr()));
     assert!(exit.success(), "{exit}");
     assert!(g.stderr().contains("SIGINT received"), "{}", g.stderr());
 }
