@@ -380,19 +380,13 @@ async fn a_killed_server_restarts_with_everything_and_the_task_interrupted() {
             .unwrap();
         (ws, task, before, pgid)
     };
-    std::process::Command::new("kill")
-        .args(["-KILL", &g.child.id().to_string()])
-        .status()
-        .unwrap();
+    g.signal("KILL");
     g.wait_exit(Duration::from_secs(10)).unwrap();
     // The orphaned child is not the server's any more; end it so it does not linger. Only
     // if the group's leader is still that task's shell: a recycled pid is someone else's.
     let leader = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap_or_default();
     if String::from_utf8_lossy(&leader).contains("sleep 1000") {
-        std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{pgid}")])
-            .status()
-            .unwrap();
+        common::signal_group(pgid, libc::SIGKILL);
     }
 
     let g = start_with_keys(&setup);

@@ -102,6 +102,15 @@ impl Setup {
     }
 }
 
+/// Send `signal` to the process group `pgid` (never to pid 0, 1 or -1: those reach far more).
+pub fn signal_group(pgid: i32, signal: i32) {
+    assert!(pgid > 1, "not a process group of a test's child: {pgid}");
+    // SAFETY: kill(2) on a positive group id checked above.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
 /// A running gantry; killed on drop.
 pub struct Gantry {
     pub child: Child,
@@ -171,14 +180,18 @@ impl Gantry {
         self.signal("TERM");
     }
 
-    /// Send a signal by name (`TERM`, `INT`, ...).
+    /// Send a signal by name (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "KILL" => libc::SIGKILL,
+            other => panic!("no such signal in these tests: {other}"),
+        };
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // kill(2) directly: procps-ng 4.0.2's `kill -SIG -PGID` sends to -1, every process.
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
     /// Wait for the process to exit, up to `limit`.
