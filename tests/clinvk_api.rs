@@ -6,7 +6,7 @@ mod common;
 use common::agents::{
     CLAUDE, CODEX, FakeModel, GEMINI, backend_manifest, bodies, processes_in, root,
 };
-use common::{Gantry, Setup};
+use common::{Client, Gantry, Setup};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -47,38 +47,13 @@ fn serve(setup: &Setup) -> Gantry {
 }
 
 /// One tenant's view of the API.
-struct Client<'a> {
-    g: &'a Gantry,
-    key: &'a str,
+/// The clinvk API's steps, as a tenant takes them.
+trait ClinvkSteps {
+    async fn prompt(&self, body: Value) -> Value;
+    async fn all_tasks_ended(&self) -> bool;
 }
 
-impl Client<'_> {
-    async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let (status, _, value) = self.call_full(method, path, body).await;
-        (status, value)
-    }
-
-    async fn call_full(
-        &self,
-        method: &str,
-        path: &str,
-        body: Value,
-    ) -> (u16, hyper::HeaderMap, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let auth = format!("Bearer {}", self.key);
-        let response = send(self.g, method, path, &[("authorization", &auth)], body).await;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, headers, value)
-    }
-
+impl ClinvkSteps for Client<'_> {
     async fn prompt(&self, body: Value) -> Value {
         let (status, v) = self.call("POST", "/api/v1/prompt", body).await;
         assert_eq!(status, 200, "{v}");
@@ -547,6 +522,40 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A kept session left mid-stream still counts its turn and knows the CLI's session, so
+    // it can be resumed: the call ends with the client, so both are written as the run goes.
+    let response = send(&g, "POST", "/api/v1/prompt", &[("authorization", &auth)], json!({ "backend": "claude", "prompt": "SLOW again", "output_format": "stream-json", "metadata": {"ticket": "T-9"} }).to_string()).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    while !seen.contains("\"type\":\"init\"") {
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("an init event within a minute")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
+    }
+    drop(body);
+    let init: Value = serde_json::from_str(
+        seen.lines()
+            .find(|l| l.contains("\"type\":\"init\""))
+            .unwrap(),
+    )
+    .unwrap();
+    let session = init["session_id"].as_str().unwrap();
+    let (status, s) = alice
+        .call("GET", &format!("/api/v1/sessions/{session}"), Value::Null)
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["turn_count"], 1, "{s}");
+    assert_eq!(s["metadata"]["ticket"], "T-9", "{s}");
+    assert_eq!(
+        s["backend_session_id"], init["content"]["backend_session_id"],
+        "{s} {init}"
+    );
+    assert!(s["backend_session_id"].is_string(), "{s} {init}");
 }
 
 /// Raw HTTP/1.1 over TCP, for bodies hyper's client would not send as asked.
@@ -936,6 +945,20 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let dry: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(dry["command"][0], "/nowhere/codex", "{dry}");
+
+    // Another process holding the store's write lock: runs could not be recorded, so the
+    // node is unhealthy (503) until it lets go.
+    let db = rusqlite::Connection::open(setup.data().join("gantry.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, health) = g.get_json("/health").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    assert_eq!(health["session_store"]["available"], false, "{health}");
+    db.execute_batch("ROLLBACK").unwrap();
+    let (status, health) = g.get_json("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["session_store"]["available"], true, "{health}");
 
     let (status, doc) = g.get_json("/openapi.json").await;
     assert_eq!(status, 200);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gantry, Setup};
+use common::{Client, Gantry, Setup};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -30,41 +30,14 @@ fn start_with_keys(setup: &Setup) -> Gantry {
     Gantry::spawn(cmd)
 }
 
-struct Client<'a> {
-    g: &'a Gantry,
-    key: &'a str,
+/// The core API's steps, as a tenant takes them.
+trait CoreSteps {
+    async fn workspace(&self, name: &str) -> String;
+    async fn task(&self, ws: &str, script: &str) -> String;
+    async fn wait_state(&self, task: &str, done: impl Fn(&str) -> bool) -> Value;
 }
 
-impl Client<'_> {
-    async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let (status, bytes) = self
-            .g
-            .call(method, path, &[("x-api-key", self.key)], &body)
-            .await;
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status.as_u16(), value)
-    }
-
-    async fn raw(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut all = vec![("x-api-key", self.key)];
-        all.extend_from_slice(headers);
-        let (status, bytes) = self.g.call("GET", path, &all, "").await;
-        (
-            status.as_u16(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )
-    }
-
+impl CoreSteps for Client<'_> {
     async fn workspace(&self, name: &str) -> String {
         let (status, ws) = self
             .call("POST", "/v1/workspaces", json!({ "name": name }))

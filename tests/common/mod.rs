@@ -297,3 +297,66 @@ pub fn assert_error(value: &serde_json::Value, code: &str, plugin: Option<&str>)
         None => assert!(value["error"].get("plugin").is_none(), "{value}"),
     }
 }
+
+/// A tenant's calls: every request carries its API key.
+pub struct Client<'a> {
+    pub g: &'a Gantry,
+    pub key: &'a str,
+}
+
+impl Client<'_> {
+    /// A JSON request (`Null` sends no body); status and the answer as JSON (or as a JSON
+    /// string when it is not JSON, `Null` when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let (status, _, value) = self.call_full(method, path, body).await;
+        (status, value)
+    }
+
+    /// As [`Client::call`], with the response headers.
+    pub async fn call_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, hyper::HeaderMap, serde_json::Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let auth = format!("Bearer {}", self.key);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let response = self.g.request(method, path, &headers, body).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        (status, headers, value)
+    }
+
+    /// GET `path` with extra `headers`; status and the body as text.
+    pub async fn raw(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let auth = format!("Bearer {}", self.key);
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        let (status, bytes) = self.g.call("GET", path, &all, "").await;
+        (
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+}

@@ -53,9 +53,11 @@ impl Guest for ClinvkApi {
                 Ok(()) => return http::respond(out, 204, "application/json", b""),
                 Err(e) => Err(e),
             },
-            (_, ["prompt" | "parallel" | "chain" | "compare"]) => Err(not_allowed("POST")),
-            (_, ["backends" | "sessions"]) => Err(not_allowed("GET")),
-            (_, ["sessions", _]) => Err(not_allowed("GET, DELETE")),
+            (_, ["prompt" | "parallel" | "chain" | "compare"]) => {
+                Err(ApiError::not_allowed("POST"))
+            }
+            (_, ["backends" | "sessions"]) => Err(ApiError::not_allowed("GET")),
+            (_, ["sessions", _]) => Err(ApiError::not_allowed("GET, DELETE")),
             _ => Err(ApiError::new(
                 404,
                 "not_found",
@@ -75,22 +77,13 @@ fn fail(out: ResponseOutparam, e: &ApiError) {
     let body = json!({ "error": e.code, "message": e.message });
     let body = serde_json::to_vec(&body).expect("JSON values serialize");
     let mut headers = vec![("content-type", "application/json")];
-    if e.status == 405 {
-        headers.push(("allow", allowed_methods(&e.message)));
+    if let Some(methods) = e.allow {
+        headers.push(("allow", methods));
     }
     let mut writer = http::start(out, e.status, &headers);
     if writer.write_all(&body).is_ok() {
         let _ = writer.finish();
     }
-}
-
-fn not_allowed(methods: &'static str) -> ApiError {
-    ApiError::new(405, "method_not_allowed", format!("use {methods}"))
-}
-
-/// The `Allow` header of a 405 (its message is `use METHODS`).
-fn allowed_methods(message: &str) -> &str {
-    message.strip_prefix("use ").unwrap_or("GET")
 }
 
 fn body(request: Request) -> Result<Map<String, Value>, ApiError> {
@@ -284,6 +277,9 @@ impl PromptRun {
                 return fail(out, &e);
             }
         };
+        // The turn counts from here: a client that leaves mid-run ends the call before any
+        // later write, and the session must still show the turn it asked for.
+        self.begin_turn();
         let session_id = self.session.as_ref().map(|s| s.id.clone());
         if self.spec.output_format == OutputFormat::StreamJson {
             return self.stream(out, running, session_id);
@@ -335,6 +331,9 @@ impl PromptRun {
             if event["type"] == "done" {
                 return Ok(());
             }
+            if event["type"] == "init" {
+                self.note_backend_session(event["session_id"].as_str());
+            }
             let mut line =
                 serde_json::to_vec(&run::unified_event(event, &backend, session_id.as_deref()))
                     .expect("JSON values serialize");
@@ -383,6 +382,34 @@ impl PromptRun {
             let _ = sessions::delete(&s.id);
             self.placement.discard();
         }
+    }
+
+    /// Count the turn in the session as its run starts (an ephemeral run keeps nothing).
+    fn begin_turn(&self) {
+        if let Some(s) = &self.session {
+            edit_session(s, |data| {
+                data["turn_count"] = (data["turn_count"].as_u64().unwrap_or(0) + 1).into();
+                if let Some(model) = &self.spec.model {
+                    data["model"] = model.clone().into();
+                }
+                if let Some(meta) = &self.spec.metadata {
+                    data["metadata"] = Value::Object(meta.clone());
+                }
+                None
+            });
+        }
+    }
+
+    /// The CLI named its own session mid-stream: keep it now, so the session can be resumed
+    /// even if the client leaves before the end.
+    fn note_backend_session(&self, id: Option<&str>) {
+        let (Some(s), Some(id)) = (&self.session, id) else {
+            return;
+        };
+        edit_session(s, |data| {
+            data["backend_session_id"] = id.into();
+            None
+        });
     }
 
     /// Keep what the run changed in its session (an ephemeral run keeps nothing).
@@ -476,39 +503,43 @@ fn new_session(spec: &PromptSpec, placement: &Placement) -> Result<Session, ApiE
     .map_err(session_error)
 }
 
-fn update_session(s: &Session, spec: &PromptSpec, outcome: &Outcome) {
-    // Read again: another request may have used it meanwhile.
+/// Change a session's data (read again first: another request may have used it meanwhile);
+/// `edit` may also give its new status.
+fn edit_session(s: &Session, edit: impl FnOnce(&mut Value) -> Option<&'static str>) {
     let current = sessions::get(&s.id).unwrap_or_else(|_| s.clone());
     let mut data = session_data(&current);
-    let before = run::Usage {
-        input: data["token_usage"]["input_tokens"].as_u64().unwrap_or(0),
-        output: data["token_usage"]["output_tokens"].as_u64().unwrap_or(0),
-        cached: data["token_usage"]["cached_tokens"].as_u64().unwrap_or(0),
-        reasoning: data["token_usage"]["reasoning_tokens"]
-            .as_u64()
-            .unwrap_or(0),
-    };
-    data["turn_count"] = (data["turn_count"].as_u64().unwrap_or(0) + 1).into();
-    data["token_usage"] = before.add(outcome.usage).json();
-    if let Some(model) = outcome.model.clone().or_else(|| spec.model.clone()) {
-        data["model"] = model.into();
-    }
-    if let Some(id) = &outcome.backend_session {
-        data["backend_session_id"] = id.clone().into();
-    }
-    if let Some(meta) = &spec.metadata {
-        data["metadata"] = Value::Object(meta.clone());
-    }
-    // An `error` session may still be resumed: the next good turn makes it active again.
-    let status = if outcome.succeeded() {
-        "active"
-    } else {
-        "error"
-    };
+    let status = edit(&mut data).map(str::to_string);
     let _ = sessions::update(&Session {
-        status: status.into(),
+        status: status.unwrap_or_else(|| current.status.clone()),
         data_json: data.to_string(),
         ..current
+    });
+}
+
+/// The end of a turn (counted by `begin_turn`): its usage, model, CLI session and status.
+fn update_session(s: &Session, spec: &PromptSpec, outcome: &Outcome) {
+    edit_session(s, |data| {
+        let before = run::Usage {
+            input: data["token_usage"]["input_tokens"].as_u64().unwrap_or(0),
+            output: data["token_usage"]["output_tokens"].as_u64().unwrap_or(0),
+            cached: data["token_usage"]["cached_tokens"].as_u64().unwrap_or(0),
+            reasoning: data["token_usage"]["reasoning_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+        };
+        data["token_usage"] = before.add(outcome.usage).json();
+        if let Some(model) = outcome.model.clone().or_else(|| spec.model.clone()) {
+            data["model"] = model.into();
+        }
+        if let Some(id) = &outcome.backend_session {
+            data["backend_session_id"] = id.clone().into();
+        }
+        // An `error` session may still be resumed: the next good turn makes it active again.
+        Some(if outcome.succeeded() {
+            "active"
+        } else {
+            "error"
+        })
     });
 }
 
@@ -529,6 +560,7 @@ fn session_json(s: &Session) -> Value {
         "tags": data["tags"].as_array().cloned().unwrap_or_default(),
         "title": data["title"].as_str().unwrap_or(""),
         "metadata": data["metadata"],
+        "backend_session_id": data["backend_session_id"],
     })
 }
 

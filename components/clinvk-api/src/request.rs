@@ -9,6 +9,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The methods the path does take (the `Allow` header of a 405).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -17,6 +19,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// 405: the path exists, but takes only `methods`.
+    pub fn not_allowed(methods: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(methods),
+            ..ApiError::new(405, "method_not_allowed", format!("use {methods}"))
         }
     }
 

@@ -227,6 +227,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> Result<SessionPage>;
     /// Remove a session; whether it existed.
     fn delete_session(&self, tenant: &str, id: &str) -> Result<bool>;
-    /// Sessions over all tenants (a health figure).
+    /// Sessions over all tenants (a health figure); an error when the store cannot take a
+    /// write.
     fn count_sessions(&self) -> Result<u64>;
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -65,6 +66,11 @@ CREATE INDEX sessions_by_tenant ON sessions (tenant, updated_at);
     "ALTER TABLE workspaces ADD COLUMN path TEXT;",
 ];
 
+/// How long a statement waits for a lock another process holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same, for the health probe.
+const HEALTH_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// SQLite behind [`Store`].
 #[derive(Debug)]
 pub struct Sqlite {
@@ -81,7 +87,7 @@ impl Sqlite {
         // only an OS crash may lose the last moments.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrate(&conn)?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
@@ -407,10 +413,19 @@ impl Store for Sqlite {
     }
 
     fn count_sessions(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
-        Ok(n as u64)
+        let mut conn = self.conn();
+        // A store that answers reads but cannot take a write (another process holds the write
+        // lock, say) cannot record runs: so the count is read under the write lock. A shorter
+        // wait than usual, so that a health probe answers while the store is stuck.
+        conn.busy_timeout(HEALTH_BUSY_TIMEOUT)?;
+        let counted = (|| -> Result<i64> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
+            tx.rollback()?;
+            Ok(n)
+        })();
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(counted? as u64)
     }
 }
 
@@ -623,6 +638,12 @@ mod tests {
         );
         assert!(db.delete_session("alice", "s0").unwrap());
         assert!(db.get_session("alice", "s0").unwrap().is_none());
+        // Another connection holding the write lock: the store cannot record, so no count.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(db.count_sessions().is_err());
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(db.count_sessions().unwrap(), 4);
     }
 
     #[test]
