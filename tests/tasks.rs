@@ -454,21 +454,28 @@ async fn a_task_runs_in_a_subdirectory_of_its_workspace_only() {
     );
 }
 
-/// Started through the `gantry` binary as a sandbox launcher (as `gantry serve` does) or forked
-/// with a `pre_exec` hook (the library on its own): the same sandbox either way.
+/// Started through the dedicated `gantry-sandbox` launcher (as `gantry serve` does when it is
+/// installed beside it), through the `gantry` binary itself, or forked with a `pre_exec` hook
+/// (the library on its own): the same sandbox every way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launched_and_forked_tasks_get_the_same_sandbox() {
-    for launcher in [true, false] {
+    let gantry = std::path::Path::new(env!("CARGO_BIN_EXE_gantry"));
+    let dedicated = gantry::tasks::sandbox::launcher_for(gantry);
+    assert_eq!(
+        dedicated,
+        std::path::Path::new(env!("CARGO_BIN_EXE_gantry-sandbox")),
+        "gantry finds the launcher built beside it"
+    );
+    for launcher in [Some(dedicated), Some(gantry.to_path_buf()), None] {
         let Harness {
             sup,
             workspaces,
             store,
             dir,
         } = harness(TaskLimits::default()).await;
-        let sup = if launcher {
-            sup.with_launcher(env!("CARGO_BIN_EXE_gantry").into())
-        } else {
-            sup
+        let sup = match &launcher {
+            Some(path) => sup.with_launcher(path.clone()),
+            None => sup,
         };
         let h = Harness {
             sup,
@@ -484,26 +491,30 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
         );
         let task = h.start(&alice(), &ws.id, &script, None).await;
         let done = h.sup.wait(&alice(), &task).await.unwrap();
-        assert_eq!(done.state, TaskState::Done, "launcher {launcher}: {done:?}");
+        assert_eq!(
+            done.state,
+            TaskState::Done,
+            "launcher {launcher:?}: {done:?}"
+        );
         let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
         let (lines, _) = stdout_lines(&mut sub, 1, None).await;
         assert!(h.sup.sandboxed(), "this machine's kernel has Landlock");
         assert!(
             lines.contains(&"refused".to_string()),
-            "launcher {launcher}: {lines:?}"
+            "launcher {launcher:?}: {lines:?}"
         );
         assert!(
             !outside.exists(),
-            "launcher {launcher}: a write outside the workspace landed"
+            "launcher {launcher:?}: a write outside the workspace landed"
         );
         assert!(
             lines.contains(&"nofile 4096".to_string()),
-            "launcher {launcher}: {lines:?}"
+            "launcher {launcher:?}: {lines:?}"
         );
         // The process leads its own group (so cancel reaches all it starts).
         let ids = lines.iter().find(|l| l.starts_with("pgid ")).unwrap();
         let parts: Vec<&str> = ids.split(' ').collect();
-        assert_eq!(parts[1], parts[3], "launcher {launcher}: {ids}");
+        assert_eq!(parts[1], parts[3], "launcher {launcher:?}: {ids}");
         let (_, root) = workspaces.dir(&alice(), &ws.id).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("in.txt")).unwrap(),

@@ -4,7 +4,9 @@
 //!   subscribers, against the same child read directly from its pipe;
 //! - delivery delay: median time from a child writing a line to a subscriber receiving it;
 //! - spawn-to-exit of a trivial task through gantry (adapter, store, sandbox, log) against
-//!   the same spawn done directly with `tokio::process`.
+//!   the same spawn done directly with `tokio::process`; through the dedicated
+//!   `gantry-sandbox` launcher (as `gantry serve` runs them) and through the `gantry` binary
+//!   as its own launcher.
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
@@ -28,7 +30,7 @@ fn request(script: &str) -> PromptRequest {
     plain_request(script)
 }
 
-async fn supervisor(dir: &Path) -> (Supervisor, String) {
+async fn supervisor(dir: &Path, launcher: &str) -> (Supervisor, String) {
     let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
     let manifest = Manifest::parse(
         "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n",
@@ -53,10 +55,9 @@ async fn supervisor(dir: &Path) -> (Supervisor, String) {
         max_running_per_tenant: 64,
         ..TaskLimits::default()
     };
-    // Processes start as `gantry serve` starts them: through the binary as a sandbox launcher.
     let sup = Supervisor::new(runtime, store, workspaces, dir, limits)
         .unwrap()
-        .with_launcher(env!("CARGO_BIN_EXE_gantry").into());
+        .with_launcher(launcher.into());
     (sup, ws)
 }
 
@@ -157,8 +158,11 @@ fn main() {
         .build()
         .unwrap();
     tokio.block_on(async {
+        // Processes start as `gantry serve` starts them: through the dedicated launcher.
         let dir = tempfile::tempdir().unwrap();
-        let (sup, ws) = supervisor(dir.path()).await;
+        let (sup, ws) = supervisor(dir.path(), env!("CARGO_BIN_EXE_gantry-sandbox")).await;
+        let own_dir = tempfile::tempdir().unwrap();
+        let (own_sup, own_ws) = supervisor(own_dir.path(), env!("CARGO_BIN_EXE_gantry")).await;
 
         let direct = direct_lines().await;
         let one = fan_out(&sup, &ws, 1).await;
@@ -175,10 +179,13 @@ fn main() {
             delay.as_secs_f64() * 1e6
         );
 
-        // Warm both paths once, then time trivial runs one after another.
-        let task = start(&sup, &ws, "true").await;
-        sup.wait(&tenant(), &task).await.unwrap();
+        // Warm every path once, then time trivial runs one after another.
+        for (sup, ws) in [(&sup, &ws), (&own_sup, &own_ws)] {
+            let task = start(sup, ws, "true").await;
+            sup.wait(&tenant(), &task).await.unwrap();
+        }
         let mut through = Vec::new();
+        let mut through_own = Vec::new();
         let mut direct = Vec::new();
         let mut forked = Vec::new();
         for _ in 0..SPAWNS {
@@ -186,6 +193,10 @@ fn main() {
             let task = start(&sup, &ws, "true").await;
             sup.wait(&tenant(), &task).await.unwrap();
             through.push(t.elapsed());
+            let t = Instant::now();
+            let task = start(&own_sup, &own_ws, "true").await;
+            own_sup.wait(&tenant(), &task).await.unwrap();
+            through_own.push(t.elapsed());
             let t = Instant::now();
             tokio::process::Command::new("/bin/sh")
                 .args(["-c", "true"])
@@ -216,12 +227,18 @@ fn main() {
             "spawn to exit, direct with a no-op pre_exec (fork instead of posix_spawn): {:.0} us",
             forked.as_secs_f64() * 1e6
         );
-        let (through, direct) = (median(through), median(direct));
+        let (through, through_own, direct) =
+            (median(through), median(through_own), median(direct));
         println!(
             "spawn to exit, trivial task, median of {SPAWNS}: through gantry {:.0} us, direct tokio::process {:.0} us, ratio {:.2}x",
             through.as_secs_f64() * 1e6,
             direct.as_secs_f64() * 1e6,
             through.as_secs_f64() / direct.as_secs_f64()
+        );
+        println!(
+            "spawn to exit, the same with the gantry binary as its own launcher: {:.0} us, ratio {:.2}x",
+            through_own.as_secs_f64() * 1e6,
+            through_own.as_secs_f64() / direct.as_secs_f64()
         );
     });
 }

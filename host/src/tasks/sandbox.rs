@@ -122,6 +122,21 @@ impl Restriction {
 /// The first argument that makes the `gantry` binary a sandbox launcher.
 pub const LAUNCHER_ARG: &str = "__sandbox-exec";
 
+/// The dedicated launcher binary's name (`gantry-sandbox`, built beside `gantry`).
+pub const LAUNCHER_BIN: &str = "gantry-sandbox";
+
+/// The launcher for tasks started by the binary at `own_exe`: the dedicated `gantry-sandbox`
+/// beside it when there is one (it starts in a third of the time), else that binary itself,
+/// which takes the same arguments.
+pub fn launcher_for(own_exe: &Path) -> PathBuf {
+    let dedicated = own_exe.with_file_name(LAUNCHER_BIN);
+    if dedicated.is_file() {
+        dedicated
+    } else {
+        own_exe.to_path_buf()
+    }
+}
+
 /// A command that runs `program` through `launcher` (the `gantry` binary) under the
 /// restriction: writable only under `writable`, bounded by `rlimits`. Append the program's
 /// arguments to it; set its environment, directory and stdio as for the program itself.
@@ -225,6 +240,16 @@ mod tests {
         assert_eq!(tail, os(&["-n", "hi"]));
         assert_eq!(restriction.rlimits.processes, 7);
         assert_eq!(restriction.rlimits.file_size, 9);
+    }
+
+    #[test]
+    fn the_dedicated_launcher_is_used_only_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("gantry");
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(launcher_for(&own), own, "none beside: the binary itself");
+        std::fs::write(dir.path().join(LAUNCHER_BIN), "").unwrap();
+        assert_eq!(launcher_for(&own), dir.path().join(LAUNCHER_BIN));
     }
 
     #[test]
