@@ -123,9 +123,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.data_dir,
             config.tasks.clone(),
         )?
-        .with_launcher(crate::tasks::sandbox::launcher_for(
-            &std::env::current_exe().context("finding gantry's own binary")?,
-        ));
+        .with_launcher({
+            let launcher = crate::tasks::sandbox::launcher_for(
+                &std::env::current_exe().context("finding gantry's own binary")?,
+            );
+            tracing::info!(launcher = %launcher.display(), "task processes start through");
+            launcher
+        });
         let backends = crate::backends::Availability::new(runtime.clone(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.
