@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const SEQUENTIAL: usize = 400;
 const CONNECTIONS: usize = 4;
 const PER_CONNECTION: usize = 300;
-const PROMPTS: usize = 150;
+const PROMPTS: usize = 400;
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
