@@ -308,6 +308,27 @@ async fn bad_requests_are_refused_with_reasons() {
         )
         .await;
     assert_eq!(status, 400);
+    // A path of the API with a method it does not take is 405 with the methods it does; a
+    // path that is not the API's is 404.
+    for (method, path, allow) in [
+        ("POST", "/v1/backends".to_string(), "GET"),
+        ("PUT", "/v1/workspaces".to_string(), "GET, POST"),
+        ("POST", format!("/v1/workspaces/{ws}"), "GET, DELETE"),
+        ("DELETE", "/v1/tasks/t1".to_string(), "GET"),
+        ("GET", "/v1/tasks/t1/cancel".to_string(), "POST"),
+    ] {
+        let (status, headers, answer) = alice.call_full(method, &path, Value::Null).await;
+        assert_eq!(status, 405, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "method_not_allowed");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+    }
+    let (status, answer) = alice
+        .call("GET", &format!("/v1/workspaces/{ws}/bogus"), Value::Null)
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("not_found"))
+    );
     // Nothing was started by any of them.
     let (_, list) = alice.call("GET", "/v1/tasks", Value::Null).await;
     assert_eq!(list["tasks"], json!([]));

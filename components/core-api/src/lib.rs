@@ -68,12 +68,31 @@ impl Guest for Core {
             ("GET", ["tasks", id]) => answer(out, 200, tasks::get(id).map(task_json).map_err(task_error)),
             ("POST", ["tasks", id, "cancel"]) => answer(out, 200, tasks::cancel(id).map(task_json).map_err(task_error)),
             ("GET", ["tasks", id, "events"]) => events(&request, id, out),
-            (_, ["workspaces" | "tasks", ..]) => {
-                http::error(out, 405, "method_not_allowed", &format!("{method} is not allowed on {path}"))
-            }
-            _ => http::error(out, 404, "not_found", &format!("no route for {path}")),
+            (_, route) => match allowed_methods(route) {
+                Some(allow) => {
+                    let body = json!({ "error": { "code": "method_not_allowed", "message": format!("{method} is not allowed on {path}; use {allow}") } });
+                    let body = serde_json::to_vec(&body).expect("JSON values serialize");
+                    let mut writer = http::start(out, 405, &[("content-type", "application/json"), ("allow", allow)]);
+                    if writer.write_all(&body).is_ok() {
+                        let _ = writer.finish();
+                    }
+                }
+                None => http::error(out, 404, "not_found", &format!("no route for {path}")),
+            },
         }
     }
+}
+
+/// The methods a path of this API takes (its `Allow`), or None if it is no path of it.
+fn allowed_methods(route: &[&str]) -> Option<&'static str> {
+    Some(match route {
+        ["backends"] => "GET",
+        ["workspaces" | "tasks"] => "GET, POST",
+        ["workspaces", _] => "GET, DELETE",
+        ["workspaces", _, "files", ..] | ["tasks", _] | ["tasks", _, "events"] => "GET",
+        ["tasks", _, "cancel"] => "POST",
+        _ => return None,
+    })
 }
 
 /// An error as the API answers it: status, code, message.
