@@ -558,9 +558,25 @@ async fn a_client_that_leaves_a_stream_cancels_its_run() {
     assert!(s["backend_session_id"].is_string(), "{s} {init}");
 }
 
+/// The status of `GET /health` without a key, sent from the loopback address `from`.
+async fn health_from(g: &Gantry, from: &str) -> String {
+    let request = b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+    let reply = raw_from(g, from, request).await;
+    reply.split(' ').nth(1).unwrap_or("").to_string()
+}
+
 /// Raw HTTP/1.1 over TCP, for bodies hyper's client would not send as asked.
 async fn raw(g: &Gantry, request: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    raw_from(g, "127.0.0.1", request).await
+}
+
+/// [`raw`], from the loopback address `from` (all of 127.0.0.0/8 is this host's).
+async fn raw_from(g: &Gantry, from: &str, request: &[u8]) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(g.addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
@@ -900,6 +916,13 @@ async fn rate_limits_answer_429_with_their_headers() {
         assert!(!headers.contains_key("x-ratelimit-limit"));
     }
     assert!(fake.requests().is_empty(), "the refused prompt never ran");
+    // Callers without a key are limited per address: one that uses up its budget on the
+    // public /health leaves another's (a load balancer's probes, say) untouched.
+    for _ in 0..3 {
+        assert_eq!(health_from(&g, "127.0.0.1").await, "200");
+    }
+    assert_eq!(health_from(&g, "127.0.0.1").await, "429");
+    assert_eq!(health_from(&g, "127.0.0.2").await, "200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

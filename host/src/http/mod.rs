@@ -75,7 +75,7 @@ pub async fn serve(
                 let service = service_fn(move |req| {
                     let runtime = runtime.clone();
                     let gate = gate.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&runtime, &gate, req).await) }
+                    async move { Ok::<_, Infallible>(dispatch(&runtime, &gate, peer.ip(), req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -108,13 +108,18 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-async fn dispatch(runtime: &Runtime, gate: &Gate, req: Request<Incoming>) -> Response<GuestBody> {
+async fn dispatch(
+    runtime: &Runtime,
+    gate: &Gate,
+    client: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Response<GuestBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let target = runtime.router().lookup(&path).cloned();
     let envelope = target.as_ref().map(|t| t.errors).unwrap_or_default();
-    let response = gated(runtime, gate, target.as_ref(), envelope, req).await;
+    let response = gated(runtime, gate, client, target.as_ref(), envelope, req).await;
     let status = response.status().as_u16();
     let route = target
         .as_ref()
@@ -130,6 +135,7 @@ async fn dispatch(runtime: &Runtime, gate: &Gate, req: Request<Incoming>) -> Res
 async fn gated(
     runtime: &Runtime,
     gate: &Gate,
+    client: std::net::IpAddr,
     target: Option<&router::RouteTarget>,
     envelope: ErrorEnvelope,
     mut req: Request<Incoming>,
@@ -149,7 +155,7 @@ async fn gated(
         let message = format!("no plugin serves {path}");
         return error_response(envelope, StatusCode::NOT_FOUND, "no_route", &message, None);
     };
-    let rate = gate.limits.check(tenant.as_str(), Instant::now());
+    let rate = gate.limits.check(&tenant, client, Instant::now());
     if let Some(decision) = rate.filter(|d| !d.allowed) {
         let message = format!(
             "more than {} requests a minute; retry in {} s",
