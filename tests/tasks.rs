@@ -522,3 +522,43 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
         );
     }
 }
+
+/// The dedicated launcher on its own: it becomes the program (its output and status are the
+/// program's), and anything it cannot do is exit 127 with the reason.
+#[test]
+fn the_launcher_binary_becomes_its_program_or_says_why_not() {
+    let launcher = env!("CARGO_BIN_EXE_gantry-sandbox");
+    let run = |args: &[&str]| {
+        std::process::Command::new(launcher)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "__sandbox-exec",
+        "--nofile",
+        "64",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ulimit -n; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "64\n");
+    for (args, reason) in [
+        (
+            &["__sandbox-exec", "--", "/nowhere/at/all"][..],
+            "cannot run /nowhere/at/all",
+        ),
+        (&["__sandbox-exec", "--bogus"][..], "unknown argument"),
+        (
+            &["__sandbox-exec", "--nproc", "many", "--", "/bin/true"][..],
+            "--nproc needs a number",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(127), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}
