@@ -175,8 +175,18 @@ async fn prompts_streams_sessions_and_batches_with_the_real_clis() {
     assert!(s["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Text format: the output alone.
-    let (status, text) = alice.call("POST", "/api/v1/prompt", json!({ "backend": "gemini", "prompt": "plain text please", "output_format": "text", "ephemeral": true })).await;
+    let (status, headers, text) = alice.call_full("POST", "/api/v1/prompt", json!({ "backend": "gemini", "prompt": "plain text please", "output_format": "text", "ephemeral": true })).await;
     assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        headers["x-exit-code"], "0",
+        "the exit code has no field in text"
+    );
     assert!(
         text.as_str()
             .unwrap()

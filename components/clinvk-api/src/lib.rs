@@ -75,15 +75,12 @@ gantry_guest::bindings::export_handler!(ClinvkApi);
 
 fn fail(out: ResponseOutparam, e: &ApiError) {
     let body = json!({ "error": e.code, "message": e.message });
-    let body = serde_json::to_vec(&body).expect("JSON values serialize");
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(methods) = e.allow {
-        headers.push(("allow", methods));
-    }
-    let mut writer = http::start(out, e.status, &headers);
-    if writer.write_all(&body).is_ok() {
-        let _ = writer.finish();
-    }
+    let allow: Vec<_> = e
+        .allow
+        .map(|methods| ("allow", methods))
+        .into_iter()
+        .collect();
+    http::json_with(out, e.status, &allow, &body);
 }
 
 fn body(request: Request) -> Result<Map<String, Value>, ApiError> {
@@ -297,18 +294,11 @@ impl PromptRun {
             }
             // Text has no field for the exit code: a header carries it.
             let code = outcome.exit_code.to_string();
-            let mut writer = http::start(
-                out,
-                200,
-                &[
-                    ("content-type", "text/plain; charset=utf-8"),
-                    ("x-exit-code", &code),
-                ],
-            );
-            if writer.write_all(text.as_bytes()).is_ok() {
-                let _ = writer.finish();
-            }
-            return;
+            let headers = [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-exit-code", code.as_str()),
+            ];
+            return http::respond_with(out, 200, &headers, text.as_bytes());
         }
         http::json(
             out,
@@ -406,6 +396,9 @@ impl PromptRun {
         let (Some(s), Some(id)) = (&self.session, id) else {
             return;
         };
+        if self.resume.as_deref() == Some(id) {
+            return; // a resumed session already has it
+        }
         edit_session(s, |data| {
             data["backend_session_id"] = id.into();
             None

@@ -70,12 +70,9 @@ impl Guest for Core {
             ("GET", ["tasks", id, "events"]) => events(&request, id, out),
             (_, route) => match allowed_methods(route) {
                 Some(allow) => {
-                    let body = json!({ "error": { "code": "method_not_allowed", "message": format!("{method} is not allowed on {path}; use {allow}") } });
-                    let body = serde_json::to_vec(&body).expect("JSON values serialize");
-                    let mut writer = http::start(out, 405, &[("content-type", "application/json"), ("allow", allow)]);
-                    if writer.write_all(&body).is_ok() {
-                        let _ = writer.finish();
-                    }
+                    let message = format!("{method} is not allowed on {path}; use {allow}");
+                    let body = json!({ "error": { "code": "method_not_allowed", "message": message } });
+                    http::json_with(out, 405, &[("allow", allow)], &body)
                 }
                 None => http::error(out, 404, "not_found", &format!("no route for {path}")),
             },

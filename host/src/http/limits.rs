@@ -210,32 +210,23 @@ mod tests {
     fn callers_without_a_key_have_a_bucket_per_address() {
         let l = limiter(60, 1);
         let t0 = Instant::now();
+        let allowed = |tenant: &TenantId, client: &str| {
+            l.check(tenant, client.parse().unwrap(), t0)
+                .unwrap()
+                .allowed
+        };
         let anonymous = TenantId::anonymous();
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(l.check(&anonymous, HERE, t0).unwrap().allowed);
-        assert!(!l.check(&anonymous, HERE, t0).unwrap().allowed);
-        assert!(l.check(&anonymous, other, t0).unwrap().allowed);
+        assert!(allowed(&anonymous, "127.0.0.1"));
+        assert!(!allowed(&anonymous, "127.0.0.1"));
+        assert!(allowed(&anonymous, "127.0.0.2"));
         // An IPv6 host counts as its /64; the same address mapped into IPv6 as itself.
-        let v6 = |a: &str| a.parse::<IpAddr>().unwrap();
-        assert!(l.check(&anonymous, v6("2001:db8::1"), t0).unwrap().allowed);
-        assert!(
-            !l.check(&anonymous, v6("2001:db8::ffff:2"), t0)
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            l.check(&anonymous, v6("2001:db8:0:1::1"), t0)
-                .unwrap()
-                .allowed
-        );
-        assert!(
-            !l.check(&anonymous, v6("::ffff:127.0.0.2"), t0)
-                .unwrap()
-                .allowed
-        );
+        assert!(allowed(&anonymous, "2001:db8::1"));
+        assert!(!allowed(&anonymous, "2001:db8::ffff:2"));
+        assert!(allowed(&anonymous, "2001:db8:0:1::1"));
+        assert!(!allowed(&anonymous, "::ffff:127.0.0.2"));
         // A tenant with a key has one bucket wherever it calls from.
-        assert!(l.check(&t("a"), HERE, t0).unwrap().allowed);
-        assert!(!l.check(&t("a"), other, t0).unwrap().allowed);
+        assert!(allowed(&t("a"), "127.0.0.1"));
+        assert!(!allowed(&t("a"), "127.0.0.2"));
     }
 
     #[test]

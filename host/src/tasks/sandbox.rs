@@ -137,7 +137,7 @@ pub fn launcher_for(own_exe: &Path) -> PathBuf {
     }
 }
 
-/// A command that runs `program` through `launcher` (the `gantry` binary) under the
+/// A command that runs `program` through `launcher` (see [`launcher_for`]) under the
 /// restriction: writable only under `writable`, bounded by `rlimits`. Append the program's
 /// arguments to it; set its environment, directory and stdio as for the program itself.
 pub fn launcher_command(

@@ -203,7 +203,12 @@ pub fn start(out: ResponseOutparam, status: u16, headers: &[(&str, &str)]) -> Bo
 
 /// Answer with a complete body.
 pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let mut writer = start(out, status, &[("content-type", content_type)]);
+    respond_with(out, status, &[("content-type", content_type)], body);
+}
+
+/// Answer with a complete body and these headers (its content type among them).
+pub fn respond_with(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    let mut writer = start(out, status, headers);
     // A client that went away needs no answer.
     if writer.write_all(body).is_ok() {
         let _ = writer.finish();
@@ -212,8 +217,20 @@ pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, body: &[u
 
 /// Answer with a JSON value.
 pub fn json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
+    json_with(out, status, &[], value);
+}
+
+/// Answer with a JSON value and these headers besides its content type (`Allow`, say).
+pub fn json_with(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(&str, &str)],
+    value: &serde_json::Value,
+) {
     let body = serde_json::to_vec(value).expect("JSON values serialize");
-    respond(out, status, "application/json", &body);
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    respond_with(out, status, &all, &body);
 }
 
 /// Answer with a JSON error in gantry's envelope: `{"error": {"code", "message"}}`.
