@@ -103,6 +103,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // No task (nor anything else of gantry's uid) may read this process's memory or
+    // environment through /proc or ptrace.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     tokio.block_on(async {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir)
@@ -116,6 +120,35 @@ fn serve(args: ServeArgs) -> Result<()> {
                 .with_workdirs(&config.workdirs),
         );
         let sessions = crate::sessions::Sessions::new(store.clone());
+        // Bound before the isolation probe, which proves that a task cannot reach it.
+        let (listener, local) = crate::http::bind(config.addr).await?;
+        let launcher = crate::tasks::sandbox::launcher_for(
+            &std::env::current_exe().context("finding gantry's own binary")?,
+        );
+        tracing::info!(launcher = %launcher.display(), "task processes start through");
+        let isolation = crate::tasks::isolation::Isolation::detect(
+            &config.sandbox,
+            launcher,
+            &config.data_dir,
+            local.port(),
+        )
+        .await;
+        if isolation.is_full() {
+            tracing::info!(level = isolation.level(), "task isolation");
+        } else {
+            tracing::warn!(level = isolation.level(), "task isolation");
+            if keys.tenant_count() > 1 {
+                if config.isolation != crate::tasks::isolation::IsolationMode::Weak {
+                    anyhow::bail!(
+                        "refusing to serve {} tenants with task isolation {}; fix what is \
+                         missing, or set isolation = \"weak\" in the config to accept it",
+                        keys.tenant_count(),
+                        isolation.level()
+                    );
+                }
+                tracing::warn!("serving several tenants with weak isolation (isolation = \"weak\")");
+            }
+        }
         let tasks = crate::tasks::Supervisor::new(
             runtime.clone(),
             store,
@@ -123,13 +156,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.data_dir,
             config.tasks.clone(),
         )?
-        .with_launcher({
-            let launcher = crate::tasks::sandbox::launcher_for(
-                &std::env::current_exe().context("finding gantry's own binary")?,
-            );
-            tracing::info!(launcher = %launcher.display(), "task processes start through");
-            launcher
-        });
+        .with_isolation(isolation)
+        .with_egress(config.egress.clone());
         let backends = crate::backends::Availability::new(runtime.clone(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.
@@ -149,7 +177,6 @@ fn serve(args: ServeArgs) -> Result<()> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "plugins loaded"
         );
-        let (listener, local) = crate::http::bind(config.addr).await?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "gantry listening on http://{local}")?;

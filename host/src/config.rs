@@ -31,6 +31,13 @@ pub struct Config {
     pub http: crate::http::limits::HttpLimits,
     /// Directories outside the workspaces that tenants may name as working directories.
     pub workdirs: crate::workspaces::WorkdirPolicy,
+    /// Whether several tenants may be served with less than full task isolation.
+    pub isolation: crate::tasks::isolation::IsolationMode,
+    /// What each task's sandbox holds.
+    pub sandbox: crate::tasks::isolation::SandboxConfig,
+    /// What tasks may reach through their egress proxy, and the model keys it adds.
+    #[serde(default)]
+    pub egress: crate::tasks::isolation::EgressConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,

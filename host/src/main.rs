@@ -2,8 +2,15 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args_os();
     // Task processes start through the binary itself, as a sandbox launcher (see
     // `gantry::tasks::sandbox`): handled before anything else initialises.
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(gantry::tasks::sandbox::LAUNCHER_ARG)) {
-        return gantry::tasks::sandbox::launch(args.collect());
+    match args.nth(1) {
+        Some(a) if a == gantry::tasks::sandbox::LAUNCHER_ARG => {
+            return gantry::tasks::sandbox::launch(args.collect());
+        }
+        Some(a) if a == gantry::tasks::sandbox::PROBE_ARG => {
+            let rest: Vec<_> = args.collect();
+            return gantry::tasks::isolation::probe_main(&rest).into();
+        }
+        _ => {}
     }
     gantry::cli::main()
 }

@@ -127,6 +127,14 @@ impl ApiKeys {
         Ok(())
     }
 
+    /// How many tenants have keys.
+    pub fn tenant_count(&self) -> usize {
+        self.by_digest
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     /// Whether no key is configured (gantry then serves the `local` tenant).
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()

@@ -17,6 +17,13 @@ const CANNOT_RUN: c_int = 127;
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     let mut args = std::env::args_os().skip(1).peekable();
+    // Run inside a sandbox as the isolation probe (see `gantry::tasks::isolation`).
+    if args.peek().map(|a| a.as_os_str())
+        == Some(std::ffi::OsStr::new(gantry::tasks::sandbox::PROBE_ARG))
+    {
+        let rest: Vec<_> = args.skip(1).collect();
+        return gantry::tasks::isolation::probe_main(&rest).into();
+    }
     // Launched exactly as `gantry` would be: the mode argument comes first.
     if args.peek().map(|a| a.as_os_str())
         == Some(std::ffi::OsStr::new(gantry::tasks::sandbox::LAUNCHER_ARG))

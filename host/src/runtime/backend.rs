@@ -80,6 +80,26 @@ impl BackendAdapter<'_> {
         &self.plugin.manifest.env
     }
 
+    /// The backend's model API: the `base_url` setting, else the manifest's `model_upstream`.
+    pub fn model_upstream(&self) -> Option<&str> {
+        self.plugin
+            .manifest
+            .settings
+            .get("base_url")
+            .or(self.plugin.manifest.model_upstream.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Extra paths the manifest lets this backend's tasks read.
+    pub fn read_only(&self) -> &[std::path::PathBuf] {
+        &self.plugin.manifest.read_only
+    }
+
+    /// Hosts the manifest lets this backend's tasks reach.
+    pub fn egress(&self) -> &[String] {
+        &self.plugin.manifest.egress
+    }
+
     /// The binary the manifest allows this backend to spawn.
     pub fn binary(&self) -> &str {
         self.plugin.manifest.binary.as_deref().unwrap_or_default()
@@ -105,7 +125,19 @@ impl BackendAdapter<'_> {
         tenant: &TenantId,
         request: &PromptRequest,
     ) -> Result<Result<CommandSpec, RequestError>, CallFailure> {
+        self.build_command_with(tenant, request, Vec::new()).await
+    }
+
+    /// [`build_command`](Self::build_command), with `overrides` in place of the plugin's own
+    /// settings of the same names (a task's model proxy in place of `base_url`).
+    pub async fn build_command_with(
+        &self,
+        tenant: &TenantId,
+        request: &PromptRequest,
+        overrides: Vec<(String, String)>,
+    ) -> Result<Result<CommandSpec, RequestError>, CallFailure> {
         let mut i = self.instantiate(tenant).await?;
+        i.store.data_mut().setting_overrides = overrides;
         i.backend
             .gantry_plugin_adapter()
             .call_build_command(&mut i.store, request)

@@ -32,6 +32,8 @@ pub struct CallState {
     pub(crate) bound_tasks: Vec<String>,
     /// Workspaces made with `create-for-call`: removed once those tasks have ended.
     pub(crate) bound_workspaces: Vec<String>,
+    /// Settings this call sees in place of the plugin's own (a task's proxy `base_url`).
+    pub(crate) setting_overrides: Vec<(String, String)>,
 }
 
 impl Drop for CallState {
@@ -142,6 +144,7 @@ pub(crate) fn new_store(
         tenant: tenant.clone(),
         bound_tasks: Vec::new(),
         bound_workspaces: Vec::new(),
+        setting_overrides: Vec::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

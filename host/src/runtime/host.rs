@@ -171,15 +171,17 @@ impl log::Host for CallState {
 
 impl config::Host for CallState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.plugin.settings.get(&key).cloned()
+        self.setting_overrides
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.plugin.settings.get(&key).cloned())
     }
 
     fn entries(&mut self) -> Vec<(String, String)> {
-        self.plugin
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let mut entries: std::collections::BTreeMap<String, String> = self.plugin.settings.clone();
+        entries.extend(self.setting_overrides.iter().cloned());
+        entries.into_iter().collect()
     }
 }
 
@@ -191,8 +193,8 @@ impl host_info::Host for CallState {
             active_instances: self.node.active_instances(),
             plugins: self.node.plugins.get().cloned().unwrap_or_default(),
             sandbox: match self.node.services() {
-                Some(s) if s.tasks.sandboxed() => "landlock".into(),
-                _ => "off".into(),
+                Some(s) => s.tasks.isolation_level().to_string(),
+                None => "off".into(),
             },
             store: {
                 let (available, sessions) = self

@@ -65,6 +65,14 @@ pub struct Manifest {
     /// Variables of gantry's own environment passed to a backend's processes (when set):
     /// typically the model API key. Everything else a child sees comes from the adapter.
     pub env: Vec<String>,
+    /// A backend's model API (`https://api.anthropic.com`): its tasks reach it only through
+    /// gantry's model proxy, which adds the key. The `base_url` setting, when set, overrides it.
+    pub model_upstream: Option<String>,
+    /// Extra paths a backend's tasks may read (absolute), beyond the system's and the
+    /// binary's install tree.
+    pub read_only: Vec<std::path::PathBuf>,
+    /// Hosts a backend's tasks may reach through the egress proxy (see `[egress]`).
+    pub egress: Vec<String>,
     /// Per-call limits.
     pub limits: PluginLimits,
     /// Settings, readable through `gantry:plugin/config`.
@@ -98,6 +106,11 @@ struct RawManifest {
     binary: Option<String>,
     #[serde(default)]
     env: Vec<String>,
+    model_upstream: Option<String>,
+    #[serde(default)]
+    read_only: Vec<std::path::PathBuf>,
+    #[serde(default)]
+    egress: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -201,8 +214,16 @@ impl Manifest {
                 if routes.is_empty() {
                     bail!("a handler needs at least one route");
                 }
-                if raw.binary.is_some() || !raw.env.is_empty() {
-                    bail!("`binary` and `env` are for backends; a handler spawns nothing");
+                if raw.binary.is_some()
+                    || !raw.env.is_empty()
+                    || raw.model_upstream.is_some()
+                    || !raw.read_only.is_empty()
+                    || !raw.egress.is_empty()
+                {
+                    bail!(
+                        "`binary`, `env`, `model_upstream`, `read_only` and `egress` are for \
+                         backends; a handler spawns nothing"
+                    );
                 }
             }
             PluginKind::Backend => {
@@ -220,6 +241,24 @@ impl Manifest {
         }
         for import in &raw.imports {
             check_import_name(import)?;
+        }
+        if let Some(url) = &raw.model_upstream {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)) {
+                bail!("`model_upstream` {url:?} must be an http:// or https:// URL with a host");
+            }
+        }
+        for path in &raw.read_only {
+            if !path.is_absolute() {
+                bail!("`read_only` entry {} must be an absolute path", path.display());
+            }
+        }
+        for host in &raw.egress {
+            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+                bail!("`egress` entry {host:?} must be a host, host:port, *.domain or \"*\"");
+            }
         }
         for var in &raw.env {
             let ok = !var.is_empty()
@@ -260,6 +299,9 @@ impl Manifest {
             imports: raw.imports,
             binary: raw.binary,
             env: raw.env,
+            model_upstream: raw.model_upstream,
+            read_only: raw.read_only,
+            egress: raw.egress,
             limits,
             settings,
         })

@@ -7,6 +7,8 @@
 //! catches up (a bounded channel between the pipes and the log), so memory per task stays
 //! bounded however much a child prints.
 
+pub mod egress;
+pub mod isolation;
 mod lines;
 pub mod sandbox;
 mod tail;
@@ -131,10 +133,10 @@ struct Inner {
     live: Mutex<HashMap<String, Live>>,
     tmp_root: PathBuf,
     homes_root: PathBuf,
-    sandbox: bool,
-    /// The `gantry` binary, to start task processes through (see [`sandbox`]); without it
-    /// they are forked with a `pre_exec` hook.
-    launcher: Option<PathBuf>,
+    /// What each task's sandbox holds (see [`isolation`]).
+    isolation: isolation::Isolation,
+    /// Who may reach what through the egress proxy, and the model keys per tenant.
+    egress: isolation::EgressConfig,
 }
 
 /// Why an adapter refused a request, for the caller.
@@ -223,12 +225,7 @@ impl Supervisor {
         std::fs::create_dir_all(&tmp_root)?;
         let homes_root = data_dir.join("homes");
         std::fs::create_dir_all(&homes_root)?;
-        let sandbox = sandbox::landlock_available();
-        if !sandbox {
-            tracing::warn!(
-                "Landlock is not available on this kernel: task processes can write outside their workspaces"
-            );
-        }
+        let isolation = isolation::Isolation::landlock_only(data_dir);
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 runtime,
@@ -240,24 +237,47 @@ impl Supervisor {
                 live: Mutex::new(HashMap::new()),
                 tmp_root: tmp_root.canonicalize()?,
                 homes_root: homes_root.canonicalize()?,
-                sandbox,
-                launcher: None,
+                isolation,
+                egress: isolation::EgressConfig::default(),
             }),
         })
     }
 
-    /// Start task processes through `gantry` (the binary at `path`, run as a sandbox
-    /// launcher) instead of forking this process. Call before the supervisor is shared.
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("the supervisor is configured before it is shared")
+    }
+
+    /// Start task processes through the launcher at `path` (see [`sandbox`]) with Landlock
+    /// and rlimits only, instead of forking this process. Call before the supervisor is
+    /// shared.
     pub fn with_launcher(mut self, path: PathBuf) -> Supervisor {
-        Arc::get_mut(&mut self.inner)
-            .expect("the launcher is set before the supervisor is shared")
-            .launcher = Some(path);
+        let data_dir = self.inner.tmp_root.parent().map(PathBuf::from).unwrap_or_default();
+        self.inner_mut().isolation = isolation::Isolation::launcher_only(path, &data_dir);
+        self
+    }
+
+    /// Sandbox tasks as `isolation` found this machine can. Call before the supervisor is
+    /// shared.
+    pub fn with_isolation(mut self, isolation: isolation::Isolation) -> Supervisor {
+        self.inner_mut().isolation = isolation;
+        self
+    }
+
+    /// Let tasks reach what `egress` allows, with its model keys. Call before the supervisor
+    /// is shared.
+    pub fn with_egress(mut self, egress: isolation::EgressConfig) -> Supervisor {
+        self.inner_mut().egress = egress;
         self
     }
 
     /// Whether task processes run under Landlock.
     pub fn sandboxed(&self) -> bool {
-        self.inner.sandbox
+        self.inner.isolation.landlock()
+    }
+
+    /// The isolation level of this node's tasks: `full`, `partial: …` or `off`.
+    pub fn isolation_level(&self) -> &str {
+        self.inner.isolation.level()
     }
 
     /// Whether a task is pending or running in the workspace.
@@ -287,11 +307,15 @@ impl Supervisor {
             .runtime
             .backend(&start.backend)
             .ok_or_else(|| TaskError::UnknownBackend(start.backend.clone()))?;
+        let task_id = uuid::Uuid::new_v4().to_string();
+        let proxy = TaskProxy::new(inner, tenant, &backend, &start.backend, &task_id)
+            .map_err(|e| TaskError::Refused(format!("{e:#}")))?;
+        let overrides = proxy.setting_overrides();
         // Every command is built before anything runs: one refusal spawns nothing.
         let mut steps = Vec::with_capacity(start.setup.len() + 1);
         for request in start.setup.into_iter().chain([start.request.clone()]) {
             let spec = backend
-                .build_command(tenant, &request)
+                .build_command_with(tenant, &request, overrides.clone())
                 .await
                 .map_err(TaskError::Adapter)?
                 .map_err(|e| TaskError::Refused(refusal_message(&e)))?;
@@ -299,7 +323,7 @@ impl Supervisor {
         }
         let binary = backend.binary().to_string();
         let task = TaskRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: task_id,
             tenant: tenant.to_string(),
             workspace_id: workspace.id.clone(),
             backend: start.backend.clone(),
@@ -342,6 +366,7 @@ impl Supervisor {
             binary,
             timeout,
             subdir: start.subdir,
+            proxy,
             log: TaskLog {
                 store: inner.store.clone(),
                 task_id: task.id.clone(),
@@ -625,7 +650,159 @@ struct TaskRun {
     binary: String,
     timeout: Option<Duration>,
     subdir: Option<String>,
+    proxy: TaskProxy,
     log: TaskLog,
+}
+
+/// A task's egress and model proxy: what it may reach, the per-task token its CLI holds in
+/// place of the key, and where it listens (inside the task's network namespace, or on the
+/// host's loopback when tasks share the host's network).
+#[derive(Debug)]
+struct TaskProxy {
+    egress: Arc<egress::TaskEgress>,
+    /// The variables (the manifest's `env`) that hold the token in the task.
+    key_vars: Vec<String>,
+    /// Where the task reaches the proxy.
+    listen: std::net::SocketAddr,
+    /// A listener on the host's loopback, served from the first step on (no network
+    /// namespace).
+    host_listener: Option<std::net::TcpListener>,
+    /// The proxy serving the host listener.
+    serving: Option<egress::ProxyHandle>,
+}
+
+impl TaskProxy {
+    fn new(
+        inner: &Inner,
+        tenant: &TenantId,
+        backend: &crate::runtime::BackendAdapter<'_>,
+        backend_name: &str,
+        task_id: &str,
+    ) -> anyhow::Result<TaskProxy> {
+        let config = &inner.egress;
+        let mut patterns: Vec<String> = config.allow.clone();
+        patterns.extend(config.tenants.get(tenant.as_str()).into_iter().flatten().cloned());
+        patterns.extend(backend.egress().iter().cloned());
+        let policy = egress::EgressPolicy::new(&patterns)
+            .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
+        let key_vars = backend.passed_env().to_vec();
+        // A token of 256 random bits (two v4 UUIDs): useless anywhere but this task's proxy.
+        let token = format!(
+            "gantry-task-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let model = backend.model_upstream().map(|upstream| egress::ModelRoute {
+            upstream: upstream.to_string(),
+            token,
+            key: key_vars
+                .iter()
+                .find_map(|var| config.model_key(tenant.as_str(), var)),
+        });
+        let (listen, host_listener) = if inner.isolation.own_network() {
+            (
+                std::net::SocketAddr::from(([127, 0, 0, 1], sandbox::PROXY_PORT)),
+                None,
+            )
+        } else {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            (listener.local_addr()?, Some(listener))
+        };
+        Ok(TaskProxy {
+            egress: Arc::new(egress::TaskEgress {
+                tenant: tenant.to_string(),
+                task: task_id.to_string(),
+                backend: backend_name.to_string(),
+                policy,
+                model,
+                usage: egress::ModelUsage::default(),
+            }),
+            key_vars,
+            listen,
+            host_listener,
+            serving: None,
+        })
+    }
+
+    /// The adapter sees the proxy as its backend's `base_url`.
+    fn setting_overrides(&self) -> Vec<(String, String)> {
+        match &self.egress.model {
+            Some(route) => vec![("base_url".into(), route.local_base_url(self.listen))],
+            None => Vec::new(),
+        }
+    }
+
+    /// The task's variables: the token in each key variable, and the proxy for HTTP.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(route) = &self.egress.model {
+            env.extend(self.key_vars.iter().map(|v| (v.clone(), route.token.clone())));
+        }
+        let proxy = format!("http://{}", self.listen);
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((var.into(), proxy.clone()));
+        }
+        for var in ["NO_PROXY", "no_proxy"] {
+            env.push((var.into(), "127.0.0.1,localhost".into()));
+        }
+        env
+    }
+
+    /// Serve the host listener, once (no network namespace).
+    fn serve_host_listener(&mut self) -> std::io::Result<()> {
+        if let Some(listener) = self.host_listener.take() {
+            self.serving = Some(egress::serve(listener, self.egress.clone())?);
+        }
+        Ok(())
+    }
+
+    /// What the model proxy counted, for the task's summary.
+    fn usage(&self) -> Option<Value> {
+        let u = &self.egress.usage;
+        (u.requests() > 0).then(|| {
+            json!({
+                "requests": u.requests(),
+                "input_tokens": u.input_tokens(),
+                "output_tokens": u.output_tokens(),
+            })
+        })
+    }
+}
+
+/// Spawns that pass a descriptor to the child clear its close-on-exec flag for the moment of
+/// the spawn; holding this keeps other such spawns from inheriting it.
+static INHERIT_LOCK: Mutex<()> = Mutex::new(());
+
+fn set_inheritable(fd: std::os::fd::BorrowedFd<'_>, inherit: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flag = if inherit { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: fcntl on a descriptor we hold.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive the proxy listener the task's sandbox made inside its network namespace, waiting
+/// at most 10 s; gives back the socket, whose closing tells the launcher gantry is gone.
+async fn receive_listener(
+    socket: std::os::unix::net::UnixStream,
+) -> (std::os::unix::net::UnixStream, Option<std::net::TcpListener>) {
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsFd;
+        let _ = socket.set_read_timeout(Some(Duration::from_secs(10)));
+        let listener = match sandbox::namespaces::recv_fd(socket.as_fd()) {
+            Ok(Some(fd)) => Some(std::net::TcpListener::from(fd)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("no proxy listener from the task's sandbox: {e}");
+                None
+            }
+        };
+        (socket, listener)
+    })
+    .await
+    .expect("the receiving thread does not panic")
 }
 
 impl TaskRun {
@@ -761,16 +938,43 @@ impl TaskRun {
             return Ok(None);
         };
         let writable = [root.as_path(), tmp.as_path(), home.as_path()];
-        let mut cmd = match &self.inner.launcher {
-            Some(launcher) => sandbox::launcher_command(
-                launcher,
-                &writable,
-                sandbox::Rlimits::default(),
-                &program,
-            ),
+        let isolation = &self.inner.isolation;
+        // The task's sandbox (its cgroup lives as long as this), and the socket over which
+        // its network namespace hands back the proxy listener.
+        let mut task_sandbox = None;
+        let mut sync: Option<(std::os::unix::net::UnixStream, std::os::unix::net::UnixStream)> =
+            None;
+        let mut cmd = match isolation.launcher() {
+            Some(launcher) => {
+                let built = isolation.task(
+                    &self.record.id,
+                    self.tenant.as_str(),
+                    &program,
+                    backend.read_only(),
+                    &writable,
+                );
+                let mut built = match built {
+                    Ok(built) => built,
+                    Err(e) => {
+                        let message = format!("could not prepare the task's sandbox: {e:#}");
+                        self.record.error = Some(message.clone());
+                        self.set_state(TaskState::Failed, json!({ "error": message }))?;
+                        return Ok(None);
+                    }
+                };
+                if isolation.own_network() {
+                    use std::os::fd::AsRawFd;
+                    let pair = std::os::unix::net::UnixStream::pair()?;
+                    built.spec.sync_fd = Some(pair.1.as_raw_fd());
+                    sync = Some(pair);
+                }
+                let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
+                task_sandbox = Some(built);
+                cmd
+            }
             None => {
                 let restriction =
-                    sandbox::Restriction::new(&writable, sandbox::Rlimits::default())?;
+                    sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
                 let mut cmd = tokio::process::Command::new(&program);
                 // SAFETY: the closure makes only async-signal-safe calls (see
                 // `apply_in_child`).
@@ -780,12 +984,10 @@ impl TaskRun {
                 cmd
             }
         };
-        // The operator's variables from gantry's own environment, named by the manifest.
-        let passed: Vec<(String, String)> = backend
-            .passed_env()
-            .iter()
-            .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
-            .collect();
+        if let Some(home_owner) = task_sandbox.as_ref().and_then(|t| t.spec.outside_ids) {
+            chown_home_files(&home, &files, home_owner)?;
+        }
+        self.proxy.serve_host_listener()?;
 
         cmd.args(&args)
             .env_clear()
@@ -793,8 +995,8 @@ impl TaskRun {
             .env("HOME", &home)
             .env("TMPDIR", &tmp)
             .env("LANG", "C.UTF-8")
+            .envs(self.proxy.env())
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .envs(passed)
             .current_dir(&cwd)
             .process_group(0)
             .stdin(if stdin.is_some() {
@@ -805,7 +1007,20 @@ impl TaskRun {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        let spawned = {
+            use std::os::fd::AsFd;
+            // The launcher's end of the socket is inherited by it alone.
+            let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, theirs)) = &sync {
+                set_inheritable(theirs.as_fd(), true)?;
+            }
+            let spawned = cmd.spawn();
+            if let Some((_, theirs)) = &sync {
+                set_inheritable(theirs.as_fd(), false)?;
+            }
+            spawned
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let message = format!("could not start {}: {e}", self.binary);
@@ -814,6 +1029,17 @@ impl TaskRun {
                 return Ok(None);
             }
         };
+        // Held until the step ends: the launcher kills the task when it closes.
+        let mut _lifeline = None;
+        let mut _proxy = None;
+        if let Some((ours, theirs)) = sync.take() {
+            drop(theirs);
+            let (socket, listener) = receive_listener(ours).await;
+            _lifeline = Some(socket);
+            if let Some(listener) = listener {
+                _proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+            }
+        }
         let pgid = child.id().map(|p| p as i32);
         if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
             tokio::spawn(async move {
@@ -889,6 +1115,15 @@ impl TaskRun {
         }
         let status = status.expect("the loop ends after the exit");
         let exit_code = status.code();
+        if let Some(cgroup) = task_sandbox.as_ref().and_then(|t| t.cgroup.as_ref())
+            && cgroup.oom_kills() > 0
+        {
+            self.record.error = Some(format!(
+                "killed: out of memory (the task's limit is {} bytes)",
+                self.inner.isolation.memory_limit()
+            ));
+        }
+        drop(task_sandbox);
         let summary = match adapter.take() {
             Some(run) => match run.finish(exit_code).await {
                 Ok(s) => Some(s),
@@ -949,6 +1184,10 @@ impl TaskRun {
                 self.record.error.clone_from(&s.error);
             }
         }
+        if let Some(usage) = self.proxy.usage() {
+            let summary = self.record.summary.get_or_insert_with(|| json!({}));
+            summary["model_usage"] = usage;
+        }
         let state = match stop {
             Stop::Cancelled => TaskState::Cancelled,
             Stop::TimedOut => {
@@ -1002,6 +1241,23 @@ impl TaskRun {
         }
         self.log.append(entries)
     }
+}
+
+/// Hand the files gantry wrote into a task's home to the task's uid (gantry runs as root).
+fn chown_home_files(
+    home: &std::path::Path,
+    files: &[(String, String)],
+    (uid, gid): (u32, u32),
+) -> std::io::Result<()> {
+    for (path, _) in files {
+        // Checked relative paths (see `prepare_home`): every prefix is inside the home.
+        let mut at = home.to_path_buf();
+        for component in std::path::Path::new(path).components() {
+            at.push(component);
+            std::os::unix::fs::lchown(&at, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Resolves once a cancel was asked for (never, if the sender is gone).

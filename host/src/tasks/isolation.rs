@@ -1,0 +1,409 @@
+//! How isolated this node's tasks are, proven at start, and what each task's sandbox holds.
+//!
+//! At start gantry finds what the kernel offers (namespaces, cgroups, Landlock), then runs a
+//! sandboxed probe that tries the forbidden things — read the data directory, read gantry's
+//! environment, signal gantry, write outside its directories, reach gantry's port, change the
+//! hostname — and names the level: `full`, `partial: <what is missing>` or `off`. Serving
+//! several tenants with less than `full` needs `isolation = "weak"` in the config.
+
+use super::sandbox::{self, Layers, Rlimits, SandboxSpec, cgroup};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Whether gantry may serve several tenants with less than full isolation.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// Several tenants only with full isolation (the default).
+    #[default]
+    Full,
+    /// Serve several tenants whatever the sandbox holds (said at start and in `/health`).
+    Weak,
+}
+
+/// `[sandbox]`: what every task's sandbox holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Run each task in its own namespaces (user, PID, mount, IPC, UTS, network).
+    pub namespaces: bool,
+    /// When gantry runs as root: a tenant's tasks run as uid and gid `uid_base + n`, `n` from
+    /// the tenant's name (0..65536), so tenants do not share a uid.
+    pub uid_base: u32,
+    /// Extra paths every task may read (beyond the system's and its backend's install tree).
+    pub read_only: Vec<PathBuf>,
+    /// The cgroup (below the hierarchy's root) that holds one cgroup per task.
+    pub cgroup_parent: String,
+    /// Per-task cgroup limits.
+    #[serde(flatten)]
+    pub limits: cgroup::CgroupLimits,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            namespaces: true,
+            uid_base: 200_000,
+            read_only: Vec::new(),
+            cgroup_parent: "gantry".into(),
+            limits: cgroup::CgroupLimits::default(),
+        }
+    }
+}
+
+/// `[egress]`: what tasks may reach through their proxy, and the model keys it adds.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Hosts every task may reach (`host`, `host:port`, `*.domain`, `*` for any public host;
+    /// private and loopback addresses only when named exactly).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// More hosts per tenant.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, Vec<String>>,
+    /// Model API keys per tenant, by the variable a backend's manifest names in `env`
+    /// (`[egress.model_keys.alice] ANTHROPIC_API_KEY = "…"`); gantry's own variable of that
+    /// name otherwise. The model proxy adds them; no task ever holds one.
+    #[serde(default)]
+    pub model_keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for EgressConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressConfig")
+            .field("allow", &self.allow)
+            .field("tenants", &self.tenants)
+            .field("model_keys", &"[redacted]")
+            .finish()
+    }
+}
+
+impl EgressConfig {
+    /// The model key in variable `var` for `tenant`: the tenant's own, else gantry's.
+    pub fn model_key(&self, tenant: &str, var: &str) -> Option<String> {
+        self.model_keys
+            .get(tenant)
+            .and_then(|keys| keys.get(var).cloned())
+            .or_else(|| std::env::var(var).ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// The node's isolation, found at start.
+#[derive(Debug)]
+pub struct Isolation {
+    config: SandboxConfig,
+    launcher: Option<PathBuf>,
+    layers: Layers,
+    cgroups: Option<cgroup::Cgroups>,
+    landlock: bool,
+    root: bool,
+    forbidden: Vec<PathBuf>,
+    level: String,
+}
+
+/// Everything one task's process gets from its sandbox, ready for the launcher.
+#[derive(Debug)]
+pub struct TaskSandbox {
+    /// The launcher's arguments.
+    pub spec: SandboxSpec,
+    /// The task's cgroup, removed when this is dropped.
+    pub cgroup: Option<cgroup::TaskCgroup>,
+}
+
+impl Isolation {
+    /// No sandbox but Landlock and rlimits applied in a forked child (the library used
+    /// without a launcher).
+    pub fn landlock_only(data_dir: &Path) -> Isolation {
+        let landlock = sandbox::landlock_available();
+        Isolation {
+            config: SandboxConfig {
+                namespaces: false,
+                ..SandboxConfig::default()
+            },
+            launcher: None,
+            layers: Layers::default(),
+            cgroups: None,
+            landlock,
+            root: false,
+            forbidden: vec![data_dir.to_path_buf()],
+            level: if landlock {
+                "partial: no launcher (Landlock and rlimits only)".into()
+            } else {
+                "off".into()
+            },
+        }
+    }
+
+    /// Landlock and rlimits applied by `launcher` (no namespaces, no cgroups, no probe).
+    pub fn launcher_only(launcher: PathBuf, data_dir: &Path) -> Isolation {
+        Isolation {
+            launcher: Some(launcher),
+            ..Isolation::landlock_only(data_dir)
+        }
+    }
+
+    /// The memory limit of a task's cgroup, in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.config.limits.memory_max_bytes
+    }
+
+    /// Find what this machine offers for tasks started through `launcher`, and prove it with
+    /// the probe (see the module's docs). `api_port` is gantry's own port, which a task must
+    /// not reach.
+    pub async fn detect(
+        config: &SandboxConfig,
+        launcher: PathBuf,
+        data_dir: &Path,
+        api_port: u16,
+    ) -> Isolation {
+        // SAFETY: a plain getter.
+        let root = unsafe { libc::geteuid() } == 0;
+        let landlock = sandbox::landlock_available();
+        let mut missing = Vec::new();
+        if !landlock {
+            missing.push("Landlock".to_string());
+        }
+        let cgroups = match cgroup::Cgroups::detect(&config.cgroup_parent) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                missing.push(format!("cgroups ({why})"));
+                None
+            }
+        };
+        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+        let mut isolation = Isolation {
+            config: config.clone(),
+            launcher: Some(launcher),
+            layers: Layers::default(),
+            cgroups,
+            landlock,
+            root,
+            forbidden: vec![data_dir.clone()],
+            level: String::new(),
+        };
+        if !config.namespaces {
+            missing.push("namespaces (turned off by [sandbox] namespaces = false)".into());
+        } else {
+            isolation.layers = Layers::ALL;
+            if let Err(why) = isolation.probe(&data_dir, api_port).await {
+                missing.push(format!("namespaces ({why})"));
+                isolation.layers = Layers::default();
+            }
+        }
+        isolation.level = if missing.is_empty() {
+            "full".into()
+        } else if !landlock && !isolation.layers.any() {
+            "off".into()
+        } else {
+            format!("partial: no {}", missing.join(", no "))
+        };
+        isolation
+    }
+
+    /// `full`, `partial: …` or `off`.
+    pub fn level(&self) -> &str {
+        &self.level
+    }
+
+    /// Whether the level is `full`.
+    pub fn is_full(&self) -> bool {
+        self.level == "full"
+    }
+
+    /// Whether tasks get their own network namespace (and so the proxy listener from inside
+    /// it).
+    pub fn own_network(&self) -> bool {
+        self.layers.net
+    }
+
+    /// The launcher, when tasks start through one.
+    pub fn launcher(&self) -> Option<&Path> {
+        self.launcher.as_deref()
+    }
+
+    /// Whether task processes run under Landlock.
+    pub fn landlock(&self) -> bool {
+        self.landlock
+    }
+
+    /// The uid and gid outside that a tenant's tasks run as: gantry's own unless it is root.
+    pub fn outside_ids(&self, tenant: &str) -> Option<(u32, u32)> {
+        if !self.root || !self.layers.user {
+            return None;
+        }
+        // FNV-1a: stable across releases, unlike std's hasher.
+        let mut hash: u32 = 0x811c_9dc5;
+        for b in tenant.bytes() {
+            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let id = self.config.uid_base.saturating_add(hash % 65_536);
+        Some((id, id))
+    }
+
+    /// The sandbox of task `id` of `tenant` running `program`, reading also `extra_read`,
+    /// writing `write`. Makes its cgroup and hands its directories to the task's uid.
+    pub fn task(
+        &self,
+        id: &str,
+        tenant: &str,
+        program: &Path,
+        extra_read: &[PathBuf],
+        write: &[&Path],
+    ) -> anyhow::Result<TaskSandbox> {
+        let mut extra = self.config.read_only.clone();
+        extra.extend(extra_read.iter().cloned());
+        let forbidden: Vec<&Path> = self.forbidden.iter().map(PathBuf::as_path).collect();
+        let (read, warnings) =
+            sandbox::paths::task_read_paths(program, crate::backends::CHILD_PATH, &extra, &forbidden);
+        for w in warnings {
+            tracing::warn!(task = id, "{w}");
+        }
+        let write: Vec<PathBuf> = write
+            .iter()
+            .map(|p| p.canonicalize())
+            .collect::<std::io::Result<_>>()?;
+        let outside_ids = self.outside_ids(tenant);
+        if let Some((uid, gid)) = outside_ids {
+            for dir in write.iter().filter(|d| self.forbidden.iter().any(|f| d.starts_with(f))) {
+                // Only gantry's own directories (never an operator's attached workdir), and
+                // only the directory itself: what is inside was written by this tenant's
+                // tasks, as this uid, or by gantry for them (chowned when written).
+                std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+            }
+        }
+        let cgroup = match &self.cgroups {
+            Some(c) => Some(c.create(id, &self.config.limits)?),
+            None => None,
+        };
+        Ok(TaskSandbox {
+            spec: SandboxSpec {
+                layers: self.layers,
+                read,
+                write,
+                rlimits: Rlimits::default(),
+                outside_ids,
+                cgroups: cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+                sync_fd: None,
+            },
+            cgroup,
+        })
+    }
+
+    /// Run the probe in a full sandbox; `Err` names the first thing that was not refused, or
+    /// why the sandbox could not be made.
+    async fn probe(&self, data_dir: &Path, api_port: u16) -> Result<(), String> {
+        let launcher = self.launcher.as_deref().ok_or("no launcher")?;
+        let canary_dir = data_dir.join("tmp").join(format!("probe-{}", std::process::id()));
+        std::fs::create_dir_all(&canary_dir).map_err(|e| e.to_string())?;
+        let canary = data_dir.join(".isolation-canary");
+        std::fs::write(&canary, b"not for tasks").map_err(|e| e.to_string())?;
+        let result = self
+            .run_probe(launcher, &canary, &canary_dir, api_port)
+            .await;
+        let _ = std::fs::remove_file(&canary);
+        let _ = std::fs::remove_dir_all(&canary_dir);
+        result
+    }
+
+    async fn run_probe(
+        &self,
+        launcher: &Path,
+        canary: &Path,
+        scratch: &Path,
+        api_port: u16,
+    ) -> Result<(), String> {
+        let id = format!("probe-{}", std::process::id());
+        // The probe is the launcher binary itself, run in probe mode inside the sandbox.
+        let program = launcher.canonicalize().map_err(|e| e.to_string())?;
+        let sandbox = self
+            .task(&id, "gantry-probe", &program, &[program.clone()], &[scratch])
+            .map_err(|e| format!("{e:#}"))?;
+        let mut cmd = sandbox::launcher_command(launcher, &sandbox.spec, &program);
+        cmd.arg(sandbox::PROBE_ARG)
+            .arg(canary)
+            .arg(std::process::id().to_string())
+            .arg(api_port.to_string())
+            .env_clear()
+            .env("PATH", crate::backends::CHILD_PATH)
+            .current_dir(scratch)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+            .await
+            .map_err(|_| "the probe did not finish in 20 s".to_string())?
+            .map_err(|e| format!("cannot start the probe: {e}"))?;
+        drop(sandbox);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(breach) = stdout.lines().find_map(|l| l.strip_prefix("breach: ")) {
+            return Err(format!("a sandboxed task could {breach}"));
+        }
+        if !out.status.success() || !stdout.lines().any(|l| l == "sealed") {
+            let why = stderr.lines().last().unwrap_or("no reason given").trim();
+            return Err(format!("the sandbox could not be made: {why}"));
+        }
+        Ok(())
+    }
+}
+
+/// The probe's side (`gantry-sandbox __sandbox-probe CANARY GANTRY_PID API_PORT`), run inside
+/// the sandbox: try each forbidden thing, print `breach: …` for any that works and `sealed`
+/// at the end.
+pub fn probe_main(args: &[std::ffi::OsString]) -> u8 {
+    let arg = |i: usize| args.get(i).and_then(|a| a.to_str()).unwrap_or_default();
+    let (canary, pid, port) = (arg(0), arg(1).parse::<i32>().unwrap_or(0), arg(2));
+    let mut breaches = Vec::new();
+    if std::fs::read(canary).is_ok() {
+        breaches.push("read gantry's data directory");
+    }
+    if pid > 2 {
+        if std::fs::read(format!("/proc/{pid}/environ")).is_ok() {
+            breaches.push("read gantry's environment");
+        }
+        // SAFETY: kill(2) with signal 0 only checks.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            breaches.push("signal gantry");
+        }
+    }
+    if std::fs::write("/gantry-probe", b"x").is_ok() || std::fs::write("/usr/gantry-probe", b"x").is_ok() {
+        breaches.push("write outside its directories");
+    }
+    if let Ok(addr) = format!("127.0.0.1:{port}").parse() {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok() {
+            breaches.push("reach gantry's port");
+        }
+    }
+    // SAFETY: sethostname with a valid buffer; it must fail without CAP_SYS_ADMIN.
+    if unsafe { libc::sethostname(c"x".as_ptr(), 1) } == 0 {
+        breaches.push("change the hostname");
+    }
+    // SAFETY: a plain getter.
+    if unsafe { libc::geteuid() } == 0 {
+        breaches.push("run as uid 0");
+    }
+    for b in &breaches {
+        println!("breach: {b}");
+    }
+    println!("sealed");
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_get_stable_distinct_unprivileged_ids_only_when_gantry_is_root() {
+        let mut iso = Isolation::landlock_only(Path::new("/nonexistent"));
+        assert_eq!(iso.outside_ids("alice"), None, "not root: gantry's own ids");
+        iso.root = true;
+        iso.layers = Layers::ALL;
+        let (a, _) = iso.outside_ids("alice").unwrap();
+        let (b, _) = iso.outside_ids("bob").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(iso.outside_ids("alice").unwrap().0, a, "stable");
+        assert!(a >= 200_000 && a < 200_000 + 65_536);
+    }
+}

@@ -1,0 +1,260 @@
+//! A cgroup per task: limits that bind whatever the task's uid, in the kernel's own
+//! accounting. RLIMIT_NPROC counts a uid's processes everywhere; a `pids` cgroup counts the
+//! task's alone, and a `memory` cgroup kills a hog inside the task instead of anything else.
+//!
+//! Two hierarchies: cgroup v2 with its controllers enabled at the root (`pids.max`,
+//! `memory.max`, `cpu.weight`), or the v1 `pids`, `memory` and `cpu` controllers mounted
+//! under `/sys/fs/cgroup/<controller>` (what machines without a v2 delegation have). gantry
+//! makes `<parent>/<task id>` in each and the launcher moves the task's init into them before
+//! anything of the task runs.
+
+use serde::Deserialize;
+use std::io::{Error, ErrorKind, Result};
+use std::path::{Path, PathBuf};
+
+/// The limits of one task's cgroup.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupLimits {
+    /// Processes and threads at once.
+    pub pids_max: u64,
+    /// Memory (and, on v1 where it exists, memory plus swap), in bytes.
+    pub memory_max_bytes: u64,
+    /// CPU weight, 1–10000 (100 is the default share).
+    pub cpu_weight: u64,
+}
+
+impl Default for CgroupLimits {
+    fn default() -> Self {
+        CgroupLimits {
+            pids_max: 512,
+            memory_max_bytes: 2 << 30,
+            cpu_weight: 100,
+        }
+    }
+}
+
+/// Where task cgroups are made on this machine.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// `<root>/<parent>` with pids, memory and cpu enabled below it.
+    V2 { parent: PathBuf },
+    /// `/sys/fs/cgroup/<controller>/<parent>` for each controller found.
+    V1 {
+        pids: PathBuf,
+        memory: PathBuf,
+        cpu: Option<PathBuf>,
+    },
+}
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+impl Cgroups {
+    /// Find a hierarchy where gantry may make task cgroups under `parent` (a plain name),
+    /// or say why there is none.
+    pub fn detect(parent: &str) -> std::result::Result<Cgroups, String> {
+        Self::detect_at(Path::new(ROOT), parent)
+    }
+
+    fn detect_at(root: &Path, parent: &str) -> std::result::Result<Cgroups, String> {
+        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+        if has("pids") && has("memory") {
+            let dir = root.join(parent);
+            let enable = |at: &Path| {
+                std::fs::write(at.join("cgroup.subtree_control"), "+pids +memory +cpu")
+                    .or_else(|_| std::fs::write(at.join("cgroup.subtree_control"), "+pids +memory"))
+            };
+            return std::fs::create_dir_all(&dir)
+                .and_then(|()| enable(root))
+                .and_then(|()| enable(&dir))
+                .map(|()| Cgroups {
+                    kind: Kind::V2 { parent: dir },
+                })
+                .map_err(|e| format!("cgroup v2: cannot delegate pids and memory under {}: {e}", root.display()));
+        }
+        let v1 = |controller: &str| -> std::result::Result<PathBuf, String> {
+            let mount = root.join(controller);
+            if !mount.join("cgroup.procs").exists() {
+                return Err(format!("no cgroup v2 controllers and no v1 `{controller}` hierarchy"));
+            }
+            let dir = mount.join(parent);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cgroup v1 {controller}: cannot make {}: {e}", dir.display()))?;
+            Ok(dir)
+        };
+        Ok(Cgroups {
+            kind: Kind::V1 {
+                pids: v1("pids")?,
+                memory: v1("memory")?,
+                cpu: v1("cpu").ok(),
+            },
+        })
+    }
+
+    /// What this is, for the start-up log and `/health`.
+    pub fn describe(&self) -> &'static str {
+        match &self.kind {
+            Kind::V2 { .. } => "cgroup v2",
+            Kind::V1 { cpu: Some(_), .. } => "cgroup v1 (pids, memory, cpu)",
+            Kind::V1 { cpu: None, .. } => "cgroup v1 (pids, memory)",
+        }
+    }
+
+    /// Make task `id`'s cgroup with `limits`.
+    pub fn create(&self, id: &str, limits: &CgroupLimits) -> Result<TaskCgroup> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(Error::new(ErrorKind::InvalidInput, "a task id is one plain name"));
+        }
+        let mut made = TaskCgroup {
+            dirs: Vec::new(),
+            oom_events: PathBuf::new(),
+        };
+        // On an error `made` is dropped, removing what was made so far.
+        let mut make = |parent: &Path, files: &[(&str, String)]| -> Result<PathBuf> {
+            let dir = parent.join(id);
+            std::fs::create_dir(&dir)?;
+            made.dirs.push(dir.clone());
+            for (file, value) in files {
+                let path = dir.join(file);
+                // memsw exists only with swap accounting on.
+                if file.contains("memsw") && !path.exists() {
+                    continue;
+                }
+                std::fs::write(&path, value)
+                    .map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            }
+            Ok(dir)
+        };
+        match &self.kind {
+            Kind::V2 { parent } => {
+                let dir = make(
+                    parent,
+                    &[
+                        ("pids.max", limits.pids_max.to_string()),
+                        ("memory.max", limits.memory_max_bytes.to_string()),
+                        ("memory.swap.max", "0".into()),
+                        ("cpu.weight", limits.cpu_weight.clamp(1, 10_000).to_string()),
+                    ],
+                )?;
+                made.oom_events = dir.join("memory.events");
+            }
+            Kind::V1 { pids, memory, cpu } => {
+                make(pids, &[("pids.max", limits.pids_max.to_string())])?;
+                let bytes = limits.memory_max_bytes.to_string();
+                let dir = make(
+                    memory,
+                    &[
+                        ("memory.limit_in_bytes", bytes.clone()),
+                        ("memory.memsw.limit_in_bytes", bytes),
+                    ],
+                )?;
+                made.oom_events = dir.join("memory.oom_control");
+                if let Some(cpu) = cpu {
+                    // v1 shares: 1024 is the default, as weight 100 is on v2.
+                    let shares = limits.cpu_weight.clamp(1, 10_000) * 1024 / 100;
+                    make(cpu, &[("cpu.shares", shares.max(2).to_string())])?;
+                }
+            }
+        }
+        Ok(made)
+    }
+}
+
+/// One task's cgroup directories; removed on drop (the task's processes are gone by then).
+#[derive(Debug)]
+pub struct TaskCgroup {
+    dirs: Vec<PathBuf>,
+    oom_events: PathBuf,
+}
+
+impl TaskCgroup {
+    /// The directories the task's init joins.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// How many processes of the task the kernel killed for exceeding its memory.
+    pub fn oom_kills(&self) -> u64 {
+        let text = std::fs::read_to_string(&self.oom_events).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TaskCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            // A cgroup empties a moment after its last process is reaped.
+            for attempt in 0..20 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e) if attempt == 19 => {
+                        tracing::warn!(dir = %dir.display(), "cannot remove a task's cgroup: {e}");
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_without_cgroups_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let why = Cgroups::detect_at(dir.path(), "gantry").unwrap_err();
+        assert!(why.contains("pids"), "{why}");
+    }
+
+    #[test]
+    fn v1_limits_are_written_and_the_directories_removed() {
+        // A directory laid out as v1 mounts are (the files exist; no kernel behind them).
+        let root = tempfile::tempdir().unwrap();
+        for c in ["pids", "memory"] {
+            std::fs::create_dir_all(root.path().join(c)).unwrap();
+            std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let cgroups = Cgroups::detect_at(root.path(), "gantry").unwrap();
+        assert_eq!(cgroups.describe(), "cgroup v1 (pids, memory)");
+        // A plain directory has no control files; create them as the kernel would.
+        let pids = root.path().join("pids/gantry/t1");
+        let memory = root.path().join("memory/gantry/t1");
+        let limits = CgroupLimits {
+            pids_max: 64,
+            memory_max_bytes: 1 << 20,
+            cpu_weight: 100,
+        };
+        {
+            let task = cgroups.create("t1", &limits).unwrap();
+            assert_eq!(task.dirs(), [pids.clone(), memory.clone()]);
+            assert_eq!(std::fs::read_to_string(pids.join("pids.max")).unwrap(), "64");
+            assert_eq!(
+                std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
+                "1048576"
+            );
+            std::fs::write(memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+            assert_eq!(task.oom_kills(), 2);
+            // Plain directories with files in them cannot be removed as cgroups can; empty
+            // them so that the drop's rmdir works as it does on the kernel's files.
+            for d in [&pids, &memory] {
+                for f in std::fs::read_dir(d).unwrap() {
+                    std::fs::remove_file(f.unwrap().path()).unwrap();
+                }
+            }
+        }
+        assert!(!pids.exists() && !memory.exists(), "removed on drop");
+        assert!(cgroups.create("../x", &limits).is_err());
+    }
+}

@@ -1,0 +1,993 @@
+//! The launcher's side of the namespace sandbox: what runs in the `gantry-sandbox` process
+//! between gantry's spawn and the task's program.
+//!
+//! Three processes, as in bubblewrap:
+//! - the **monitor** (the launcher itself, in gantry's namespaces) clones the task's init into
+//!   new user, PID, mount, IPC, UTS and network namespaces, writes its uid and gid maps (only a
+//!   process outside the new user namespace may map it to an unprivileged uid other than its
+//!   own), moves it into the task's cgroups, then waits. When gantry goes away (the sync socket
+//!   closes) it kills the init, and with it the whole PID namespace; it exits with the status
+//!   of the task's program, re-raising a signal that ended it.
+//! - the **init** (PID 1 of the new namespace) builds the task's root: a tmpfs holding only
+//!   the system directories, the backend's install tree and the task's own directories, a
+//!   private `/proc`, `/dev` and `/tmp`; brings up loopback and hands gantry a listener on it
+//!   (the egress and model proxy); forks the program; forwards TERM to everything in the
+//!   namespace; and when the program exits, kills whatever it left behind.
+//! - the **program** drops to the task uid with no capabilities and no way to gain any, applies
+//!   Landlock and the rlimits, and execs.
+//!
+//! Everything here runs in a single-threaded process, so `fork`-like clones are safe; the
+//! code between a clone and an exec or `_exit` allocates only before it forks.
+
+use super::{Restriction, Rlimits};
+use std::ffi::{CString, OsString};
+use std::io::{Error, ErrorKind, Result};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The uid and gid a task's program has inside its user namespace.
+pub const TASK_UID: u32 = 1000;
+/// See [`TASK_UID`].
+pub const TASK_GID: u32 = 1000;
+/// The task's hostname (its own UTS namespace).
+pub const HOSTNAME: &str = "gantry-task";
+
+/// Which namespaces a launch makes. Each later one needs the ones before it: the user
+/// namespace gives the rights to make the others, a private `/proc` needs the PID namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// User (with IPC and UTS): an unprivileged uid, no capabilities outside.
+    pub user: bool,
+    /// PID: sees and signals only its own processes; all die with its init.
+    pub pid: bool,
+    /// Mount: a minimal root of its own.
+    pub mount: bool,
+    /// Network: only loopback, with gantry's proxy listening on it.
+    pub net: bool,
+}
+
+impl Layers {
+    /// Every layer.
+    pub const ALL: Layers = Layers {
+        user: true,
+        pid: true,
+        mount: true,
+        net: true,
+    };
+
+    /// Parse `user,pid,mount,net` (any subset that keeps the order's prerequisites).
+    pub fn parse(text: &str) -> std::result::Result<Layers, String> {
+        let mut layers = Layers::default();
+        for name in text.split(',').filter(|s| !s.is_empty()) {
+            match name {
+                "user" => layers.user = true,
+                "pid" => layers.pid = true,
+                "mount" => layers.mount = true,
+                "net" => layers.net = true,
+                other => return Err(format!("unknown namespace layer {other:?}")),
+            }
+        }
+        if (layers.pid || layers.net) && !layers.user || layers.mount && !layers.pid {
+            return Err("layers need their prerequisites: pid and net need user, mount needs pid".into());
+        }
+        Ok(layers)
+    }
+
+    /// The `--layers` text of these layers.
+    pub fn to_arg(self) -> String {
+        let names = [
+            (self.user, "user"),
+            (self.pid, "pid"),
+            (self.mount, "mount"),
+            (self.net, "net"),
+        ];
+        let on: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        on.join(",")
+    }
+
+    /// Whether any namespace is made.
+    pub fn any(self) -> bool {
+        self.user
+    }
+}
+
+/// Everything the launcher needs to build one task's namespaces.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Which namespaces.
+    pub layers: Layers,
+    /// The uid and gid outside that the task uid maps to.
+    pub outside_uid: Option<u32>,
+    /// See `outside_uid`.
+    pub outside_gid: Option<u32>,
+    /// Paths the task may read (bound read-only at the same place).
+    pub read: Vec<PathBuf>,
+    /// Paths the task may write (bound read-write at the same place).
+    pub write: Vec<PathBuf>,
+    /// cgroup directories the task's init joins before anything of the task runs.
+    pub cgroups: Vec<PathBuf>,
+    /// The socket to gantry: the proxy listener goes over it, and its closing means gantry is
+    /// gone.
+    pub sync: Option<RawFd>,
+    /// The loopback port of the proxy listener inside the network namespace.
+    pub proxy_port: u16,
+}
+
+/// Run the task described by `plan`: returns only on failure, with the reason.
+pub fn run(plan: Plan, rlimits: Rlimits, program: &Path, args: &[OsString]) -> String {
+    match monitor(plan, rlimits, program, args) {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    }
+}
+
+fn fail(context: &str, error: Error) -> Error {
+    Error::new(error.kind(), format!("{context}: {error}"))
+}
+
+/// `r` as an io result: system calls return -1 and set errno.
+fn check(r: libc::c_long, context: &str) -> Result<libc::c_long> {
+    if r < 0 {
+        Err(fail(context, Error::last_os_error()))
+    } else {
+        Ok(r)
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into(),
+        "pipe",
+    )?;
+    // SAFETY: both were just returned by pipe2.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn block_signals(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn unblock_all_signals() {
+    // SAFETY: as above.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn write_file(path: &str, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| fail(&format!("writing {path}"), e))
+}
+
+/// The monitor: clone the init, map it, put it in its cgroups, wait for it.
+fn monitor(
+    plan: Plan,
+    rlimits: Rlimits,
+    program: &Path,
+    args: &[OsString],
+) -> Result<std::convert::Infallible> {
+    // A group TERM from gantry reaches the init (and the program) directly; the monitor stays
+    // to report the status. It leaves with the init.
+    block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    if let Some(sync) = plan.sync {
+        // gantry passed it without close-on-exec; the program must not inherit it.
+        // SAFETY: fcntl on a descriptor gantry handed us.
+        unsafe { libc::fcntl(sync, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // Everything the init needs is built before the clone: after it, no allocation.
+    let program_c = CString::new(program.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in the program"))?;
+    let mut argv_c = vec![program_c.clone()];
+    for a in args {
+        argv_c.push(
+            CString::new(a.as_bytes())
+                .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in an argument"))?,
+        );
+    }
+    let cwd = std::env::current_dir().map_err(|e| fail("reading the working directory", e))?;
+    let (go_read, go_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+
+    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if plan.layers.pid {
+        flags |= libc::CLONE_NEWPID;
+    }
+    if plan.layers.mount {
+        flags |= libc::CLONE_NEWNS;
+    }
+    if plan.layers.net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: a fork-like clone (no new stack: the child continues on a copy of ours) of a
+    // single-threaded process.
+    let pid = check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        },
+        "creating the task's namespaces (clone)",
+    )? as libc::pid_t;
+    if pid == 0 {
+        drop(go_write);
+        drop(status_read);
+        let code = match init(&plan, rlimits, &program_c, &argv_c, &cwd, go_read, status_write) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("gantry sandbox: {e}");
+                127
+            }
+        };
+        // SAFETY: leave without running the parent's atexit handlers or flushing its buffers.
+        unsafe { libc::_exit(code) };
+    }
+    drop(go_read);
+    drop(status_write);
+    let kill_init = || {
+        // SAFETY: kill(2) on our own child; a pid > 0.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    let setup = (|| -> Result<()> {
+        map_ids(pid, &plan)?;
+        for dir in &plan.cgroups {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .map_err(|e| fail(&format!("joining {}", procs.display()), e))?;
+        }
+        let go = [1u8];
+        // SAFETY: write of a one-byte local buffer to our own pipe.
+        check(
+            unsafe { libc::write(go_write.as_raw_fd(), go.as_ptr().cast(), 1) } as libc::c_long,
+            "starting the task",
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        kill_init();
+        reap(pid);
+        return Err(e);
+    }
+    drop(go_write);
+    let program_status = wait_for_init(pid, &plan, status_read.as_fd(), kill_init);
+    let init_status = reap(pid);
+    // The program's status when the init reported it; else the init's own (killed by gantry,
+    // or by the kernel when out of memory).
+    let status = program_status.unwrap_or(init_status);
+    exit_like(status)
+}
+
+/// Wait until the init reports the program's status or dies; kill it when gantry goes away.
+fn wait_for_init(
+    pid: libc::pid_t,
+    plan: &Plan,
+    status: BorrowedFd<'_>,
+    kill_init: impl Fn(),
+) -> Option<i32> {
+    let mut fds = vec![libc::pollfd {
+        fd: status.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if let Some(sync) = plan.sync {
+        fds.push(libc::pollfd {
+            fd: sync,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        });
+    }
+    let _ = pid;
+    loop {
+        // SAFETY: poll on descriptors we hold, with a correct length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if Error::last_os_error().kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            kill_init();
+            return None;
+        }
+        if fds.len() > 1 && fds[1].revents != 0 {
+            // gantry is gone (or closed its end): nothing of the task may outlive it.
+            kill_init();
+            fds.truncate(1);
+        }
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 4];
+            // SAFETY: read into a local buffer of the given length.
+            let n = unsafe { libc::read(fds[0].fd, buf.as_mut_ptr().cast(), buf.len()) };
+            return (n == 4).then(|| i32::from_ne_bytes(buf));
+        }
+    }
+}
+
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a local status.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && Error::last_os_error().kind() != ErrorKind::Interrupted {
+            return status;
+        }
+    }
+}
+
+/// Leave the way `status` says the task ended: its exit code, or its signal.
+fn exit_like(status: i32) -> Result<std::convert::Infallible> {
+    if libc::WIFSIGNALED(status) {
+        let signal = libc::WTERMSIG(status);
+        // SAFETY: restore the default action and raise it on ourselves.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(signal);
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    // SAFETY: as in the child: nothing to flush.
+    unsafe { libc::_exit(code) }
+}
+
+/// Map the task uid and gid to unprivileged ids outside. Root maps them to the ids gantry
+/// chose; anyone else can map only its own ids (and must give up `setgroups` to map a gid).
+fn map_ids(pid: libc::pid_t, plan: &Plan) -> Result<()> {
+    // SAFETY: plain getters.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let uid = plan.outside_uid.unwrap_or(euid);
+    let gid = plan.outside_gid.unwrap_or(egid);
+    if uid == 0 || gid == 0 {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "refusing to map a task to uid or gid 0",
+        ));
+    }
+    if euid != 0 {
+        write_file(&format!("/proc/{pid}/setgroups"), "deny")?;
+    }
+    write_file(&format!("/proc/{pid}/uid_map"), &format!("{TASK_UID} {uid} 1\n"))?;
+    write_file(&format!("/proc/{pid}/gid_map"), &format!("{TASK_GID} {gid} 1\n"))
+}
+
+/// The init: PID 1 of the task's namespaces.
+fn init(
+    plan: &Plan,
+    rlimits: Rlimits,
+    program: &CString,
+    argv: &[CString],
+    cwd: &Path,
+    go: OwnedFd,
+    status: OwnedFd,
+) -> Result<std::convert::Infallible> {
+    // The monitor is single-threaded, so its death is the parent's death: nothing of the task
+    // outlives it.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut byte = [0u8; 1];
+    // SAFETY: read into a local buffer.
+    if unsafe { libc::read(go.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } != 1 {
+        return Err(Error::other("gantry did not start the task"));
+    }
+    drop(go);
+    // Files the init makes (its root's skeleton) must be owned by an id mapped in the user
+    // namespace, so it becomes the task uid now, keeping its capabilities in the namespace
+    // until the program drops them.
+    become_task_ids(plan.outside_uid.is_none(), true)?;
+    // Set after the change of ids, which clears it.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The monitor may have died before that: its end of the status pipe is then closed.
+    let mut pipe = libc::pollfd {
+        fd: status.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we hold, without waiting.
+    if unsafe { libc::poll(&mut pipe, 1, 0) } != 0 && pipe.revents & libc::POLLERR != 0 {
+        return Err(Error::other("the launcher is gone"));
+    }
+    if plan.layers.mount {
+        build_root(plan).map_err(|e| fail("building the task's root", e))?;
+    }
+    std::env::set_current_dir(cwd)
+        .map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
+    // SAFETY: sethostname with a valid buffer and length.
+    unsafe { libc::sethostname(HOSTNAME.as_ptr().cast(), HOSTNAME.len()) };
+    if plan.layers.net {
+        loopback_up().map_err(|e| fail("bringing up loopback", e))?;
+        if let Some(sync) = plan.sync {
+            send_listener(sync, plan.proxy_port).map_err(|e| fail("starting the proxy", e))?;
+        }
+    }
+    if let Some(sync) = plan.sync {
+        // SAFETY: our copy of the sync socket; the monitor keeps its own.
+        unsafe { libc::close(sync) };
+    }
+    let waited = block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    // The program's environment, as the launcher got it.
+    let env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let denied_setgroups = plan.outside_uid.is_none();
+
+    // SAFETY: fork of a single-threaded process.
+    let child = check(unsafe { libc::fork() }.into(), "starting the program")? as libc::pid_t;
+    if child == 0 {
+        drop(status);
+        unblock_all_signals();
+        // Landlock's rules name the paths as they are in the new root: made here, after it
+        // (this process is single-threaded, so allocating after the fork is safe).
+        let error = drop_privileges(denied_setgroups)
+            .and_then(|()| {
+                let read: Vec<&Path> = plan.read.iter().map(PathBuf::as_path).collect();
+                let mut write: Vec<&Path> = plan.write.iter().map(PathBuf::as_path).collect();
+                if plan.layers.mount {
+                    // Its own tmpfs, not the host's.
+                    write.extend([Path::new("/tmp"), Path::new("/dev/shm")]);
+                }
+                Restriction::new(&read, &write, rlimits)
+                    .map_err(|e| Error::other(format!("{e:#}")))?
+                    .apply_in_child()
+            })
+            .map(|()| {
+                // SAFETY: execve with NUL-terminated arrays of valid C strings.
+                unsafe { libc::execve(program.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
+                Error::last_os_error()
+            })
+            .unwrap_or_else(|e| e);
+        eprintln!(
+            "gantry sandbox: cannot run {}: {error}",
+            program.to_string_lossy()
+        );
+        // SAFETY: leave the forked child without unwinding.
+        unsafe { libc::_exit(127) };
+    }
+    supervise(plan.layers.pid, child, &waited, status)
+}
+
+/// The init's loop: forward TERM, INT and HUP; reap; when the program ends, end the rest.
+fn supervise(
+    pid_namespace: bool,
+    child: libc::pid_t,
+    waited: &libc::sigset_t,
+    status: OwnedFd,
+) -> Result<std::convert::Infallible> {
+    // Everyone in the namespace but the init, or only the program when there is no namespace
+    // of its own (kill(-1) outside one would reach every process of the task's uid).
+    let everyone = |signal| {
+        // SAFETY: kill(2); -1 only inside our own PID namespace.
+        unsafe {
+            if pid_namespace {
+                libc::kill(-1, signal);
+            } else {
+                libc::kill(child, signal);
+            }
+        }
+    };
+    loop {
+        // SAFETY: wait for one of the blocked signals.
+        let signal = unsafe { libc::sigwaitinfo(waited, std::ptr::null_mut()) };
+        if signal < 0 {
+            continue;
+        }
+        if signal != libc::SIGCHLD {
+            everyone(signal);
+            continue;
+        }
+        loop {
+            let mut wstatus = 0;
+            // SAFETY: reap any child without blocking.
+            let r = unsafe { libc::waitpid(-1, &mut wstatus, libc::WNOHANG | libc::__WALL) };
+            if r <= 0 {
+                break;
+            }
+            if r == child {
+                // The task is its program: what it leaves behind goes with it.
+                everyone(libc::SIGKILL);
+                // SAFETY: reap the rest, blocking, until none is left.
+                while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::__WALL) } > 0 {}
+                let bytes = wstatus.to_ne_bytes();
+                // SAFETY: write a local buffer to our pipe.
+                unsafe { libc::write(status.as_raw_fd(), bytes.as_ptr().cast(), 4) };
+                // SAFETY: leave without unwinding.
+                unsafe { libc::_exit(0) };
+            }
+        }
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// This process's capability sets (two words each).
+fn capabilities() -> Result<[CapData; 2]> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget with a version-3 header and room for two data structs.
+    check(
+        unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) },
+        "reading capabilities",
+    )?;
+    Ok(data)
+}
+
+fn set_capabilities(data: &[CapData; 2]) -> Result<()> {
+    let header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset with a version-3 header and two data structs, as the kernel expects.
+    check(
+        unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) },
+        "setting capabilities",
+    )
+    .map(drop)
+}
+
+/// Become the task uid and gid, with no supplementary groups. `keep_caps`: keep the
+/// capabilities this process has in its user namespace (the init, which still builds the
+/// task's root); else they go with the change of uid.
+fn become_task_ids(denied_setgroups: bool, keep_caps: bool) -> Result<()> {
+    const SECBIT_KEEP_CAPS: libc::c_ulong = 1 << 4;
+    if keep_caps {
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_KEEP_CAPS, 0, 0, 0) }.into(),
+            "keeping capabilities",
+        )?;
+    }
+    // SAFETY: setgroups with an empty list.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 && !denied_setgroups {
+        return Err(fail("dropping supplementary groups", Error::last_os_error()));
+    }
+    // SAFETY: plain system calls with integer arguments.
+    unsafe {
+        check(
+            libc::setresgid(TASK_GID, TASK_GID, TASK_GID).into(),
+            "becoming the task gid",
+        )?;
+        check(
+            libc::setresuid(TASK_UID, TASK_UID, TASK_UID).into(),
+            "becoming the task uid",
+        )?;
+    }
+    if keep_caps {
+        // The change of uid cleared the effective set; raise it again from the permitted one.
+        let mut caps = capabilities()?;
+        for word in &mut caps {
+            word.effective = word.permitted;
+        }
+        set_capabilities(&caps)?;
+    }
+    Ok(())
+}
+
+/// Become the task uid with no capabilities and no way to gain any.
+fn drop_privileges(denied_setgroups: bool) -> Result<()> {
+    // Drop the bounding set while we still may (CAP_SETPCAP in our namespace).
+    for cap in 0..=63 {
+        // SAFETY: prctl with integer arguments; EINVAL past the last capability.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            break;
+        }
+    }
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: prctl with integer arguments: no securebits (no keeping capabilities).
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
+    become_task_ids(denied_setgroups, false)?;
+    // Whatever capabilities are left in our namespace: none.
+    set_capabilities(&[CapData::default(); 2])?;
+    // SAFETY: prctl with constant arguments.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into(),
+        "setting no_new_privs",
+    )?;
+    Ok(())
+}
+
+fn cstr(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in a path"))
+}
+
+fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<()> {
+    let source = source.map(cstr).transpose()?;
+    let target_c = cstr(target)?;
+    let fstype = fstype.map(|f| CString::new(f).unwrap_or_default());
+    let data = data.map(|d| CString::new(d).unwrap_or_default());
+    // SAFETY: mount(2) with valid C strings or nulls.
+    let r = unsafe {
+        libc::mount(
+            source.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            target_c.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    check(r.into(), &format!("mounting {}", target.display())).map(drop)
+}
+
+/// The flags a bind mount of `path` must keep when remounted (a user namespace may not clear
+/// them on a mount it did not make).
+fn locked_flags(path: &Path) -> libc::c_ulong {
+    let Ok(c) = cstr(path) else { return 0 };
+    // SAFETY: statvfs into a zeroed local.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
+}
+
+const OLD: &str = "/oldroot";
+const NEW: &str = "/newroot";
+
+fn under(root: &str, path: &Path) -> PathBuf {
+    Path::new(root).join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Make the mount point for `source` at `target`: a directory, an empty file, or the same
+/// symlink (`/bin -> usr/bin`). `false` when nothing is to be mounted there.
+fn mount_point(source: &Path, target: &Path) -> Result<bool> {
+    let meta = match std::fs::symlink_metadata(source) {
+        Ok(meta) => meta,
+        // A path that does not exist here (an optional system directory) is skipped.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(fail(&format!("reading {}", source.display()), e)),
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if meta.file_type().is_symlink() {
+        let link = std::fs::read_link(source)?;
+        if std::fs::symlink_metadata(target).is_err() {
+            std::os::unix::fs::symlink(link, target)?;
+        }
+        return Ok(false);
+    }
+    if std::fs::symlink_metadata(target).is_err() {
+        if meta.is_dir() {
+            std::fs::create_dir_all(target)?;
+        } else {
+            std::fs::write(target, b"")?;
+        }
+    }
+    Ok(true)
+}
+
+fn bind(path: &Path, writable: bool) -> Result<()> {
+    let source = under(OLD, path);
+    let target = under(NEW, path);
+    if !mount_point(&source, &target)? {
+        // An optional system path may be missing or a symlink; the task's own may not.
+        if writable && !source.is_dir() {
+            return Err(Error::new(ErrorKind::NotFound, "the directory is missing"));
+        }
+        return Ok(());
+    }
+    mount(Some(&source), &target, None, libc::MS_BIND | libc::MS_REC, None)?;
+    let mut flags = libc::MS_BIND
+        | libc::MS_REMOUNT
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | locked_flags(&source);
+    if !writable {
+        flags |= libc::MS_RDONLY;
+    }
+    mount(None, &target, None, flags, None)
+}
+
+/// Build the task's root and make it `/`: a read-only tmpfs with the read paths bound
+/// read-only, the write paths read-write, and a private `/proc`, `/dev` and `/tmp`.
+fn build_root(plan: &Plan) -> Result<()> {
+    let slash = Path::new("/");
+    // Nothing mounted here propagates back to gantry's namespace.
+    mount(None, slash, None, libc::MS_REC | libc::MS_SLAVE, None)?;
+    // A scratch tmpfs becomes the root for a moment, with the old root beneath it at /oldroot
+    // (bubblewrap's way: pivot_root needs a mount point, and /tmp is one everywhere).
+    let base = Path::new("/tmp");
+    mount(
+        Some(Path::new("tmpfs")),
+        base,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    std::env::set_current_dir(base)?;
+    std::fs::create_dir("newroot")?;
+    std::fs::create_dir("oldroot")?;
+    pivot_root(Path::new("."), Path::new("oldroot"))?;
+    std::env::set_current_dir(slash)?;
+    mount(
+        Some(Path::new("tmpfs")),
+        Path::new(NEW),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    // The private directories first: a task's own directories may lie below /tmp.
+    let proc_dir = under(NEW, Path::new("/proc"));
+    std::fs::create_dir_all(&proc_dir)?;
+    mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    build_dev()?;
+    let tmp = under(NEW, Path::new("/tmp"));
+    std::fs::create_dir_all(&tmp)?;
+    mount(
+        Some(Path::new("tmpfs")),
+        &tmp,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    // Parents before children, so a write path inside a read path lands on top of it.
+    let mut binds: Vec<(&PathBuf, bool)> = plan
+        .read
+        .iter()
+        .map(|p| (p, false))
+        .chain(plan.write.iter().map(|p| (p, true)))
+        .collect();
+    binds.sort_by_key(|(p, _)| p.components().count());
+    for (path, writable) in binds {
+        bind(path, writable).map_err(|e| fail(&format!("binding {}", path.display()), e))?;
+    }
+    // The new root replaces the old one, which is then gone from this namespace entirely.
+    std::env::set_current_dir(NEW)?;
+    pivot_root(Path::new("."), Path::new("."))?;
+    let dot = cstr(Path::new("."))?;
+    // SAFETY: umount2 with a valid C string.
+    check(
+        unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }.into(),
+        "detaching the old root",
+    )?;
+    std::env::set_current_dir(slash)?;
+    mount(
+        None,
+        slash,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+}
+
+fn pivot_root(new: &Path, old: &Path) -> Result<()> {
+    let (new, old) = (cstr(new)?, cstr(old)?);
+    // SAFETY: pivot_root with valid C strings.
+    check(
+        unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) },
+        "pivot_root",
+    )
+    .map(drop)
+}
+
+/// A `/dev` with the harmless devices only.
+fn build_dev() -> Result<()> {
+    let dev = under(NEW, Path::new("/dev"));
+    std::fs::create_dir_all(&dev)?;
+    mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let source = Path::new(OLD).join("dev").join(name);
+        let target = dev.join(name);
+        if mount_point(&source, &target)? {
+            mount(Some(&source), &target, None, libc::MS_BIND, None)?;
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))?;
+    }
+    let shm = dev.join("shm");
+    std::fs::create_dir_all(&shm)?;
+    mount(
+        Some(Path::new("tmpfs")),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )
+}
+
+/// Bring up `lo` in the task's network namespace (it starts down).
+fn loopback_up() -> Result<()> {
+    // SAFETY: a datagram socket for the interface ioctls, closed on drop.
+    let fd = check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }.into(),
+        "socket",
+    )?;
+    // SAFETY: the descriptor was just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: ifreq is plain data; the ioctls read and write it in place.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        check(
+            libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req).into(),
+            "SIOCGIFFLAGS",
+        )?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check(
+            libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req).into(),
+            "SIOCSIFFLAGS",
+        )?;
+    }
+    Ok(())
+}
+
+/// Listen on the proxy port inside the namespace and hand the listener to gantry, which
+/// serves it from outside (a socket stays in the namespace it was made in).
+fn send_listener(sync: RawFd, port: u16) -> Result<()> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    // SAFETY: the sync descriptor is open for the life of this process.
+    let sync = unsafe { BorrowedFd::borrow_raw(sync) };
+    send_fd(sync, listener.as_fd())
+}
+
+/// Send one descriptor over a unix socket (SCM_RIGHTS), with one byte of data.
+pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    ancillary.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(b"L")],
+        &mut ancillary,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// Receive one descriptor sent by [`send_fd`]; `None` at end of stream.
+pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let msg = rustix::net::recvmsg(
+        socket,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut ancillary,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+            if let Some(fd) = fds.next() {
+                return Ok(Some(fd));
+            }
+        }
+    }
+    Err(Error::new(ErrorKind::InvalidData, "no descriptor in the message"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_parse_and_print() {
+        assert_eq!(Layers::parse("user,pid,mount,net").unwrap(), Layers::ALL);
+        assert_eq!(Layers::parse(&Layers::ALL.to_arg()).unwrap(), Layers::ALL);
+        assert_eq!(Layers::parse("").unwrap(), Layers::default());
+        assert!(Layers::parse("pid").is_err(), "pid without user");
+        assert!(Layers::parse("user,mount").is_err(), "mount without pid");
+        assert!(Layers::parse("user,bogus").is_err());
+    }
+
+    #[test]
+    fn paths_land_under_the_new_root() {
+        assert_eq!(under(NEW, Path::new("/usr/lib")), PathBuf::from("/newroot/usr/lib"));
+        assert_eq!(under(OLD, Path::new("/")), PathBuf::from("/oldroot"));
+    }
+
+    #[test]
+    fn descriptors_cross_a_socket_pair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        send_fd(a.as_fd(), file.as_fd()).unwrap();
+        let got = recv_fd(b.as_fd()).unwrap().expect("a descriptor");
+        assert_ne!(got.as_raw_fd(), file.as_raw_fd());
+        drop(a);
+        assert!(recv_fd(b.as_fd()).unwrap().is_none(), "end of stream");
+    }
+}

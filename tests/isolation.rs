@@ -1,0 +1,519 @@
+//! A task is a hostile tenant: the real gantry binary, two tenants, and a backend that runs
+//! whatever shell script a tenant sends (`/bin/sh -c PROMPT`). Each test tries, as an attacker
+//! would, to read, signal, reach or exhaust what is not the task's own.
+
+mod common;
+
+use common::{Client, Gantry, Setup};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const ALICE: &str = "alice-key-0123456789abcdef";
+const BOB: &str = "bob-key-0123456789abcdef0";
+/// A model key that must reach the model server and nothing else.
+const MODEL_KEY: &str = "sk-model-key-that-must-never-leak-4242";
+
+/// The hostile backend: `sh -c PROMPT`, its key variable `TEST_MODEL_KEY`.
+fn shell_manifest(model_upstream: Option<&str>) -> String {
+    let upstream = model_upstream
+        .map(|u| format!("model_upstream = {u:?}\n"))
+        .unwrap_or_default();
+    format!(
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\n\
+         imports = [\"gantry:plugin/config\"]\nenv = [\"TEST_MODEL_KEY\"]\n{upstream}\
+         [settings]\nargs = [\"-c\", \"{{prompt}}\"]\n"
+    )
+}
+
+struct Node {
+    setup: Setup,
+    g: Gantry,
+}
+
+impl Node {
+    fn start(config: &str, model_upstream: Option<&str>) -> Node {
+        let read = |f: &str| {
+            std::fs::read_to_string(common::agents::root().join("plugins").join(f)).unwrap()
+        };
+        let setup = Setup::new(&[
+            ("system", read("system.toml")),
+            ("core-api", read("core-api.toml")),
+            ("sh", shell_manifest(model_upstream)),
+        ]);
+        let config_path = setup.dir.path().join("gantry.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut cmd = setup.command();
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"))
+            .env("TEST_MODEL_KEY", MODEL_KEY);
+        let g = Gantry::spawn(cmd);
+        Node { setup, g }
+    }
+
+    fn client<'a>(&'a self, key: &'a str) -> Client<'a> {
+        Client { g: &self.g, key }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.setup.data().canonicalize().unwrap()
+    }
+}
+
+/// Start `script` for the tenant of `key` in a new workspace; the task's id and workspace.
+async fn start(c: &Client<'_>, script: &str, timeout_ms: u64) -> (String, String) {
+    let (status, ws) = c.call("POST", "/v1/workspaces", json!({"name": "w"})).await;
+    assert_eq!(status, 201, "{ws}");
+    let ws = ws["id"].as_str().unwrap().to_string();
+    let (status, task) = c
+        .call(
+            "POST",
+            "/v1/tasks",
+            json!({"workspace_id": ws, "backend": "sh", "prompt": script, "timeout_ms": timeout_ms}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    (task["id"].as_str().unwrap().to_string(), ws)
+}
+
+/// Wait for the task's end: its record and its output lines (stdout and stderr).
+async fn finish(c: &Client<'_>, task: &str) -> (Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, record) = c.call("GET", &format!("/v1/tasks/{task}"), Value::Null).await;
+        let state = record["state"].as_str().unwrap_or_default().to_string();
+        if !["pending", "running"].contains(&state.as_str()) {
+            let (_, log) = c
+                .call(
+                    "GET",
+                    &format!("/v1/tasks/{task}/events?format=ndjson&follow=false"),
+                    Value::Null,
+                )
+                .await;
+            let text = log.as_str().unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["kind"] == "stdout" || e["kind"] == "stderr")
+                .map(|e| e["data"]["line"].as_str().unwrap_or_default().to_string())
+                .collect();
+            return (record, lines.join("\n"));
+        }
+        assert!(Instant::now() < deadline, "task {task} did not end: {record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run(c: &Client<'_>, script: &str) -> (Value, String) {
+    let (task, _) = start(c, script, 60_000).await;
+    finish(c, &task).await
+}
+
+/// Host processes whose command line (arguments joined by spaces) satisfies `matches`.
+fn processes(matches: impl Fn(&str) -> bool) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                matches(String::from_utf8_lossy(&c).replace('\0', " ").trim_end())
+            })
+        })
+        .collect()
+}
+
+/// The `sleep MARKER…` processes.
+fn sleeps(marker: &str) -> Vec<u32> {
+    processes(|c| c.starts_with("sleep ") && c[6..].starts_with(marker))
+}
+
+/// Wait up to `limit` for no process (the task's shell, its launcher, its children) to
+/// mention `marker`.
+fn none_left(marker: &str, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes(|c| c.contains(marker));
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const FULL: &str = "isolation = \"full\"\n";
+
+#[tokio::test]
+async fn isolation_is_full_and_said_in_health() {
+    let node = Node::start(FULL, None);
+    let (status, health) = node.g.get_json("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["sandbox"], "full", "{health}");
+    assert!(node.g.stderr().contains("task isolation"), "{}", node.g.stderr());
+}
+
+#[tokio::test]
+async fn a_task_cannot_read_signal_or_reach_what_is_not_its_own() {
+    let node = Node::start(FULL, None);
+    let alice = node.client(ALICE);
+    let bob = node.client(BOB);
+    let data = node.data().display().to_string();
+    // Alice has a workspace with a file, a home and a task running.
+    let (_, out) = run(&alice, "echo alice-secret > notes.txt; pwd").await;
+    let alice_ws = out.lines().last().unwrap().to_string();
+    assert!(Path::new(&alice_ws).join("notes.txt").exists(), "{out}");
+    let (alice_task, _) = start(&alice, "sleep 30; echo alice-survived", 60_000).await;
+    let gantry = node.g.child.id();
+    let port = node.g.addr.port();
+    let script = format!(
+        r#"
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+cat /proc/{gantry}/environ && echo BREACH gantry environ
+cat /proc/1/environ | tr '\0' '\n' | grep -q GANTRY_API_KEYS && echo BREACH environ of pid 1
+ls -A {data} | grep -v -x -e homes -e tmp -e workspaces && echo BREACH data dir
+cat {data}/gantry.db > /dev/null && echo BREACH database
+ls {alice_ws} && echo BREACH alice workspace
+cat {alice_ws}/notes.txt && echo BREACH alice file
+ls {data}/homes/alice && echo BREACH alice home
+ls {data}/tmp | grep -v "^$(basename "$TMPDIR")$" && echo BREACH other temp dirs
+ls /etc/ | grep -qx shadow && echo BREACH all of etc
+ps_count=$(ls /proc | grep -c '^[0-9]')
+echo "visible processes: $ps_count"
+[ "$ps_count" -gt 10 ] && echo BREACH sees other processes
+kill -0 {gantry} && echo BREACH can signal gantry
+kill -STOP {gantry} && echo BREACH stopped gantry
+kill -TERM -1
+hostname evil && echo BREACH hostname
+[ "$(hostname)" = evil ] && echo BREACH hostname changed
+bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo BREACH reached gantry api
+bash -c 'exec 3<>/dev/tcp/1.1.1.1/80' && echo BREACH reached the internet
+touch /usr/bin/evil && echo BREACH wrote system dir
+touch /evil && echo BREACH wrote root
+env | grep -i -e gantry_api -e "{ALICE}" && echo BREACH keys in env
+echo finished
+"#
+    );
+    let (record, out) = run(&bob, &script).await;
+    assert!(out.contains("finished"), "{record}\n{out}");
+    assert!(!out.contains("BREACH"), "{out}");
+    assert!(!out.contains("uid=0"), "the task runs as root: {out}");
+    assert!(!out.contains("alice-secret"), "{out}");
+    // gantry is alive and serving, and Alice's task was not touched.
+    let (status, _) = node.g.get_json("/health").await;
+    assert_eq!(status, 200);
+    let (_, record) = alice
+        .call("GET", &format!("/v1/tasks/{alice_task}"), Value::Null)
+        .await;
+    assert_eq!(record["state"], "running", "{record}");
+    alice
+        .call("POST", &format!("/v1/tasks/{alice_task}/cancel"), Value::Null)
+        .await;
+}
+
+#[tokio::test]
+async fn the_task_may_still_do_its_work() {
+    let node = Node::start(FULL, None);
+    let alice = node.client(ALICE);
+    let (record, out) = run(
+        &alice,
+        "set -e; mkdir -p src; echo hi > src/a.txt; cat src/a.txt; echo tmp > \"$TMPDIR/t\"; \
+         cat \"$TMPDIR/t\"; echo home > \"$HOME/h\"; cat \"$HOME/h\"; echo scratch > /tmp/s; \
+         ls /usr/bin/env >/dev/null; echo ok",
+    )
+    .await;
+    assert_eq!(record["state"], "done", "{record}\n{out}");
+    assert!(out.contains("hi\ntmp\nhome\nok"), "{out}");
+    // The files are the workspace's, seen through the API.
+    let ws = record["workspace_id"].as_str().unwrap();
+    let (status, files) = alice
+        .call("GET", &format!("/v1/workspaces/{ws}/files"), Value::Null)
+        .await;
+    assert_eq!(status, 200);
+    assert!(files.to_string().contains("src/a.txt"), "{files}");
+}
+
+/// Children that leave the task's session or daemonise: `setsid`, a double fork, `nohup`.
+fn escaping_script(marker: &str) -> String {
+    format!(
+        "setsid sleep {marker}1 & (sleep {marker}2 &) ; nohup sleep {marker}3 >/dev/null 2>&1 & \
+         echo started; sleep {marker}4"
+    )
+}
+
+async fn wait_started(c: &Client<'_>, task: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, log) = c
+            .call(
+                "GET",
+                &format!("/v1/tasks/{task}/events?format=ndjson&follow=false"),
+                Value::Null,
+            )
+            .await;
+        if log.as_str().unwrap_or_default().contains("started") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the task never started: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
+    let node = Node::start(FULL, None);
+    let alice = node.client(ALICE);
+
+    // Cancel.
+    let (task, _) = start(&alice, &escaping_script("7101"), 600_000).await;
+    wait_started(&alice, &task).await;
+    assert_eq!(sleeps("7101").len(), 4, "the children are running");
+    let asked = Instant::now();
+    alice
+        .call("POST", &format!("/v1/tasks/{task}/cancel"), Value::Null)
+        .await;
+    let (record, _) = finish(&alice, &task).await;
+    assert_eq!(record["state"], "cancelled");
+    assert!(asked.elapsed() < Duration::from_secs(15), "cancel took {:?}", asked.elapsed());
+    assert_eq!(none_left("7101", Duration::from_secs(5)), Vec::<u32>::new());
+
+    // Timeout.
+    let (task, _) = start(&alice, &escaping_script("7102"), 1500).await;
+    let (record, _) = finish(&alice, &task).await;
+    assert_eq!(record["state"], "timed_out");
+    let ran = record["finished_at"].as_u64().unwrap() - record["started_at"].as_u64().unwrap();
+    assert!(ran < 15_000, "a 1.5 s timeout ended after {ran} ms");
+    assert_eq!(none_left("7102", Duration::from_secs(5)), Vec::<u32>::new());
+
+    // The task's own end: its program exits, what it started goes with it.
+    let (record, _) = run(
+        &alice,
+        "setsid sleep 71031 & (sleep 71032 &); nohup sleep 71033 >/dev/null 2>&1 & echo bye",
+    )
+    .await;
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(none_left("7103", Duration::from_secs(5)), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn escaped_children_die_with_gantry() {
+    for (how, marker) in [("TERM", "7201"), ("KILL", "7202")] {
+        let mut node = Node::start(FULL, None);
+        let alice = node.client(ALICE);
+        let (task, _) = start(&alice, &escaping_script(marker), 600_000).await;
+        wait_started(&alice, &task).await;
+        assert_eq!(sleeps(marker).len(), 4);
+        node.g.signal(how);
+        node.g.wait_exit(Duration::from_secs(40)).expect("gantry exits");
+        let left = none_left(marker, Duration::from_secs(10));
+        // Never leave them to the rest of the suite.
+        for pid in &left {
+            // SAFETY: kill(2) on a positive pid found above.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        assert_eq!(left, Vec::<u32>::new(), "after gantry's {how}");
+    }
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_capped_and_a_memory_hog_is_killed() {
+    let config = format!("{FULL}[sandbox]\npids_max = 64\nmemory_max_bytes = 67108864\n");
+    let node = Node::start(&config, None);
+    let alice = node.client(ALICE);
+    let bob = node.client(BOB);
+
+    // The bomb runs for its timeout; meanwhile gantry and the other tenant are served.
+    let (bomb, _) = start(&alice, "b() { b | b & }; b; sleep 7301", 4000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = node.g.get_json("/health").await;
+    assert_eq!(status, 200);
+    let (record, out) = run(&bob, "echo bob-is-fine").await;
+    assert_eq!(record["state"], "done", "{out}");
+    let (record, _) = finish(&alice, &bomb).await;
+    // Timed out, or failed when the bomb left the script no process to run `sleep` with.
+    assert!(["timed_out", "failed"].contains(&record["state"].as_str().unwrap()), "{record}");
+    assert_eq!(none_left("7301", Duration::from_secs(5)), Vec::<u32>::new());
+
+    // 64 MiB is the limit; the shell keeps a 300 MB command substitution in memory.
+    let (record, out) = run(
+        &alice,
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived",
+    )
+    .await;
+    assert_eq!(record["state"], "failed", "{record}\n{out}");
+    assert!(!out.contains("survived") || record["error"].as_str().is_some(), "{out}");
+    assert!(
+        record["error"].as_str().unwrap_or_default().contains("out of memory"),
+        "{record}"
+    );
+}
+
+/// A loopback HTTP server that answers every request with what it received; the requests
+/// it saw are kept.
+struct Origin {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Origin {
+    /// Echoes each request back.
+    fn start() -> Origin {
+        Origin::start_with(true)
+    }
+
+    /// Answers `ok`, echoing nothing (a model server: what it got must not show in output).
+    fn quiet() -> Origin {
+        Origin::start_with(false)
+    }
+
+    fn start_with(echo: bool) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = Vec::new();
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    log.lock().unwrap().push(text.clone());
+                    let body = if echo {
+                        format!("origin saw:\n{text}")
+                    } else {
+                        "ok".to_string()
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Origin { port, seen }
+    }
+
+    fn seen(&self) -> String {
+        self.seen.lock().unwrap().join("\n---\n")
+    }
+}
+
+#[tokio::test]
+async fn egress_goes_only_where_the_allowlist_says() {
+    let allowed = Origin::start();
+    let other = Origin::start();
+    let config = format!("{FULL}[egress]\nallow = [\"127.0.0.1:{}\"]\n", allowed.port);
+    let node = Node::start(&config, None);
+    let alice = node.client(ALICE);
+    let script = format!(
+        "curl -sS --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:{a}/through-proxy; echo; \
+         curl -sS -o /dev/null -w 'unlisted %{{http_code}}\\n' --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:{o}/unlisted; \
+         curl -sS -o /dev/null -w 'public %{{http_code}}\\n' --noproxy '' -x \"$HTTP_PROXY\" http://example.com/; \
+         curl -sS --max-time 3 http://127.0.0.1:{a}/direct && echo BREACH direct; \
+         curl -sS --max-time 3 http://127.0.0.1:{o}/direct && echo BREACH direct other; \
+         echo finished",
+        a = allowed.port,
+        o = other.port
+    );
+    let (record, out) = run(&alice, &script).await;
+    assert!(out.contains("finished"), "{record}\n{out}");
+    assert!(out.contains("GET /through-proxy"), "the allowed origin answered: {out}");
+    assert!(out.contains("unlisted 403"), "{out}");
+    assert!(out.contains("public 403"), "{out}");
+    assert!(!out.contains("BREACH"), "{out}");
+    assert!(allowed.seen().contains("/through-proxy"));
+    assert!(!allowed.seen().contains("/direct"));
+    assert_eq!(other.seen(), "", "the unlisted origin saw nothing");
+    // Every connection is logged with its tenant and task.
+    let task = record["id"].as_str().unwrap();
+    assert!(
+        node.g
+            .stderr()
+            .lines()
+            .any(|l| l.contains("egress") && l.contains("alice") && l.contains(task)),
+        "{}",
+        node.g.stderr()
+    );
+}
+
+#[tokio::test]
+async fn the_model_key_reaches_the_model_and_nothing_else() {
+    let model = Origin::quiet();
+    let upstream = format!("http://127.0.0.1:{}", model.port);
+    let node = Node::start(FULL, Some(&upstream));
+    let alice = node.client(ALICE);
+    let script = "env; echo \"argv: $0 $*\"; \
+        curl -sS -H \"x-api-key: $TEST_MODEL_KEY\" http://127.0.0.1:3128/v1/messages; echo; \
+        curl -sS -o /dev/null -w 'wrong token %{http_code}\\n' -H 'x-api-key: guess' http://127.0.0.1:3128/v1/messages; \
+        grep -rs sk-model-key \"$HOME\" \"$TMPDIR\" /tmp /etc \"$PWD\" /proc/self/environ; \
+        echo finished";
+    let (record, out) = run(&alice, script).await;
+    assert!(out.contains("finished"), "{record}\n{out}");
+    assert!(out.contains("TEST_MODEL_KEY=gantry-task-"), "the task holds a token: {out}");
+    assert!(out.contains("wrong token 401"), "{out}");
+    let seen = model.seen();
+    assert!(
+        seen.to_lowercase().contains(&format!("x-api-key: {MODEL_KEY}").to_lowercase()),
+        "the model server got the key gantry added: {seen}"
+    );
+    assert!(!seen.contains("gantry-task-"), "the token never leaves gantry: {seen}");
+    assert_eq!(seen.matches("GET /v1/messages").count(), 1, "the wrong token got nowhere");
+    // Not in the task's environment, files or output, nor in its record, gantry's log or
+    // the database.
+    assert!(!out.contains(MODEL_KEY), "{out}");
+    assert!(!record.to_string().contains(MODEL_KEY));
+    assert!(!node.g.stderr().contains(MODEL_KEY), "the key in gantry's log");
+    let db_dir = node.data();
+    for entry in std::fs::read_dir(&db_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("gantry.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(MODEL_KEY), "the key in {}", path.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
+    // No namespaces: partial isolation. Refused for two tenants without isolation = "weak".
+    let read = |f: &str| std::fs::read_to_string(common::agents::root().join("plugins").join(f)).unwrap();
+    let setup = Setup::new(&[("system", read("system.toml"))]);
+    let config_path = setup.dir.path().join("gantry.toml");
+    std::fs::write(&config_path, "[sandbox]\nnamespaces = false\n").unwrap();
+    let out = setup
+        .command()
+        .arg("--config")
+        .arg(&config_path)
+        .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"))
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("isolation = \"weak\""), "{stderr}");
+    assert!(stderr.contains("partial"), "{stderr}");
+
+    std::fs::write(&config_path, "isolation = \"weak\"\n[sandbox]\nnamespaces = false\n").unwrap();
+    let mut cmd = setup.command();
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
+    let g = Gantry::spawn(cmd);
+    let (_, health) = g.get_json("/health").await;
+    assert!(
+        health["sandbox"].as_str().unwrap().starts_with("partial: no namespaces"),
+        "{health}"
+    );
+}
