@@ -553,7 +553,7 @@ async fn decide(egress: &TaskEgress, host: &str, port: u16) -> Result<Vec<Socket
     let addrs = resolve(host, port)
         .await
         .map_err(|_| text(StatusCode::BAD_GATEWAY, "cannot resolve the host"))?;
-    if false {
+    if !literal && addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(text(StatusCode::FORBIDDEN, "resolves to a private address"));
     }
     Ok(addrs)
