@@ -83,7 +83,9 @@ async fn start(c: &Client<'_>, script: &str, timeout_ms: u64) -> (String, String
 async fn finish(c: &Client<'_>, task: &str) -> (Value, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, record) = c.call("GET", &format!("/v1/tasks/{task}"), Value::Null).await;
+        let (_, record) = c
+            .call("GET", &format!("/v1/tasks/{task}"), Value::Null)
+            .await;
         let state = record["state"].as_str().unwrap_or_default().to_string();
         if !["pending", "running"].contains(&state.as_str()) {
             let (_, log) = c
@@ -102,7 +104,10 @@ async fn finish(c: &Client<'_>, task: &str) -> (Value, String) {
                 .collect();
             return (record, lines.join("\n"));
         }
-        assert!(Instant::now() < deadline, "task {task} did not end: {record}");
+        assert!(
+            Instant::now() < deadline,
+            "task {task} did not end: {record}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -118,9 +123,8 @@ fn processes(matches: impl Fn(&str) -> bool) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                matches(String::from_utf8_lossy(&c).replace('\0', " ").trim_end())
-            })
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| matches(String::from_utf8_lossy(&c).replace('\0', " ").trim_end()))
         })
         .collect()
 }
@@ -151,7 +155,11 @@ async fn isolation_is_full_and_said_in_health() {
     let (status, health) = node.g.get_json("/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["sandbox"], "full", "{health}");
-    assert!(node.g.stderr().contains("task isolation"), "{}", node.g.stderr());
+    assert!(
+        node.g.stderr().contains("task isolation"),
+        "{}",
+        node.g.stderr()
+    );
 }
 
 #[tokio::test]
@@ -208,7 +216,11 @@ echo finished
         .await;
     assert_eq!(record["state"], "running", "{record}");
     alice
-        .call("POST", &format!("/v1/tasks/{alice_task}/cancel"), Value::Null)
+        .call(
+            "POST",
+            &format!("/v1/tasks/{alice_task}/cancel"),
+            Value::Null,
+        )
         .await;
 }
 
@@ -275,7 +287,11 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
         .await;
     let (record, _) = finish(&alice, &task).await;
     assert_eq!(record["state"], "cancelled");
-    assert!(asked.elapsed() < Duration::from_secs(15), "cancel took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "cancel took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(none_left("7101", Duration::from_secs(5)), Vec::<u32>::new());
 
     // Timeout.
@@ -305,7 +321,9 @@ async fn escaped_children_die_with_gantry() {
         wait_started(&alice, &task).await;
         assert_eq!(sleeps(marker).len(), 4);
         node.g.signal(how);
-        node.g.wait_exit(Duration::from_secs(40)).expect("gantry exits");
+        node.g
+            .wait_exit(Duration::from_secs(40))
+            .expect("gantry exits");
         let left = none_left(marker, Duration::from_secs(10));
         // Never leave them to the rest of the suite.
         for pid in &left {
@@ -332,7 +350,10 @@ async fn a_fork_bomb_is_capped_and_a_memory_hog_is_killed() {
     assert_eq!(record["state"], "done", "{out}");
     let (record, _) = finish(&alice, &bomb).await;
     // Timed out, or failed when the bomb left the script no process to run `sleep` with.
-    assert!(["timed_out", "failed"].contains(&record["state"].as_str().unwrap()), "{record}");
+    assert!(
+        ["timed_out", "failed"].contains(&record["state"].as_str().unwrap()),
+        "{record}"
+    );
     assert_eq!(none_left("7301", Duration::from_secs(5)), Vec::<u32>::new());
 
     // 64 MiB is the limit; the shell keeps a 300 MB command substitution in memory.
@@ -342,9 +363,15 @@ async fn a_fork_bomb_is_capped_and_a_memory_hog_is_killed() {
     )
     .await;
     assert_eq!(record["state"], "failed", "{record}\n{out}");
-    assert!(!out.contains("survived") || record["error"].as_str().is_some(), "{out}");
     assert!(
-        record["error"].as_str().unwrap_or_default().contains("out of memory"),
+        !out.contains("survived") || record["error"].as_str().is_some(),
+        "{out}"
+    );
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("out of memory"),
         "{record}"
     );
 }
@@ -428,7 +455,10 @@ async fn egress_goes_only_where_the_allowlist_says() {
     );
     let (record, out) = run(&alice, &script).await;
     assert!(out.contains("finished"), "{record}\n{out}");
-    assert!(out.contains("GET /through-proxy"), "the allowed origin answered: {out}");
+    assert!(
+        out.contains("GET /through-proxy"),
+        "the allowed origin answered: {out}"
+    );
     assert!(out.contains("unlisted 403"), "{out}");
     assert!(out.contains("public 403"), "{out}");
     assert!(!out.contains("BREACH"), "{out}");
@@ -460,24 +490,43 @@ async fn the_model_key_reaches_the_model_and_nothing_else() {
         echo finished";
     let (record, out) = run(&alice, script).await;
     assert!(out.contains("finished"), "{record}\n{out}");
-    assert!(out.contains("TEST_MODEL_KEY=gantry-task-"), "the task holds a token: {out}");
+    assert!(
+        out.contains("TEST_MODEL_KEY=gantry-task-"),
+        "the task holds a token: {out}"
+    );
     assert!(out.contains("wrong token 401"), "{out}");
     let seen = model.seen();
     assert!(
-        seen.to_lowercase().contains(&format!("x-api-key: {MODEL_KEY}").to_lowercase()),
+        seen.to_lowercase()
+            .contains(&format!("x-api-key: {MODEL_KEY}").to_lowercase()),
         "the model server got the key gantry added: {seen}"
     );
-    assert!(!seen.contains("gantry-task-"), "the token never leaves gantry: {seen}");
-    assert_eq!(seen.matches("GET /v1/messages").count(), 1, "the wrong token got nowhere");
+    assert!(
+        !seen.contains("gantry-task-"),
+        "the token never leaves gantry: {seen}"
+    );
+    assert_eq!(
+        seen.matches("GET /v1/messages").count(),
+        1,
+        "the wrong token got nowhere"
+    );
     // Not in the task's environment, files or output, nor in its record, gantry's log or
     // the database.
     assert!(!out.contains(MODEL_KEY), "{out}");
     assert!(!record.to_string().contains(MODEL_KEY));
-    assert!(!node.g.stderr().contains(MODEL_KEY), "the key in gantry's log");
+    assert!(
+        !node.g.stderr().contains(MODEL_KEY),
+        "the key in gantry's log"
+    );
     let db_dir = node.data();
     for entry in std::fs::read_dir(&db_dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("gantry.db") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("gantry.db")
+        {
             let bytes = std::fs::read(&path).unwrap();
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains(MODEL_KEY), "the key in {}", path.display());
@@ -488,7 +537,8 @@ async fn the_model_key_reaches_the_model_and_nothing_else() {
 #[tokio::test]
 async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
     // No namespaces: partial isolation. Refused for two tenants without isolation = "weak".
-    let read = |f: &str| std::fs::read_to_string(common::agents::root().join("plugins").join(f)).unwrap();
+    let read =
+        |f: &str| std::fs::read_to_string(common::agents::root().join("plugins").join(f)).unwrap();
     let setup = Setup::new(&[("system", read("system.toml"))]);
     let config_path = setup.dir.path().join("gantry.toml");
     std::fs::write(&config_path, "[sandbox]\nnamespaces = false\n").unwrap();
@@ -505,7 +555,11 @@ async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
     assert!(stderr.contains("isolation = \"weak\""), "{stderr}");
     assert!(stderr.contains("partial"), "{stderr}");
 
-    std::fs::write(&config_path, "isolation = \"weak\"\n[sandbox]\nnamespaces = false\n").unwrap();
+    std::fs::write(
+        &config_path,
+        "isolation = \"weak\"\n[sandbox]\nnamespaces = false\n",
+    )
+    .unwrap();
     let mut cmd = setup.command();
     cmd.arg("--config")
         .arg(&config_path)
@@ -513,7 +567,10 @@ async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
     let g = Gantry::spawn(cmd);
     let (_, health) = g.get_json("/health").await;
     assert!(
-        health["sandbox"].as_str().unwrap().starts_with("partial: no namespaces"),
+        health["sandbox"]
+            .as_str()
+            .unwrap()
+            .starts_with("partial: no namespaces"),
         "{health}"
     );
 }

@@ -5,8 +5,11 @@
 //! - delivery delay: median time from a child writing a line to a subscriber receiving it;
 //! - spawn-to-exit of a trivial task through gantry (adapter, store, sandbox, log) against
 //!   the same spawn done directly with `tokio::process`; through the dedicated
-//!   `gantry-sandbox` launcher (as `gantry serve` runs them) and through the `gantry` binary
-//!   as its own launcher.
+//!   `gantry-sandbox` launcher with Landlock and rlimits only, and through the `gantry` binary
+//!   as its own launcher;
+//! - the cost of each wall of the task sandbox: spawn-to-exit with the user, PID, mount and
+//!   network namespaces added one by one (the network one with its proxy listener handed to
+//!   gantry), then a cgroup per task, as `gantry serve` runs tasks with full isolation.
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
@@ -15,6 +18,8 @@ use gantry::runtime::backend::{PromptRequest, plain_request};
 use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
 use gantry::store::{Sqlite, Store};
+use gantry::tasks::isolation::{Isolation, SandboxConfig};
+use gantry::tasks::sandbox::Layers;
 use gantry::tasks::{StartTask, Supervisor, TaskLimits};
 use gantry::tenants::TenantId;
 use gantry::workspaces::Workspaces;
@@ -31,6 +36,11 @@ fn request(script: &str) -> PromptRequest {
 }
 
 async fn supervisor(dir: &Path, launcher: &str) -> (Supervisor, String) {
+    let (sup, ws) = supervisor_without_launcher(dir).await;
+    (sup.with_launcher(launcher.into()), ws)
+}
+
+async fn supervisor_without_launcher(dir: &Path) -> (Supervisor, String) {
     let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
     let manifest = Manifest::parse(
         "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n",
@@ -55,9 +65,7 @@ async fn supervisor(dir: &Path, launcher: &str) -> (Supervisor, String) {
         max_running_per_tenant: 64,
         ..TaskLimits::default()
     };
-    let sup = Supervisor::new(runtime, store, workspaces, dir, limits)
-        .unwrap()
-        .with_launcher(launcher.into());
+    let sup = Supervisor::new(runtime, store, workspaces, dir, limits).unwrap();
     (sup, ws)
 }
 
@@ -240,5 +248,69 @@ fn main() {
             through_own.as_secs_f64() * 1e6,
             through_own.as_secs_f64() / direct.as_secs_f64()
         );
+        layers(direct).await;
     });
+}
+
+/// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`.
+async fn layers(direct: Duration) {
+    let user = Layers {
+        user: true,
+        ..Layers::default()
+    };
+    let pid = Layers { pid: true, ..user };
+    let mount = Layers { mount: true, ..pid };
+    let steps: [(&str, Layers, bool); 6] = [
+        ("Landlock and rlimits", Layers::default(), false),
+        ("+ user, IPC, UTS namespaces", user, false),
+        ("+ PID namespace", pid, false),
+        ("+ mount namespace (minimal root)", mount, false),
+        ("+ network namespace and proxy", Layers::ALL, false),
+        ("+ cgroup (full isolation)", Layers::ALL, true),
+    ];
+    let mut previous: Option<Duration> = None;
+    for (name, layers, cgroups) in steps {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, ws) = supervisor_without_launcher(dir.path()).await;
+        let Some(isolation) = Isolation::layered(
+            &SandboxConfig::default(),
+            env!("CARGO_BIN_EXE_gantry-sandbox").into(),
+            dir.path(),
+            layers,
+            cgroups,
+        ) else {
+            println!("sandbox layer {name}: not available on this machine");
+            continue;
+        };
+        let sup = sup.with_isolation(isolation);
+        let task = start(&sup, &ws, "true").await;
+        let first = sup.wait(&tenant(), &task).await.unwrap();
+        if first.state.as_str() != "done" {
+            println!(
+                "sandbox layer {name}: a trivial task ended {:?} ({:?})",
+                first.state, first.error
+            );
+            continue;
+        }
+        let mut times = Vec::new();
+        for _ in 0..SPAWNS {
+            let t = Instant::now();
+            let task = start(&sup, &ws, "true").await;
+            sup.wait(&tenant(), &task).await.unwrap();
+            times.push(t.elapsed());
+        }
+        let m = median(times);
+        let added = previous.map_or(String::new(), |p| {
+            format!(
+                ", this layer {:+.0} us",
+                (m.as_secs_f64() - p.as_secs_f64()) * 1e6
+            )
+        });
+        println!(
+            "sandbox layer {name}: spawn to exit {:.0} us, {:.2}x direct{added}",
+            m.as_secs_f64() * 1e6,
+            m.as_secs_f64() / direct.as_secs_f64()
+        );
+        previous = Some(m);
+    }
 }

@@ -146,7 +146,9 @@ fn serve(args: ServeArgs) -> Result<()> {
                         isolation.level()
                     );
                 }
-                tracing::warn!("serving several tenants with weak isolation (isolation = \"weak\")");
+                tracing::warn!(
+                    "serving several tenants with weak isolation (isolation = \"weak\")"
+                );
             }
         }
         let tasks = crate::tasks::Supervisor::new(

@@ -246,13 +246,18 @@ impl Manifest {
             let rest = url
                 .strip_prefix("https://")
                 .or_else(|| url.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)) {
+            if rest.is_none_or(|r| {
+                r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace)
+            }) {
                 bail!("`model_upstream` {url:?} must be an http:// or https:// URL with a host");
             }
         }
         for path in &raw.read_only {
             if !path.is_absolute() {
-                bail!("`read_only` entry {} must be an absolute path", path.display());
+                bail!(
+                    "`read_only` entry {} must be an absolute path",
+                    path.display()
+                );
             }
         }
         for host in &raw.egress {

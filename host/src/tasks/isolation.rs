@@ -144,6 +144,38 @@ impl Isolation {
         }
     }
 
+    /// Exactly `layers` (and a cgroup per task when `cgroups`), unproven: for benchmarks that
+    /// measure what each wall costs. `None` when a cgroup was asked for and none can be made.
+    pub fn layered(
+        config: &SandboxConfig,
+        launcher: PathBuf,
+        data_dir: &Path,
+        layers: Layers,
+        cgroups: bool,
+    ) -> Option<Isolation> {
+        let cgroups = if cgroups {
+            Some(cgroup::Cgroups::detect(&config.cgroup_parent).ok()?)
+        } else {
+            None
+        };
+        // SAFETY: a plain getter.
+        let root = unsafe { libc::geteuid() } == 0;
+        Some(Isolation {
+            config: config.clone(),
+            launcher: Some(launcher),
+            layers,
+            cgroups,
+            landlock: sandbox::landlock_available(),
+            root,
+            forbidden: vec![
+                data_dir
+                    .canonicalize()
+                    .unwrap_or_else(|_| data_dir.to_path_buf()),
+            ],
+            level: "unproven".into(),
+        })
+    }
+
     /// The memory limit of a task's cgroup, in bytes.
     pub fn memory_limit(&self) -> u64 {
         self.config.limits.memory_max_bytes
@@ -172,7 +204,9 @@ impl Isolation {
                 None
             }
         };
-        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+        let data_dir = data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_path_buf());
         let mut isolation = Isolation {
             config: config.clone(),
             launcher: Some(launcher),
@@ -255,8 +289,12 @@ impl Isolation {
         let mut extra = self.config.read_only.clone();
         extra.extend(extra_read.iter().cloned());
         let forbidden: Vec<&Path> = self.forbidden.iter().map(PathBuf::as_path).collect();
-        let (read, warnings) =
-            sandbox::paths::task_read_paths(program, crate::backends::CHILD_PATH, &extra, &forbidden);
+        let (read, warnings) = sandbox::paths::task_read_paths(
+            program,
+            crate::backends::CHILD_PATH,
+            &extra,
+            &forbidden,
+        );
         for w in warnings {
             tracing::warn!(task = id, "{w}");
         }
@@ -266,7 +304,10 @@ impl Isolation {
             .collect::<std::io::Result<_>>()?;
         let outside_ids = self.outside_ids(tenant);
         if let Some((uid, gid)) = outside_ids {
-            for dir in write.iter().filter(|d| self.forbidden.iter().any(|f| d.starts_with(f))) {
+            for dir in write
+                .iter()
+                .filter(|d| self.forbidden.iter().any(|f| d.starts_with(f)))
+            {
                 // Only gantry's own directories (never an operator's attached workdir), and
                 // only the directory itself: what is inside was written by this tenant's
                 // tasks, as this uid, or by gantry for them (chowned when written).
@@ -284,7 +325,10 @@ impl Isolation {
                 write,
                 rlimits: Rlimits::default(),
                 outside_ids,
-                cgroups: cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+                cgroups: cgroup
+                    .as_ref()
+                    .map(|c| c.dirs().to_vec())
+                    .unwrap_or_default(),
                 sync_fd: None,
             },
             cgroup,
@@ -295,7 +339,9 @@ impl Isolation {
     /// why the sandbox could not be made.
     async fn probe(&self, data_dir: &Path, api_port: u16) -> Result<(), String> {
         let launcher = self.launcher.as_deref().ok_or("no launcher")?;
-        let canary_dir = data_dir.join("tmp").join(format!("probe-{}", std::process::id()));
+        let canary_dir = data_dir
+            .join("tmp")
+            .join(format!("probe-{}", std::process::id()));
         std::fs::create_dir_all(&canary_dir).map_err(|e| e.to_string())?;
         let canary = data_dir.join(".isolation-canary");
         std::fs::write(&canary, b"not for tasks").map_err(|e| e.to_string())?;
@@ -318,7 +364,13 @@ impl Isolation {
         // The probe is the launcher binary itself, run in probe mode inside the sandbox.
         let program = launcher.canonicalize().map_err(|e| e.to_string())?;
         let sandbox = self
-            .task(&id, "gantry-probe", &program, &[program.clone()], &[scratch])
+            .task(
+                &id,
+                "gantry-probe",
+                &program,
+                std::slice::from_ref(&program),
+                &[scratch],
+            )
             .map_err(|e| format!("{e:#}"))?;
         let mut cmd = sandbox::launcher_command(launcher, &sandbox.spec, &program);
         cmd.arg(sandbox::PROBE_ARG)
@@ -367,13 +419,16 @@ pub fn probe_main(args: &[std::ffi::OsString]) -> u8 {
             breaches.push("signal gantry");
         }
     }
-    if std::fs::write("/gantry-probe", b"x").is_ok() || std::fs::write("/usr/gantry-probe", b"x").is_ok() {
+    if std::fs::write("/gantry-probe", b"x").is_ok()
+        || std::fs::write("/usr/gantry-probe", b"x").is_ok()
+    {
         breaches.push("write outside its directories");
     }
-    if let Ok(addr) = format!("127.0.0.1:{port}").parse() {
-        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok() {
-            breaches.push("reach gantry's port");
-        }
+    if let Ok(addr) = format!("127.0.0.1:{port}").parse()
+        && std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+            .is_ok()
+    {
+        breaches.push("reach gantry's port");
     }
     // SAFETY: sethostname with a valid buffer; it must fail without CAP_SYS_ADMIN.
     if unsafe { libc::sethostname(c"x".as_ptr(), 1) } == 0 {
@@ -404,6 +459,6 @@ mod tests {
         let (b, _) = iso.outside_ids("bob").unwrap();
         assert_ne!(a, b);
         assert_eq!(iso.outside_ids("alice").unwrap().0, a, "stable");
-        assert!(a >= 200_000 && a < 200_000 + 65_536);
+        assert!((200_000..200_000 + 65_536).contains(&a));
     }
 }

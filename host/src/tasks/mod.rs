@@ -251,7 +251,12 @@ impl Supervisor {
     /// and rlimits only, instead of forking this process. Call before the supervisor is
     /// shared.
     pub fn with_launcher(mut self, path: PathBuf) -> Supervisor {
-        let data_dir = self.inner.tmp_root.parent().map(PathBuf::from).unwrap_or_default();
+        let data_dir = self
+            .inner
+            .tmp_root
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
         self.inner_mut().isolation = isolation::Isolation::launcher_only(path, &data_dir);
         self
     }
@@ -681,7 +686,14 @@ impl TaskProxy {
     ) -> anyhow::Result<TaskProxy> {
         let config = &inner.egress;
         let mut patterns: Vec<String> = config.allow.clone();
-        patterns.extend(config.tenants.get(tenant.as_str()).into_iter().flatten().cloned());
+        patterns.extend(
+            config
+                .tenants
+                .get(tenant.as_str())
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         patterns.extend(backend.egress().iter().cloned());
         let policy = egress::EgressPolicy::new(&patterns)
             .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
@@ -736,7 +748,11 @@ impl TaskProxy {
     fn env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(route) = &self.egress.model {
-            env.extend(self.key_vars.iter().map(|v| (v.clone(), route.token.clone())));
+            env.extend(
+                self.key_vars
+                    .iter()
+                    .map(|v| (v.clone(), route.token.clone())),
+            );
         }
         let proxy = format!("http://{}", self.listen);
         for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
@@ -787,7 +803,10 @@ fn set_inheritable(fd: std::os::fd::BorrowedFd<'_>, inherit: bool) -> std::io::R
 /// at most 10 s; gives back the socket, whose closing tells the launcher gantry is gone.
 async fn receive_listener(
     socket: std::os::unix::net::UnixStream,
-) -> (std::os::unix::net::UnixStream, Option<std::net::TcpListener>) {
+) -> (
+    std::os::unix::net::UnixStream,
+    Option<std::net::TcpListener>,
+) {
     tokio::task::spawn_blocking(move || {
         use std::os::fd::AsFd;
         let _ = socket.set_read_timeout(Some(Duration::from_secs(10)));
@@ -942,8 +961,10 @@ impl TaskRun {
         // The task's sandbox (its cgroup lives as long as this), and the socket over which
         // its network namespace hands back the proxy listener.
         let mut task_sandbox = None;
-        let mut sync: Option<(std::os::unix::net::UnixStream, std::os::unix::net::UnixStream)> =
-            None;
+        let mut sync: Option<(
+            std::os::unix::net::UnixStream,
+            std::os::unix::net::UnixStream,
+        )> = None;
         let mut cmd = match isolation.launcher() {
             Some(launcher) => {
                 let built = isolation.task(

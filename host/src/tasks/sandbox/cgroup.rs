@@ -62,7 +62,8 @@ impl Cgroups {
     }
 
     fn detect_at(root: &Path, parent: &str) -> std::result::Result<Cgroups, String> {
-        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let controllers =
+            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
         let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
         if has("pids") && has("memory") {
             let dir = root.join(parent);
@@ -76,16 +77,24 @@ impl Cgroups {
                 .map(|()| Cgroups {
                     kind: Kind::V2 { parent: dir },
                 })
-                .map_err(|e| format!("cgroup v2: cannot delegate pids and memory under {}: {e}", root.display()));
+                .map_err(|e| {
+                    format!(
+                        "cgroup v2: cannot delegate pids and memory under {}: {e}",
+                        root.display()
+                    )
+                });
         }
         let v1 = |controller: &str| -> std::result::Result<PathBuf, String> {
             let mount = root.join(controller);
             if !mount.join("cgroup.procs").exists() {
-                return Err(format!("no cgroup v2 controllers and no v1 `{controller}` hierarchy"));
+                return Err(format!(
+                    "no cgroup v2 controllers and no v1 `{controller}` hierarchy"
+                ));
             }
             let dir = mount.join(parent);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cgroup v1 {controller}: cannot make {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                format!("cgroup v1 {controller}: cannot make {}: {e}", dir.display())
+            })?;
             Ok(dir)
         };
         Ok(Cgroups {
@@ -109,7 +118,10 @@ impl Cgroups {
     /// Make task `id`'s cgroup with `limits`.
     pub fn create(&self, id: &str, limits: &CgroupLimits) -> Result<TaskCgroup> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
-            return Err(Error::new(ErrorKind::InvalidInput, "a task id is one plain name"));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a task id is one plain name",
+            ));
         }
         let mut made = TaskCgroup {
             dirs: Vec::new(),
@@ -239,12 +251,19 @@ mod tests {
         {
             let task = cgroups.create("t1", &limits).unwrap();
             assert_eq!(task.dirs(), [pids.clone(), memory.clone()]);
-            assert_eq!(std::fs::read_to_string(pids.join("pids.max")).unwrap(), "64");
+            assert_eq!(
+                std::fs::read_to_string(pids.join("pids.max")).unwrap(),
+                "64"
+            );
             assert_eq!(
                 std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
                 "1048576"
             );
-            std::fs::write(memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+            std::fs::write(
+                memory.join("memory.oom_control"),
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            )
+            .unwrap();
             assert_eq!(task.oom_kills(), 2);
             // Plain directories with files in them cannot be removed as cgroups can; empty
             // them so that the drop's rmdir works as it does on the kernel's files.

@@ -286,7 +286,10 @@ fn parse_launch(args: Vec<OsString>) -> Result<Launch, String> {
     fn path(v: Option<OsString>, flag: &str) -> Result<PathBuf, String> {
         let p = PathBuf::from(v.ok_or_else(|| format!("{flag} needs a path"))?);
         if !p.is_absolute() {
-            return Err(format!("{flag} needs an absolute path, not {}", p.display()));
+            return Err(format!(
+                "{flag} needs an absolute path, not {}",
+                p.display()
+            ));
         }
         Ok(p)
     }

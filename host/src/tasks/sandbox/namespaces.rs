@@ -69,7 +69,9 @@ impl Layers {
             }
         }
         if (layers.pid || layers.net) && !layers.user || layers.mount && !layers.pid {
-            return Err("layers need their prerequisites: pid and net need user, mount needs pid".into());
+            return Err(
+                "layers need their prerequisites: pid and net need user, mount needs pid".into(),
+            );
         }
         Ok(layers)
     }
@@ -82,7 +84,11 @@ impl Layers {
             (self.mount, "mount"),
             (self.net, "net"),
         ];
-        let on: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
         on.join(",")
     }
 
@@ -229,7 +235,15 @@ fn monitor(
     if pid == 0 {
         drop(go_write);
         drop(status_read);
-        let code = match init(&plan, rlimits, &program_c, &argv_c, &cwd, go_read, status_write) {
+        let code = match init(
+            &plan,
+            rlimits,
+            &program_c,
+            &argv_c,
+            &cwd,
+            go_read,
+            status_write,
+        ) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("gantry sandbox: {e}");
@@ -371,8 +385,14 @@ fn map_ids(pid: libc::pid_t, plan: &Plan) -> Result<()> {
     if euid != 0 {
         write_file(&format!("/proc/{pid}/setgroups"), "deny")?;
     }
-    write_file(&format!("/proc/{pid}/uid_map"), &format!("{TASK_UID} {uid} 1\n"))?;
-    write_file(&format!("/proc/{pid}/gid_map"), &format!("{TASK_GID} {gid} 1\n"))
+    write_file(
+        &format!("/proc/{pid}/uid_map"),
+        &format!("{TASK_UID} {uid} 1\n"),
+    )?;
+    write_file(
+        &format!("/proc/{pid}/gid_map"),
+        &format!("{TASK_GID} {gid} 1\n"),
+    )
 }
 
 /// The init: PID 1 of the task's namespaces.
@@ -415,8 +435,7 @@ fn init(
     if plan.layers.mount {
         build_root(plan).map_err(|e| fail("building the task's root", e))?;
     }
-    std::env::set_current_dir(cwd)
-        .map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
+    std::env::set_current_dir(cwd).map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
     // SAFETY: sethostname with a valid buffer and length.
     unsafe { libc::sethostname(HOSTNAME.as_ptr().cast(), HOSTNAME.len()) };
     if plan.layers.net {
@@ -589,7 +608,10 @@ fn become_task_ids(denied_setgroups: bool, keep_caps: bool) -> Result<()> {
     }
     // SAFETY: setgroups with an empty list.
     if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 && !denied_setgroups {
-        return Err(fail("dropping supplementary groups", Error::last_os_error()));
+        return Err(fail(
+            "dropping supplementary groups",
+            Error::last_os_error(),
+        ));
     }
     // SAFETY: plain system calls with integer arguments.
     unsafe {
@@ -745,12 +767,15 @@ fn bind(path: &Path, writable: bool) -> Result<()> {
         }
         return Ok(());
     }
-    mount(Some(&source), &target, None, libc::MS_BIND | libc::MS_REC, None)?;
-    let mut flags = libc::MS_BIND
-        | libc::MS_REMOUNT
-        | libc::MS_NOSUID
-        | libc::MS_NODEV
-        | locked_flags(&source);
+    mount(
+        Some(&source),
+        &target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let mut flags =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | locked_flags(&source);
     if !writable {
         flags |= libc::MS_RDONLY;
     }
@@ -951,13 +976,16 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
         return Ok(None);
     }
     for message in ancillary.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
-            if let Some(fd) = fds.next() {
-                return Ok(Some(fd));
-            }
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(Some(fd));
         }
     }
-    Err(Error::new(ErrorKind::InvalidData, "no descriptor in the message"))
+    Err(Error::new(
+        ErrorKind::InvalidData,
+        "no descriptor in the message",
+    ))
 }
 
 #[cfg(test)]
@@ -976,7 +1004,10 @@ mod tests {
 
     #[test]
     fn paths_land_under_the_new_root() {
-        assert_eq!(under(NEW, Path::new("/usr/lib")), PathBuf::from("/newroot/usr/lib"));
+        assert_eq!(
+            under(NEW, Path::new("/usr/lib")),
+            PathBuf::from("/newroot/usr/lib")
+        );
         assert_eq!(under(OLD, Path::new("/")), PathBuf::from("/oldroot"));
     }
 

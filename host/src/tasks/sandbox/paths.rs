@@ -106,7 +106,10 @@ pub fn install_trees(program: &Path, search_path: &str) -> Vec<PathBuf> {
     if let Some(interp) = real.as_deref().and_then(|r| interpreter(r, search_path)) {
         let real_interp = interp.canonicalize().unwrap_or(interp);
         // `/opt/node/bin/node` needs `/opt/node` (its lib directory).
-        add(real_interp.parent().and_then(Path::parent).map(Path::to_path_buf));
+        add(real_interp
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf));
     }
     trees
 }
@@ -123,7 +126,11 @@ pub fn task_read_paths(
     let mut paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
     paths.extend(ETC_ENTRIES.iter().map(|e| Path::new("/etc").join(e)));
     paths.extend(install_trees(program, search_path));
-    paths.extend(extra.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())));
+    paths.extend(
+        extra
+            .iter()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+    );
     let mut warnings = Vec::new();
     paths.retain(|p| {
         let clash = forbidden
@@ -157,7 +164,11 @@ mod tests {
         std::os::unix::fs::symlink("../@scope/cli/cli.js", root.join("node_modules/.bin/cli"))
             .unwrap();
         let trees = install_trees(&root.join("node_modules/.bin/cli"), "/usr/bin:/bin");
-        assert_eq!(trees, [root.clone()], "the npm prefix, once; node is a system binary");
+        assert_eq!(
+            trees,
+            std::slice::from_ref(&root),
+            "the npm prefix, once; node is a system binary"
+        );
     }
 
     #[test]
@@ -184,9 +195,15 @@ mod tests {
         std::fs::write(root.join("bin/python9"), "").unwrap();
         std::fs::write(root.join("s"), "#!/usr/bin/env -S python9 -u\n").unwrap();
         let search = root.join("bin").display().to_string();
-        assert_eq!(interpreter(&root.join("s"), &search), Some(root.join("bin/python9")));
+        assert_eq!(
+            interpreter(&root.join("s"), &search),
+            Some(root.join("bin/python9"))
+        );
         std::fs::write(root.join("t"), "#!/bin/sh\n").unwrap();
-        assert_eq!(interpreter(&root.join("t"), ""), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            interpreter(&root.join("t"), ""),
+            Some(PathBuf::from("/bin/sh"))
+        );
         std::fs::write(root.join("u"), "\x7fELF").unwrap();
         assert_eq!(interpreter(&root.join("u"), ""), None);
     }
@@ -201,10 +218,18 @@ mod tests {
         // The program's directory holds the data directory: left out, with a warning.
         let (paths, warnings) =
             task_read_paths(&root.join("prog"), "", &[data.join("x")], &[&data]);
-        assert!(!paths.iter().any(|p| data.starts_with(p) || p.starts_with(&data)), "{paths:?}");
+        assert!(
+            !paths
+                .iter()
+                .any(|p| data.starts_with(p) || p.starts_with(&data)),
+            "{paths:?}"
+        );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(paths.contains(&PathBuf::from("/usr")));
         assert!(paths.contains(&PathBuf::from("/etc/passwd")));
-        assert!(!paths.contains(&PathBuf::from("/etc")), "not the whole of /etc");
+        assert!(
+            !paths.contains(&PathBuf::from("/etc")),
+            "not the whole of /etc"
+        );
     }
 }
