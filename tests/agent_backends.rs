@@ -13,7 +13,8 @@ use std::time::Duration;
 
 fn start(cli: Cli, fake: &FakeModel) -> (Setup, Gantry) {
     let read = |f: &str| std::fs::read_to_string(root().join("plugins").join(f)).unwrap();
-    let backend = backend_manifest(cli, fake);
+    // Approval `always` (for the file-writing tool call) needs the operator's consent.
+    let backend = backend_manifest(cli, fake) + "allow_bypass = true\n";
     let setup = Setup::new(&[
         ("system", read("system.toml")),
         ("core-api", read("core-api.toml")),
@@ -113,6 +114,9 @@ async fn exercise(cli: Cli) {
     let fake = FakeModel::start();
     let (setup, g) = start(cli, &fake);
     let api = Api(&g);
+    // The CLIs run in the full sandbox: their own namespaces, the model proxy in between.
+    let (_, health) = g.get_json("/health").await;
+    assert_eq!(health["sandbox"], "full", "{health}");
     let ws = api.workspace().await;
 
     // 1. A prompt: init with a session id, the model's text, usage, done, exit 0.
@@ -154,7 +158,22 @@ async fn exercise(cli: Cli) {
         .any(|r| r.to_string().contains("test-key-not-secret"));
     assert!(
         key_seen,
-        "the key reached the CLI through the manifest's env"
+        "the key reached the model server, added by gantry's model proxy"
+    );
+    let token_seen = fake
+        .requests()
+        .iter()
+        .any(|r| r.to_string().contains("gantry-task-"));
+    assert!(!token_seen, "the task's token never leaves gantry");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("test-key-not-secret")),
+        "the key is in no event"
+    );
+    assert!(
+        task["summary"]["model_usage"]["requests"].as_u64() >= Some(1),
+        "the model proxy counted the run's requests: {task}"
     );
 
     // 2. Resuming the session reaches the model with the earlier turn.
@@ -179,6 +198,24 @@ async fn exercise(cli: Cli) {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert!(text.contains("fake reply 2 to: and once more"), "{text}");
+
+    // 2b. A tool call of the agent's shell writes a file in the workspace, from inside the
+    // sandbox; the model sees the tool's result. (Codex offers its tools only for a model it
+    // knows.)
+    let mut request = json!({ "prompt": "USE_TOOL WRITE_FILE now", "approval_mode": "always" });
+    if cli.name == "codex" {
+        request["model"] = "gpt-5-codex".into();
+    }
+    let (task, events) = api.run(&ws, cli.name, request).await;
+    assert_eq!(task["state"], "done", "{task}\n{events:#?}");
+    let (_, _, file) = g
+        .get(&format!("/v1/workspaces/{ws}/files/tool-wrote.txt"))
+        .await;
+    assert_eq!(&file[..], b"hi\n", "the tool wrote its file: {events:#?}");
+    assert!(
+        !of_type(&events, "tool_use").is_empty() && !of_type(&events, "tool_result").is_empty(),
+        "{events:#?}"
+    );
 
     // 3. A model error: an error event, and the task failed.
     let (task, events) = api

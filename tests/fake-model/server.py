@@ -27,6 +27,8 @@ Words in the last user text switch behaviour:
             its shell only with --approval-mode yolo; without it: list_directory of "."); once
             the request carries the tool's result, answer with the usual text followed by
             " | tool output: <first 40 chars of that result>"
+  WRITE_FILE  with USE_TOOL: the shell command is `echo hi > tool-wrote.txt` (a file the
+            tool writes in the CLI's working directory) instead of `echo hi`
 
 Usage: python3 server.py --port 0 --log FILE
 The first line printed on stdout is "listening on http://127.0.0.1:PORT". Each request is
@@ -179,13 +181,18 @@ def anthropic_conversation(body):
     return Conversation(user_texts, last_text, pending, tool_output, tools)
 
 
+def shell_text(conv):
+    """The command of a shell tool call: it writes a file when asked to."""
+    return "echo hi > tool-wrote.txt" if conv.has("WRITE_FILE") else "echo hi"
+
+
 def anthropic_tool_call(conv):
     if "Bash" in conv.tools:
-        return "Bash", {"command": "echo hi", "description": "Print hi"}
+        return "Bash", {"command": shell_text(conv), "description": "Print hi"}
     if "Read" in conv.tools:
         return "Read", {"file_path": "/etc/hostname"}
     name = conv.tools[0] if conv.tools else "Bash"
-    return name, {"command": "echo hi"}
+    return name, {"command": shell_text(conv)}
 
 
 def handle_anthropic(h, body):
@@ -285,13 +292,13 @@ def responses_conversation(body):
 
 def responses_tool_call(conv):
     if "shell_command" in conv.tools:
-        return "shell_command", {"command": "echo hi"}
+        return "shell_command", {"command": shell_text(conv)}
     if "exec_command" in conv.tools:
-        return "exec_command", {"cmd": "echo hi"}
+        return "exec_command", {"cmd": shell_text(conv)}
     if "shell" in conv.tools:
-        return "shell", {"command": ["bash", "-lc", "echo hi"]}
+        return "shell", {"command": ["bash", "-lc", shell_text(conv)]}
     name = conv.tools[0] if conv.tools else "shell"
-    return name, {"command": "echo hi"}
+    return name, {"command": shell_text(conv)}
 
 
 def handle_responses(h, body):
@@ -402,11 +409,11 @@ def gemini_conversation(body):
 
 def gemini_tool_call(conv):
     if "run_shell_command" in conv.tools:
-        return "run_shell_command", {"command": "echo hi", "description": "Print hi"}
+        return "run_shell_command", {"command": shell_text(conv), "description": "Print hi"}
     if "list_directory" in conv.tools:  # shell is offered only with --approval-mode yolo
         return "list_directory", {"dir_path": "."}
     name = conv.tools[0] if conv.tools else "run_shell_command"
-    return name, {"command": "echo hi"}
+    return name, {"command": shell_text(conv)}
 
 
 def fill_schema(schema, name=""):

@@ -415,6 +415,14 @@ fn init(
         return Err(Error::other("gantry did not start the task"));
     }
     drop(go);
+    // Opened while this process still has gantry's ids (so it can look up `/root/.cache/…`
+    // below a `0700` home) and after the clone (a bind's source must be a mount of this
+    // namespace).
+    let binds = if plan.layers.mount {
+        prepare_binds(plan)?
+    } else {
+        Vec::new()
+    };
     // Files the init makes (its root's skeleton) must be owned by an id mapped in the user
     // namespace, so it becomes the task uid now, keeping its capabilities in the namespace
     // until the program drops them.
@@ -433,7 +441,9 @@ fn init(
         return Err(Error::other("the launcher is gone"));
     }
     if plan.layers.mount {
-        build_root(plan).map_err(|e| fail("building the task's root", e))?;
+        build_root(&binds).map_err(|e| fail("building the task's root", e))?;
+        // The descriptors of the host's paths go before anything of the task runs.
+        drop(binds);
     }
     std::env::set_current_dir(cwd).map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
     // SAFETY: sethostname with a valid buffer and length.
@@ -699,11 +709,10 @@ fn mount(
 
 /// The flags a bind mount of `path` must keep when remounted (a user namespace may not clear
 /// them on a mount it did not make).
-fn locked_flags(path: &Path) -> libc::c_ulong {
-    let Ok(c) = cstr(path) else { return 0 };
-    // SAFETY: statvfs into a zeroed local.
+fn locked_flags(fd: BorrowedFd<'_>) -> libc::c_ulong {
+    // SAFETY: fstatvfs of a descriptor we hold, into a zeroed local.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } != 0 {
         return 0;
     }
     let mut flags = 0;
@@ -719,6 +728,79 @@ fn locked_flags(path: &Path) -> libc::c_ulong {
         }
     }
     flags
+}
+
+/// One path of the task's root, opened by the init before it becomes the task uid, which may
+/// not be able to look it up (`/root/.cache/…` below a `0700` home): it binds the descriptor
+/// instead of the path.
+#[derive(Debug)]
+struct Bind {
+    path: PathBuf,
+    writable: bool,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// An optional system path that is not on this machine.
+    Missing,
+    /// Recreated as the same symlink (`/bin -> usr/bin`).
+    Symlink(PathBuf),
+    Dir(OwnedFd),
+    File(OwnedFd),
+}
+
+/// Open every read and write path of `plan`, parents before children (so a write path inside
+/// a read path lands on top of it).
+fn prepare_binds(plan: &Plan) -> Result<Vec<Bind>> {
+    let mut paths: Vec<(&PathBuf, bool)> = plan
+        .read
+        .iter()
+        .map(|p| (p, false))
+        .chain(plan.write.iter().map(|p| (p, true)))
+        .collect();
+    paths.sort_by_key(|(p, _)| p.components().count());
+    let mut binds = Vec::with_capacity(paths.len());
+    for (path, writable) in paths {
+        let source = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == ErrorKind::NotFound && !writable => Source::Missing,
+            Err(e) => return Err(fail(&format!("reading {}", path.display()), e)),
+            Ok(meta) if meta.file_type().is_symlink() => Source::Symlink(std::fs::read_link(path)?),
+            Ok(meta) => {
+                let c = cstr(path)?;
+                // SAFETY: open(2) with a valid C string; the descriptor is ours.
+                let fd = check(
+                    unsafe {
+                        libc::open(
+                            c.as_ptr(),
+                            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                        )
+                    }
+                    .into(),
+                    &format!("opening {}", path.display()),
+                )?;
+                // SAFETY: just returned by open.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+                if meta.is_dir() {
+                    Source::Dir(fd)
+                } else {
+                    Source::File(fd)
+                }
+            }
+        };
+        if writable && !matches!(source, Source::Dir(_)) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} is not a directory", path.display()),
+            ));
+        }
+        binds.push(Bind {
+            path: path.clone(),
+            writable,
+            source,
+        });
+    }
+    Ok(binds)
 }
 
 const OLD: &str = "/oldroot";
@@ -757,16 +839,34 @@ fn mount_point(source: &Path, target: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn bind(path: &Path, writable: bool) -> Result<()> {
-    let source = under(OLD, path);
-    let target = under(NEW, path);
-    if !mount_point(&source, &target)? {
-        // An optional system path may be missing or a symlink; the task's own may not.
-        if writable && !source.is_dir() {
-            return Err(Error::new(ErrorKind::NotFound, "the directory is missing"));
+fn bind(bind: &Bind) -> Result<()> {
+    let target = under(NEW, &bind.path);
+    let (fd, dir) = match &bind.source {
+        Source::Missing => return Ok(()),
+        Source::Symlink(link) => {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(link, &target)?;
+            }
+            return Ok(());
         }
-        return Ok(());
+        Source::Dir(fd) => (fd, true),
+        Source::File(fd) => (fd, false),
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
     }
+    if std::fs::symlink_metadata(&target).is_err() {
+        if dir {
+            std::fs::create_dir_all(&target)?;
+        } else {
+            std::fs::write(&target, b"")?;
+        }
+    }
+    // The task's own /proc (mounted first) resolves our descriptor without a path lookup.
+    let source = PathBuf::from(format!("{NEW}/proc/self/fd/{}", fd.as_raw_fd()));
     mount(
         Some(&source),
         &target,
@@ -774,9 +874,12 @@ fn bind(path: &Path, writable: bool) -> Result<()> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    let mut flags =
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | locked_flags(&source);
-    if !writable {
+    let mut flags = libc::MS_BIND
+        | libc::MS_REMOUNT
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | locked_flags(fd.as_fd());
+    if !bind.writable {
         flags |= libc::MS_RDONLY;
     }
     mount(None, &target, None, flags, None)
@@ -784,7 +887,7 @@ fn bind(path: &Path, writable: bool) -> Result<()> {
 
 /// Build the task's root and make it `/`: a read-only tmpfs with the read paths bound
 /// read-only, the write paths read-write, and a private `/proc`, `/dev` and `/tmp`.
-fn build_root(plan: &Plan) -> Result<()> {
+fn build_root(binds: &[Bind]) -> Result<()> {
     let slash = Path::new("/");
     // Nothing mounted here propagates back to gantry's namespace.
     mount(None, slash, None, libc::MS_REC | libc::MS_SLAVE, None)?;
@@ -830,16 +933,8 @@ fn build_root(plan: &Plan) -> Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=1777"),
     )?;
-    // Parents before children, so a write path inside a read path lands on top of it.
-    let mut binds: Vec<(&PathBuf, bool)> = plan
-        .read
-        .iter()
-        .map(|p| (p, false))
-        .chain(plan.write.iter().map(|p| (p, true)))
-        .collect();
-    binds.sort_by_key(|(p, _)| p.components().count());
-    for (path, writable) in binds {
-        bind(path, writable).map_err(|e| fail(&format!("binding {}", path.display()), e))?;
+    for b in binds {
+        bind(b).map_err(|e| fail(&format!("binding {}", b.path.display()), e))?;
     }
     // The new root replaces the old one, which is then gone from this namespace entirely.
     std::env::set_current_dir(NEW)?;
