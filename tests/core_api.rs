@@ -158,7 +158,7 @@ async fn a_task_runs_in_its_workspace_and_its_log_streams_and_resumes() {
         .await;
     assert_eq!((status, content.as_str()), (200, "made\n"));
     let (_, health) = g.get_json("/health").await;
-    assert_eq!(health["sandbox"], "landlock");
+    assert_eq!(health["sandbox"], "full");
 }
 
 #[tokio::test]

@@ -574,3 +574,81 @@ async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
         "{health}"
     );
 }
+
+/// Whether every directory above `path` lets others through (so another user can run it).
+fn reachable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unprivileged_gantry_sandboxes_its_tasks_too() {
+    // SAFETY: a plain getter.
+    if unsafe { libc::geteuid() } != 0 || !reachable_by_others(Path::new(common::gantry_bin())) {
+        eprintln!("skipped: starting gantry as another user needs root and a reachable binary");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let read =
+        |f: &str| std::fs::read_to_string(common::agents::root().join("plugins").join(f)).unwrap();
+    let setup = Setup::new(&[
+        ("system", read("system.toml")),
+        ("core-api", read("core-api.toml")),
+        ("sh", shell_manifest(None)),
+    ]);
+    std::fs::create_dir_all(setup.data()).unwrap();
+    chown_tree(setup.dir.path(), NOBODY);
+    let mut cmd = setup.command();
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    cmd.env("HOME", setup.dir.path());
+    let g = Gantry::spawn(cmd);
+    let (_, health) = g.get_json("/health").await;
+    let level = health["sandbox"].as_str().unwrap().to_string();
+    // Namespaces need no privilege; cgroups do, unless delegated to this user.
+    assert!(
+        level == "full" || (level.starts_with("partial") && !level.contains("namespaces")),
+        "{level}"
+    );
+    // One tenant (no keys), so gantry serves; its tasks run as its own uid, and still cannot
+    // read its data or see it.
+    let data = setup.data().canonicalize().unwrap().display().to_string();
+    let gantry = g.child.id();
+    let script = format!(
+        "echo uid=$(id -u); ls -A {data} | grep -v -x -e homes -e tmp -e workspaces && echo BREACH data; \
+         cat {data}/gantry.db >/dev/null && echo BREACH db; kill -0 {gantry} && echo BREACH signal; \
+         cat /proc/{gantry}/environ && echo BREACH environ; echo finished"
+    );
+    let body = json!({"name": "w"}).to_string();
+    let (status, ws) = g.call("POST", "/v1/workspaces", &[], &body).await;
+    assert_eq!(status, 201);
+    let ws: Value = serde_json::from_slice(&ws).unwrap();
+    let body = json!({"workspace_id": ws["id"], "backend": "sh", "prompt": script}).to_string();
+    let (status, task) = g.call("POST", "/v1/tasks", &[], &body).await;
+    assert_eq!(status, 201);
+    let task: Value = serde_json::from_slice(&task).unwrap();
+    let id = task["id"].as_str().unwrap();
+    let (_, log) = g
+        .call(
+            "GET",
+            &format!("/v1/tasks/{id}/events?format=ndjson"),
+            &[],
+            "",
+        )
+        .await;
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("finished"), "{log}");
+    assert!(!log.contains("BREACH"), "{log}");
+    assert!(log.contains("uid=1000"), "{log}");
+}

@@ -956,6 +956,7 @@ impl TaskRun {
             self.set_state(TaskState::Failed, json!({ "error": message }))?;
             return Ok(None);
         };
+        let program = sandbox::paths::launch_path(&program);
         let writable = [root.as_path(), tmp.as_path(), home.as_path()];
         let isolation = &self.inner.isolation;
         // The task's sandbox (its cgroup lives as long as this), and the socket over which

@@ -74,6 +74,7 @@ impl Cgroups {
             return std::fs::create_dir_all(&dir)
                 .and_then(|()| enable(root))
                 .and_then(|()| enable(&dir))
+                .and_then(|()| can_make_children(&dir))
                 .map(|()| Cgroups {
                     kind: Kind::V2 { parent: dir },
                 })
@@ -92,9 +93,14 @@ impl Cgroups {
                 ));
             }
             let dir = mount.join(parent);
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                format!("cgroup v1 {controller}: cannot make {}: {e}", dir.display())
-            })?;
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| can_make_children(&dir))
+                .map_err(|e| {
+                    format!(
+                        "cgroup v1 {controller}: cannot make cgroups in {}: {e}",
+                        dir.display()
+                    )
+                })?;
             Ok(dir)
         };
         Ok(Cgroups {
@@ -176,6 +182,13 @@ impl Cgroups {
         }
         Ok(made)
     }
+}
+
+/// Whether this process may make cgroups in `dir` (it may exist, made by another user).
+fn can_make_children(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)?;
+    std::fs::remove_dir(&probe)
 }
 
 /// One task's cgroup directories; removed on drop (the task's processes are gone by then).

@@ -84,6 +84,19 @@ fn interpreter(program: &Path, search_path: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `program` as the task can name it: its directory resolved (a path through `..` or a
+/// symlinked directory may not exist in the task's root), its file name kept (an npm bin
+/// link stays a link, which its package may rely on).
+pub fn launch_path(program: &Path) -> PathBuf {
+    match (
+        program.parent().and_then(|p| p.canonicalize().ok()),
+        program.file_name(),
+    ) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => program.to_path_buf(),
+    }
+}
+
 /// What running `program` needs to read beyond the system directories: its install tree,
 /// and its interpreter's when that is outside them too. Paths are canonical.
 pub fn install_trees(program: &Path, search_path: &str) -> Vec<PathBuf> {
@@ -206,6 +219,25 @@ mod tests {
         );
         std::fs::write(root.join("u"), "\x7fELF").unwrap();
         assert_eq!(interpreter(&root.join("u"), ""), None);
+    }
+
+    #[test]
+    fn a_program_is_launched_by_a_path_the_task_can_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("a/x")).unwrap();
+        std::fs::write(root.join("a/b/prog"), "").unwrap();
+        std::os::unix::fs::symlink("b/prog", root.join("a/link")).unwrap();
+        assert_eq!(
+            launch_path(&root.join("a/x/../b/prog")),
+            root.join("a/b/prog")
+        );
+        assert_eq!(
+            launch_path(&root.join("a/link")),
+            root.join("a/link"),
+            "a link stays"
+        );
     }
 
     #[test]
