@@ -200,6 +200,8 @@ bash -c 'exec 3<>/dev/tcp/1.1.1.1/80' && echo BREACH reached the internet
 touch /usr/bin/evil && echo BREACH wrote system dir
 touch /evil && echo BREACH wrote root
 env | grep -i -e gantry_api -e "{ALICE}" && echo BREACH keys in env
+[ "$(ls /proc/self/fd | wc -l)" -gt 4 ] && echo BREACH inherited descriptors $(ls -l /proc/self/fd)
+ip addr add 10.9.9.9/32 dev lo 2>/dev/null && echo BREACH changed its network
 echo finished
 "#
     );

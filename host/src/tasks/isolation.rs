@@ -252,6 +252,11 @@ impl Isolation {
         self.layers.net
     }
 
+    /// Whether tasks get namespaces (and so a socket to gantry whose closing ends them).
+    pub fn namespaced(&self) -> bool {
+        self.layers.any()
+    }
+
     /// The launcher, when tasks start through one.
     pub fn launcher(&self) -> Option<&Path> {
         self.launcher.as_deref()

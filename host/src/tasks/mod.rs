@@ -959,8 +959,9 @@ impl TaskRun {
         let program = sandbox::paths::launch_path(&program);
         let writable = [root.as_path(), tmp.as_path(), home.as_path()];
         let isolation = &self.inner.isolation;
-        // The task's sandbox (its cgroup lives as long as this), and the socket over which
-        // its network namespace hands back the proxy listener.
+        // The task's sandbox (its cgroup lives as long as this), and the socket to its
+        // launcher: its network namespace hands back the proxy listener over it, and its
+        // closing (gantry gone) ends the task.
         let mut task_sandbox = None;
         let mut sync: Option<(
             std::os::unix::net::UnixStream,
@@ -984,7 +985,7 @@ impl TaskRun {
                         return Ok(None);
                     }
                 };
-                if isolation.own_network() {
+                if isolation.namespaced() {
                     use std::os::fd::AsRawFd;
                     let pair = std::os::unix::net::UnixStream::pair()?;
                     built.spec.sync_fd = Some(pair.1.as_raw_fd());
@@ -1056,10 +1057,14 @@ impl TaskRun {
         let mut _proxy = None;
         if let Some((ours, theirs)) = sync.take() {
             drop(theirs);
-            let (socket, listener) = receive_listener(ours).await;
-            _lifeline = Some(socket);
-            if let Some(listener) = listener {
-                _proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+            if isolation.own_network() {
+                let (socket, listener) = receive_listener(ours).await;
+                _lifeline = Some(socket);
+                if let Some(listener) = listener {
+                    _proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+                }
+            } else {
+                _lifeline = Some(ours);
             }
         }
         let pgid = child.id().map(|p| p as i32);

@@ -20,6 +20,7 @@
 //! code between a clone and an exec or `_exit` allocates only before it forks.
 
 use super::{Restriction, Rlimits};
+use rustix::mount::MountFlags;
 use std::ffi::{CString, OsString};
 use std::io::{Error, ErrorKind, Result};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -188,12 +189,30 @@ fn monitor(
     // A group TERM from gantry reaches the init (and the program) directly; the monitor stays
     // to report the status. It leaves with the init.
     block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    // Nothing gantry's process had open reaches the task: every descriptor above stderr is
+    // closed at exec (gantry passed the sync socket without close-on-exec on purpose).
+    let ranges = match plan.sync {
+        Some(keep) if keep >= 3 => [(3, keep - 1), (keep + 1, libc::c_int::MAX)],
+        _ => [(3, libc::c_int::MAX), (1, 0)],
+    };
+    for (from, to) in ranges {
+        if from <= to {
+            // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only marks descriptors.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    from as libc::c_uint,
+                    to as libc::c_uint,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                )
+            };
+        }
+    }
     if let Some(sync) = plan.sync {
-        // gantry passed it without close-on-exec; the program must not inherit it.
         // SAFETY: fcntl on a descriptor gantry handed us.
         unsafe { libc::fcntl(sync, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    // Everything the init needs is built before the clone: after it, no allocation.
+    // What the init needs, made before the clone so that a bad argument fails here.
     let program_c = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in the program"))?;
     let mut argv_c = vec![program_c.clone()];
@@ -280,7 +299,7 @@ fn monitor(
         return Err(e);
     }
     drop(go_write);
-    let program_status = wait_for_init(pid, &plan, status_read.as_fd(), kill_init);
+    let program_status = wait_for_init(&plan, status_read.as_fd(), kill_init);
     let init_status = reap(pid);
     // The program's status when the init reported it; else the init's own (killed by gantry,
     // or by the kernel when out of memory).
@@ -289,12 +308,7 @@ fn monitor(
 }
 
 /// Wait until the init reports the program's status or dies; kill it when gantry goes away.
-fn wait_for_init(
-    pid: libc::pid_t,
-    plan: &Plan,
-    status: BorrowedFd<'_>,
-    kill_init: impl Fn(),
-) -> Option<i32> {
+fn wait_for_init(plan: &Plan, status: BorrowedFd<'_>, kill_init: impl Fn()) -> Option<i32> {
     let mut fds = vec![libc::pollfd {
         fd: status.as_raw_fd(),
         events: libc::POLLIN,
@@ -307,7 +321,6 @@ fn wait_for_init(
             revents: 0,
         });
     }
-    let _ = pid;
     loop {
         // SAFETY: poll on descriptors we hold, with a correct length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -407,8 +420,7 @@ fn init(
 ) -> Result<std::convert::Infallible> {
     // The monitor is single-threaded, so its death is the parent's death: nothing of the task
     // outlives it.
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let mut byte = [0u8; 1];
     // SAFETY: read into a local buffer.
     if unsafe { libc::read(go.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } != 1 {
@@ -428,8 +440,7 @@ fn init(
     // until the program drops them.
     become_task_ids(plan.outside_uid.is_none(), true)?;
     // Set after the change of ids, which clears it.
-    // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // The monitor may have died before that: its end of the status pipe is then closed.
     let mut pipe = libc::pollfd {
         fd: status.as_raw_fd(),
@@ -446,8 +457,9 @@ fn init(
         drop(binds);
     }
     std::env::set_current_dir(cwd).map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
-    // SAFETY: sethostname with a valid buffer and length.
-    unsafe { libc::sethostname(HOSTNAME.as_ptr().cast(), HOSTNAME.len()) };
+    doing(rustix::system::sethostname(HOSTNAME.as_bytes()), || {
+        "setting the hostname".into()
+    })?;
     if plan.layers.net {
         loopback_up().map_err(|e| fail("bringing up loopback", e))?;
         if let Some(sync) = plan.sync {
@@ -560,121 +572,61 @@ fn supervise(
     }
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-/// This process's capability sets (two words each).
-fn capabilities() -> Result<[CapData; 2]> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget with a version-3 header and room for two data structs.
-    check(
-        unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) },
-        "reading capabilities",
-    )?;
-    Ok(data)
-}
-
-fn set_capabilities(data: &[CapData; 2]) -> Result<()> {
-    let header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: capset with a version-3 header and two data structs, as the kernel expects.
-    check(
-        unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) },
-        "setting capabilities",
-    )
-    .map(drop)
-}
-
 /// Become the task uid and gid, with no supplementary groups. `keep_caps`: keep the
 /// capabilities this process has in its user namespace (the init, which still builds the
 /// task's root); else they go with the change of uid.
 fn become_task_ids(denied_setgroups: bool, keep_caps: bool) -> Result<()> {
-    const SECBIT_KEEP_CAPS: libc::c_ulong = 1 << 4;
+    use rustix::thread::{
+        CapabilitiesSecureBits, Gid, Uid, capabilities, set_capabilities,
+        set_capabilities_secure_bits, set_thread_groups, set_thread_res_gid, set_thread_res_uid,
+    };
     if keep_caps {
-        // SAFETY: prctl with integer arguments.
-        check(
-            unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_KEEP_CAPS, 0, 0, 0) }.into(),
-            "keeping capabilities",
-        )?;
+        set_capabilities_secure_bits(CapabilitiesSecureBits::KEEP_CAPS)
+            .map_err(|e| fail("keeping capabilities", e.into()))?;
     }
-    // SAFETY: setgroups with an empty list.
-    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 && !denied_setgroups {
-        return Err(fail(
-            "dropping supplementary groups",
-            Error::last_os_error(),
-        ));
+    // Without the right to set groups (an unprivileged gantry denied it to map its gid), the
+    // task keeps gantry's own.
+    if let Err(e) = set_thread_groups(&[])
+        && !denied_setgroups
+    {
+        return Err(fail("dropping supplementary groups", e.into()));
     }
-    // SAFETY: plain system calls with integer arguments.
-    unsafe {
-        check(
-            libc::setresgid(TASK_GID, TASK_GID, TASK_GID).into(),
-            "becoming the task gid",
-        )?;
-        check(
-            libc::setresuid(TASK_UID, TASK_UID, TASK_UID).into(),
-            "becoming the task uid",
-        )?;
-    }
+    let (uid, gid) = (Uid::from_raw(TASK_UID), Gid::from_raw(TASK_GID));
+    set_thread_res_gid(gid, gid, gid).map_err(|e| fail("becoming the task gid", e.into()))?;
+    set_thread_res_uid(uid, uid, uid).map_err(|e| fail("becoming the task uid", e.into()))?;
     if keep_caps {
         // The change of uid cleared the effective set; raise it again from the permitted one.
-        let mut caps = capabilities()?;
-        for word in &mut caps {
-            word.effective = word.permitted;
-        }
-        set_capabilities(&caps)?;
+        let mut caps = capabilities(None).map_err(|e| fail("reading capabilities", e.into()))?;
+        caps.effective = caps.permitted;
+        set_capabilities(None, caps).map_err(|e| fail("raising capabilities", e.into()))?;
     }
     Ok(())
 }
 
 /// Become the task uid with no capabilities and no way to gain any.
 fn drop_privileges(denied_setgroups: bool) -> Result<()> {
-    // Drop the bounding set while we still may (CAP_SETPCAP in our namespace).
-    for cap in 0..=63 {
-        // SAFETY: prctl with integer arguments; EINVAL past the last capability.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
-            break;
-        }
-    }
-    // SAFETY: prctl with constant arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
+    use rustix::thread::{
+        CapabilitiesSecureBits, CapabilitySet, CapabilitySets, clear_ambient_capability_set,
+        remove_capability_from_bounding_set, set_capabilities, set_capabilities_secure_bits,
+        set_no_new_privs,
     };
-    // SAFETY: prctl with integer arguments: no securebits (no keeping capabilities).
-    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, 0, 0, 0, 0) };
+    // The bounding set while we still may (CAP_SETPCAP in our namespace); a capability this
+    // kernel does not know is refused, and harmless.
+    for cap in CapabilitySet::all().iter() {
+        let _ = remove_capability_from_bounding_set(cap);
+    }
+    clear_ambient_capability_set().map_err(|e| fail("clearing ambient capabilities", e.into()))?;
+    set_capabilities_secure_bits(CapabilitiesSecureBits::empty())
+        .map_err(|e| fail("clearing securebits", e.into()))?;
     become_task_ids(denied_setgroups, false)?;
     // Whatever capabilities are left in our namespace: none.
-    set_capabilities(&[CapData::default(); 2])?;
-    // SAFETY: prctl with constant arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into(),
-        "setting no_new_privs",
-    )?;
-    Ok(())
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    set_capabilities(None, none).map_err(|e| fail("dropping capabilities", e.into()))?;
+    set_no_new_privs(true).map_err(|e| fail("setting no_new_privs", e.into()))
 }
 
 fn cstr(path: &Path) -> Result<CString> {
@@ -682,52 +634,44 @@ fn cstr(path: &Path) -> Result<CString> {
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in a path"))
 }
 
-fn mount(
-    source: Option<&Path>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> Result<()> {
-    let source = source.map(cstr).transpose()?;
-    let target_c = cstr(target)?;
-    let fstype = fstype.map(|f| CString::new(f).unwrap_or_default());
-    let data = data.map(|d| CString::new(d).unwrap_or_default());
-    // SAFETY: mount(2) with valid C strings or nulls.
-    let r = unsafe {
-        libc::mount(
-            source.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            target_c.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            data.as_ref()
-                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-        )
-    };
-    check(r.into(), &format!("mounting {}", target.display())).map(drop)
+/// `r` with what was being done, for the task's error.
+fn doing<T>(r: rustix::io::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| fail(&what(), e.into()))
 }
 
-/// The flags a bind mount of `path` must keep when remounted (a user namespace may not clear
-/// them on a mount it did not make).
-fn locked_flags(fd: BorrowedFd<'_>) -> libc::c_ulong {
-    // SAFETY: fstatvfs of a descriptor we hold, into a zeroed local.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } != 0 {
-        return 0;
-    }
-    let mut flags = 0;
-    for (st_flag, ms_flag) in [
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-    ] {
-        if st.f_flag & st_flag != 0 {
-            flags |= ms_flag;
-        }
-    }
-    flags
+/// A fresh tmpfs at `target` (`mode`, e.g. `c"mode=0755"`).
+fn tmpfs(target: &Path, flags: MountFlags, mode: &std::ffi::CStr) -> Result<()> {
+    doing(
+        rustix::mount::mount("tmpfs", target, "tmpfs", flags, mode),
+        || format!("mounting a tmpfs on {}", target.display()),
+    )
+}
+
+/// Remount the bind mount at `target` with `flags` (read-only, nosuid, …).
+fn remount_bind(target: &Path, flags: MountFlags) -> Result<()> {
+    doing(
+        rustix::mount::mount_remount(target, MountFlags::BIND | flags, ""),
+        || format!("remounting {}", target.display()),
+    )
+}
+
+/// The flags a bind mount of `fd`'s file system must keep when remounted (a user namespace
+/// may not clear them on a mount it did not make).
+fn locked_flags(fd: BorrowedFd<'_>) -> MountFlags {
+    use rustix::fs::StatVfsMountFlags as St;
+    let Ok(st) = rustix::fs::fstatvfs(fd) else {
+        return MountFlags::empty();
+    };
+    [
+        (St::NOEXEC, MountFlags::NOEXEC),
+        (St::NOATIME, MountFlags::NOATIME),
+        (St::NODIRATIME, MountFlags::NODIRATIME),
+        (St::RELATIME, MountFlags::RELATIME),
+        (St::RDONLY, MountFlags::RDONLY),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| st.f_flag.contains(*flag))
+    .fold(MountFlags::empty(), |acc, (_, ms)| acc | ms)
 }
 
 /// One path of the task's root, opened by the init before it becomes the task uid, which may
@@ -810,35 +754,6 @@ fn under(root: &str, path: &Path) -> PathBuf {
     Path::new(root).join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Make the mount point for `source` at `target`: a directory, an empty file, or the same
-/// symlink (`/bin -> usr/bin`). `false` when nothing is to be mounted there.
-fn mount_point(source: &Path, target: &Path) -> Result<bool> {
-    let meta = match std::fs::symlink_metadata(source) {
-        Ok(meta) => meta,
-        // A path that does not exist here (an optional system directory) is skipped.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(fail(&format!("reading {}", source.display()), e)),
-    };
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    if meta.file_type().is_symlink() {
-        let link = std::fs::read_link(source)?;
-        if std::fs::symlink_metadata(target).is_err() {
-            std::os::unix::fs::symlink(link, target)?;
-        }
-        return Ok(false);
-    }
-    if std::fs::symlink_metadata(target).is_err() {
-        if meta.is_dir() {
-            std::fs::create_dir_all(target)?;
-        } else {
-            std::fs::write(target, b"")?;
-        }
-    }
-    Ok(true)
-}
-
 fn bind(bind: &Bind) -> Result<()> {
     let target = under(NEW, &bind.path);
     let (fd, dir) = match &bind.source {
@@ -867,120 +782,88 @@ fn bind(bind: &Bind) -> Result<()> {
     }
     // The task's own /proc (mounted first) resolves our descriptor without a path lookup.
     let source = PathBuf::from(format!("{NEW}/proc/self/fd/{}", fd.as_raw_fd()));
-    mount(
-        Some(&source),
-        &target,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
+    doing(
+        rustix::mount::mount_bind_recursive(&source, &target),
+        || format!("binding onto {}", target.display()),
     )?;
-    let mut flags = libc::MS_BIND
-        | libc::MS_REMOUNT
-        | libc::MS_NOSUID
-        | libc::MS_NODEV
-        | locked_flags(fd.as_fd());
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV | locked_flags(fd.as_fd());
     if !bind.writable {
-        flags |= libc::MS_RDONLY;
+        flags |= MountFlags::RDONLY;
     }
-    mount(None, &target, None, flags, None)
+    remount_bind(&target, flags)
 }
 
 /// Build the task's root and make it `/`: a read-only tmpfs with the read paths bound
 /// read-only, the write paths read-write, and a private `/proc`, `/dev` and `/tmp`.
 fn build_root(binds: &[Bind]) -> Result<()> {
+    use rustix::mount::{MountPropagationFlags, UnmountFlags};
     let slash = Path::new("/");
+    let private = MountFlags::NOSUID | MountFlags::NODEV;
     // Nothing mounted here propagates back to gantry's namespace.
-    mount(None, slash, None, libc::MS_REC | libc::MS_SLAVE, None)?;
+    doing(
+        rustix::mount::mount_change(
+            slash,
+            MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+        ),
+        || "making mounts private".into(),
+    )?;
     // A scratch tmpfs becomes the root for a moment, with the old root beneath it at /oldroot
     // (bubblewrap's way: pivot_root needs a mount point, and /tmp is one everywhere).
     let base = Path::new("/tmp");
-    mount(
-        Some(Path::new("tmpfs")),
-        base,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    tmpfs(base, private, c"mode=0755")?;
     std::env::set_current_dir(base)?;
     std::fs::create_dir("newroot")?;
     std::fs::create_dir("oldroot")?;
-    pivot_root(Path::new("."), Path::new("oldroot"))?;
+    doing(rustix::process::pivot_root(".", "oldroot"), || {
+        "pivot_root".into()
+    })?;
     std::env::set_current_dir(slash)?;
-    mount(
-        Some(Path::new("tmpfs")),
-        Path::new(NEW),
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    tmpfs(Path::new(NEW), private, c"mode=0755")?;
     // The private directories first: a task's own directories may lie below /tmp.
     let proc_dir = under(NEW, Path::new("/proc"));
     std::fs::create_dir_all(&proc_dir)?;
-    mount(
-        Some(Path::new("proc")),
-        &proc_dir,
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
+    doing(
+        rustix::mount::mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            private | MountFlags::NOEXEC,
+            None,
+        ),
+        || "mounting /proc".into(),
     )?;
     build_dev()?;
     let tmp = under(NEW, Path::new("/tmp"));
     std::fs::create_dir_all(&tmp)?;
-    mount(
-        Some(Path::new("tmpfs")),
-        &tmp,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
-    )?;
+    tmpfs(&tmp, private, c"mode=1777")?;
     for b in binds {
         bind(b).map_err(|e| fail(&format!("binding {}", b.path.display()), e))?;
     }
     // The new root replaces the old one, which is then gone from this namespace entirely.
     std::env::set_current_dir(NEW)?;
-    pivot_root(Path::new("."), Path::new("."))?;
-    let dot = cstr(Path::new("."))?;
-    // SAFETY: umount2 with a valid C string.
-    check(
-        unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }.into(),
-        "detaching the old root",
-    )?;
+    doing(rustix::process::pivot_root(".", "."), || {
+        "pivot_root".into()
+    })?;
+    doing(rustix::mount::unmount(".", UnmountFlags::DETACH), || {
+        "detaching the old root".into()
+    })?;
     std::env::set_current_dir(slash)?;
-    mount(
-        None,
-        slash,
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
-    )
-}
-
-fn pivot_root(new: &Path, old: &Path) -> Result<()> {
-    let (new, old) = (cstr(new)?, cstr(old)?);
-    // SAFETY: pivot_root with valid C strings.
-    check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, new.as_ptr(), old.as_ptr()) },
-        "pivot_root",
-    )
-    .map(drop)
+    remount_bind(slash, private | MountFlags::RDONLY)
 }
 
 /// A `/dev` with the harmless devices only.
 fn build_dev() -> Result<()> {
     let dev = under(NEW, Path::new("/dev"));
     std::fs::create_dir_all(&dev)?;
-    mount(
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID,
-        Some("mode=0755"),
-    )?;
+    tmpfs(&dev, MountFlags::NOSUID, c"mode=0755")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let source = Path::new(OLD).join("dev").join(name);
         let target = dev.join(name);
-        if mount_point(&source, &target)? {
-            mount(Some(&source), &target, None, libc::MS_BIND, None)?;
+        if std::fs::metadata(&source).is_ok() {
+            std::fs::write(&target, b"")?;
+            doing(rustix::mount::mount_bind(&source, &target), || {
+                format!("binding /dev/{name}")
+            })?;
         }
     }
     for (name, target) in [
@@ -993,13 +876,7 @@ fn build_dev() -> Result<()> {
     }
     let shm = dev.join("shm");
     std::fs::create_dir_all(&shm)?;
-    mount(
-        Some(Path::new("tmpfs")),
-        &shm,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
-    )
+    tmpfs(&shm, MountFlags::NOSUID | MountFlags::NODEV, c"mode=1777")
 }
 
 /// Bring up `lo` in the task's network namespace (it starts down).
