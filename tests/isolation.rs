@@ -489,9 +489,15 @@ async fn the_model_key_reaches_the_model_and_nothing_else() {
         curl -sS -H \"x-api-key: $TEST_MODEL_KEY\" http://127.0.0.1:3128/v1/messages; echo; \
         curl -sS -o /dev/null -w 'wrong token %{http_code}\\n' -H 'x-api-key: guess' http://127.0.0.1:3128/v1/messages; \
         grep -rs sk-model-key \"$HOME\" \"$TMPDIR\" /tmp /etc \"$PWD\" /proc/self/environ; \
+        curl -sS -o /dev/null -w 'egress to the model host %{http_code}\\n' --noproxy '' \
+          -x \"$HTTP_PROXY\" http://127.0.0.1:$MODEL_PORT/through-egress; \
         echo finished";
-    let (record, out) = run(&alice, script).await;
+    let script = script.replace("$MODEL_PORT", &model.port.to_string());
+    let (record, out) = run(&alice, &script).await;
     assert!(out.contains("finished"), "{record}\n{out}");
+    // The model API's host is on the task's allowlist by default, without the key.
+    assert!(out.contains("egress to the model host 200"), "{out}");
+    assert!(model.seen().contains("GET /through-egress"));
     assert!(
         out.contains("TEST_MODEL_KEY=gantry-task-"),
         "the task holds a token: {out}"

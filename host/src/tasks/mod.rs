@@ -695,6 +695,22 @@ impl TaskProxy {
                 .cloned(),
         );
         patterns.extend(backend.egress().iter().cloned());
+        // The model API's host too, as the operator named it (a CLI that goes there through
+        // the egress proxy instead of the model proxy has only its token, never the key).
+        if let Some(authority) = backend
+            .model_upstream()
+            .and_then(|u| u.parse::<hyper::Uri>().ok())
+            .and_then(|u| {
+                let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
+                u.host().map(|h| format!("{h}:{port}"))
+            })
+        {
+            patterns.push(authority);
+        }
         let policy = egress::EgressPolicy::new(&patterns)
             .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
         let key_vars = backend.passed_env().to_vec();
