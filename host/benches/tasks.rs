@@ -252,7 +252,9 @@ fn main() {
     });
 }
 
-/// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`.
+/// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`. The layers
+/// take turns, one trivial task each per round, so that drift on a busy machine falls on all
+/// of them alike.
 async fn layers(direct: Duration) {
     let user = Layers {
         user: true,
@@ -268,7 +270,8 @@ async fn layers(direct: Duration) {
         ("+ network namespace and proxy", Layers::ALL, false),
         ("+ cgroup (full isolation)", Layers::ALL, true),
     ];
-    let mut previous: Option<Duration> = None;
+    let mut runs = Vec::new();
+    let mut dirs = Vec::new();
     for (name, layers, cgroups) in steps {
         let dir = tempfile::tempdir().unwrap();
         let (sup, ws) = supervisor_without_launcher(dir.path()).await;
@@ -292,13 +295,19 @@ async fn layers(direct: Duration) {
             );
             continue;
         }
-        let mut times = Vec::new();
-        for _ in 0..SPAWNS {
+        runs.push((name, sup, ws, Vec::new()));
+        dirs.push(dir);
+    }
+    for _ in 0..SPAWNS {
+        for (_, sup, ws, times) in &mut runs {
             let t = Instant::now();
-            let task = start(&sup, &ws, "true").await;
+            let task = start(sup, ws, "true").await;
             sup.wait(&tenant(), &task).await.unwrap();
             times.push(t.elapsed());
         }
+    }
+    let mut previous: Option<Duration> = None;
+    for (name, _, _, times) in runs {
         let m = median(times);
         let added = previous.map_or(String::new(), |p| {
             format!(

@@ -319,8 +319,14 @@ impl Isolation {
                 std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
             }
         }
+        // One cgroup per process run: a task's next step may start while the last one's
+        // cgroup is still being removed.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let cgroup = match &self.cgroups {
-            Some(c) => Some(c.create(id, &self.config.limits)?),
+            Some(c) => {
+                let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(c.create(&format!("{id}-{run}"), &self.config.limits)?)
+            }
             None => None,
         };
         Ok(TaskSandbox {

@@ -1166,7 +1166,11 @@ impl TaskRun {
                 self.inner.isolation.memory_limit()
             ));
         }
-        drop(task_sandbox);
+        // Removing a cgroup may wait a moment for the kernel to let go of it: not on the
+        // task's path.
+        if let Some(sandbox) = task_sandbox {
+            tokio::task::spawn_blocking(move || drop(sandbox));
+        }
         let summary = match adapter.take() {
             Some(run) => match run.finish(exit_code).await {
                 Ok(s) => Some(s),

@@ -217,15 +217,16 @@ impl TaskCgroup {
 impl Drop for TaskCgroup {
     fn drop(&mut self) {
         for dir in self.dirs.iter().rev() {
-            // A cgroup empties a moment after its last process is reaped.
-            for attempt in 0..20 {
+            // A cgroup empties a moment after its last process is reaped: retry with a
+            // growing pause (about a second in all).
+            for attempt in 0..10u32 {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e) if attempt == 19 => {
+                    Err(e) if attempt == 9 => {
                         tracing::warn!(dir = %dir.display(), "cannot remove a task's cgroup: {e}");
                     }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1 << attempt)),
                 }
             }
         }
