@@ -927,11 +927,7 @@ impl TaskRun {
             .ok_or_else(|| anyhow::anyhow!("backend {} is gone", self.record.backend))?;
         let mut adapter = match backend.start_run(&self.tenant, &step.request).await {
             Ok(run) => Some(run),
-            Err(failure) => {
-                self.record.error = Some(failure.message());
-                self.set_state(TaskState::Failed, json!({ "error": failure.message() }))?;
-                return Ok(None);
-            }
+            Err(failure) => return self.could_not_start(failure.message()),
         };
         let (_, root) = self
             .inner
@@ -957,9 +953,7 @@ impl TaskRun {
             Ok(home) => home,
             Err(e) => {
                 let message = format!("could not prepare the backend's home directory: {e:#}");
-                self.record.error = Some(message.clone());
-                self.set_state(TaskState::Failed, json!({ "error": message }))?;
-                return Ok(None);
+                return self.could_not_start(message);
             }
         };
         let Some(program) = crate::backends::resolve(&self.binary) else {
@@ -968,9 +962,7 @@ impl TaskRun {
                 self.binary,
                 crate::backends::CHILD_PATH
             );
-            self.record.error = Some(message.clone());
-            self.set_state(TaskState::Failed, json!({ "error": message }))?;
-            return Ok(None);
+            return self.could_not_start(message);
         };
         let program = sandbox::paths::launch_path(&program);
         let writable = [root.as_path(), tmp.as_path(), home.as_path()];
@@ -996,9 +988,7 @@ impl TaskRun {
                     Ok(built) => built,
                     Err(e) => {
                         let message = format!("could not prepare the task's sandbox: {e:#}");
-                        self.record.error = Some(message.clone());
-                        self.set_state(TaskState::Failed, json!({ "error": message }))?;
-                        return Ok(None);
+                        return self.could_not_start(message);
                     }
                 };
                 if isolation.namespaced() {
@@ -1063,9 +1053,7 @@ impl TaskRun {
             Ok(child) => child,
             Err(e) => {
                 let message = format!("could not start {}: {e}", self.binary);
-                self.record.error = Some(message.clone());
-                self.set_state(TaskState::Failed, json!({ "error": message }))?;
-                return Ok(None);
+                return self.could_not_start(message);
             }
         };
         // Held until the step ends: the launcher kills the task when it closes.
@@ -1186,6 +1174,13 @@ impl TaskRun {
             exit_code,
             summary,
         }))
+    }
+
+    /// The step could not start: the task fails with `message`, and the step has no end.
+    fn could_not_start(&mut self, message: String) -> anyhow::Result<Option<StepEnd>> {
+        self.record.error = Some(message.clone());
+        self.set_state(TaskState::Failed, json!({ "error": message }))?;
+        Ok(None)
     }
 
     /// The run's home directory, one per tenant and backend so that a CLI's sessions outlive
