@@ -176,6 +176,21 @@ async fn exercise(cli: Cli) {
         "the model proxy counted the run's requests: {task}"
     );
 
+    // The files gantry writes into the CLI's home belong to the task's uid (gantry as root).
+    // SAFETY: a plain getter.
+    if cli.name == "gemini" && unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::MetadataExt;
+        let settings = setup
+            .data()
+            .join("homes/local/gemini/.gemini/settings.json");
+        let owner = std::fs::metadata(&settings).unwrap().uid();
+        assert!(
+            owner >= 200_000,
+            "{} is owned by {owner}",
+            settings.display()
+        );
+    }
+
     // 2. Resuming the session reaches the model with the earlier turn.
     let before = fake.requests().len();
     let (task, events) = api

@@ -949,7 +949,8 @@ impl TaskRun {
             stdin,
             files,
         } = step.spec;
-        let home = match self.prepare_home(&files) {
+        let owner = self.inner.isolation.outside_ids(self.tenant.as_str());
+        let home = match self.prepare_home(&files, owner) {
             Ok(home) => home,
             Err(e) => {
                 let message = format!("could not prepare the backend's home directory: {e:#}");
@@ -1013,9 +1014,6 @@ impl TaskRun {
                 cmd
             }
         };
-        if let Some(home_owner) = task_sandbox.as_ref().and_then(|t| t.spec.outside_ids) {
-            chown_home_files(&home, &files, home_owner)?;
-        }
         self.proxy.serve_host_listener()?;
 
         cmd.args(&args)
@@ -1185,7 +1183,11 @@ impl TaskRun {
 
     /// The run's home directory, one per tenant and backend so that a CLI's sessions outlive
     /// the run (and can be resumed), with the adapter's files written into it.
-    fn prepare_home(&self, files: &[(String, String)]) -> anyhow::Result<PathBuf> {
+    fn prepare_home(
+        &self,
+        files: &[(String, String)],
+        owner: Option<(u32, u32)>,
+    ) -> anyhow::Result<PathBuf> {
         // Tenant and plugin names are plain identifiers (checked when made): safe to join.
         let home = self
             .inner
@@ -1200,7 +1202,13 @@ impl TaskRun {
             if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
                 dir.create_dir_all(parent)?;
             }
+            // The home is the tenant's tasks' to shape: whatever they left at this name (a
+            // FIFO that would block the write, a link) goes first.
+            let _ = dir.remove_file(&relative);
             dir.write(&relative, content)?;
+            if let Some((uid, gid)) = owner {
+                give_to(&dir, &relative, uid, gid)?;
+            }
         }
         Ok(home)
     }
@@ -1285,19 +1293,32 @@ impl TaskRun {
     }
 }
 
-/// Hand the files gantry wrote into a task's home to the task's uid (gantry runs as root).
-fn chown_home_files(
-    home: &std::path::Path,
-    files: &[(String, String)],
-    (uid, gid): (u32, u32),
+/// Hand `relative` (a file gantry wrote into a task's home) and the directories leading to it
+/// to the task's uid, through descriptors cap-std opened inside `dir`: a link a task planted
+/// cannot point the change elsewhere.
+fn give_to(
+    dir: &cap_std::fs::Dir,
+    relative: &std::path::Path,
+    uid: u32,
+    gid: u32,
 ) -> std::io::Result<()> {
-    for (path, _) in files {
-        // Checked relative paths (see `prepare_home`): every prefix is inside the home.
-        let mut at = home.to_path_buf();
-        for component in std::path::Path::new(path).components() {
-            at.push(component);
-            std::os::unix::fs::lchown(&at, Some(uid), Some(gid))?;
-        }
+    use rustix::process::{Gid, Uid};
+    let mut at = PathBuf::new();
+    for component in relative.components() {
+        at.push(component);
+        let file = if at == relative {
+            dir.open(&at)?.into_std()
+        } else {
+            dir.open_dir(&at)?.into_std_file()
+        };
+        // AT_EMPTY_PATH: the descriptor itself, which may be an O_PATH one.
+        rustix::fs::chownat(
+            &file,
+            "",
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            rustix::fs::AtFlags::EMPTY_PATH,
+        )?;
     }
     Ok(())
 }
