@@ -185,7 +185,7 @@ async fn exercise(cli: Cli) {
             .join("homes/local/gemini/.gemini/settings.json");
         let owner = std::fs::metadata(&settings).unwrap().uid();
         assert!(
-            owner >= 200_000,
+            owner >= 2_100_000_000,
             "{} is owned by {owner}",
             settings.display()
         );

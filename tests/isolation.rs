@@ -202,6 +202,8 @@ touch /evil && echo BREACH wrote root
 env | grep -i -e gantry_api -e "{ALICE}" && echo BREACH keys in env
 [ "$(ls /proc/self/fd | wc -l)" -gt 4 ] && echo BREACH inherited descriptors $(ls -l /proc/self/fd)
 ip addr add 10.9.9.9/32 dev lo 2>/dev/null && echo BREACH changed its network
+unshare -U true && echo BREACH nested user namespace
+[ -e /dev/tty ] && echo BREACH a terminal device
 echo finished
 "#
     );

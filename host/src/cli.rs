@@ -93,6 +93,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         api_keys: std::env::var("GANTRY_API_KEYS").ok(),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    let args_config = args.config.clone();
     init_logging(&config.log);
     let keys = config.api_keys()?;
     keys.check_exposure(config.addr)?;
@@ -130,6 +131,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.sandbox,
             launcher,
             &config.data_dir,
+            &args_config
+                .iter()
+                .chain(config.api_keys_file.iter())
+                .cloned()
+                .collect::<Vec<_>>(),
             local.port(),
         )
         .await;

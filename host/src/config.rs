@@ -164,6 +164,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        // Tenants' task uids are uid_base + 0..65536: never system users, never past the
+        // largest uid.
+        if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 65_537 {
+            bail!(
+                "sandbox.uid_base must be between 1000 and {} (tasks run as uid_base + 0..65536)",
+                u32::MAX - 65_537
+            );
+        }
         let rt = &self.runtime;
         if rt.max_instances == 0 {
             bail!("runtime.max_instances must be at least 1");

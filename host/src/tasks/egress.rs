@@ -3,7 +3,7 @@
 //!
 //! - `CONNECT host:port` and absolute-form `GET http://host/…` are the egress proxy: allowed
 //!   only by the task's [`EgressPolicy`], and never into private address space unless the
-//!   operator named that host literally.
+//!   operator named that IP address exactly (a name is checked after it resolves).
 //! - Origin-form requests (`POST /v1/messages`) go to the task's model upstream. The task holds
 //!   a per-task token instead of the real API key; the proxy checks it and swaps in the key on
 //!   the way out, so the key never enters the sandbox. It also reads token usage off the
@@ -94,8 +94,10 @@ impl EgressPolicy {
         self.matching(host, port).is_some()
     }
 
-    /// `None` if no pattern matches; else whether one that matches names the host literally
-    /// (which lets it resolve to a private address).
+    /// `None` if no pattern matches; else whether one that matches names the host's IP address
+    /// itself (the only way a private address is allowed: a name is always checked after it
+    /// resolves, since whoever controls its DNS could point it at the metadata service or
+    /// gantry's own loopback).
     fn matching(&self, host: &str, port: u16) -> Option<bool> {
         let host = normalize_host(host);
         let ip = host.parse::<IpAddr>().ok();
@@ -107,7 +109,7 @@ impl EgressPolicy {
             .filter_map(|rule| match &rule.host {
                 HostPattern::Any => Some(false),
                 HostPattern::Ip(allowed) => (ip == Some(*allowed)).then_some(true),
-                HostPattern::Name(name) => (ip.is_none() && host == *name).then_some(true),
+                HostPattern::Name(name) => (ip.is_none() && host == *name).then_some(false),
                 HostPattern::Subdomains(domain) => {
                     let sub = host
                         .strip_suffix(domain.as_str())
@@ -1159,6 +1161,12 @@ mod tests {
             let answer = send(proxy, &get(&target, "")).await;
             assert!(answer.starts_with("HTTP/1.1 403"), "{patterns:?}: {answer}");
         }
+        // A listed name that resolves to a private address (as one whose DNS a tenant controls
+        // could) is refused: only an IP address named exactly reaches private space.
+        let by_name = format!("localhost:{}", origin.port());
+        let (proxy, _h) = start(task(&[by_name.as_str()], None));
+        let answer = send(proxy, &get(&format!("http://{by_name}/path"), "")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
         assert_eq!(
             seen.load(Ordering::SeqCst),
             1,

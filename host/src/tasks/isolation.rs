@@ -43,7 +43,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             namespaces: true,
-            uid_base: 200_000,
+            uid_base: 2_100_000_000,
             read_only: Vec::new(),
             cgroup_parent: "gantry".into(),
             limits: cgroup::CgroupLimits::default(),
@@ -182,12 +182,13 @@ impl Isolation {
     }
 
     /// Find what this machine offers for tasks started through `launcher`, and prove it with
-    /// the probe (see the module's docs). `api_port` is gantry's own port, which a task must
-    /// not reach.
+    /// the probe (see the module's docs). No task may read `data_dir` or `secrets` (the config
+    /// file, the key file); `api_port` is gantry's own port, which a task must not reach.
     pub async fn detect(
         config: &SandboxConfig,
         launcher: PathBuf,
         data_dir: &Path,
+        secrets: &[PathBuf],
         api_port: u16,
     ) -> Isolation {
         // SAFETY: a plain getter.
@@ -214,7 +215,14 @@ impl Isolation {
             cgroups,
             landlock,
             root,
-            forbidden: vec![data_dir.clone()],
+            // The data directory and the files holding keys (the config, the key file).
+            forbidden: std::iter::once(data_dir.clone())
+                .chain(
+                    secrets
+                        .iter()
+                        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+                )
+                .collect(),
             level: String::new(),
         };
         if !config.namespaces {
@@ -449,6 +457,11 @@ pub fn probe_main(args: &[std::ffi::OsString]) -> u8 {
     if unsafe { libc::geteuid() } == 0 {
         breaches.push("run as uid 0");
     }
+    // Last: it moves this probe into a namespace of its own when it works.
+    // SAFETY: unshare(2) of this single-threaded probe, which only prints and exits after.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+        breaches.push("make a user namespace of its own");
+    }
     for b in &breaches {
         println!("breach: {b}");
     }
@@ -470,6 +483,6 @@ mod tests {
         let (b, _) = iso.outside_ids("bob").unwrap();
         assert_ne!(a, b);
         assert_eq!(iso.outside_ids("alice").unwrap().0, a, "stable");
-        assert!((200_000..200_000 + 65_536).contains(&a));
+        assert!((2_100_000_000..2_100_000_000 + 65_536).contains(&a));
     }
 }

@@ -1062,8 +1062,21 @@ impl TaskRun {
             if isolation.own_network() {
                 let (socket, listener) = receive_listener(ours).await;
                 _lifeline = Some(socket);
-                if let Some(listener) = listener {
-                    _proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+                match listener {
+                    Some(listener) => {
+                        _proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+                    }
+                    // The launcher failed (its reason is in the output, read below), or is
+                    // stuck: never run a task without its proxy.
+                    None if child.try_wait()?.is_none() => {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        return self.could_not_start(
+                            "the task's sandbox did not hand over its proxy listener in 10 s"
+                                .into(),
+                        );
+                    }
+                    None => {}
                 }
             } else {
                 _lifeline = Some(ours);
@@ -1202,13 +1215,21 @@ impl TaskRun {
             if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
                 dir.create_dir_all(parent)?;
             }
-            // The home is the tenant's tasks' to shape: whatever they left at this name (a
-            // FIFO that would block the write, a link) goes first.
-            let _ = dir.remove_file(&relative);
-            dir.write(&relative, content)?;
+            // The home is the tenant's tasks' to shape, so never open what they may have left
+            // at this name (a FIFO would block the open, a link would redirect it): write a
+            // fresh file and rename it over whatever is there.
+            let name = relative.file_name().unwrap_or_default().to_string_lossy();
+            let fresh = relative
+                .with_file_name(format!(".{name}.gantry-{}", uuid::Uuid::new_v4().simple()));
+            let mut file = dir.open_with(
+                &fresh,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true),
+            )?;
+            std::io::Write::write_all(&mut file, content.as_bytes())?;
             if let Some((uid, gid)) = owner {
-                give_to(&dir, &relative, uid, gid)?;
+                give_to(&dir, &relative, &file.into_std(), uid, gid)?;
             }
+            dir.rename(&fresh, &dir, &relative)?;
         }
         Ok(home)
     }
@@ -1293,30 +1314,29 @@ impl TaskRun {
     }
 }
 
-/// Hand `relative` (a file gantry wrote into a task's home) and the directories leading to it
-/// to the task's uid, through descriptors cap-std opened inside `dir`: a link a task planted
-/// cannot point the change elsewhere.
+/// Hand `file` (about to become `relative` in a task's home) and the directories leading to
+/// it to the task's uid, through descriptors cap-std opened inside `dir`: a link a task
+/// planted cannot point the change elsewhere.
 fn give_to(
     dir: &cap_std::fs::Dir,
     relative: &std::path::Path,
+    file: &std::fs::File,
     uid: u32,
     gid: u32,
 ) -> std::io::Result<()> {
     use rustix::process::{Gid, Uid};
+    let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    rustix::fs::fchown(file, owner.0, owner.1)?;
     let mut at = PathBuf::new();
-    for component in relative.components() {
+    for component in relative.parent().into_iter().flat_map(|p| p.components()) {
         at.push(component);
-        let file = if at == relative {
-            dir.open(&at)?.into_std()
-        } else {
-            dir.open_dir(&at)?.into_std_file()
-        };
+        let parent = dir.open_dir(&at)?.into_std_file();
         // AT_EMPTY_PATH: the descriptor itself, which may be an O_PATH one.
         rustix::fs::chownat(
-            &file,
+            &parent,
             "",
-            Some(Uid::from_raw(uid)),
-            Some(Gid::from_raw(gid)),
+            owner.0,
+            owner.1,
             rustix::fs::AtFlags::EMPTY_PATH,
         )?;
     }

@@ -456,6 +456,13 @@ fn init(
         // The descriptors of the host's paths go before anything of the task runs.
         drop(binds);
     }
+    // No namespaces below this one (the kernel surface a user namespace opens is where local
+    // privilege escalations live), and no keyring shared with gantry or other tasks. Both
+    // are limits of this namespace's own; the probe and the tests check the first.
+    let _ = std::fs::write("/proc/sys/user/max_user_namespaces", "0");
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a null name: join a new anonymous session keyring.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) };
     std::env::set_current_dir(cwd).map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
     doing(rustix::system::sethostname(HOSTNAME.as_bytes()), || {
         "setting the hostname".into()
@@ -491,6 +498,14 @@ fn init(
     if child == 0 {
         drop(status);
         unblock_all_signals();
+        // Default actions for every signal (a Rust launcher starts with SIGPIPE ignored, which
+        // an exec would keep), and a session of its own: no controlling terminal.
+        for signal in 1..32 {
+            // SAFETY: signal(2) with the default action; KILL and STOP refuse it, harmlessly.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+        // SAFETY: setsid in the forked child, which leads no group yet.
+        unsafe { libc::setsid() };
         // Landlock's rules name the paths as they are in the new root: made here, after it
         // (this process is single-threaded, so allocating after the fork is safe).
         let error = drop_privileges(denied_setgroups)
@@ -856,7 +871,8 @@ fn build_dev() -> Result<()> {
     let dev = under(NEW, Path::new("/dev"));
     std::fs::create_dir_all(&dev)?;
     tmpfs(&dev, MountFlags::NOSUID, c"mode=0755")?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+    // No `tty`: a task must not reach a terminal gantry may have (TIOCSTI types into it).
+    for name in ["null", "zero", "full", "random", "urandom"] {
         let source = Path::new(OLD).join("dev").join(name);
         let target = dev.join(name);
         if std::fs::metadata(&source).is_ok() {

@@ -145,6 +145,20 @@ pub fn task_read_paths(
             .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
     );
     let mut warnings = Vec::new();
+    // Never the root, a top-level directory or gantry's home (where a `#!/home/op/bin/node`
+    // interpreter's prefix would lead): too much of the host.
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    paths.retain(|p| {
+        let too_wide = !SYSTEM_DIRS.iter().any(|d| p == Path::new(d))
+            && (p.components().count() < 3 || home.as_deref() == Some(p.as_path()));
+        if too_wide {
+            warnings.push(format!(
+                "{} is not readable by tasks: too wide",
+                p.display()
+            ));
+        }
+        !too_wide
+    });
     paths.retain(|p| {
         let clash = forbidden
             .iter()
