@@ -662,3 +662,22 @@ async fn an_unprivileged_gantry_sandboxes_its_tasks_too() {
     assert!(!log.contains("BREACH"), "{log}");
     assert!(log.contains("uid=1000"), "{log}");
 }
+
+#[tokio::test]
+async fn a_model_upstream_the_proxy_cannot_use_refuses_the_task() {
+    // It passes the manifest's shape check, but carries credentials in its URL.
+    let node = Node::start(FULL, Some("http://user@127.0.0.1:9"));
+    let alice = node.client(ALICE);
+    let (_, ws) = alice.call("POST", "/v1/workspaces", json!({"name": "w"})).await;
+    let (status, body) = alice
+        .call(
+            "POST",
+            "/v1/tasks",
+            json!({"workspace_id": ws["id"], "backend": "sh", "prompt": "echo never"}),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(body.to_string().contains("model upstream"), "{body}");
+    let (_, tasks) = alice.call("GET", "/v1/tasks", Value::Null).await;
+    assert_eq!(tasks["tasks"], json!([]), "nothing was started: {tasks}");
+}

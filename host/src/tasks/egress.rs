@@ -252,6 +252,18 @@ impl ModelRoute {
     }
 }
 
+impl ModelRoute {
+    /// The upstream as an egress allowlist entry (`host:port`), or why its URL is unusable.
+    pub fn egress_pattern(&self) -> Result<String, String> {
+        let u = Upstream::parse(&self.upstream)?;
+        Ok(if u.host.contains(':') {
+            format!("[{}]:{}", u.host, u.port)
+        } else {
+            format!("{}:{}", u.host, u.port)
+        })
+    }
+}
+
 impl fmt::Debug for ModelRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelRoute")
@@ -1440,6 +1452,31 @@ mod tests {
         let after = "data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}\n";
         assert_eq!(scan(true, &(huge.clone() + after)), (3, 4));
         assert_eq!(scan(false, &huge), (0, 0));
+    }
+
+    #[test]
+    fn the_upstream_becomes_an_allowlist_entry_or_is_refused() {
+        let route = |upstream: &str| ModelRoute {
+            upstream: upstream.into(),
+            token: "t".into(),
+            key: None,
+        };
+        let pattern = |u: &str| route(u).egress_pattern();
+        assert_eq!(
+            pattern("https://API.example.com/v1").unwrap(),
+            "api.example.com:443"
+        );
+        assert_eq!(pattern("http://127.0.0.1:4000").unwrap(), "127.0.0.1:4000");
+        assert_eq!(pattern("http://[::1]/x").unwrap(), "[::1]:80");
+        for bad in [
+            "ftp://example.com",
+            "http://user@example.com",
+            "example.com",
+        ] {
+            assert!(pattern(bad).is_err(), "{bad}");
+        }
+        // What it gives is a pattern the policy takes.
+        assert!(EgressPolicy::new([pattern("http://[::1]/x").unwrap()]).is_ok());
     }
 
     #[test]

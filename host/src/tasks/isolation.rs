@@ -113,27 +113,45 @@ pub struct TaskSandbox {
 }
 
 impl Isolation {
+    /// What every constructor starts from: nothing but what the kernel and this process are
+    /// (no layers, no cgroups, no level yet). No task may read `data_dir` or `secrets`.
+    fn base(
+        config: SandboxConfig,
+        launcher: Option<PathBuf>,
+        data_dir: &Path,
+        secrets: &[PathBuf],
+    ) -> Isolation {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        Isolation {
+            config,
+            launcher,
+            layers: Layers::default(),
+            cgroups: None,
+            landlock: sandbox::landlock_available(),
+            // SAFETY: a plain getter.
+            root: unsafe { libc::geteuid() } == 0,
+            forbidden: std::iter::once(data_dir)
+                .chain(secrets.iter().map(PathBuf::as_path))
+                .map(canonical)
+                .collect(),
+            level: String::new(),
+        }
+    }
+
     /// No sandbox but Landlock and rlimits applied in a forked child (the library used
     /// without a launcher).
     pub fn landlock_only(data_dir: &Path) -> Isolation {
-        let landlock = sandbox::landlock_available();
-        Isolation {
-            config: SandboxConfig {
-                namespaces: false,
-                ..SandboxConfig::default()
-            },
-            launcher: None,
-            layers: Layers::default(),
-            cgroups: None,
-            landlock,
-            root: false,
-            forbidden: vec![data_dir.to_path_buf()],
-            level: if landlock {
-                "partial: no launcher (Landlock and rlimits only)".into()
-            } else {
-                "off".into()
-            },
-        }
+        let config = SandboxConfig {
+            namespaces: false,
+            ..SandboxConfig::default()
+        };
+        let mut isolation = Isolation::base(config, None, data_dir, &[]);
+        isolation.level = if isolation.landlock {
+            "partial: no launcher (Landlock and rlimits only)".into()
+        } else {
+            "off".into()
+        };
+        isolation
     }
 
     /// Landlock and rlimits applied by `launcher` (no namespaces, no cgroups, no probe).
@@ -153,27 +171,13 @@ impl Isolation {
         layers: Layers,
         cgroups: bool,
     ) -> Option<Isolation> {
-        let cgroups = if cgroups {
-            Some(cgroup::Cgroups::detect(&config.cgroup_parent).ok()?)
-        } else {
-            None
-        };
-        // SAFETY: a plain getter.
-        let root = unsafe { libc::geteuid() } == 0;
-        Some(Isolation {
-            config: config.clone(),
-            launcher: Some(launcher),
-            layers,
-            cgroups,
-            landlock: sandbox::landlock_available(),
-            root,
-            forbidden: vec![
-                data_dir
-                    .canonicalize()
-                    .unwrap_or_else(|_| data_dir.to_path_buf()),
-            ],
-            level: "unproven".into(),
-        })
+        let mut isolation = Isolation::base(config.clone(), Some(launcher), data_dir, &[]);
+        if cgroups {
+            isolation.cgroups = Some(cgroup::Cgroups::detect(&config.cgroup_parent).ok()?);
+        }
+        isolation.layers = layers;
+        isolation.level = "unproven".into();
+        Some(isolation)
     }
 
     /// The memory limit of a task's cgroup, in bytes.
@@ -191,40 +195,16 @@ impl Isolation {
         secrets: &[PathBuf],
         api_port: u16,
     ) -> Isolation {
-        // SAFETY: a plain getter.
-        let root = unsafe { libc::geteuid() } == 0;
-        let landlock = sandbox::landlock_available();
+        let mut isolation = Isolation::base(config.clone(), Some(launcher), data_dir, secrets);
+        let data_dir = isolation.forbidden[0].clone();
         let mut missing = Vec::new();
-        if !landlock {
+        if !isolation.landlock {
             missing.push("Landlock".to_string());
         }
-        let cgroups = match cgroup::Cgroups::detect(&config.cgroup_parent) {
-            Ok(c) => Some(c),
-            Err(why) => {
-                missing.push(format!("cgroups ({why})"));
-                None
-            }
-        };
-        let data_dir = data_dir
-            .canonicalize()
-            .unwrap_or_else(|_| data_dir.to_path_buf());
-        let mut isolation = Isolation {
-            config: config.clone(),
-            launcher: Some(launcher),
-            layers: Layers::default(),
-            cgroups,
-            landlock,
-            root,
-            // The data directory and the files holding keys (the config, the key file).
-            forbidden: std::iter::once(data_dir.clone())
-                .chain(
-                    secrets
-                        .iter()
-                        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
-                )
-                .collect(),
-            level: String::new(),
-        };
+        match cgroup::Cgroups::detect(&config.cgroup_parent) {
+            Ok(c) => isolation.cgroups = Some(c),
+            Err(why) => missing.push(format!("cgroups ({why})")),
+        }
         if !config.namespaces {
             missing.push("namespaces (turned off by [sandbox] namespaces = false)".into());
         } else {
@@ -236,7 +216,7 @@ impl Isolation {
         }
         isolation.level = if missing.is_empty() {
             "full".into()
-        } else if !landlock && !isolation.layers.any() {
+        } else if !isolation.landlock && !isolation.layers.any() {
             "off".into()
         } else {
             format!("partial: no {}", missing.join(", no "))

@@ -695,24 +695,6 @@ impl TaskProxy {
                 .cloned(),
         );
         patterns.extend(backend.egress().iter().cloned());
-        // The model API's host too, as the operator named it (a CLI that goes there through
-        // the egress proxy instead of the model proxy has only its token, never the key).
-        if let Some(authority) = backend
-            .model_upstream()
-            .and_then(|u| u.parse::<hyper::Uri>().ok())
-            .and_then(|u| {
-                let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("http") {
-                    80
-                } else {
-                    443
-                });
-                u.host().map(|h| format!("{h}:{port}"))
-            })
-        {
-            patterns.push(authority);
-        }
-        let policy = egress::EgressPolicy::new(&patterns)
-            .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
         let key_vars = backend.passed_env().to_vec();
         // A token of 256 random bits (two v4 UUIDs): useless anywhere but this task's proxy.
         let token = format!(
@@ -727,6 +709,14 @@ impl TaskProxy {
                 .iter()
                 .find_map(|var| config.model_key(tenant.as_str(), var)),
         });
+        if let Some(route) = &model {
+            // The model API's host too (a CLI that goes there through the egress proxy
+            // instead of the model proxy has only its token, never the key). A bad URL is
+            // refused here, before anything runs.
+            patterns.push(route.egress_pattern().map_err(anyhow::Error::msg)?);
+        }
+        let policy = egress::EgressPolicy::new(&patterns)
+            .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
         let (listen, host_listener) = if inner.isolation.own_network() {
             (
                 std::net::SocketAddr::from(([127, 0, 0, 1], sandbox::PROXY_PORT)),
@@ -1157,7 +1147,9 @@ impl TaskRun {
         }
         let status = status.expect("the loop ends after the exit");
         let exit_code = status.code();
+        // A program that lost a child to the memory limit and still succeeded is not failed.
         if let Some(cgroup) = task_sandbox.as_ref().and_then(|t| t.cgroup.as_ref())
+            && !status.success()
             && cgroup.oom_kills() > 0
         {
             self.record.error = Some(format!(

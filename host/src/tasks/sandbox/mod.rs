@@ -70,7 +70,8 @@ pub fn landlock_available() -> bool {
         .unwrap_or(false)
 }
 
-/// A prepared restriction for one child: writable only under `writable` paths.
+/// A prepared restriction for one child: readable and writable only under its paths, and
+/// bounded by its rlimits.
 #[derive(Debug)]
 pub struct Restriction {
     ruleset: Option<OwnedFd>,
