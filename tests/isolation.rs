@@ -668,7 +668,9 @@ async fn a_model_upstream_the_proxy_cannot_use_refuses_the_task() {
     // It passes the manifest's shape check, but carries credentials in its URL.
     let node = Node::start(FULL, Some("http://user@127.0.0.1:9"));
     let alice = node.client(ALICE);
-    let (_, ws) = alice.call("POST", "/v1/workspaces", json!({"name": "w"})).await;
+    let (_, ws) = alice
+        .call("POST", "/v1/workspaces", json!({"name": "w"}))
+        .await;
     let (status, body) = alice
         .call(
             "POST",
