@@ -34,8 +34,11 @@ fn main() {
     let target_dir = root.join("target/wasm");
     let out_dir = target_dir.join(WASM_TARGET).join("release");
 
-    ensure_wasm_target();
-    build_components(&root, &target_dir, bundled.iter().chain(&tests));
+    // For work on the host alone: bundle the components last built instead of building them.
+    if env::var_os("GANTRY_SKIP_COMPONENT_BUILD").is_none() {
+        ensure_wasm_target();
+        build_components(&root, &target_dir, bundled.iter().chain(&tests));
+    }
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let mut code = String::from("/// First-party components: (name, bytes).\n");
@@ -73,6 +76,62 @@ fn main() {
     code.push_str("];\n");
     fs::write(out.join("bundled.rs"), code).unwrap();
     println!("cargo:rustc-env=GANTRY_COMPONENT_DIR={}", out_dir.display());
+    contract_facts(&root.join("wit"), &out);
+}
+
+/// What the host needs to know of the contract, read from `wit/` so that it is never restated
+/// by hand: the package's name and version, and the `gantry:plugin` interfaces each world
+/// imports (the capabilities a manifest can grant).
+fn contract_facts(wit: &Path, out: &Path) {
+    let types = fs::read_to_string(wit.join("types.wit")).unwrap();
+    let package = types
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .and_then(|p| p.strip_suffix(';'))
+        .expect("wit/types.wit names its package");
+    let (name, version) = package.split_once('@').expect("the package is versioned");
+    println!("cargo:rustc-env=GANTRY_WIT_PACKAGE={package}");
+    println!("cargo:rustc-env=GANTRY_WIT_VERSION={version}");
+    let mut code = String::new();
+    for (world, file) in [("handler", "handler.wit"), ("backend", "backend.wit")] {
+        let text = fs::read_to_string(wit.join(file)).unwrap();
+        let imports = world_imports(&text, world);
+        assert!(
+            !imports.is_empty(),
+            "world {world} in wit/{file} imports nothing"
+        );
+        writeln!(
+            code,
+            "/// The `{name}` interfaces `world {world}` imports.\npub const {}_IMPORTS: &[&str] = &{:?};",
+            world.to_uppercase(),
+            imports
+                .iter()
+                .map(|i| format!("{name}/{i}"))
+                .collect::<Vec<_>>()
+        )
+        .unwrap();
+    }
+    fs::write(out.join("contract.rs"), code).unwrap();
+}
+
+/// The plain `import NAME;` lines of `world WORLD { … }` (interfaces of the same package).
+fn world_imports(text: &str, world: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut imports = Vec::new();
+    for line in text.lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        if line.starts_with(&format!("world {world} ")) {
+            inside = true;
+        } else if inside && line.starts_with('}') {
+            break;
+        } else if inside && let Some(name) = line.strip_prefix("import ") {
+            let name = name.trim_end_matches(';').trim();
+            if !name.contains(':') {
+                imports.push(name.to_string());
+            }
+        }
+    }
+    imports
 }
 
 /// Crate directories directly under `dir`, by name. Each directory's name is its package name.

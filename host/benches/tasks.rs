@@ -14,8 +14,8 @@
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
 use gantry::config::{Config, Overrides};
+use gantry::manifest::Manifest;
 use gantry::runtime::backend::{PromptRequest, plain_request};
-use gantry::runtime::manifest::Manifest;
 use gantry::runtime::{ComponentCache, Runtime, engine};
 use gantry::store::{Sqlite, Store};
 use gantry::tasks::isolation::{Isolation, SandboxConfig};

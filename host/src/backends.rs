@@ -1,7 +1,7 @@
 //! Which backends can run on this node: each backend plugin's binary is looked up and asked
 //! for its version at start and on demand, and the answer is kept until the next probe.
 
-use crate::runtime::Runtime;
+use crate::contract::BackendInfo;
 use crate::store::now_ms;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,26 @@ pub const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// How long a version probe may take (node-based CLIs start slowly on a busy machine).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A loaded backend plugin, as the layers below the runtime see it: what its manifest allows
+/// and what its adapter said of itself at load.
+#[derive(Debug, Clone)]
+pub struct BackendPlugin {
+    /// The plugin's name (what a task's `backend` names).
+    pub name: String,
+    /// What the adapter says about its backend.
+    pub info: BackendInfo,
+    /// The binary the manifest allows this backend to spawn.
+    pub binary: String,
+    /// The variables of gantry's environment the manifest passes to this backend's processes.
+    pub passed_env: Vec<String>,
+    /// The backend's model API: the `base_url` setting, else the manifest's `model_upstream`.
+    pub model_upstream: Option<String>,
+    /// Extra paths the manifest lets this backend's tasks read.
+    pub read_only: Vec<PathBuf>,
+    /// Hosts the manifest lets this backend's tasks reach.
+    pub egress: Vec<String>,
+}
 
 /// One backend as last probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,38 +55,32 @@ pub struct BackendStatus {
 /// The availability of every backend plugin; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Availability {
-    runtime: Arc<Runtime>,
+    backends: Arc<[Arc<BackendPlugin>]>,
     probe_dir: PathBuf,
     statuses: Arc<Mutex<BTreeMap<String, BackendStatus>>>,
 }
 
 impl Availability {
-    /// Availability of `runtime`'s backends; probes run in `probe_dir` (their `HOME` and cwd).
-    pub fn new(runtime: Arc<Runtime>, data_dir: &Path) -> anyhow::Result<Availability> {
+    /// Availability of `backends` (in load order); probes run in `data_dir/tmp/probe` (their
+    /// `HOME` and cwd).
+    pub fn new(backends: Vec<Arc<BackendPlugin>>, data_dir: &Path) -> anyhow::Result<Availability> {
         let probe_dir = data_dir.join("tmp").join("probe");
         std::fs::create_dir_all(&probe_dir)?;
         Ok(Availability {
-            runtime,
+            backends: backends.into(),
             probe_dir,
             statuses: Arc::default(),
         })
     }
 
-    /// The runtime whose backends these are.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// The backend plugin named `name`.
+    pub fn backend(&self, name: &str) -> Option<&Arc<BackendPlugin>> {
+        self.backends.iter().find(|b| b.name == name)
     }
 
     /// Probe every backend now, side by side.
     pub async fn probe_all(&self) -> Vec<BackendStatus> {
-        let names: Vec<String> = self
-            .runtime
-            .plugins()
-            .iter()
-            .filter(|p| self.runtime.backend(&p.manifest.name).is_some())
-            .map(|p| p.manifest.name.clone())
-            .collect();
-        let probes = names.iter().map(|n| self.probe(n));
+        let probes = self.backends.iter().map(|b| self.probe(&b.name));
         futures::future::join_all(probes)
             .await
             .into_iter()
@@ -76,9 +90,9 @@ impl Availability {
 
     /// Probe one backend now; `None` if there is no backend by that name.
     pub async fn probe(&self, name: &str) -> Option<BackendStatus> {
-        let backend = self.runtime.backend(name)?;
-        let binary = backend.binary().to_string();
-        let args = backend.info().version_args.clone();
+        let backend = self.backend(name)?;
+        let binary = backend.binary.clone();
+        let args = backend.info.version_args.clone();
         let outcome = match resolve(&binary) {
             Some(path) => run_version(&path, &args, &self.probe_dir).await,
             None => Err(format!("{binary} was not found on PATH ({CHILD_PATH})")),
@@ -109,11 +123,8 @@ impl Availability {
     pub async fn list(&self) -> Vec<BackendStatus> {
         let known = self.statuses.lock().unwrap().clone();
         let mut out = Vec::new();
-        for plugin in self.runtime.plugins() {
-            let name = &plugin.manifest.name;
-            if self.runtime.backend(name).is_none() {
-                continue;
-            }
+        for backend in self.backends.iter() {
+            let name = &backend.name;
             match known.get(name) {
                 Some(status) => out.push(status.clone()),
                 None => out.extend(self.probe(name).await),

@@ -1,10 +1,10 @@
 //! The command line: `gantry serve` and `gantry plugin check`.
 
 use crate::config::{Config, Overrides};
-use crate::runtime::manifest::{ComponentSource, PluginKind};
+use crate::manifest::{ComponentSource, PluginKind};
 use crate::runtime::registry::{self, Linkers};
 use crate::runtime::world::{self, Access};
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Plugins, Runtime};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -112,7 +112,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let runtime = Arc::new(Runtime::start(&config).await?);
+        let plugins = Arc::new(Plugins::start(&config).await?);
         let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
             &config.data_dir.join("gantry.db"),
         )?);
@@ -157,16 +157,19 @@ fn serve(args: ServeArgs) -> Result<()> {
                 );
             }
         }
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
         let tasks = crate::tasks::Supervisor::new(
-            runtime.clone(),
+            adapters.clone(),
             store,
             workspaces.clone(),
             &config.data_dir,
             config.tasks.clone(),
         )?
         .with_isolation(isolation)
-        .with_egress(config.egress.clone());
-        let backends = crate::backends::Availability::new(runtime.clone(), &config.data_dir)?;
+        .with_egress(config.egress.clone())
+        .with_metrics(metrics.clone());
+        let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.
             let backends = backends.clone();
@@ -174,14 +177,20 @@ fn serve(args: ServeArgs) -> Result<()> {
                 backends.probe_all().await;
             });
         }
-        runtime.node().set_services(crate::runtime::Services {
-            workspaces,
-            tasks,
-            backends,
-            sessions,
-        });
+        let loaded = plugins.plugins().len();
+        let runtime = Arc::new(Runtime::new(
+            plugins,
+            crate::runtime::Services {
+                workspaces,
+                tasks,
+                backends,
+                adapters,
+                sessions,
+                metrics,
+            },
+        ));
         tracing::info!(
-            plugins = runtime.plugins().len(),
+            plugins = loaded,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "plugins loaded"
         );

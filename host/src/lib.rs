@@ -1,26 +1,27 @@
 //! gantry: a gateway that runs coding-agent CLIs for many tenants, serving its APIs and
 //! driving its backends through WebAssembly components.
 //!
-//! The binary is a thin shell over this library:
-//! - [`config`] — layered settings (embedded defaults, file, environment, flags);
+//! The binary is a thin shell over this library. Modules, from the top layer down (a module
+//! imports only from layers below it; `docs/architecture.md` draws it):
+//! - [`cli`] — the command line;
+//! - [`http`] — the server, router, authentication, limits and error answers;
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
-//! - [`http`] — the server, router and error answers;
-//! - [`store`] — persistence (SQLite by default);
-//! - [`sessions`] — resumable conversations with a backend, per tenant;
-//! - [`metrics`] — the node's counters, in the Prometheus text format;
 //! - [`tasks`] — the process supervisor and each task's event log;
-//! - [`backends`] — which backends can run here (their binaries, probed);
-//! - [`tenants`] — tenants and their API keys;
-//! - [`workspaces`] — per-tenant workspace directories, reached through cap-std;
-//! - [`cli`] — the command line.
+//! - [`workspaces`], [`sessions`], [`backends`] — per-tenant directories (through cap-std),
+//!   resumable conversations, which backends can run here;
+//! - [`store`] — persistence (SQLite by default);
+//! - [`config`], [`manifest`], [`contract`], [`tenants`], [`metrics`] — settings, plugin
+//!   manifests, the WIT's shared types, tenants and their keys, the node's counters.
 
 #![warn(missing_docs)]
 
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod http;
+pub mod manifest;
 pub mod metrics;
 pub mod runtime;
 pub mod sessions;

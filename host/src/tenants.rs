@@ -53,11 +53,6 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The name, shared.
-    pub fn as_arc(&self) -> &Arc<str> {
-        &self.0
-    }
 }
 
 impl fmt::Debug for TenantId {

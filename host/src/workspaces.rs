@@ -1,11 +1,12 @@
 //! Workspaces: one directory per workspace under `data_dir/workspaces/<tenant>/<id>`, reached
 //! only through cap-std handles, so no path a caller gives can leave its workspace.
 
+pub use crate::config::WorkdirPolicy;
 use crate::store::{Store, WorkspaceRecord, now_ms};
 use crate::tenants::TenantId;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -78,45 +79,8 @@ pub fn check_relative_path(path: &str) -> Result<PathBuf, WorkspaceError> {
     Ok(out)
 }
 
-/// Directories outside gantry's own workspaces that a tenant may name as a working directory,
-/// from the `[workdirs]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkdirPolicy {
-    /// Allowed prefixes by tenant; `"*"` applies to every tenant.
-    #[serde(default)]
-    pub allowed: std::collections::BTreeMap<String, Vec<PathBuf>>,
-    /// Never allowed, even inside an allowed prefix. gantry's data directory is always refused.
-    #[serde(default)]
-    pub blocked: Vec<PathBuf>,
-}
-
-impl WorkdirPolicy {
-    /// Prefixes as the kernel resolves them, so that a symlinked prefix still matches.
-    fn resolved(&self) -> WorkdirPolicy {
-        let resolve = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        WorkdirPolicy {
-            allowed: self
-                .allowed
-                .iter()
-                .map(|(t, ps)| (t.clone(), ps.iter().map(resolve).collect()))
-                .collect(),
-            blocked: self.blocked.iter().map(resolve).collect(),
-        }
-    }
-
-    /// Whether `tenant` may work in the resolved directory `dir`.
-    fn permits(&self, tenant: &TenantId, dir: &Path, data_dir: &Path) -> bool {
-        if dir.starts_with(data_dir) || self.blocked.iter().any(|b| dir.starts_with(b)) {
-            return false;
-        }
-        [tenant.as_str(), "*"]
-            .iter()
-            .filter_map(|t| self.allowed.get(*t))
-            .flatten()
-            .any(|prefix| dir.starts_with(prefix))
-    }
-}
+/// Where display paths of gantry's own workspaces start.
+pub const DISPLAY_ROOT: &str = "/workspaces/";
 
 /// The workspaces of every tenant.
 #[derive(Debug)]
@@ -272,7 +236,34 @@ impl Workspaces {
         Ok(path.join(relative))
     }
 
-    /// Which of the tenant's workspaces holds the directory at the absolute host path `path`,
+    /// A path for people that never shows the host's layout: `/workspaces/<id>` for a
+    /// workspace of gantry's own, the directory the operator allowed for an attached one (the
+    /// caller named it in the first place).
+    pub fn display_path(&self, tenant: &TenantId, id: &str) -> Result<String, WorkspaceError> {
+        let ws = self.get(tenant, id)?;
+        Ok(match ws.path {
+            Some(attached) => attached,
+            None => format!("{DISPLAY_ROOT}{}", ws.id),
+        })
+    }
+
+    /// The workspace and subdirectory of a display path's part after `/workspaces/`.
+    fn locate_display(
+        &self,
+        tenant: &TenantId,
+        rest: &str,
+    ) -> Result<(WorkspaceRecord, String), WorkspaceError> {
+        let (id, subdir) = rest.split_once('/').unwrap_or((rest, ""));
+        let subdir = subdir.trim_end_matches('/');
+        let ws = self.get(tenant, id)?;
+        if !subdir.is_empty() {
+            self.subdir(tenant, &ws.id, subdir)?;
+        }
+        Ok((ws, subdir.to_string()))
+    }
+
+    /// Which of the tenant's workspaces holds the directory at the path `path` (a
+    /// display path `/workspaces/<id>/…`, or an absolute host path),
     /// and where inside it; or, for a directory the `[workdirs]` policy allows the tenant, the
     /// workspace attached to it. A path that does not exist, is not a directory, or is neither
     /// gets one answer, so callers learn nothing of other paths.
@@ -286,6 +277,12 @@ impl Workspaces {
                 "{path} is not a directory inside one of your workspaces"
             ))
         };
+        if let Some(rest) = path.strip_prefix(DISPLAY_ROOT) {
+            return self.locate_display(tenant, rest).map_err(|e| match e {
+                WorkspaceError::Internal(e) => WorkspaceError::Internal(e),
+                _ => refused(),
+            });
+        }
         let given = Path::new(path);
         if !given.is_absolute() || path.contains('\0') {
             return Err(WorkspaceError::BadPath(

@@ -2,38 +2,12 @@
 //! request rate (a token bucket per tenant; per client address for callers without a key).
 
 use crate::tenants::TenantId;
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+
+pub use crate::config::HttpLimits;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Limits of the HTTP front, from the `[http]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpLimits {
-    /// The largest request body, in bytes; larger ones get 413, chunked ones included.
-    pub max_request_body_bytes: u64,
-    /// Requests per minute per tenant; 0 turns rate limiting off.
-    pub rate_limit_per_minute: u32,
-    /// How many requests a tenant may make at once above the steady rate; 0 means as many as
-    /// `rate_limit_per_minute`.
-    pub rate_limit_burst: u32,
-    /// Per-tenant overrides of `rate_limit_per_minute` (0 exempts the tenant).
-    #[serde(default)]
-    pub rate_limit_tenants: BTreeMap<String, u32>,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_request_body_bytes: 10 << 20,
-            rate_limit_per_minute: 0,
-            rate_limit_burst: 0,
-            rate_limit_tenants: BTreeMap::new(),
-        }
-    }
-}
 
 /// What the rate limiter decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,7 +3,7 @@
 pub mod limits;
 pub mod router;
 
-use crate::runtime::manifest::ErrorEnvelope;
+use crate::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
 use crate::tenants::{ApiKeys, TenantId, request_key};
 use anyhow::{Context, Result};
@@ -55,6 +55,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<()> {
+    let router = Arc::new(router::Router::for_plugins(runtime.plugins().plugins())?);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -71,11 +72,16 @@ pub async fn serve(
                     }
                 };
                 let runtime = runtime.clone();
+                let router = router.clone();
                 let gate = gate.clone();
                 let service = service_fn(move |req| {
                     let runtime = runtime.clone();
+                    let router = router.clone();
                     let gate = gate.clone();
-                    async move { Ok::<_, Infallible>(dispatch(&runtime, &gate, peer.ip(), req).await) }
+                    async move {
+                        let answer = dispatch(&runtime, &router, &gate, peer.ip(), req).await;
+                        Ok::<_, Infallible>(answer)
+                    }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -110,6 +116,7 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 
 async fn dispatch(
     runtime: &Runtime,
+    router: &router::Router,
     gate: &Gate,
     client: std::net::IpAddr,
     req: Request<Incoming>,
@@ -117,7 +124,7 @@ async fn dispatch(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let target = runtime.router().lookup(&path).cloned();
+    let target = router.lookup(&path).cloned();
     let envelope = target.as_ref().map(|t| t.errors).unwrap_or_default();
     let response = gated(runtime, gate, client, target.as_ref(), envelope, req).await;
     let status = response.status().as_u16();
@@ -125,8 +132,8 @@ async fn dispatch(
         .as_ref()
         .map_or(crate::metrics::UNROUTED, |t| t.pattern.as_str());
     runtime
-        .node()
-        .metrics()
+        .services()
+        .metrics
         .request(route, method.as_str(), status, started.elapsed());
     tracing::debug!(%method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
@@ -186,7 +193,10 @@ async fn gated(
             );
         }
     };
-    let mut response = match runtime.handle(target, &tenant, req).await {
+    let mut response = match runtime
+        .handle(&target.plugin, target.timeout, &tenant, req)
+        .await
+    {
         Ok(response) => response,
         Err(failure) => failure_response(envelope, &failure, &target.plugin),
     };

@@ -16,7 +16,7 @@ pub struct RouteTarget {
     /// Served without an API key.
     pub public: bool,
     /// How the host words its own errors on this route.
-    pub errors: crate::runtime::manifest::ErrorEnvelope,
+    pub errors: crate::manifest::ErrorEnvelope,
 }
 
 /// The route table; built once at startup.
@@ -28,6 +28,27 @@ pub struct Router {
 }
 
 impl Router {
+    /// The route table of `plugins`' manifests; two plugins claiming a pattern is an error.
+    pub fn for_plugins(plugins: &[crate::runtime::Plugin]) -> Result<Router> {
+        let mut router = Router::default();
+        for plugin in plugins {
+            let manifest = &plugin.manifest;
+            for route in &manifest.routes {
+                router.add(
+                    &route.pattern,
+                    RouteTarget {
+                        plugin: manifest.name.clone(),
+                        pattern: route.pattern.clone(),
+                        timeout: route.timeout,
+                        public: route.public,
+                        errors: manifest.error_envelope,
+                    },
+                )?;
+            }
+        }
+        Ok(router)
+    }
+
     /// Add one route; two plugins (or one plugin twice) claiming a pattern is an error.
     pub fn add(&mut self, pattern: &str, target: RouteTarget) -> Result<()> {
         let (table, key) = match pattern.strip_suffix("/...") {
@@ -60,19 +81,6 @@ impl Router {
                 None => return None,
             }
         }
-    }
-
-    /// Every pattern of one plugin, sorted.
-    pub fn patterns_of(&self, plugin: &str) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .exact
-            .values()
-            .chain(self.prefix.values())
-            .filter(|t| t.plugin == plugin)
-            .map(|t| t.pattern.clone())
-            .collect();
-        out.sort();
-        out
     }
 }
 

@@ -1,6 +1,5 @@
 //! Per-call state: the data of one `Store`, and the limits that end a misbehaving call.
 
-use super::host::NodeState;
 use super::registry::PluginContext;
 use crate::tenants::TenantId;
 use std::fmt;
@@ -13,67 +12,30 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
-/// The data of one call's `Store`.
-pub struct CallState {
+/// The data of one call's `Store`: the WASI context, the resource table and the limits every
+/// call has, the plugin and tenant it runs for, and `H`, what its world adds (nothing for a
+/// backend adapter; the HTTP context and the core services for a handler).
+pub struct CallState<H> {
     wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     memory: MemoryCap,
     cpu: CpuMeter,
     /// The plugin being called.
     pub(crate) plugin: Arc<PluginContext>,
-    /// The node, for `host-info`.
-    pub(crate) node: Arc<NodeState>,
     /// The tenant this call acts for; every host call is scoped to it.
     pub(crate) tenant: TenantId,
-    /// Tasks started with `bound-to-call`: cancelled when this call's store goes away.
-    pub(crate) bound_tasks: Vec<String>,
-    /// Workspaces made with `create-for-call`: removed once those tasks have ended.
-    pub(crate) bound_workspaces: Vec<String>,
     /// Settings this call sees in place of the plugin's own (a task's proxy `base_url`).
     pub(crate) setting_overrides: Vec<(String, String)>,
+    /// What the plugin's world adds.
+    pub(crate) host: H,
 }
 
-impl Drop for CallState {
-    fn drop(&mut self) {
-        // The call ended (returned, trapped, timed out, or its client went away): runs that
-        // live only as long as their request end with it, and their scratch workspaces go.
-        // Cancelling a finished task is a no-op.
-        if self.bound_tasks.is_empty() && self.bound_workspaces.is_empty() {
-            return;
-        }
-        let Some(services) = self.node.services().cloned() else {
-            return;
-        };
-        let tasks = std::mem::take(&mut self.bound_tasks);
-        let workspaces = std::mem::take(&mut self.bound_workspaces);
-        for id in &tasks {
-            let _ = services.tasks.cancel(&self.tenant, id);
-        }
-        if workspaces.is_empty() {
-            return;
-        }
-        let tenant = self.tenant.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            for id in &tasks {
-                let _ = services.tasks.wait(&tenant, id).await;
-            }
-            for id in workspaces {
-                let busy = |ws: &str| services.tasks.workspace_busy(ws);
-                if let Err(e) = services.workspaces.delete(&tenant, &id, busy) {
-                    tracing::debug!(workspace = %id, "a call's scratch workspace stays: {e}");
-                }
-            }
-        });
-    }
-}
+/// A backend adapter's call state: nothing beyond the common part.
+pub type AdapterState = CallState<()>;
 
-impl fmt::Debug for CallState {
+impl<H> fmt::Debug for CallState<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallState")
             .field("plugin", &self.plugin.name)
@@ -82,20 +44,23 @@ impl fmt::Debug for CallState {
     }
 }
 
-impl CallState {
+impl<H> CallState<H> {
     /// Begin a new top-level call on a store that outlives one call: the CPU budget is per
     /// call.
     pub(crate) fn start_call(&mut self) {
         self.cpu.used = Duration::ZERO;
     }
 
-    /// The call's resource table (host resources handed to the guest).
-    pub(crate) fn table(&mut self) -> &mut ResourceTable {
-        &mut self.table
+    /// The plugin's own view: its name and settings (`log`, `config`).
+    pub(crate) fn plugin_view(&self) -> super::host::PluginView<'_> {
+        super::host::PluginView {
+            plugin: &self.plugin,
+            overrides: &self.setting_overrides,
+        }
     }
 }
 
-impl WasiView for CallState {
+impl<H: Send + 'static> WasiView for CallState<H> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -104,10 +69,10 @@ impl WasiView for CallState {
     }
 }
 
-impl WasiHttpView for CallState {
+impl WasiHttpView for CallState<super::host::HandlerHost> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.http,
+            ctx: &mut self.host.http,
             table: &mut self.table,
             hooks: Default::default(),
         }
@@ -115,12 +80,12 @@ impl WasiHttpView for CallState {
 }
 
 /// A fresh store for one call of `plugin`, with its memory cap, CPU deadline and stdio.
-pub(crate) fn new_store(
+pub(crate) fn new_store<H: Send + 'static>(
     engine: &wasmtime::Engine,
     plugin: &Arc<PluginContext>,
-    node: &Arc<NodeState>,
     tenant: &TenantId,
-) -> Store<CallState> {
+    host: H,
+) -> Store<CallState<H>> {
     let mut wasi = WasiCtx::builder();
     wasi.stdout(GuestOutput::new(&plugin.name, "stdout"))
         .stderr(GuestOutput::new(&plugin.name, "stderr"));
@@ -129,7 +94,6 @@ pub(crate) fn new_store(
     }
     let state = CallState {
         wasi: wasi.build(),
-        http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         memory: MemoryCap {
             limit: usize::try_from(plugin.limits.memory_mb << 20).unwrap_or(usize::MAX),
@@ -140,11 +104,9 @@ pub(crate) fn new_store(
             entered: None,
         },
         plugin: plugin.clone(),
-        node: node.clone(),
         tenant: tenant.clone(),
-        bound_tasks: Vec::new(),
-        bound_workspaces: Vec::new(),
         setting_overrides: Vec::new(),
+        host,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

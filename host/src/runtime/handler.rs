@@ -2,8 +2,9 @@
 
 use super::Runtime;
 use super::call::CallLimit;
+use super::host::HandlerHost;
 use super::registry::PluginInstance;
-use crate::http::router::RouteTarget;
+use crate::metrics::Metrics;
 use crate::tenants::TenantId;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -109,18 +110,18 @@ pub struct GuestBody {
 }
 
 /// Counts a guest's response in the `active streams` gauge while its body is being sent.
-struct OpenResponse(std::sync::Arc<super::host::NodeState>);
+struct OpenResponse(std::sync::Arc<Metrics>);
 
 impl OpenResponse {
-    fn new(node: std::sync::Arc<super::host::NodeState>) -> Self {
-        node.metrics().streaming(1);
-        OpenResponse(node)
+    fn new(metrics: std::sync::Arc<Metrics>) -> Self {
+        metrics.streaming(1);
+        OpenResponse(metrics)
     }
 }
 
 impl Drop for OpenResponse {
     fn drop(&mut self) {
-        self.0.metrics().streaming(-1);
+        self.0.streaming(-1);
     }
 }
 
@@ -185,15 +186,21 @@ impl Drop for AbortOnDrop {
 }
 
 impl Runtime {
-    /// Serve `request` for `tenant` with the plugin of `target`: a fresh instance, its limits,
-    /// and its response streamed back as the guest writes it.
-    pub async fn handle(
+    /// Serve `request` for `tenant` with the handler plugin named `plugin`: a fresh instance,
+    /// its limits (and the wall-clock `timeout`), and its response streamed back as the guest
+    /// writes it.
+    pub async fn handle<B>(
         &self,
-        target: &RouteTarget,
+        plugin: &str,
+        timeout: Option<Duration>,
         tenant: &TenantId,
-        request: hyper::Request<crate::http::RequestBody>,
-    ) -> Result<hyper::Response<GuestBody>, CallFailure> {
-        let result = self.call_handler(target, tenant, request).await;
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<GuestBody>, CallFailure>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let result = self.call_handler(plugin, timeout, tenant, request).await;
         // A failure of the call itself is counted where the call ends; these are the others.
         if let Err(
             failure @ (CallFailure::OverCapacity
@@ -201,26 +208,37 @@ impl Runtime {
             | CallFailure::HandlerError(_)),
         ) = &result
         {
-            self.node()
-                .metrics()
-                .plugin_error(&target.plugin, failure.code());
+            self.services().metrics.plugin_error(plugin, failure.code());
         }
         result
     }
 
-    async fn call_handler(
+    async fn call_handler<B>(
         &self,
-        target: &RouteTarget,
+        plugin: &str,
+        timeout: Option<Duration>,
         tenant: &TenantId,
-        request: hyper::Request<crate::http::RequestBody>,
-    ) -> Result<hyper::Response<GuestBody>, CallFailure> {
-        let plugin = self
-            .plugin(&target.plugin)
-            .expect("the router only names loaded plugins");
-        let PluginInstance::Handler(pre) = &plugin.instance else {
-            unreachable!("the router only names handlers");
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<GuestBody>, CallFailure>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Some(plugin) = self.plugins().plugin(plugin) else {
+            return Err(CallFailure::Trap(format!("no plugin named {plugin:?}")));
         };
-        let (mut store, slot) = self.reserve(plugin, tenant)?;
+        let PluginInstance::Handler(pre) = &plugin.instance else {
+            return Err(CallFailure::Trap(format!(
+                "plugin {} is not a handler",
+                plugin.manifest.name
+            )));
+        };
+        let host = HandlerHost::new(
+            self.services().clone(),
+            self.plugins().node().clone(),
+            tenant,
+        );
+        let (mut store, slot) = self.plugins().reserve(plugin, tenant, host)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
             let req = store
@@ -233,8 +251,7 @@ impl Runtime {
         let (req, out) = setup.map_err(CallFailure::from_error)?;
         let pre = pre.clone();
         let plugin_name = plugin.context.name.clone();
-        let timeout = target.timeout;
-        let node = self.node().clone();
+        let metrics = self.services().metrics.clone();
         // Failures are reported here before the store (and with it the body's sender) is
         // dropped, so a body cut short ends as an error rather than looking complete.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
@@ -256,7 +273,7 @@ impl Runtime {
             };
             if let Err(failure) = &result {
                 tracing::warn!(plugin = %plugin_name, code = failure.code(), "{}", failure.message());
-                node.metrics().plugin_error(&plugin_name, failure.code());
+                metrics.plugin_error(&plugin_name, failure.code());
                 let _ = failed_tx.send(failure.clone());
             }
             drop(store);
@@ -268,7 +285,7 @@ impl Runtime {
                 inner,
                 failed: Some(failed_rx),
                 _call: guard,
-                _open: Some(OpenResponse::new(self.node().clone())),
+                _open: Some(OpenResponse::new(self.services().metrics.clone())),
             })),
             Ok(Err(code)) => Err(CallFailure::HandlerError(format!("{code:?}"))),
             // The guest dropped its outparam: the task's result says why.

@@ -5,29 +5,30 @@
 //! allocator (copy-on-write memory images), with a memory cap, a CPU deadline (epoch
 //! interruption, counting only the guest's own execution time) and, per route, a wall-clock
 //! limit. A cap on live instances turns overload into a 503 instead of a queue.
+//!
+//! The runtime knows components, not routes: [`Plugins`] is the engine and the loaded plugins
+//! (and, as [`crate::tasks::Adapters`], the backend adapters the supervisor calls);
+//! [`Runtime`] adds the core services and serves one request through a handler.
 
-pub mod backend;
+mod backend;
 mod cache;
 mod call;
-mod core_api;
 mod handler;
 mod host;
-pub mod manifest;
 pub mod registry;
 pub mod world;
 
-pub use backend::{AdapterRun, BackendAdapter};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use handler::{CallFailure, GuestBody};
 pub use host::{NodeState, Services};
 pub use registry::Plugin;
 
+use crate::backends::BackendPlugin;
 use crate::config::{Config, RuntimeConfig};
-use crate::http::router::{RouteTarget, Router};
+use crate::manifest::Manifest;
 use crate::tenants::TenantId;
 use anyhow::{Context, Result};
-use manifest::Manifest;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -83,21 +84,21 @@ fn start_epoch_ticker(engine: &Engine, tick: Duration) {
         .expect("spawning the epoch thread");
 }
 
-/// The loaded plugins and everything needed to call them.
+/// The engine and the loaded plugins: everything needed to call a component.
 #[derive(Debug)]
-pub struct Runtime {
+pub struct Plugins {
     engine: Engine,
     plugins: Vec<Plugin>,
     by_name: HashMap<String, usize>,
-    router: Router,
+    backends: Vec<Arc<BackendPlugin>>,
     capacity: Arc<Semaphore>,
     node: Arc<NodeState>,
 }
 
-impl Runtime {
+impl Plugins {
     /// Build the engine and load every plugin `config` names. Fails on the first plugin that
     /// cannot load, with a one-line reason naming it.
-    pub async fn start(config: &Config) -> Result<Runtime> {
+    pub async fn start(config: &Config) -> Result<Plugins> {
         let rt = &config.runtime;
         let manifests = plugin_manifests(config)?;
         let engine = engine(rt)?;
@@ -106,35 +107,22 @@ impl Runtime {
         Self::load(engine, &cache, manifests, rt.max_instances).await
     }
 
-    /// Load the given manifests into a runtime over `engine`.
+    /// Load the given manifests over `engine`.
     pub async fn load(
         engine: Engine,
         cache: &ComponentCache,
         manifests: Vec<Manifest>,
         max_instances: u32,
-    ) -> Result<Runtime> {
+    ) -> Result<Plugins> {
         let node = Arc::new(NodeState::new(max_instances));
         let linkers = registry::Linkers::new(&engine)?;
         let mut plugins = Vec::new();
         let mut by_name = HashMap::new();
-        let mut router = Router::default();
         for manifest in manifests {
             if by_name.contains_key(&manifest.name) {
                 anyhow::bail!("two manifests name plugin {}", manifest.name);
             }
-            for route in &manifest.routes {
-                router.add(
-                    &route.pattern,
-                    RouteTarget {
-                        plugin: manifest.name.clone(),
-                        pattern: route.pattern.clone(),
-                        timeout: route.timeout,
-                        public: route.public,
-                        errors: manifest.error_envelope,
-                    },
-                )?;
-            }
-            let plugin = registry::load(&engine, &linkers, cache, &node, manifest).await?;
+            let plugin = registry::load(&engine, &linkers, cache, manifest).await?;
             by_name.insert(plugin.manifest.name.clone(), plugins.len());
             plugins.push(plugin);
         }
@@ -143,16 +131,31 @@ impl Runtime {
                 .iter()
                 .map(|p| {
                     let m = &p.manifest;
-                    let routes = m.routes.iter().map(|r| r.pattern.clone()).collect();
-                    (m.name.clone(), m.kind.as_str().to_string(), routes)
+                    host::bindings::gantry::plugin::host_info::PluginInfo {
+                        name: m.name.clone(),
+                        kind: match m.kind {
+                            crate::manifest::PluginKind::Handler => {
+                                crate::contract::PluginKind::Handler
+                            }
+                            crate::manifest::PluginKind::Backend => {
+                                crate::contract::PluginKind::Backend
+                            }
+                        },
+                        routes: m.routes.iter().map(|r| r.pattern.clone()).collect(),
+                    }
                 })
                 .collect(),
         );
-        Ok(Runtime {
+        let backends = plugins
+            .iter()
+            .filter_map(Plugin::backend_plugin)
+            .map(Arc::new)
+            .collect();
+        Ok(Plugins {
             engine,
             plugins,
             by_name,
-            router,
+            backends,
             capacity: Arc::new(Semaphore::new(max_instances as usize)),
             node,
         })
@@ -168,14 +171,34 @@ impl Runtime {
         self.by_name.get(name).map(|&i| &self.plugins[i])
     }
 
-    /// The route table.
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The backend plugins, in load order.
+    pub fn backends(&self) -> Vec<Arc<BackendPlugin>> {
+        self.backends.clone()
     }
 
     /// Node-wide state (uptime, live instances).
     pub fn node(&self) -> &Arc<NodeState> {
         &self.node
+    }
+
+    /// Reserve a slot and make a fresh store for one call (or one run) of `plugin`.
+    pub(crate) fn reserve<H: Send + 'static>(
+        &self,
+        plugin: &Plugin,
+        tenant: &TenantId,
+        host: H,
+    ) -> Result<(wasmtime::Store<call::CallState<H>>, Slot), CallFailure> {
+        let permit = self
+            .capacity
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallFailure::OverCapacity)?;
+        let slot = Slot {
+            _permit: permit,
+            _live: self.node.instance_guard(),
+        };
+        let store = call::new_store(&self.engine, &plugin.context, tenant, host);
+        Ok((store, slot))
     }
 }
 
@@ -186,24 +209,32 @@ pub(crate) struct Slot {
     _live: host::ActiveInstance,
 }
 
+/// The loaded plugins with the core services their handlers reach: what serves a request.
+#[derive(Debug)]
+pub struct Runtime {
+    plugins: Arc<Plugins>,
+    services: Services,
+}
+
 impl Runtime {
-    /// Reserve a slot and make a fresh store for one call (or one run) of `plugin`.
-    pub(crate) fn reserve(
-        &self,
-        plugin: &Plugin,
-        tenant: &TenantId,
-    ) -> Result<(wasmtime::Store<call::CallState>, Slot), CallFailure> {
-        let permit = self
-            .capacity
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| CallFailure::OverCapacity)?;
-        let slot = Slot {
-            _permit: permit,
-            _live: self.node.instance_guard(),
-        };
-        let store = call::new_store(&self.engine, &plugin.context, &self.node, tenant);
-        Ok((store, slot))
+    /// Serve `plugins`' handlers over `services`.
+    pub fn new(plugins: Arc<Plugins>, services: Services) -> Runtime {
+        Runtime { plugins, services }
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
+    }
+
+    /// The core services.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.plugins.node.render_metrics(&self.services)
     }
 }
 

@@ -1,11 +1,12 @@
 //! Loading plugins: read each manifest, compile (or load from the cache) its component, check
 //! it against its world and its grants, and pre-instantiate it.
 
-use super::cache::{CacheOutcome, ComponentCache};
-use super::call::CallState;
-use super::manifest::{ComponentSource, Manifest, PluginKind};
+use super::cache::ComponentCache;
+use super::call::AdapterState;
+use super::host::HandlerState;
 use super::world;
 use crate::config::PluginLimits;
+use crate::manifest::{ComponentSource, Manifest, PluginKind};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,10 +22,15 @@ pub(crate) mod backend_bindings {
         path: "../wit",
         world: "gantry:plugin/backend",
         exports: { default: async },
+        with: {
+            "gantry:plugin/types": crate::contract::types,
+            "gantry:plugin/config": crate::runtime::host::bindings::gantry::plugin::config,
+        },
     });
 }
 
-use backend_bindings::gantry::plugin::types::BackendInfo;
+use crate::backends::BackendPlugin;
+use crate::contract::BackendInfo;
 
 /// First-party components and manifests compiled into the binary.
 pub mod bundled {
@@ -58,9 +64,49 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// Shared per-call context.
     pub context: Arc<PluginContext>,
-    /// Whether its compiled code came from the cache.
-    pub cache: CacheOutcome,
     pub(crate) instance: PluginInstance,
+}
+
+impl Plugin {
+    /// What the layers below the runtime know of it, if it is a backend.
+    pub fn backend_plugin(&self) -> Option<BackendPlugin> {
+        let PluginInstance::Backend { info, .. } = &self.instance else {
+            return None;
+        };
+        let m = &self.manifest;
+        Some(BackendPlugin {
+            name: m.name.clone(),
+            info: info.clone(),
+            binary: m.binary.clone().unwrap_or_default(),
+            passed_env: m.env.clone(),
+            model_upstream: m
+                .settings
+                .get("base_url")
+                .or(m.model_upstream.as_ref())
+                .cloned(),
+            read_only: m.read_only.clone(),
+            egress: m.egress.clone(),
+        })
+    }
+}
+
+impl PluginContext {
+    /// A context with `settings` and default limits, for tests of host capabilities.
+    #[cfg(test)]
+    pub(crate) fn for_tests<'a>(
+        name: &str,
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> PluginContext {
+        PluginContext {
+            name: Arc::from(name),
+            limits: PluginLimits::default(),
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            network: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Linkers {
@@ -79,17 +125,17 @@ impl std::fmt::Debug for Plugin {
 }
 
 pub(crate) enum PluginInstance {
-    Handler(ProxyPre<CallState>),
+    Handler(ProxyPre<HandlerState>),
     Backend {
-        pre: backend_bindings::BackendPre<CallState>,
+        pre: backend_bindings::BackendPre<AdapterState>,
         info: BackendInfo,
     },
 }
 
 /// The linkers of both worlds, built once.
 pub struct Linkers {
-    handler: Linker<CallState>,
-    backend: Linker<CallState>,
+    handler: Linker<HandlerState>,
+    backend: Linker<AdapterState>,
 }
 
 impl Linkers {
@@ -98,26 +144,23 @@ impl Linkers {
         let mut handler = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut handler)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut handler)?;
-        super::host::add_to_linker(&mut handler)?;
+        super::host::add_to_handler_linker(&mut handler)?;
         let mut backend = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut backend)?;
-        super::host::add_to_linker(&mut backend)?;
+        super::host::add_to_adapter_linker(&mut backend)?;
         Ok(Linkers { handler, backend })
-    }
-
-    fn for_kind(&self, kind: PluginKind) -> &Linker<CallState> {
-        match kind {
-            PluginKind::Handler => &self.handler,
-            PluginKind::Backend => &self.backend,
-        }
     }
 
     /// Whether `component` links against `kind`'s world, types included.
     pub fn link_check(&self, kind: PluginKind, component: &Component) -> Result<()> {
-        let pre = self.for_kind(kind).instantiate_pre(component)?;
         match kind {
-            PluginKind::Handler => drop(ProxyPre::new(pre)?),
-            PluginKind::Backend => drop(backend_bindings::BackendPre::new(pre)?),
+            PluginKind::Handler => {
+                drop(ProxyPre::new(self.handler.instantiate_pre(component)?)?);
+            }
+            PluginKind::Backend => {
+                let pre = self.backend.instantiate_pre(component)?;
+                drop(backend_bindings::BackendPre::new(pre)?);
+            }
         }
         Ok(())
     }
@@ -188,7 +231,6 @@ pub(crate) async fn load(
     engine: &Engine,
     linkers: &Linkers,
     cache: &ComponentCache,
-    node: &Arc<super::host::NodeState>,
     manifest: Manifest,
 ) -> Result<Plugin> {
     let name = manifest.name.clone();
@@ -203,16 +245,6 @@ pub(crate) async fn load(
         &manifest.imports,
     )
     .map_err(|misfit| anyhow!("plugin {name} ({}) {misfit}", manifest.kind.as_str()))?;
-    let pre = linkers
-        .for_kind(manifest.kind)
-        .instantiate_pre(&component)
-        .map_err(|e| {
-            anyhow!(
-                "plugin {name} does not fit world {}: {}",
-                manifest.kind.as_str(),
-                one_line(&anyhow::Error::from(e))
-            )
-        })?;
     let mut settings = manifest.settings.clone();
     if let Some(binary) = &manifest.binary {
         // A backend reads the binary it drives from its settings unless they name one.
@@ -237,10 +269,20 @@ pub(crate) async fn load(
         )
     };
     let instance = match manifest.kind {
-        PluginKind::Handler => PluginInstance::Handler(ProxyPre::new(pre).map_err(misfit)?),
+        PluginKind::Handler => {
+            let pre = linkers
+                .handler
+                .instantiate_pre(&component)
+                .map_err(misfit)?;
+            PluginInstance::Handler(ProxyPre::new(pre).map_err(misfit)?)
+        }
         PluginKind::Backend => {
+            let pre = linkers
+                .backend
+                .instantiate_pre(&component)
+                .map_err(misfit)?;
             let pre = backend_bindings::BackendPre::new(pre).map_err(misfit)?;
-            let info = describe(engine, &pre, &context, node)
+            let info = describe(engine, &pre, &context)
                 .await
                 .with_context(|| format!("plugin {name}: calling describe"))?;
             let declared = manifest.binary.as_deref().unwrap_or_default();
@@ -263,19 +305,17 @@ pub(crate) async fn load(
     Ok(Plugin {
         manifest,
         context,
-        cache: outcome,
         instance,
     })
 }
 
 async fn describe(
     engine: &Engine,
-    pre: &backend_bindings::BackendPre<CallState>,
+    pre: &backend_bindings::BackendPre<AdapterState>,
     context: &Arc<PluginContext>,
-    node: &Arc<super::host::NodeState>,
 ) -> Result<BackendInfo> {
     let mut store =
-        super::call::new_store(engine, context, node, &crate::tenants::TenantId::system());
+        super::call::new_store(engine, context, &crate::tenants::TenantId::system(), ());
     let backend = pre.instantiate_async(&mut store).await?;
     let info = backend
         .gantry_plugin_adapter()

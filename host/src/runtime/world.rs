@@ -4,8 +4,12 @@
 //! component may use: clocks, random, stdio, an environment with nothing in it, a filesystem
 //! with no directories), *grantable* (a capability the manifest must grant), or *unavailable*
 //! (gantry does not provide it to that world at all).
+//!
+//! The `gantry:plugin` interfaces each world may import, and the contract's version, come from
+//! `wit/` (see [`crate::contract`]); only the WASI policy is written here.
 
-use super::manifest::PluginKind;
+use crate::contract;
+use crate::manifest::PluginKind;
 use std::fmt;
 
 /// How a world treats one import.
@@ -45,18 +49,11 @@ const AMBIENT: &[&str] = &[
 
 const HANDLER_AMBIENT: &[&str] = &["wasi:http/types"];
 
-const BACKEND_GRANTABLE: &[&str] = &["gantry:plugin/config", "gantry:plugin/log"];
+/// Capabilities beyond the contract's own that a backend may be granted.
+const BACKEND_GRANTABLE: &[&str] = &["gantry:plugin/log"];
 
+/// WASI a handler may be granted (outbound HTTP and sockets).
 const HANDLER_GRANTABLE: &[&str] = &[
-    "gantry:plugin/log",
-    "gantry:plugin/config",
-    "gantry:plugin/host-info",
-    "gantry:plugin/identity",
-    "gantry:plugin/workspaces",
-    "gantry:plugin/tasks",
-    "gantry:plugin/backends",
-    "gantry:plugin/sessions",
-    "gantry:plugin/metrics",
     "wasi:http/outgoing-handler",
     "wasi:sockets/network",
     "wasi:sockets/instance-network",
@@ -67,12 +64,17 @@ const HANDLER_GRANTABLE: &[&str] = &[
     "wasi:sockets/ip-name-lookup",
 ];
 
-/// The export a world requires, without its version.
+/// The export a world requires, and the version prefix it must carry.
 pub fn required_export(kind: PluginKind) -> (&'static str, &'static str) {
     match kind {
         PluginKind::Handler => ("wasi:http/incoming-handler", "0.2"),
-        PluginKind::Backend => ("gantry:plugin/adapter", "0.2"),
+        PluginKind::Backend => ("gantry:plugin/adapter", contract::compatible_prefix()),
     }
+}
+
+/// Whether `version` is `prefix` or a patch of it (`0.3` fits `0.3.0` and `0.3.2`).
+fn fits_version(version: &str, prefix: &str) -> bool {
+    version == prefix || version.starts_with(&format!("{prefix}."))
 }
 
 /// Split `ns:pkg/iface@1.2.3` into `ns:pkg/iface` and `1.2.3`.
@@ -91,8 +93,16 @@ pub fn access(kind: PluginKind, name: &str) -> Access {
     }
     match kind {
         PluginKind::Handler if HANDLER_AMBIENT.contains(&iface) => Access::Ambient,
-        PluginKind::Handler if HANDLER_GRANTABLE.contains(&iface) => Access::Grantable,
-        PluginKind::Backend if BACKEND_GRANTABLE.contains(&iface) => Access::Grantable,
+        PluginKind::Handler
+            if contract::HANDLER_IMPORTS.contains(&iface) || HANDLER_GRANTABLE.contains(&iface) =>
+        {
+            Access::Grantable
+        }
+        PluginKind::Backend
+            if contract::BACKEND_IMPORTS.contains(&iface) || BACKEND_GRANTABLE.contains(&iface) =>
+        {
+            Access::Grantable
+        }
         _ => Access::Unavailable,
     }
 }
@@ -113,6 +123,8 @@ pub enum Misfit {
     MissingExport(String),
     /// It imports something gantry does not give this world.
     Unavailable(String),
+    /// It was built for another version of the `gantry:plugin` contract.
+    OtherContract(String),
     /// It imports a capability its manifest does not grant.
     NotGranted(String),
 }
@@ -122,6 +134,14 @@ impl fmt::Display for Misfit {
         match self {
             Misfit::MissingExport(e) => write!(f, "does not export {e}"),
             Misfit::Unavailable(i) => write!(f, "imports {i}, which gantry does not provide"),
+            Misfit::OtherContract(name) => write!(
+                f,
+                "was built for {name}, but this gantry speaks {} only: rebuild it against \
+                 the WIT of {} (its SDK's {} release)",
+                contract::PACKAGE,
+                contract::PACKAGE,
+                contract::compatible_prefix()
+            ),
             Misfit::NotGranted(i) => {
                 let (iface, _) = split_version(i);
                 write!(
@@ -142,9 +162,25 @@ pub fn check<'a>(
     grants: &[String],
 ) -> Result<(), Misfit> {
     let (export, major) = required_export(kind);
-    let has_export = exports.into_iter().any(|e| {
+    let exports: Vec<&str> = exports.into_iter().collect();
+    let imports: Vec<&str> = imports.into_iter().collect();
+    // A component of another contract version is named as such, before anything else.
+    let contract_name = contract::PACKAGE.split('@').next().unwrap_or_default();
+    for name in exports.iter().chain(&imports) {
+        let (iface, version) = split_version(name);
+        let ours = iface
+            .strip_prefix(contract_name)
+            .is_some_and(|rest| rest.starts_with('/'));
+        if ours && !version.is_some_and(|v| fits_version(v, contract::compatible_prefix())) {
+            return Err(Misfit::OtherContract(format!(
+                "{contract_name}@{}",
+                version.unwrap_or("(unversioned)")
+            )));
+        }
+    }
+    let has_export = exports.iter().any(|e| {
         let (name, version) = split_version(e);
-        name == export && version.is_some_and(|v| v == major || v.starts_with(&format!("{major}.")))
+        name == export && version.is_some_and(|v| fits_version(v, major))
     });
     if !has_export {
         return Err(Misfit::MissingExport(format!("{export}@{major}.x")));
@@ -183,7 +219,7 @@ mod tests {
 
     #[test]
     fn grantable_imports_need_their_grant() {
-        let imports = ["gantry:plugin/config@0.2.0"];
+        let imports = ["gantry:plugin/config@0.3.0"];
         let err = check(
             PluginKind::Handler,
             imports,
@@ -191,7 +227,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert_eq!(err, Misfit::NotGranted("gantry:plugin/config@0.2.0".into()));
+        assert_eq!(err, Misfit::NotGranted("gantry:plugin/config@0.3.0".into()));
         assert!(err.to_string().contains("add \"gantry:plugin/config\""));
         let grants = ["gantry:plugin/config".to_string()];
         check(
@@ -214,7 +250,7 @@ mod tests {
 
     #[test]
     fn backends_get_no_io() {
-        let exports = ["gantry:plugin/adapter@0.2.0"];
+        let exports = ["gantry:plugin/adapter@0.3.0"];
         check(PluginKind::Backend, ["wasi:cli/stderr@0.2.0"], exports, &[]).unwrap();
         let grants = ["wasi:http/outgoing-handler".to_string()];
         let err = check(
@@ -246,7 +282,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            Misfit::MissingExport("gantry:plugin/adapter@0.2.x".into())
+            Misfit::MissingExport("gantry:plugin/adapter@0.3.x".into())
         );
         // A future major version of the export does not fit.
         let err = check(
@@ -260,13 +296,55 @@ mod tests {
     }
 
     #[test]
+    fn components_of_another_contract_are_named_as_such() {
+        let err = check(
+            PluginKind::Backend,
+            ["gantry:plugin/config@0.2.0"],
+            ["gantry:plugin/adapter@0.2.0"],
+            &["gantry:plugin/config".into()],
+        )
+        .unwrap_err();
+        assert_eq!(err, Misfit::OtherContract("gantry:plugin@0.2.0".into()));
+        let text = err.to_string();
+        assert!(
+            text.contains("gantry:plugin@0.2.0") && text.contains(contract::PACKAGE),
+            "{text}"
+        );
+        // A handler importing an older interface is refused the same way.
+        let err = check(
+            PluginKind::Handler,
+            ["gantry:plugin/tasks@0.2.0"],
+            HANDLER_EXPORTS.iter().copied(),
+            &["gantry:plugin/tasks".into()],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Misfit::OtherContract(_)));
+    }
+
+    #[test]
+    fn grantable_interfaces_come_from_the_wit() {
+        for iface in [
+            "gantry:plugin/tasks",
+            "gantry:plugin/sessions",
+            "gantry:plugin/metrics",
+        ] {
+            assert_eq!(access(PluginKind::Handler, iface), Access::Grantable);
+            assert_eq!(access(PluginKind::Backend, iface), Access::Unavailable);
+        }
+        assert_eq!(
+            access(PluginKind::Backend, "gantry:plugin/config"),
+            Access::Grantable
+        );
+    }
+
+    #[test]
     fn grant_matching() {
-        assert!(grant_covers("gantry:plugin/log", "gantry:plugin/log@0.2.0"));
+        assert!(grant_covers("gantry:plugin/log", "gantry:plugin/log@0.3.0"));
         assert!(!grant_covers(
             "gantry:plugin/log",
-            "gantry:plugin/logger@0.2.0"
+            "gantry:plugin/logger@0.3.0"
         ));
-        assert!(grant_covers("gantry:plugin", "gantry:plugin/log@0.2.0"));
-        assert!(!grant_covers("gantry:plug", "gantry:plugin/log@0.2.0"));
+        assert!(grant_covers("gantry:plugin", "gantry:plugin/log@0.3.0"));
+        assert!(!grant_covers("gantry:plug", "gantry:plugin/log@0.3.0"));
     }
 }

@@ -2,12 +2,15 @@
 //! PostgreSQL can be a second implementation. The default is [`Sqlite`]: one file in the data
 //! directory, in WAL mode, with versioned migrations.
 
+pub mod codec;
 mod sqlite;
 
 pub use sqlite::Sqlite;
 
+use crate::contract::{EventBody, PromptRequest, TaskSummary};
+
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
@@ -35,25 +38,7 @@ pub struct WorkspaceRecord {
     pub path: Option<String>,
 }
 
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting for a concurrency slot.
-    Pending,
-    /// Its process runs.
-    Running,
-    /// Exited 0.
-    Done,
-    /// Exited non-zero, could not start, or its adapter said it failed.
-    Failed,
-    /// Cancelled by a caller.
-    Cancelled,
-    /// Ran past its timeout.
-    TimedOut,
-    /// Was pending or running when a previous gantry process stopped.
-    Interrupted,
-}
+pub use crate::contract::TaskState;
 
 impl TaskState {
     /// Whether the task has ended.
@@ -63,15 +48,7 @@ impl TaskState {
 
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Pending => "pending",
-            TaskState::Running => "running",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-            TaskState::Cancelled => "cancelled",
-            TaskState::TimedOut => "timed_out",
-            TaskState::Interrupted => "interrupted",
-        }
+        codec::task_state_name(self)
     }
 }
 
@@ -84,21 +61,18 @@ impl fmt::Display for TaskState {
 impl FromStr for TaskState {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "pending" => TaskState::Pending,
-            "running" => TaskState::Running,
-            "done" => TaskState::Done,
-            "failed" => TaskState::Failed,
-            "cancelled" => TaskState::Cancelled,
-            "timed_out" => TaskState::TimedOut,
-            "interrupted" => TaskState::Interrupted,
-            other => anyhow::bail!("unknown task state {other:?}"),
-        })
+        codec::task_state(s)
+    }
+}
+
+impl Serialize for TaskState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
 /// A task row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     /// Its id.
     pub id: String,
@@ -108,8 +82,8 @@ pub struct TaskRecord {
     pub workspace_id: String,
     /// The backend plugin that runs it.
     pub backend: String,
-    /// The request, as JSON.
-    pub request: serde_json::Value,
+    /// The request of its main run.
+    pub request: PromptRequest,
     /// Its state.
     pub state: TaskState,
     /// When it was created, started and finished (ms since the epoch).
@@ -122,8 +96,8 @@ pub struct TaskRecord {
     pub exit_code: Option<i32>,
     /// Why it failed, if it did.
     pub error: Option<String>,
-    /// The adapter's summary, as JSON.
-    pub summary: Option<serde_json::Value>,
+    /// How it ended: the adapter's summary and the model proxy's counts.
+    pub summary: Option<TaskSummary>,
     /// The last sequence number of its event log (0: none yet).
     pub last_seq: u64,
     /// How many output lines (stdout and stderr events) its log holds.
@@ -131,22 +105,20 @@ pub struct TaskRecord {
 }
 
 /// One entry of a task's event log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     /// Position in the task's log, from 1, without gaps.
     pub seq: u64,
-    /// `stdout`, `stderr`, `agent` or `state`.
-    pub kind: String,
-    /// The payload, as JSON.
-    pub data: serde_json::Value,
+    /// What it holds.
+    pub body: EventBody,
     /// When it was recorded (ms since the epoch).
     pub at: i64,
 }
 
 impl EventRecord {
-    /// Whether events of `kind` are output lines of the process.
-    pub fn is_output(kind: &str) -> bool {
-        matches!(kind, "stdout" | "stderr")
+    /// Whether it is an output line of the process.
+    pub fn is_output(&self) -> bool {
+        matches!(self.body, EventBody::Output(_))
     }
 }
 

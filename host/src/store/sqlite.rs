@@ -2,7 +2,7 @@
 
 use super::{
     EventRecord, SessionPage, SessionQuery, SessionRecord, Store, TaskRecord, TaskState,
-    WorkspaceRecord,
+    WorkspaceRecord, codec,
 };
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -229,6 +229,11 @@ fn json_column(text: String) -> rusqlite::Result<serde_json::Value> {
     })
 }
 
+/// A column that failed to decode, as rusqlite reports it.
+fn bad_column(column: usize, e: anyhow::Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+}
+
 fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let state: String = row.get(5)?;
     Ok(TaskRecord {
@@ -236,10 +241,9 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         tenant: row.get(1)?,
         workspace_id: row.get(2)?,
         backend: row.get(3)?,
-        request: json_column(row.get(4)?)?,
-        state: state.parse().map_err(|e: anyhow::Error| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
-        })?,
+        request: codec::request_from_json(&json_column(row.get(4)?)?)
+            .map_err(|e| bad_column(4, e))?,
+        state: state.parse().map_err(|e| bad_column(5, e))?,
         created_at: row.get(6)?,
         started_at: row.get(7)?,
         finished_at: row.get(8)?,
@@ -248,7 +252,8 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         summary: row
             .get::<_, Option<String>>(11)?
             .map(json_column)
-            .transpose()?,
+            .transpose()?
+            .map(|v| codec::summary_from_json(&v)),
         last_seq: row.get::<_, i64>(12)? as u64,
         output_lines: row.get::<_, i64>(13)? as u64,
     })
@@ -298,14 +303,14 @@ impl Store for Sqlite {
                 t.tenant,
                 t.workspace_id,
                 t.backend,
-                t.request.to_string(),
+                codec::request_json(&t.request).to_string(),
                 t.state.as_str(),
                 t.created_at,
                 t.started_at,
                 t.finished_at,
                 t.exit_code,
                 t.error,
-                t.summary.as_ref().map(|s| s.to_string()),
+                t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
                 t.last_seq as i64,
                 t.output_lines as i64,
             ],
@@ -323,7 +328,7 @@ impl Store for Sqlite {
                 t.finished_at,
                 t.exit_code,
                 t.error,
-                t.summary.as_ref().map(|s| s.to_string()),
+                t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
             ],
         )?;
         Ok(())
@@ -359,19 +364,12 @@ impl Store for Sqlite {
                 "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for e in events {
-                insert.execute(params![
-                    task_id,
-                    e.seq as i64,
-                    e.kind,
-                    e.data.to_string(),
-                    e.at
-                ])?;
+                let (kind, data) = codec::event_columns(&e.body);
+                insert.execute(params![task_id, e.seq as i64, kind, data.to_string(), e.at])?;
             }
         }
-        let lines = events
-            .iter()
-            .filter(|e| EventRecord::is_output(&e.kind))
-            .count();
+        // The task's counters follow its log here, in the same transaction, and nowhere else.
+        let lines = events.iter().filter(|e| e.is_output()).count();
         tx.prepare_cached(
             "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3 WHERE id = ?1",
         )?
@@ -386,10 +384,11 @@ impl Store for Sqlite {
             "SELECT seq, kind, data, at FROM events WHERE task_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![task_id, from_seq as i64, limit as i64], |row| {
+            let kind: String = row.get(1)?;
+            let data = json_column(row.get(2)?)?;
             Ok(EventRecord {
                 seq: row.get::<_, i64>(0)? as u64,
-                kind: row.get(1)?,
-                data: json_column(row.get(2)?)?,
+                body: codec::event_body(&kind, &data).map_err(|e| bad_column(2, e))?,
                 at: row.get(3)?,
             })
         })?;
@@ -524,7 +523,7 @@ mod tests {
             tenant: tenant.into(),
             workspace_id: ws.into(),
             backend: "exec".into(),
-            request: json!({"prompt": "p"}),
+            request: crate::contract::plain_request("p"),
             state,
             created_at: 2,
             started_at: None,
@@ -540,10 +539,17 @@ mod tests {
     fn event(seq: u64) -> EventRecord {
         EventRecord {
             seq,
-            kind: "stdout".into(),
-            data: json!({ "line": format!("l{seq}") }),
+            body: line(&format!("l{seq}")),
             at: 3,
         }
+    }
+
+    fn line(text: &str) -> crate::contract::EventBody {
+        crate::contract::EventBody::Output(crate::contract::OutputLine {
+            stream: crate::contract::OutputStream::Stdout,
+            text: text.into(),
+            partial: false,
+        })
     }
 
     #[test]
@@ -577,8 +583,12 @@ mod tests {
         db.append_events("t1", &batch).unwrap();
         let state = EventRecord {
             seq: 11,
-            kind: "state".into(),
-            data: json!({ "state": "running" }),
+            body: crate::contract::EventBody::State(crate::contract::StateChange {
+                state: TaskState::Running,
+                reason: None,
+                exit_code: None,
+                error: None,
+            }),
             at: 3,
         };
         db.append_events("t1", &[state]).unwrap();
@@ -586,7 +596,7 @@ mod tests {
         assert_eq!((t.last_seq, t.output_lines), (11, 10));
         let read = db.read_events("t1", 4, 3).unwrap();
         assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
-        assert_eq!(read[0].data["line"], "l4");
+        assert_eq!(read[0].body, line("l4"));
         // A seq written twice is refused, and the batch with it leaves nothing behind.
         assert!(db.append_events("t1", &[event(12), event(11)]).is_err());
         assert_eq!(db.read_events("t1", 12, 10).unwrap(), vec![]);

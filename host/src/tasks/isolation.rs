@@ -7,88 +7,9 @@
 //! several tenants with less than `full` needs `isolation = "weak"` in the config.
 
 use super::sandbox::{self, Layers, Rlimits, SandboxSpec, cgroup};
-use serde::Deserialize;
+
+pub use crate::config::{EgressConfig, IsolationMode, SandboxConfig};
 use std::path::{Path, PathBuf};
-
-/// Whether gantry may serve several tenants with less than full isolation.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum IsolationMode {
-    /// Several tenants only with full isolation (the default).
-    #[default]
-    Full,
-    /// Serve several tenants whatever the sandbox holds (said at start and in `/health`).
-    Weak,
-}
-
-/// `[sandbox]`: what every task's sandbox holds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxConfig {
-    /// Run each task in its own namespaces (user, PID, mount, IPC, UTS, network).
-    pub namespaces: bool,
-    /// When gantry runs as root: a tenant's tasks run as uid and gid `uid_base + n`, `n` from
-    /// the tenant's name (0..65536), so tenants do not share a uid.
-    pub uid_base: u32,
-    /// Extra paths every task may read (beyond the system's and its backend's install tree).
-    pub read_only: Vec<PathBuf>,
-    /// The cgroup (below the hierarchy's root) that holds one cgroup per task.
-    pub cgroup_parent: String,
-    /// Per-task cgroup limits.
-    #[serde(flatten)]
-    pub limits: cgroup::CgroupLimits,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        SandboxConfig {
-            namespaces: true,
-            uid_base: 2_100_000_000,
-            read_only: Vec::new(),
-            cgroup_parent: "gantry".into(),
-            limits: cgroup::CgroupLimits::default(),
-        }
-    }
-}
-
-/// `[egress]`: what tasks may reach through their proxy, and the model keys it adds.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EgressConfig {
-    /// Hosts every task may reach (`host`, `host:port`, `*.domain`, `*` for any public host;
-    /// private and loopback addresses only when named exactly).
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// More hosts per tenant.
-    #[serde(default)]
-    pub tenants: std::collections::BTreeMap<String, Vec<String>>,
-    /// Model API keys per tenant, by the variable a backend's manifest names in `env`
-    /// (`[egress.model_keys.alice] ANTHROPIC_API_KEY = "…"`); gantry's own variable of that
-    /// name otherwise. The model proxy adds them; no task ever holds one.
-    #[serde(default)]
-    pub model_keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-}
-
-impl std::fmt::Debug for EgressConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EgressConfig")
-            .field("allow", &self.allow)
-            .field("tenants", &self.tenants)
-            .field("model_keys", &"[redacted]")
-            .finish()
-    }
-}
-
-impl EgressConfig {
-    /// The model key in variable `var` for `tenant`: the tenant's own, else gantry's.
-    pub fn model_key(&self, tenant: &str, var: &str) -> Option<String> {
-        self.model_keys
-            .get(tenant)
-            .and_then(|keys| keys.get(var).cloned())
-            .or_else(|| std::env::var(var).ok())
-            .filter(|k| !k.is_empty())
-    }
-}
 
 /// The node's isolation, found at start.
 #[derive(Debug)]

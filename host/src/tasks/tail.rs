@@ -10,11 +10,17 @@ pub const TAIL_BYTES: usize = 1 << 20;
 
 /// A rough size of an event in memory: its text plus bookkeeping.
 fn weight(e: &EventRecord) -> usize {
-    let text = match &e.data {
-        serde_json::Value::Object(map) => {
-            map.values().map(|v| v.as_str().map_or(16, str::len)).sum()
+    use crate::contract::{AgentEvent, EventBody};
+    let text = match &e.body {
+        EventBody::Output(line) => line.text.len(),
+        EventBody::Agent(AgentEvent::Message(t) | AgentEvent::Error(t) | AgentEvent::Raw(t)) => {
+            t.len()
         }
-        _ => 64,
+        EventBody::Agent(AgentEvent::ToolUse(t)) => t.id.len() + t.name.len() + t.input.len(),
+        EventBody::Agent(AgentEvent::ToolResult(t)) => t.id.len() + t.output.len(),
+        EventBody::Agent(AgentEvent::Done(d)) => d.final_text.as_ref().map_or(0, String::len) + 64,
+        EventBody::Agent(_) => 64,
+        EventBody::State(s) => s.error.as_ref().map_or(0, String::len) + 32,
     };
     text + 96
 }
@@ -82,13 +88,16 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::contract::{EventBody, OutputLine, OutputStream};
 
     fn line(seq: u64, text: &str) -> EventRecord {
         EventRecord {
             seq,
-            kind: "stdout".into(),
-            data: json!({ "line": text }),
+            body: EventBody::Output(OutputLine {
+                stream: OutputStream::Stdout,
+                text: text.into(),
+                partial: false,
+            }),
             at: 0,
         }
     }

@@ -8,31 +8,9 @@
 //! makes `<parent>/<task id>` in each and the launcher moves the task's init into them before
 //! anything of the task runs.
 
-use serde::Deserialize;
+pub use crate::config::CgroupLimits;
 use std::io::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
-
-/// The limits of one task's cgroup.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct CgroupLimits {
-    /// Processes and threads at once.
-    pub pids_max: u64,
-    /// Memory (and, on v1 where it exists, memory plus swap), in bytes.
-    pub memory_max_bytes: u64,
-    /// CPU weight, 1–10000 (100 is the default share).
-    pub cpu_weight: u64,
-}
-
-impl Default for CgroupLimits {
-    fn default() -> Self {
-        CgroupLimits {
-            pids_max: 512,
-            memory_max_bytes: 2 << 30,
-            cpu_weight: 100,
-        }
-    }
-}
 
 /// Where task cgroups are made on this machine.
 #[derive(Debug, Clone)]

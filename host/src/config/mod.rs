@@ -6,8 +6,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The embedded default configuration, also printed by `gantry config --defaults`.
-pub const DEFAULTS: &str = include_str!("../default-config.toml");
+mod sections;
+
+pub use sections::{
+    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, TaskLimits, WorkdirPolicy,
+};
+
+/// The embedded default configuration (`host/default-config.toml`): every setting with its
+/// default; the README documents each.
+pub const DEFAULTS: &str = include_str!("../../default-config.toml");
 
 /// gantry's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,18 +33,18 @@ pub struct Config {
     /// Component runtime limits.
     pub runtime: RuntimeConfig,
     /// Task supervisor limits.
-    pub tasks: crate::tasks::TaskLimits,
+    pub tasks: TaskLimits,
     /// Request body and rate limits.
-    pub http: crate::http::limits::HttpLimits,
+    pub http: HttpLimits,
     /// Directories outside the workspaces that tenants may name as working directories.
-    pub workdirs: crate::workspaces::WorkdirPolicy,
+    pub workdirs: WorkdirPolicy,
     /// Whether several tenants may be served with less than full task isolation.
-    pub isolation: crate::tasks::isolation::IsolationMode,
+    pub isolation: IsolationMode,
     /// What each task's sandbox holds.
-    pub sandbox: crate::tasks::isolation::SandboxConfig,
+    pub sandbox: SandboxConfig,
     /// What tasks may reach through their egress proxy, and the model keys it adds.
     #[serde(default)]
-    pub egress: crate::tasks::isolation::EgressConfig,
+    pub egress: EgressConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -98,13 +105,6 @@ pub struct PluginLimits {
     pub cpu_ms: u64,
     /// Wall-clock time of one call, in ms; 0 means none.
     pub timeout_ms: u64,
-}
-
-impl PluginLimits {
-    /// The wall-clock limit, `None` when unlimited.
-    pub fn timeout(&self) -> Option<Duration> {
-        (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms))
-    }
 }
 
 /// Values given on the command line or in the environment; each overrides the file.

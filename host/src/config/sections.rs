@@ -1,0 +1,205 @@
+//! The sections of the config that other modules read: plain settings, validated here or
+//! where they are used. They live in `config` (the bottom layer) so that no module above has to
+//! be imported to describe its own settings.
+
+use crate::tenants::TenantId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Limits of the supervisor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimits {
+    /// Tasks running at once, over all tenants.
+    pub max_running: usize,
+    /// Tasks running at once per tenant; more wait, in order.
+    pub max_running_per_tenant: usize,
+    /// Between TERM and KILL when a task is cancelled or times out, in ms.
+    pub kill_grace_ms: u64,
+    /// A task's timeout unless its request sets one, in ms; 0 means none.
+    pub default_timeout_ms: u64,
+    /// Longer output lines are split into pieces of this many bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_running: 16,
+            max_running_per_tenant: 4,
+            kill_grace_ms: 5000,
+            default_timeout_ms: 0,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Limits of the HTTP front, from the `[http]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// The largest request body, in bytes; larger ones get 413, chunked ones included.
+    pub max_request_body_bytes: u64,
+    /// Requests per minute per tenant; 0 turns rate limiting off.
+    pub rate_limit_per_minute: u32,
+    /// How many requests a tenant may make at once above the steady rate; 0 means as many as
+    /// `rate_limit_per_minute`.
+    pub rate_limit_burst: u32,
+    /// Per-tenant overrides of `rate_limit_per_minute` (0 exempts the tenant).
+    #[serde(default)]
+    pub rate_limit_tenants: BTreeMap<String, u32>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_request_body_bytes: 10 << 20,
+            rate_limit_per_minute: 0,
+            rate_limit_burst: 0,
+            rate_limit_tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// Directories outside gantry's own workspaces that a tenant may name as a working directory,
+/// from the `[workdirs]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkdirPolicy {
+    /// Allowed prefixes by tenant; `"*"` applies to every tenant.
+    #[serde(default)]
+    pub allowed: std::collections::BTreeMap<String, Vec<PathBuf>>,
+    /// Never allowed, even inside an allowed prefix. gantry's data directory is always refused.
+    #[serde(default)]
+    pub blocked: Vec<PathBuf>,
+}
+
+impl WorkdirPolicy {
+    /// Prefixes as the kernel resolves them, so that a symlinked prefix still matches.
+    pub(crate) fn resolved(&self) -> WorkdirPolicy {
+        let resolve = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        WorkdirPolicy {
+            allowed: self
+                .allowed
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.iter().map(resolve).collect()))
+                .collect(),
+            blocked: self.blocked.iter().map(resolve).collect(),
+        }
+    }
+
+    /// Whether `tenant` may work in the resolved directory `dir`.
+    pub(crate) fn permits(&self, tenant: &TenantId, dir: &Path, data_dir: &Path) -> bool {
+        if dir.starts_with(data_dir) || self.blocked.iter().any(|b| dir.starts_with(b)) {
+            return false;
+        }
+        [tenant.as_str(), "*"]
+            .iter()
+            .filter_map(|t| self.allowed.get(*t))
+            .flatten()
+            .any(|prefix| dir.starts_with(prefix))
+    }
+}
+
+/// Whether gantry may serve several tenants with less than full isolation.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// Several tenants only with full isolation (the default).
+    #[default]
+    Full,
+    /// Serve several tenants whatever the sandbox holds (said at start and in `/health`).
+    Weak,
+}
+
+/// `[sandbox]`: what every task's sandbox holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Run each task in its own namespaces (user, PID, mount, IPC, UTS, network).
+    pub namespaces: bool,
+    /// When gantry runs as root: a tenant's tasks run as uid and gid `uid_base + n`, `n` from
+    /// the tenant's name (0..65536), so tenants do not share a uid.
+    pub uid_base: u32,
+    /// Extra paths every task may read (beyond the system's and its backend's install tree).
+    pub read_only: Vec<PathBuf>,
+    /// The cgroup (below the hierarchy's root) that holds one cgroup per task.
+    pub cgroup_parent: String,
+    /// Per-task cgroup limits.
+    #[serde(flatten)]
+    pub limits: CgroupLimits,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            namespaces: true,
+            uid_base: 2_100_000_000,
+            read_only: Vec::new(),
+            cgroup_parent: "gantry".into(),
+            limits: CgroupLimits::default(),
+        }
+    }
+}
+
+/// `[egress]`: what tasks may reach through their proxy, and the model keys it adds.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Hosts every task may reach (`host`, `host:port`, `*.domain`, `*` for any public host;
+    /// private and loopback addresses only when named exactly).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// More hosts per tenant.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, Vec<String>>,
+    /// Model API keys per tenant, by the variable a backend's manifest names in `env`
+    /// (`[egress.model_keys.alice] ANTHROPIC_API_KEY = "…"`); gantry's own variable of that
+    /// name otherwise. The model proxy adds them; no task ever holds one.
+    #[serde(default)]
+    pub model_keys: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for EgressConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressConfig")
+            .field("allow", &self.allow)
+            .field("tenants", &self.tenants)
+            .field("model_keys", &"[redacted]")
+            .finish()
+    }
+}
+
+impl EgressConfig {
+    /// The model key in variable `var` for `tenant`: the tenant's own, else gantry's.
+    pub fn model_key(&self, tenant: &str, var: &str) -> Option<String> {
+        self.model_keys
+            .get(tenant)
+            .and_then(|keys| keys.get(var).cloned())
+            .or_else(|| std::env::var(var).ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// The limits of one task's cgroup.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupLimits {
+    /// Processes and threads at once.
+    pub pids_max: u64,
+    /// Memory (and, on v1 where it exists, memory plus swap), in bytes.
+    pub memory_max_bytes: u64,
+    /// CPU weight, 1–10000 (100 is the default share).
+    pub cpu_weight: u64,
+}
+
+impl Default for CgroupLimits {
+    fn default() -> Self {
+        CgroupLimits {
+            pids_max: 512,
+            memory_max_bytes: 2 << 30,
+            cpu_weight: 100,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The host side of the `gantry:plugin` interfaces, one file per capability.
+//!
+//! Each capability implements its interface on a view of the call state that holds only what
+//! it needs (the shape of wasmtime-wasi-http's `WasiHttpView`): [`PluginView`] for `log` and
+//! `config`, the caller's tenant for `identity`, the core services and the tenant for
+//! `workspaces`, `tasks`, `backends` and `sessions`. A view is plain data, so each capability is
+//! tested without an engine. Every view that reaches data is scoped to the caller's tenant.
+
+mod backends;
+mod config;
+mod host_info;
+mod identity;
+mod log;
+mod metrics;
+mod sessions;
+mod tasks;
+mod workspaces;
+
+use super::call::CallState;
+use super::registry::PluginContext;
+use crate::backends::Availability;
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::tasks::{Adapters, Supervisor};
+use crate::tenants::TenantId;
+use crate::workspaces::Workspaces;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// Host bindings of `world handler`; WASI types come from wasmtime-wasi(-http), the shared
+/// types from [`crate::contract`].
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gantry:plugin/handler",
+        require_store_data_send: true,
+        imports: {
+            "gantry:plugin/tasks.start": async,
+            "gantry:plugin/tasks.subscribe": trappable,
+            "gantry:plugin/tasks.[method]subscription.next": async | trappable,
+            "gantry:plugin/tasks.[drop]subscription": trappable,
+            "gantry:plugin/backends.list": async,
+            "gantry:plugin/backends.preview": async,
+            "gantry:plugin/tasks.wait-any": async,
+        },
+        with: {
+            "gantry:plugin/types": crate::contract::types,
+            "gantry:plugin/tasks.subscription": crate::tasks::Subscription,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:random": wasmtime_wasi::p2::bindings::random,
+            "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        },
+    });
+}
+
+/// The core services a handler reaches through its host interfaces.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Workspace directories.
+    pub workspaces: Arc<Workspaces>,
+    /// The process supervisor.
+    pub tasks: Supervisor,
+    /// Which backends can run.
+    pub backends: Availability,
+    /// The backend adapters (for `preview`).
+    pub adapters: Arc<dyn Adapters>,
+    /// Resumable conversations.
+    pub sessions: Sessions,
+    /// The node's counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Node-wide facts for `host-info` and the metrics' gauges.
+#[derive(Debug)]
+pub struct NodeState {
+    started: Instant,
+    active: AtomicU32,
+    plugins: OnceLock<Vec<bindings::gantry::plugin::host_info::PluginInfo>>,
+    max_instances: u32,
+}
+
+impl NodeState {
+    pub(crate) fn new(max_instances: u32) -> Self {
+        NodeState {
+            started: Instant::now(),
+            active: AtomicU32::new(0),
+            plugins: OnceLock::new(),
+            max_instances,
+        }
+    }
+
+    pub(crate) fn set_plugins(
+        &self,
+        plugins: Vec<bindings::gantry::plugin::host_info::PluginInfo>,
+    ) {
+        let _ = self.plugins.set(plugins);
+    }
+
+    /// Component instances alive now.
+    pub fn active_instances(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Count one instance as alive until the guard drops.
+    pub(crate) fn instance_guard(self: &Arc<Self>) -> ActiveInstance {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveInstance(self.clone())
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now.
+    pub fn render_metrics(&self, services: &Services) -> String {
+        services.metrics.render(crate::metrics::Gauges {
+            active_runs: services.tasks.active() as u64,
+            active_instances: u64::from(self.active_instances()),
+            max_instances: u64::from(self.max_instances),
+        })
+    }
+}
+
+/// One live instance, counted in [`NodeState::active_instances`].
+#[derive(Debug)]
+pub(crate) struct ActiveInstance(Arc<NodeState>);
+
+impl Drop for ActiveInstance {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a handler's call state adds: the HTTP context, the services, and what the call
+/// started that ends with it.
+pub struct HandlerHost {
+    pub(crate) http: WasiHttpCtx,
+    services: Services,
+    node: Arc<NodeState>,
+    bound: BoundCall,
+}
+
+impl HandlerHost {
+    pub(crate) fn new(services: Services, node: Arc<NodeState>, tenant: &TenantId) -> Self {
+        HandlerHost {
+            http: WasiHttpCtx::new(),
+            bound: BoundCall::new(services.clone(), tenant.clone()),
+            services,
+            node,
+        }
+    }
+}
+
+/// A handler's call state.
+pub type HandlerState = CallState<HandlerHost>;
+
+/// Tasks and workspaces that live only as long as the call that made them: when the call
+/// ends (it returned, trapped, timed out, or its client went away) its `bound-to-call` tasks
+/// are cancelled and, once they have ended, its `create-for-call` workspaces removed.
+#[derive(Debug)]
+pub(crate) struct BoundCall {
+    services: Services,
+    tenant: TenantId,
+    tasks: Vec<String>,
+    workspaces: Vec<String>,
+}
+
+impl BoundCall {
+    fn new(services: Services, tenant: TenantId) -> Self {
+        BoundCall {
+            services,
+            tenant,
+            tasks: Vec::new(),
+            workspaces: Vec::new(),
+        }
+    }
+}
+
+impl Drop for BoundCall {
+    fn drop(&mut self) {
+        if self.tasks.is_empty() && self.workspaces.is_empty() {
+            return;
+        }
+        let tasks = std::mem::take(&mut self.tasks);
+        let workspaces = std::mem::take(&mut self.workspaces);
+        let services = self.services.clone();
+        // Cancelling a finished task is a no-op.
+        for id in &tasks {
+            let _ = services.tasks.cancel(&self.tenant, id);
+        }
+        if workspaces.is_empty() {
+            return;
+        }
+        let tenant = self.tenant.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for id in &tasks {
+                let _ = services.tasks.wait(&tenant, id).await;
+            }
+            for id in workspaces {
+                let busy = |ws: &str| services.tasks.workspace_busy(ws);
+                if let Err(e) = services.workspaces.delete(&tenant, &id, busy) {
+                    tracing::debug!(workspace = %id, "a call's scratch workspace stays: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// The plugin's own view: its name and settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PluginView<'a> {
+    pub(crate) plugin: &'a PluginContext,
+    pub(crate) overrides: &'a [(String, String)],
+}
+
+/// The core services, for the caller's tenant.
+pub(crate) struct ServicesView<'a> {
+    pub(crate) services: &'a Services,
+    pub(crate) tenant: &'a TenantId,
+}
+
+/// Tasks and workspaces for the caller's tenant, with the call's bound set and resource
+/// table.
+pub(crate) struct CallView<'a> {
+    pub(crate) services: &'a Services,
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) bound: &'a mut BoundCall,
+    pub(crate) table: &'a mut wasmtime::component::ResourceTable,
+}
+
+/// The node's facts.
+pub(crate) struct NodeView<'a> {
+    pub(crate) node: &'a NodeState,
+    pub(crate) services: &'a Services,
+}
+
+struct HasPlugin;
+impl HasData for HasPlugin {
+    type Data<'a> = PluginView<'a>;
+}
+struct HasServices;
+impl HasData for HasServices {
+    type Data<'a> = ServicesView<'a>;
+}
+struct HasCall;
+impl HasData for HasCall {
+    type Data<'a> = CallView<'a>;
+}
+struct HasNode;
+impl HasData for HasNode {
+    type Data<'a> = NodeView<'a>;
+}
+struct HasTenant;
+impl HasData for HasTenant {
+    type Data<'a> = &'a TenantId;
+}
+
+impl HandlerState {
+    fn services_view(&mut self) -> ServicesView<'_> {
+        ServicesView {
+            services: &self.host.services,
+            tenant: &self.tenant,
+        }
+    }
+
+    fn call_view(&mut self) -> CallView<'_> {
+        CallView {
+            services: &self.host.services,
+            tenant: &self.tenant,
+            bound: &mut self.host.bound,
+            table: &mut self.table,
+        }
+    }
+
+    fn node_view(&mut self) -> NodeView<'_> {
+        NodeView {
+            node: &self.host.node,
+            services: &self.host.services,
+        }
+    }
+}
+
+use bindings::gantry::plugin as gp;
+
+/// Link the gantry host interfaces of `world handler`; the grant check has already refused
+/// any a plugin may not use.
+pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow::Result<()> {
+    crate::contract::types::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    gp::log::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    gp::config::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    gp::host_info::add_to_linker::<_, HasNode>(linker, |s| s.node_view())?;
+    gp::metrics::add_to_linker::<_, HasNode>(linker, |s| s.node_view())?;
+    gp::identity::add_to_linker::<_, HasTenant>(linker, |s| &s.tenant)?;
+    gp::workspaces::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
+    gp::tasks::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
+    gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
+    gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
+    Ok(())
+}
+
+/// Link what a backend adapter may import: its settings and the log.
+pub(crate) fn add_to_adapter_linker(
+    linker: &mut Linker<super::call::AdapterState>,
+) -> anyhow::Result<()> {
+    crate::contract::types::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    gp::log::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    gp::config::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
+    Ok(())
+}

@@ -1,0 +1,488 @@
+//! One step's process: its home and temp directory, its sandbox and launcher, its
+//! environment (never gantry's own), its egress and model proxy, its pipes, and the signals
+//! that end it.
+
+use super::isolation::TaskSandbox;
+use super::run::TaskRun;
+use super::{Inner, egress, lines, sandbox};
+use crate::backends::BackendPlugin;
+use crate::contract::{CommandSpec, ModelUsage, OutputStream};
+use crate::tenants::TenantId;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// A step's process, started in its sandbox, and what must live as long as it does.
+pub(super) struct Spawned {
+    pub(super) child: tokio::process::Child,
+    /// Its process group (the launcher's, which the task's processes share or are below).
+    pub(super) pgid: Option<i32>,
+    /// Its output, line by line, stdout and stderr interleaved as they come.
+    pub(super) lines: mpsc::Receiver<(OutputStream, lines::Line)>,
+    /// Its sandbox (its cgroup lives as long as this).
+    pub(super) sandbox: Option<TaskSandbox>,
+    /// The socket to its launcher: closing it (gantry gone) ends the task.
+    pub(super) lifeline: Option<std::os::unix::net::UnixStream>,
+    /// The proxy serving the listener its network namespace handed over.
+    pub(super) proxy: Option<egress::ProxyHandle>,
+}
+
+impl TaskRun {
+    /// Start one step's process: `Ok(Err(why))` when it could not start (the task then
+    /// fails with that reason), an error when gantry itself failed.
+    pub(super) async fn spawn(
+        &mut self,
+        backend: &BackendPlugin,
+        spec: CommandSpec,
+    ) -> anyhow::Result<Result<Spawned, String>> {
+        let (_, root) = self
+            .inner
+            .workspaces
+            .dir(&self.tenant, &self.record.workspace_id)?;
+        let cwd = match &self.subdir {
+            Some(subdir) => {
+                self.inner
+                    .workspaces
+                    .subdir(&self.tenant, &self.record.workspace_id, subdir)?
+            }
+            None => root.clone(),
+        };
+        let tmp = self.inner.tmp_root.join(&self.record.id);
+        std::fs::create_dir_all(&tmp)?;
+        let CommandSpec {
+            args,
+            env,
+            stdin,
+            files,
+        } = spec;
+        let owner = self.inner.isolation.outside_ids(self.tenant.as_str());
+        let home = match self.prepare_home(&files, owner) {
+            Ok(home) => home,
+            Err(e) => {
+                let message = format!("could not prepare the backend's home directory: {e:#}");
+                return Ok(Err(message));
+            }
+        };
+        let Some(program) = crate::backends::resolve(&self.binary) else {
+            let message = format!(
+                "could not start {}: not found on PATH ({})",
+                self.binary,
+                crate::backends::CHILD_PATH
+            );
+            return Ok(Err(message));
+        };
+        let program = sandbox::paths::launch_path(&program);
+        let writable = [root.as_path(), tmp.as_path(), home.as_path()];
+        let isolation = &self.inner.isolation;
+        // The task's sandbox (its cgroup lives as long as this), and the socket to its
+        // launcher: its network namespace hands back the proxy listener over it, and its
+        // closing (gantry gone) ends the task.
+        let mut task_sandbox = None;
+        let mut sync: Option<(
+            std::os::unix::net::UnixStream,
+            std::os::unix::net::UnixStream,
+        )> = None;
+        let mut cmd = match isolation.launcher() {
+            Some(launcher) => {
+                let built = isolation.task(
+                    &self.record.id,
+                    self.tenant.as_str(),
+                    &program,
+                    &backend.read_only,
+                    &writable,
+                );
+                let mut built = match built {
+                    Ok(built) => built,
+                    Err(e) => {
+                        let message = format!("could not prepare the task's sandbox: {e:#}");
+                        return Ok(Err(message));
+                    }
+                };
+                if isolation.namespaced() {
+                    use std::os::fd::AsRawFd;
+                    let pair = std::os::unix::net::UnixStream::pair()?;
+                    built.spec.sync_fd = Some(pair.1.as_raw_fd());
+                    sync = Some(pair);
+                }
+                let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
+                task_sandbox = Some(built);
+                cmd
+            }
+            None => {
+                let restriction =
+                    sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
+                let mut cmd = tokio::process::Command::new(&program);
+                // SAFETY: the closure makes only async-signal-safe calls (see
+                // `apply_in_child`).
+                unsafe {
+                    cmd.pre_exec(move || restriction.apply_in_child());
+                }
+                cmd
+            }
+        };
+        self.proxy.serve_host_listener()?;
+
+        cmd.args(&args)
+            .env_clear()
+            .env("PATH", crate::backends::CHILD_PATH)
+            .env("HOME", &home)
+            .env("TMPDIR", &tmp)
+            .env("LANG", "C.UTF-8")
+            .envs(self.proxy.env())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&cwd)
+            .process_group(0)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let spawned = {
+            use std::os::fd::AsFd;
+            // The launcher's end of the socket is inherited by it alone.
+            let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, theirs)) = &sync {
+                set_inheritable(theirs.as_fd(), true)?;
+            }
+            let spawned = cmd.spawn();
+            if let Some((_, theirs)) = &sync {
+                set_inheritable(theirs.as_fd(), false)?;
+            }
+            spawned
+        };
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let message = format!("could not start {}: {e}", self.binary);
+                return Ok(Err(message));
+            }
+        };
+        // Held until the step ends: the launcher kills the task when it closes.
+        let mut lifeline = None;
+        let mut proxy = None;
+        if let Some((ours, theirs)) = sync.take() {
+            drop(theirs);
+            if isolation.own_network() {
+                let (socket, listener) = receive_listener(ours).await;
+                lifeline = Some(socket);
+                match listener {
+                    Some(listener) => {
+                        proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
+                    }
+                    // The launcher failed (its reason is in the output, read below), or is
+                    // stuck: never run a task without its proxy.
+                    None if child.try_wait()?.is_none() => {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        return Ok(Err(
+                            "the task's sandbox did not hand over its proxy listener in 10 s"
+                                .into(),
+                        ));
+                    }
+                    None => {}
+                }
+            } else {
+                lifeline = Some(ours);
+            }
+        }
+        let pgid = child.id().map(|p| p as i32);
+        if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(text.as_bytes()).await;
+            });
+        }
+        let (line_tx, lines) = mpsc::channel::<(OutputStream, lines::Line)>(1024);
+        let limit = self.inner.limits.max_line_bytes.max(1);
+        for (stream, pipe) in [
+            (
+                OutputStream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            ),
+            (
+                OutputStream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            ),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let tx = line_tx.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(pipe);
+                while let Ok(Some(line)) = lines::next_line(&mut reader, limit).await {
+                    if tx.send((stream, line)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(line_tx);
+        Ok(Ok(Spawned {
+            child,
+            pgid,
+            lines,
+            sandbox: task_sandbox,
+            lifeline,
+            proxy,
+        }))
+    }
+
+    /// The run's home directory, one per tenant and backend so that a CLI's sessions outlive
+    /// the run (and can be resumed), with the adapter's files written into it.
+    fn prepare_home(
+        &self,
+        files: &[(String, String)],
+        owner: Option<(u32, u32)>,
+    ) -> anyhow::Result<PathBuf> {
+        // Tenant and plugin names are plain identifiers (checked when made): safe to join.
+        let home = self
+            .inner
+            .homes_root
+            .join(self.tenant.as_str())
+            .join(&self.record.backend);
+        std::fs::create_dir_all(&home)?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(&home, cap_std::ambient_authority())?;
+        for (path, content) in files {
+            let relative = crate::workspaces::check_relative_path(path)
+                .map_err(|e| anyhow::anyhow!("the adapter's file {path:?}: {e}"))?;
+            if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dir.create_dir_all(parent)?;
+            }
+            // The home is the tenant's tasks' to shape, so never open what they may have left
+            // at this name (a FIFO would block the open, a link would redirect it): write a
+            // fresh file and rename it over whatever is there.
+            let name = relative.file_name().unwrap_or_default().to_string_lossy();
+            let fresh = relative
+                .with_file_name(format!(".{name}.gantry-{}", uuid::Uuid::new_v4().simple()));
+            let mut file = dir.open_with(
+                &fresh,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true),
+            )?;
+            std::io::Write::write_all(&mut file, content.as_bytes())?;
+            if let Some((uid, gid)) = owner {
+                give_to(&dir, &relative, &file.into_std(), uid, gid)?;
+            }
+            dir.rename(&fresh, &dir, &relative)?;
+        }
+        Ok(home)
+    }
+}
+
+/// A task's egress and model proxy: what it may reach, the per-task token its CLI holds in
+/// place of the key, and where it listens (inside the task's network namespace, or on the
+/// host's loopback when tasks share the host's network).
+#[derive(Debug)]
+pub(super) struct TaskProxy {
+    egress: Arc<egress::TaskEgress>,
+    /// The variables (the manifest's `env`) that hold the token in the task.
+    key_vars: Vec<String>,
+    /// Where the task reaches the proxy.
+    listen: std::net::SocketAddr,
+    /// A listener on the host's loopback, served from the first step on (no network
+    /// namespace).
+    host_listener: Option<std::net::TcpListener>,
+    /// The proxy serving the host listener.
+    serving: Option<egress::ProxyHandle>,
+}
+
+impl TaskProxy {
+    pub(super) fn new(
+        inner: &Inner,
+        tenant: &TenantId,
+        backend: &BackendPlugin,
+        task_id: &str,
+    ) -> anyhow::Result<TaskProxy> {
+        let config = &inner.egress;
+        let mut patterns: Vec<String> = config.allow.clone();
+        patterns.extend(
+            config
+                .tenants
+                .get(tenant.as_str())
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        patterns.extend(backend.egress.iter().cloned());
+        let key_vars = backend.passed_env.clone();
+        // A token of 256 random bits (two v4 UUIDs): useless anywhere but this task's proxy.
+        let token = format!(
+            "gantry-task-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let model = backend
+            .model_upstream
+            .as_deref()
+            .map(|upstream| egress::ModelRoute {
+                upstream: upstream.to_string(),
+                token,
+                key: key_vars
+                    .iter()
+                    .find_map(|var| config.model_key(tenant.as_str(), var)),
+            });
+        if let Some(route) = &model {
+            // The model API's host too (a CLI that goes there through the egress proxy
+            // instead of the model proxy has only its token, never the key). A bad URL is
+            // refused here, before anything runs.
+            patterns.push(route.egress_pattern().map_err(anyhow::Error::msg)?);
+        }
+        let policy = egress::EgressPolicy::new(&patterns)
+            .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
+        let (listen, host_listener) = if inner.isolation.own_network() {
+            (
+                std::net::SocketAddr::from(([127, 0, 0, 1], sandbox::PROXY_PORT)),
+                None,
+            )
+        } else {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            (listener.local_addr()?, Some(listener))
+        };
+        Ok(TaskProxy {
+            egress: Arc::new(egress::TaskEgress {
+                tenant: tenant.to_string(),
+                task: task_id.to_string(),
+                backend: backend.name.clone(),
+                policy,
+                model,
+                usage: egress::ModelUsage::default(),
+            }),
+            key_vars,
+            listen,
+            host_listener,
+            serving: None,
+        })
+    }
+
+    /// The adapter sees the proxy as its backend's `base_url`.
+    pub(super) fn setting_overrides(&self) -> Vec<(String, String)> {
+        match &self.egress.model {
+            Some(route) => vec![("base_url".into(), route.local_base_url(self.listen))],
+            None => Vec::new(),
+        }
+    }
+
+    /// The task's variables: the token in each key variable, and the proxy for HTTP.
+    pub(super) fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(route) = &self.egress.model {
+            env.extend(
+                self.key_vars
+                    .iter()
+                    .map(|v| (v.clone(), route.token.clone())),
+            );
+        }
+        let proxy = format!("http://{}", self.listen);
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((var.into(), proxy.clone()));
+        }
+        for var in ["NO_PROXY", "no_proxy"] {
+            env.push((var.into(), "127.0.0.1,localhost".into()));
+        }
+        env
+    }
+
+    /// Serve the host listener, once (no network namespace).
+    pub(super) fn serve_host_listener(&mut self) -> std::io::Result<()> {
+        if let Some(listener) = self.host_listener.take() {
+            self.serving = Some(egress::serve(listener, self.egress.clone())?);
+        }
+        Ok(())
+    }
+
+    /// What the model proxy counted, for the task's summary.
+    pub(super) fn usage(&self) -> Option<ModelUsage> {
+        let u = &self.egress.usage;
+        (u.requests() > 0).then(|| ModelUsage {
+            requests: u.requests(),
+            input_tokens: u.input_tokens(),
+            output_tokens: u.output_tokens(),
+        })
+    }
+}
+
+/// Spawns that pass a descriptor to the child clear its close-on-exec flag for the moment of
+/// the spawn; holding this keeps other such spawns from inheriting it.
+static INHERIT_LOCK: Mutex<()> = Mutex::new(());
+
+fn set_inheritable(fd: std::os::fd::BorrowedFd<'_>, inherit: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flag = if inherit { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: fcntl on a descriptor we hold.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive the proxy listener the task's sandbox made inside its network namespace, waiting
+/// at most 10 s; gives back the socket, whose closing tells the launcher gantry is gone.
+async fn receive_listener(
+    socket: std::os::unix::net::UnixStream,
+) -> (
+    std::os::unix::net::UnixStream,
+    Option<std::net::TcpListener>,
+) {
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsFd;
+        let _ = socket.set_read_timeout(Some(Duration::from_secs(10)));
+        let listener = match sandbox::namespaces::recv_fd(socket.as_fd()) {
+            Ok(Some(fd)) => Some(std::net::TcpListener::from(fd)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("no proxy listener from the task's sandbox: {e}");
+                None
+            }
+        };
+        (socket, listener)
+    })
+    .await
+    .expect("the receiving thread does not panic")
+}
+
+/// Hand `file` (about to become `relative` in a task's home) and the directories leading to
+/// it to the task's uid, through descriptors cap-std opened inside `dir`: a link a task
+/// planted cannot point the change elsewhere.
+fn give_to(
+    dir: &cap_std::fs::Dir,
+    relative: &std::path::Path,
+    file: &std::fs::File,
+    uid: u32,
+    gid: u32,
+) -> std::io::Result<()> {
+    use rustix::process::{Gid, Uid};
+    let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    rustix::fs::fchown(file, owner.0, owner.1)?;
+    let mut at = PathBuf::new();
+    for component in relative.parent().into_iter().flat_map(|p| p.components()) {
+        at.push(component);
+        let parent = dir.open_dir(&at)?.into_std_file();
+        // AT_EMPTY_PATH: the descriptor itself, which may be an O_PATH one.
+        rustix::fs::chownat(
+            &parent,
+            "",
+            owner.0,
+            owner.1,
+            rustix::fs::AtFlags::EMPTY_PATH,
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn signal_group(pgid: Option<i32>, signal: i32) {
+    if let Some(pgid) = pgid.filter(|p| *p > 1) {
+        // SAFETY: kill(2) on the child's own process group (it was spawned as its leader).
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}

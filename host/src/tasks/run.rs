@@ -1,0 +1,333 @@
+//! The run state machine of one task: pending (waiting for slots) → running (its steps, one
+//! process each, their output parsed by the adapter and logged) → done, failed, cancelled or
+//! timed out. Every change of state is stored, then logged.
+
+use super::adapter::AdapterRun;
+use super::log::TaskLog;
+use super::process::{Spawned, TaskProxy, signal_group};
+use super::{Inner, lines, tenant_slots};
+use crate::contract::{
+    AgentEvent, CommandSpec, EventBody, OutputLine, OutputStream, PromptRequest, RunSummary,
+    StateChange, TaskSummary,
+};
+use crate::store::{TaskRecord, TaskState, now_ms};
+use crate::tenants::TenantId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a task's process ended, before the adapter's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Exited,
+    Cancelled,
+    TimedOut,
+}
+
+/// One process of a task: the request its output is parsed for, and the command.
+pub(super) struct Step {
+    pub(super) request: PromptRequest,
+    pub(super) spec: CommandSpec,
+}
+
+/// How one step's process ended.
+struct StepEnd {
+    stop: Stop,
+    exit_code: Option<i32>,
+    summary: Option<RunSummary>,
+}
+
+impl StepEnd {
+    fn succeeded(&self) -> bool {
+        self.stop == Stop::Exited
+            && self.exit_code == Some(0)
+            && self.summary.as_ref().is_none_or(|s| s.success)
+    }
+}
+
+/// One task from admission to its end.
+pub(super) struct TaskRun {
+    pub(super) inner: Arc<Inner>,
+    pub(super) tenant: TenantId,
+    pub(super) record: TaskRecord,
+    pub(super) steps: Vec<Step>,
+    pub(super) binary: String,
+    pub(super) timeout: Option<Duration>,
+    pub(super) subdir: Option<String>,
+    pub(super) proxy: TaskProxy,
+    pub(super) log: TaskLog,
+}
+
+impl TaskRun {
+    /// Run the task to its end; its record and log say how it went.
+    pub(super) async fn run(mut self, mut cancel: watch::Receiver<bool>) {
+        let id = self.record.id.clone();
+        if let Err(e) = self.supervise(&mut cancel).await {
+            tracing::error!(task = %id, "task supervision failed: {e:#}");
+            self.record.state = TaskState::Failed;
+            self.record.error = Some(format!("{e:#}"));
+            self.record.finished_at = Some(now_ms());
+            let _ = self.inner.store.update_task(&self.record);
+        }
+        // Leave the live set before announcing the end, so whoever sees the end sees the
+        // workspace free.
+        self.inner.live.lock().unwrap().remove(&id);
+        self.inner
+            .metrics
+            .run_ended(&self.record.backend, self.record.state.as_str());
+        self.log.end();
+        let _ = std::fs::remove_dir_all(self.inner.tmp_root.join(&id));
+    }
+
+    /// Store the task in `state`, then log the change (with `reason` for a cancel before the
+    /// start; a terminal state carries the exit code and error of the record).
+    fn set_state(&mut self, state: TaskState, reason: Option<&str>) -> anyhow::Result<()> {
+        self.record.state = state;
+        if state == TaskState::Running {
+            self.record.started_at = Some(now_ms());
+        }
+        if state.is_terminal() {
+            self.record.finished_at = Some(now_ms());
+        }
+        self.inner.store.update_task(&self.record)?;
+        let change = StateChange {
+            state: state.into(),
+            reason: reason.map(str::to_string),
+            exit_code: self.record.exit_code,
+            error: self.record.error.clone(),
+        };
+        self.log.append(vec![EventBody::State(change)])
+    }
+
+    async fn supervise(&mut self, cancel: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.set_state(TaskState::Pending, None)?;
+        // Wait for this tenant's slot, then a global one; both queues are first come, first
+        // served. A cancel while waiting ends the task without running it.
+        let slots = async {
+            let tenant = tenant_slots(&self.inner, self.tenant.as_str())
+                .acquire_owned()
+                .await;
+            let global = self.inner.global.clone().acquire_owned().await;
+            (tenant, global)
+        };
+        let _slots = tokio::select! {
+            slots = slots => slots,
+            () = cancelled(cancel) => {
+                return self.set_state(TaskState::Cancelled, Some("cancelled before it started"));
+            }
+        };
+        self.set_state(TaskState::Running, None)?;
+
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let steps = std::mem::take(&mut self.steps);
+        let count = steps.len();
+        for (i, step) in steps.into_iter().enumerate() {
+            let Some(end) = self.run_step(step, cancel, deadline).await? else {
+                return Ok(()); // The step could not start; the task is already failed.
+            };
+            if i + 1 < count && end.succeeded() {
+                continue;
+            }
+            return self.finish(end);
+        }
+        Ok(())
+    }
+
+    /// Run one step's process to its end. `None` when it could not start (the task is then
+    /// marked failed).
+    async fn run_step(
+        &mut self,
+        step: Step,
+        cancel: &mut watch::Receiver<bool>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<Option<StepEnd>> {
+        let adapters = self.inner.adapters.clone();
+        let backend = adapters
+            .backend(&self.record.backend)
+            .ok_or_else(|| anyhow::anyhow!("backend {} is gone", self.record.backend))?;
+        let started = adapters
+            .start_run(&self.record.backend, &self.tenant, &step.request)
+            .await;
+        let mut adapter = match started {
+            Ok(run) => Some(run),
+            Err(failure) => return self.could_not_start(failure.message),
+        };
+        let Spawned {
+            mut child,
+            pgid,
+            mut lines,
+            sandbox: task_sandbox,
+            lifeline: _lifeline,
+            proxy: _proxy,
+        } = match self.spawn(&backend, step.spec).await? {
+            Ok(spawned) => spawned,
+            Err(message) => return self.could_not_start(message),
+        };
+
+        let grace = Duration::from_millis(self.inner.limits.kill_grace_ms);
+        let mut stop = Stop::Exited;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut status = None;
+        let mut output_open = true;
+        let mut batch = Vec::new();
+        while status.is_none() || output_open {
+            tokio::select! {
+                n = lines.recv_many(&mut batch, 256), if output_open => {
+                    if n == 0 {
+                        output_open = false;
+                    } else {
+                        self.record_lines(&mut adapter, std::mem::take(&mut batch)).await?;
+                    }
+                }
+                exit = child.wait(), if status.is_none() => {
+                    status = Some(exit?);
+                    // Whatever the child left behind in its group goes with it.
+                    signal_group(pgid, libc::SIGKILL);
+                }
+                () = cancelled(cancel), if stop == Stop::Exited && status.is_none() => {
+                    stop = Stop::Cancelled;
+                    signal_group(pgid, libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                }
+                () = sleep_until(deadline), if stop == Stop::Exited && status.is_none() => {
+                    stop = Stop::TimedOut;
+                    signal_group(pgid, libc::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                }
+                () = sleep_until(kill_at), if status.is_none() => {
+                    signal_group(pgid, libc::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+        let status = status.expect("the loop ends after the exit");
+        let exit_code = status.code();
+        // A program that lost a child to the memory limit and still succeeded is not failed.
+        if let Some(cgroup) = task_sandbox.as_ref().and_then(|t| t.cgroup.as_ref())
+            && !status.success()
+            && cgroup.oom_kills() > 0
+        {
+            self.record.error = Some(format!(
+                "killed: out of memory (the task's limit is {} bytes)",
+                self.inner.isolation.memory_limit()
+            ));
+        }
+        // Removing a cgroup may wait a moment for the kernel to let go of it: not on the
+        // task's path.
+        if let Some(sandbox) = task_sandbox {
+            tokio::task::spawn_blocking(move || drop(sandbox));
+        }
+        let summary = match adapter.take() {
+            Some(run) => match run.finish(exit_code).await {
+                Ok(s) => Some(s),
+                Err(f) => {
+                    self.record.error = Some(format!("adapter: {}", f.message));
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Some(StepEnd {
+            stop,
+            exit_code,
+            summary,
+        }))
+    }
+
+    /// The step could not start: the task fails with `message`, and the step has no end.
+    fn could_not_start(&mut self, message: String) -> anyhow::Result<Option<StepEnd>> {
+        self.record.error = Some(message);
+        self.set_state(TaskState::Failed, None)?;
+        Ok(None)
+    }
+
+    /// Record how the task ended, from the end of its last step.
+    fn finish(&mut self, end: StepEnd) -> anyhow::Result<()> {
+        let succeeded = end.succeeded();
+        let StepEnd {
+            stop,
+            exit_code,
+            summary,
+        } = end;
+        self.record.exit_code = exit_code;
+        if let Some(s) = &summary
+            && self.record.error.is_none()
+        {
+            self.record.error.clone_from(&s.error);
+        }
+        let model_usage = self.proxy.usage();
+        if summary.is_some() || model_usage.is_some() {
+            self.record.summary = Some(TaskSummary {
+                run: summary,
+                model_usage,
+            });
+        }
+        let state = match stop {
+            Stop::Cancelled => TaskState::Cancelled,
+            Stop::TimedOut => {
+                self.record.error = Some(format!(
+                    "timed out after {} ms",
+                    self.timeout.unwrap_or_default().as_millis()
+                ));
+                TaskState::TimedOut
+            }
+            Stop::Exited if succeeded => TaskState::Done,
+            Stop::Exited => TaskState::Failed,
+        };
+        self.set_state(state, None)
+    }
+
+    /// Persist a batch of lines and the agent events parsed from them (one adapter call for
+    /// the batch), in one append: each line, then its events.
+    async fn record_lines(
+        &mut self,
+        adapter: &mut Option<Box<dyn AdapterRun>>,
+        batch: Vec<(OutputStream, lines::Line)>,
+    ) -> anyhow::Result<()> {
+        let lines: Vec<OutputLine> = batch
+            .into_iter()
+            .map(|(stream, line)| OutputLine {
+                stream,
+                text: line.text,
+                partial: line.partial,
+            })
+            .collect();
+        let mut parsed = Vec::new();
+        let mut failed = None;
+        if let Some(run) = adapter {
+            match run.parse_lines(&lines).await {
+                Ok(events) => parsed = events,
+                Err(failure) => {
+                    // The output is still kept; only its interpretation stops.
+                    failed = Some(failure);
+                    *adapter = None;
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(lines.len() * 2);
+        let mut parsed = parsed.into_iter();
+        for line in lines {
+            entries.push(EventBody::Output(line));
+            entries.extend(parsed.next().into_iter().flatten().map(EventBody::Agent));
+        }
+        if let Some(failure) = failed {
+            let message = format!("adapter failed: {}", failure.message);
+            entries.push(EventBody::Agent(AgentEvent::Error(message)));
+        }
+        self.log.append(entries)
+    }
+}
+
+/// Resolves once a cancel was asked for (never, if the sender is gone).
+pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
