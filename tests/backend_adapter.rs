@@ -1,13 +1,23 @@
-//! Backend adapters through the runtime's API, with the purpose-built test backend.
+//! Backend adapters through the runtime's API (the supervisor's `Adapters` trait), with the
+//! purpose-built test backend.
 
 use gantry::config::{Config, Overrides};
-use gantry::runtime::backend::{
-    AgentEvent, OutputStream, PromptRequest, RequestError, plain_request,
+use gantry::contract::{
+    AgentEvent, OutputLine, OutputStream, PromptRequest, RequestError, plain_request,
 };
-use gantry::runtime::manifest::Manifest;
-use gantry::runtime::{ComponentCache, Runtime, engine};
+use gantry::manifest::Manifest;
+use gantry::runtime::{ComponentCache, Plugins, engine};
+use gantry::tasks::Adapters;
 use gantry::tenants::TenantId;
 use std::path::Path;
+
+fn line(stream: OutputStream, text: &str) -> OutputLine {
+    OutputLine {
+        stream,
+        text: text.into(),
+        partial: false,
+    }
+}
 
 fn tenant() -> TenantId {
     TenantId::new("alice").unwrap()
@@ -20,7 +30,7 @@ fn request(prompt: &str, extra_flags: &[&str]) -> PromptRequest {
     }
 }
 
-async fn runtime(max_instances: u32) -> (Runtime, tempfile::TempDir) {
+async fn runtime(max_instances: u32) -> (Plugins, tempfile::TempDir) {
     let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
     let wasm = Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_backend.wasm");
     let text = format!(
@@ -38,7 +48,7 @@ async fn runtime(max_instances: u32) -> (Runtime, tempfile::TempDir) {
     let engine = engine(&defaults.runtime).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = ComponentCache::open(dir.path(), &engine).unwrap();
-    let rt = Runtime::load(engine, &cache, vec![manifest], max_instances)
+    let rt = Plugins::load(engine, &cache, vec![manifest], max_instances)
         .await
         .unwrap();
     (rt, dir)
@@ -48,32 +58,51 @@ async fn runtime(max_instances: u32) -> (Runtime, tempfile::TempDir) {
 async fn build_command_parse_and_finish() {
     let (rt, _dir) = runtime(4).await;
     let backend = rt.backend("echo-backend").expect("loaded");
-    assert_eq!(backend.info().binary, "echo");
-    assert_eq!(backend.binary(), "echo");
+    assert_eq!(backend.info.binary, "echo");
+    assert_eq!(backend.binary, "echo");
 
-    let spec = backend
-        .build_command(&tenant(), &request("hi there", &["--ok"]))
+    let spec = rt
+        .build_command(
+            "echo-backend",
+            &tenant(),
+            &request("hi there", &["--ok"]),
+            vec![],
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(spec.args, ["hi there"]);
 
-    let refused = backend
-        .build_command(&tenant(), &request("x", &["--dangerously-skip"]))
+    let refused = rt
+        .build_command(
+            "echo-backend",
+            &tenant(),
+            &request("x", &["--dangerously-skip"]),
+            vec![],
+        )
         .await
         .unwrap()
         .unwrap_err();
     assert!(matches!(refused, RequestError::FlagNotAllowed(f) if f == "--dangerously-skip"));
 
-    let mut run = backend
-        .start_run(&tenant(), &request("x", &[]))
+    let mut run = rt
+        .start_run("echo-backend", &tenant(), &request("x", &[]))
         .await
         .unwrap();
-    let events = run.parse_line(OutputStream::Stdout, "first").await.unwrap();
-    assert!(matches!(&events[..], [AgentEvent::Message(m)] if m == "first"));
-    let events = run.parse_line(OutputStream::Stderr, "noise").await.unwrap();
-    assert!(matches!(&events[..], [AgentEvent::Raw(m)] if m == "noise"));
-    run.parse_line(OutputStream::Stdout, "last").await.unwrap();
+    // One call for a batch: one list of events per line, in order.
+    let events = run
+        .parse_lines(&[
+            line(OutputStream::Stdout, "first"),
+            line(OutputStream::Stderr, "noise"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(matches!(&events[0][..], [AgentEvent::Message(m)] if m == "first"));
+    assert!(matches!(&events[1][..], [AgentEvent::Raw(m)] if m == "noise"));
+    run.parse_lines(&[line(OutputStream::Stdout, "last")])
+        .await
+        .unwrap();
     // The run's state lives across calls in one instance.
     let summary = run.finish(Some(0)).await.unwrap();
     assert!(summary.success);
@@ -84,21 +113,19 @@ async fn build_command_parse_and_finish() {
 #[tokio::test]
 async fn runs_hold_an_instance_slot_until_finished() {
     let (rt, _dir) = runtime(1).await;
-    let backend = rt.backend("echo-backend").unwrap();
-    let run = backend
-        .start_run(&tenant(), &request("x", &[]))
+    let run = rt
+        .start_run("echo-backend", &tenant(), &request("x", &[]))
         .await
         .unwrap();
     assert_eq!(rt.node().active_instances(), 1);
-    let busy = backend
-        .build_command(&tenant(), &request("y", &[]))
+    let busy = rt
+        .build_command("echo-backend", &tenant(), &request("y", &[]), vec![])
         .await
         .unwrap_err();
-    assert_eq!(busy.code(), "over_capacity");
+    assert_eq!(busy.code, "over_capacity");
     run.finish(None).await.unwrap();
     assert!(
-        backend
-            .build_command(&tenant(), &request("y", &[]))
+        rt.build_command("echo-backend", &tenant(), &request("y", &[]), vec![])
             .await
             .is_ok()
     );

@@ -1,17 +1,121 @@
-//! The process supervisor with real processes, real SQLite and the bundled `exec` backend
-//! driving `/bin/sh` fixtures.
+//! The process supervisor with real processes and real SQLite, driving `/bin/sh` fixtures.
+//! The supervisor reaches adapters through `tasks::Adapters`; here a plain Rust adapter fills
+//! it (no wasm engine), so these tests are about supervision alone. The component adapters are
+//! tested in `backend_adapter.rs` and, end to end, by the black-box suites.
 
-use gantry::config::{Config, Overrides};
-use gantry::runtime::backend::{PromptRequest, plain_request};
-use gantry::runtime::manifest::Manifest;
-use gantry::runtime::{ComponentCache, Runtime, engine};
-use gantry::store::{Sqlite, Store, TaskState};
-use gantry::tasks::{StartTask, Supervisor, TaskError, TaskLimits};
+use gantry::backends::BackendPlugin;
+use gantry::contract::{
+    AgentEvent, BackendInfo, CommandSpec, EventBody, OutputLine, OutputStream, PromptRequest,
+    RequestError, RunSummary, plain_request,
+};
+use gantry::store::{EventRecord, Sqlite, Store, TaskState};
+use gantry::tasks::{
+    AdapterFailure, AdapterRun, Adapters, StartTask, Supervisor, TaskError, TaskLimits,
+};
 use gantry::tenants::TenantId;
 use gantry::workspaces::Workspaces;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `sh -c PROMPT`, refusing every extra flag; its summary's final text is the last stdout
+/// line.
+#[derive(Debug)]
+struct Shell(Arc<BackendPlugin>);
+
+impl Shell {
+    fn new() -> Shell {
+        Shell(Arc::new(BackendPlugin {
+            name: "sh".into(),
+            info: BackendInfo {
+                name: "sh".into(),
+                binary: "/bin/sh".into(),
+                version_args: vec!["--version".into()],
+                supports_resume: false,
+                supports_system_prompt: false,
+                supports_model: false,
+                supports_max_turns: false,
+            },
+            binary: "/bin/sh".into(),
+            passed_env: vec![],
+            model_upstream: None,
+            read_only: vec![],
+            egress: vec![],
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Adapters for Shell {
+    fn backend(&self, name: &str) -> Option<Arc<BackendPlugin>> {
+        (name == "sh").then(|| self.0.clone())
+    }
+
+    async fn build_command(
+        &self,
+        _backend: &str,
+        _tenant: &TenantId,
+        request: &PromptRequest,
+        _overrides: Vec<(String, String)>,
+    ) -> Result<Result<CommandSpec, RequestError>, AdapterFailure> {
+        if let Some(flag) = request.extra_flags.first() {
+            return Ok(Err(RequestError::FlagNotAllowed(flag.clone())));
+        }
+        Ok(Ok(CommandSpec {
+            args: vec!["-c".into(), request.prompt.clone()],
+            env: vec![],
+            stdin: None,
+            files: vec![],
+        }))
+    }
+
+    async fn start_run(
+        &self,
+        _backend: &str,
+        _tenant: &TenantId,
+        _request: &PromptRequest,
+    ) -> Result<Box<dyn AdapterRun>, AdapterFailure> {
+        Ok(Box::new(ShellRun::default()))
+    }
+}
+
+#[derive(Default)]
+struct ShellRun {
+    last: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl AdapterRun for ShellRun {
+    async fn parse_lines(
+        &mut self,
+        lines: &[OutputLine],
+    ) -> Result<Vec<Vec<AgentEvent>>, AdapterFailure> {
+        for line in lines {
+            if line.stream == OutputStream::Stdout {
+                self.last = Some(line.text.clone());
+            }
+        }
+        Ok(vec![vec![]; lines.len()])
+    }
+
+    async fn finish(self: Box<Self>, exit_code: Option<i32>) -> Result<RunSummary, AdapterFailure> {
+        Ok(RunSummary {
+            success: exit_code == Some(0),
+            session_id: None,
+            final_text: self.last,
+            usage: None,
+            error: None,
+        })
+    }
+}
+
+/// The text of a stdout event.
+fn stdout(e: &EventRecord) -> Option<&str> {
+    match &e.body {
+        EventBody::Output(line) if line.stream == OutputStream::Stdout => Some(&line.text),
+        _ => None,
+    }
+}
 
 struct Harness {
     sup: Supervisor,
@@ -25,26 +129,10 @@ fn request(script: &str) -> PromptRequest {
 }
 
 async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {
-    let defaults = Config::from_layers(None, &Overrides::default()).unwrap();
-    let manifest = Manifest::parse(
-        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n",
-        "sh",
-        Path::new("."),
-        &defaults.runtime.plugin_defaults,
-        defaults.runtime.max_memory_mb,
-    )
-    .unwrap();
-    let engine = engine(&defaults.runtime).unwrap();
-    let cache = ComponentCache::open(&dir.path().join("cache"), &engine).unwrap();
-    let runtime = Arc::new(
-        Runtime::load(engine, &cache, vec![manifest], 60)
-            .await
-            .unwrap(),
-    );
     let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.path().join("gantry.db")).unwrap());
     let workspaces = Arc::new(Workspaces::open(dir.path(), store.clone()).unwrap());
     let sup = Supervisor::new(
-        runtime,
+        Arc::new(Shell::new()),
         store.clone(),
         workspaces.clone(),
         dir.path(),
@@ -96,8 +184,8 @@ impl Harness {
     async fn wait_line(&self, tenant: &TenantId, task: &str, needle: &str) -> String {
         let mut sub = self.sup.subscribe(tenant, task, 1).unwrap();
         while let Some(e) = sub.next().await.unwrap() {
-            if e.kind == "stdout" && e.data["line"].as_str().unwrap().contains(needle) {
-                return e.data["line"].as_str().unwrap().to_string();
+            if let Some(line) = stdout(&e).filter(|l| l.contains(needle)) {
+                return line.to_string();
             }
         }
         panic!("task ended without printing {needle:?}");
@@ -117,8 +205,8 @@ async fn stdout_lines(
     while let Some(e) = sub.next().await.unwrap() {
         assert_eq!(e.seq, last + 1, "events arrive in order, without gaps");
         last = e.seq;
-        if e.kind == "stdout" {
-            lines.push(e.data["line"].as_str().unwrap().to_string());
+        if let Some(line) = stdout(&e) {
+            lines.push(line.to_string());
         }
         seen += 1;
         if limit.is_some_and(|l| seen >= l) {
@@ -159,7 +247,8 @@ async fn every_subscriber_gets_every_line_once_in_order() {
     let done = h.sup.wait(&alice(), &task).await.unwrap();
     assert_eq!(done.state, TaskState::Done, "{done:?}");
     assert_eq!(done.exit_code, Some(0));
-    assert_eq!(done.summary.unwrap()["final_text"], "100000");
+    let summary = done.summary.unwrap().run.unwrap();
+    assert_eq!(summary.final_text.as_deref(), Some("100000"));
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -250,8 +339,11 @@ async fn a_timeout_yields_timed_out() {
     assert_eq!(done.state, TaskState::TimedOut);
     assert!(done.error.unwrap().contains("timed out after 300 ms"));
     let events = h.store.read_events(&task, 1, 100).unwrap();
-    assert!(events.iter().any(|e| e.data["line"] == "started"));
-    assert_eq!(events.last().unwrap().data["state"], "timed_out");
+    assert!(events.iter().any(|e| stdout(e) == Some("started")));
+    assert!(matches!(
+        &events.last().unwrap().body,
+        EventBody::State(s) if s.state == TaskState::TimedOut
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +435,7 @@ async fn a_child_writes_inside_its_workspace_only() {
         .read_events(&task, 1, 100)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "stdout")
-        .map(|e| e.data["line"].as_str().unwrap().to_string())
+        .filter_map(|e| stdout(&e).map(str::to_string))
         .collect();
     assert_eq!(lines, ["ok-inside", "refused-outside", "ok-tmp"]);
     assert!(!outside.exists());

@@ -10,7 +10,8 @@
 
 use bytes::Bytes;
 use gantry::config::{Config, Overrides};
-use gantry::runtime::Runtime;
+use gantry::runtime::{Plugins, Runtime, Services};
+use gantry::tasks::Adapters;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -54,10 +55,39 @@ fn config(dir: &std::path::Path) -> Config {
     Config::from_layers(Some("[runtime]\nmax_instances = 64\n"), &overrides).unwrap()
 }
 
-async fn load_time(config: &Config) -> (Duration, Runtime) {
+async fn load_time(config: &Config) -> (Duration, Plugins) {
     let start = Instant::now();
-    let rt = Runtime::start(config).await.unwrap();
+    let rt = Plugins::start(config).await.unwrap();
     (start.elapsed(), rt)
+}
+
+/// The core services over a fresh store in `config`'s data directory, as `gantry serve` makes
+/// them (without the sandbox probe: no task runs here).
+fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).unwrap();
+    let store: Arc<dyn gantry::store::Store> =
+        Arc::new(gantry::store::Sqlite::open(&dir.join("gantry.db")).unwrap());
+    let workspaces = Arc::new(gantry::workspaces::Workspaces::open(dir, store.clone()).unwrap());
+    let metrics = Arc::new(gantry::metrics::Metrics::default());
+    let adapters: Arc<dyn Adapters> = plugins.clone();
+    let tasks = gantry::tasks::Supervisor::new(
+        adapters.clone(),
+        store.clone(),
+        workspaces.clone(),
+        dir,
+        config.tasks.clone(),
+    )
+    .unwrap()
+    .with_metrics(metrics.clone());
+    Services {
+        workspaces,
+        tasks,
+        backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),
+        adapters,
+        sessions: gantry::sessions::Sessions::new(store),
+        metrics,
+    }
 }
 
 /// Median per-request latency over `CONNECTIONS` keep-alive connections, and requests/s.
@@ -158,16 +188,19 @@ fn main() {
         println!("plugin load, 3 plugins: cold (compile) {:.1} ms, warm (cache) {:.2} ms, warm/cold = {:.4}",
             cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3, warm.as_secs_f64() / cold.as_secs_f64());
 
-        let runtime = Arc::new(runtime.unwrap());
+        let plugins = Arc::new(runtime.unwrap());
 
         // Instantiate + call + drop, in process.
-        let backend = runtime.backend("exec").unwrap();
         let tenant = gantry::tenants::TenantId::new("bench").unwrap();
-        let request = gantry::runtime::backend::plain_request("hello");
+        let request = gantry::contract::plain_request("hello");
         let mut calls = Vec::with_capacity(ISOLATED_CALLS);
         for _ in 0..ISOLATED_CALLS {
             let t = Instant::now();
-            backend.build_command(&tenant, &request).await.unwrap().unwrap();
+            plugins
+                .build_command("exec", &tenant, &request, Vec::new())
+                .await
+                .unwrap()
+                .unwrap();
             calls.push(t.elapsed());
         }
         calls.sort();
@@ -176,6 +209,8 @@ fn main() {
             calls[calls.len() / 2].as_secs_f64() * 1e6,
             calls[calls.len() * 99 / 100].as_secs_f64() * 1e6,
         );
+        let services = services(&config, &plugins);
+        let runtime = Arc::new(Runtime::new(plugins, services));
         let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
         tokio::spawn(gantry::http::serve(listener, runtime, Default::default(), std::future::pending(), Duration::ZERO));
 

@@ -14,9 +14,9 @@
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
 use gantry::config::{Config, Overrides};
+use gantry::contract::{PromptRequest, plain_request};
 use gantry::manifest::Manifest;
-use gantry::runtime::backend::{PromptRequest, plain_request};
-use gantry::runtime::{ComponentCache, Runtime, engine};
+use gantry::runtime::{ComponentCache, Plugins, engine};
 use gantry::store::{Sqlite, Store};
 use gantry::tasks::isolation::{Isolation, SandboxConfig};
 use gantry::tasks::sandbox::Layers;
@@ -53,7 +53,7 @@ async fn supervisor_without_launcher(dir: &Path) -> (Supervisor, String) {
     let engine = engine(&defaults.runtime).unwrap();
     let cache = ComponentCache::open(&dir.join("cache"), &engine).unwrap();
     let runtime = Arc::new(
-        Runtime::load(engine, &cache, vec![manifest], 256)
+        Plugins::load(engine, &cache, vec![manifest], 256)
             .await
             .unwrap(),
     );
@@ -100,7 +100,7 @@ async fn fan_out(sup: &Supervisor, ws: &str, subscribers: usize) -> f64 {
         readers.push(tokio::spawn(async move {
             let mut lines = 0u64;
             while let Some(e) = sub.next().await.unwrap() {
-                lines += u64::from(e.kind == "stdout");
+                lines += u64::from(e.is_output());
             }
             lines
         }));
@@ -143,10 +143,10 @@ async fn delivery_delay(sup: &Supervisor, ws: &str) -> Duration {
     let mut sub = sup.subscribe(&tenant(), &task, 1).unwrap();
     let mut delays = Vec::new();
     while let Some(e) = sub.next().await.unwrap() {
-        if e.kind != "stdout" {
+        let gantry::contract::EventBody::Output(line) = &e.body else {
             continue;
-        }
-        let written: u128 = e.data["line"].as_str().unwrap().parse().unwrap();
+        };
+        let written: u128 = line.text.parse().unwrap();
         delays.push(Duration::from_nanos(
             (now_ns().saturating_sub(written)) as u64,
         ));

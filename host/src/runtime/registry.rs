@@ -99,7 +99,11 @@ impl PluginContext {
     ) -> PluginContext {
         PluginContext {
             name: Arc::from(name),
-            limits: PluginLimits::default(),
+            limits: PluginLimits {
+                memory_mb: 64,
+                cpu_ms: 1000,
+                timeout_ms: 0,
+            },
             settings: settings
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

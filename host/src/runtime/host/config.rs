@@ -24,6 +24,7 @@ impl config::Host for PluginView<'_> {
 mod tests {
     use super::*;
     use crate::runtime::registry::PluginContext;
+    use config::Host as _;
 
     #[test]
     fn overrides_stand_in_for_settings() {
