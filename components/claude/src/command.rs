@@ -1,9 +1,7 @@
 //! The Claude Code command line for one prompt request (pure: settings come in as a value).
 
 use gantry_guest::adapter::{AgentSettings, check_extra_flags, check_request};
-use gantry_guest::backend::gantry::plugin::types::{
-    ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode,
-};
+use gantry_guest::types::{ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode};
 
 /// Extra flags callers may pass without the operator's say-so: they change neither what the
 /// agent may touch nor how it authenticates.

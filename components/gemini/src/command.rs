@@ -1,9 +1,7 @@
 //! The Gemini CLI command line for one prompt request (pure: settings come in as a value).
 
 use gantry_guest::adapter::{AgentSettings, check_extra_flags, check_request};
-use gantry_guest::backend::gantry::plugin::types::{
-    ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode,
-};
+use gantry_guest::types::{ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode};
 use serde_json::json;
 
 /// Extra flags callers may pass without the operator's say-so: none. (Gemini CLI's other
