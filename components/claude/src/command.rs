@@ -106,7 +106,7 @@ fn permission_mode(
             ApprovalMode::Default | ApprovalMode::None => Ok(Some("plan")),
             ApprovalMode::Auto | ApprovalMode::Always => Err(RequestError::Invalid(format!(
                 "approval mode {} contradicts sandbox mode read-only",
-                approval_name(approval)
+                approval.as_str()
             ))),
         };
     }
@@ -118,15 +118,6 @@ fn permission_mode(
         ApprovalMode::Always if settings.allow_bypass => Some("bypassPermissions"),
         ApprovalMode::Always => return Err(RequestError::FlagNotAllowed(BYPASS_FLAG.into())),
     })
-}
-
-fn approval_name(mode: ApprovalMode) -> &'static str {
-    match mode {
-        ApprovalMode::Default => "default",
-        ApprovalMode::Auto => "auto",
-        ApprovalMode::None => "none",
-        ApprovalMode::Always => "always",
-    }
 }
 
 #[cfg(test)]

@@ -112,12 +112,11 @@ fn approval_mode(
     if request.sandbox_mode == SandboxMode::ReadOnly {
         return match approval {
             ApprovalMode::Default | ApprovalMode::None => Ok(Some("plan")),
-            ApprovalMode::Auto => Err(RequestError::Invalid(
-                "approval mode auto contradicts sandbox mode read-only".into(),
-            )),
-            ApprovalMode::Always => Err(RequestError::Invalid(
-                "approval mode always contradicts sandbox mode read-only".into(),
-            )),
+            ApprovalMode::Auto | ApprovalMode::Always => Err(RequestError::Invalid(format!(
+                "approval mode {} contradicts sandbox mode {}",
+                approval.as_str(),
+                SandboxMode::ReadOnly.as_str()
+            ))),
         };
     }
     Ok(match approval {
