@@ -1,9 +1,7 @@
 //! The Claude Code command line for one prompt request (pure: settings come in as a value).
 
 use gantry_guest::adapter::{AgentSettings, check_extra_flags, check_request};
-use gantry_guest::backend::gantry::plugin::types::{
-    ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode,
-};
+use gantry_guest::types::{ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode};
 
 /// Extra flags callers may pass without the operator's say-so: they change neither what the
 /// agent may touch nor how it authenticates.
@@ -108,7 +106,7 @@ fn permission_mode(
             ApprovalMode::Default | ApprovalMode::None => Ok(Some("plan")),
             ApprovalMode::Auto | ApprovalMode::Always => Err(RequestError::Invalid(format!(
                 "approval mode {} contradicts sandbox mode read-only",
-                approval_name(approval)
+                approval.as_str()
             ))),
         };
     }
@@ -120,15 +118,6 @@ fn permission_mode(
         ApprovalMode::Always if settings.allow_bypass => Some("bypassPermissions"),
         ApprovalMode::Always => return Err(RequestError::FlagNotAllowed(BYPASS_FLAG.into())),
     })
-}
-
-fn approval_name(mode: ApprovalMode) -> &'static str {
-    match mode {
-        ApprovalMode::Default => "default",
-        ApprovalMode::Auto => "auto",
-        ApprovalMode::None => "none",
-        ApprovalMode::Always => "always",
-    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@
 //! lines that are not JSON) becomes a `raw` event; stderr lines are `raw` too.
 
 use gantry_guest::adapter::Outcome;
-use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, InitInfo, OutputStream, RunSummary, ToolResult, ToolUse, Usage,
-};
+use gantry_guest::json::{is_true, str_at, string_at, u64_at};
+use gantry_guest::lines::JsonLines;
+use gantry_guest::types::{AgentEvent, InitInfo, ToolResult, ToolUse, Usage};
 use serde_json::Value;
 
 /// The parsing state of one run.
@@ -23,51 +23,34 @@ pub struct Parser {
     outcome: Outcome,
 }
 
+impl JsonLines for Parser {
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+
+    /// A line whose type is not mapped, or that maps to no event, is `raw`.
+    fn event(&mut self, v: &Value) -> Option<Vec<AgentEvent>> {
+        let events = self.events(v);
+        (!events.is_empty()).then_some(events)
+    }
+}
+
 impl Parser {
-    /// Unified events for one output line.
-    pub fn parse_line(&mut self, stream: OutputStream, line: &str) -> Vec<AgentEvent> {
-        if stream == OutputStream::Stderr {
-            self.outcome.note_stderr(line);
-            return if line.trim().is_empty() {
-                vec![]
-            } else {
-                vec![AgentEvent::Raw(line.to_string())]
-            };
-        }
-        let events = match serde_json::from_str::<Value>(line) {
-            Ok(value) => self.event(&value),
-            Err(_) => {
-                self.outcome.unreadable = true;
-                vec![]
-            }
-        };
-        if events.is_empty() {
-            vec![AgentEvent::Raw(line.to_string())]
-        } else {
-            events
-        }
-    }
-
-    /// Sum up the run once the process has exited.
-    pub fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        self.outcome.summary(exit_code)
-    }
-
-    fn event(&mut self, v: &Value) -> Vec<AgentEvent> {
+    fn events(&mut self, v: &Value) -> Vec<AgentEvent> {
         if self.outcome.session_id.is_none()
-            && let Some(id) = str_at(v, "session_id")
+            && let Some(id) = string_at(v, "session_id")
         {
             self.outcome.session_id = Some(id);
         }
-        match (str_of(v, "type"), str_of(v, "subtype")) {
+        match (str_at(v, "type"), str_at(v, "subtype")) {
             (Some("system"), Some("init")) => {
-                let session_id = str_at(v, "session_id");
+                let session_id = string_at(v, "session_id");
                 if session_id.is_some() {
                     self.outcome.session_id.clone_from(&session_id);
                 }
                 vec![AgentEvent::Init(InitInfo {
                     session_id,
-                    model: str_at(v, "model"),
+                    model: string_at(v, "model"),
                 })]
             }
             (Some("assistant"), _) => self.assistant(v),
@@ -79,33 +62,29 @@ impl Parser {
 
     fn assistant(&mut self, v: &Value) -> Vec<AgentEvent> {
         let blocks = content(v);
-        let api_error = v.get("is_api_error_message").and_then(Value::as_bool) == Some(true)
-            || v.pointer("/message/model").and_then(Value::as_str) == Some("<synthetic>");
+        let api_error =
+            is_true(v, "is_api_error_message") || str_at(v, "message/model") == Some("<synthetic>");
         if api_error {
-            let text: Vec<&str> = blocks.iter().filter_map(|b| str_of(b, "text")).collect();
+            let text: Vec<&str> = blocks.iter().filter_map(|b| str_at(b, "text")).collect();
             let message = if text.is_empty() {
-                str_of(v, "error").unwrap_or("API error").to_string()
+                str_at(v, "error").unwrap_or("API error").to_string()
             } else {
                 text.join("\n")
             };
-            return if self.outcome.note_error(message.clone()) {
-                vec![AgentEvent::Error(message)]
-            } else {
-                vec![]
-            };
+            return self.outcome.error_event(message).into_iter().collect();
         }
         let mut events = Vec::new();
         for block in blocks {
-            match str_of(block, "type") {
+            match str_at(block, "type") {
                 Some("text") => {
-                    if let Some(text) = str_of(block, "text").filter(|t| !t.is_empty()) {
+                    if let Some(text) = str_at(block, "text").filter(|t| !t.is_empty()) {
                         self.outcome.final_text = Some(text.to_string());
                         events.push(AgentEvent::Message(text.to_string()));
                     }
                 }
                 Some("tool_use" | "server_tool_use") => events.push(AgentEvent::ToolUse(ToolUse {
-                    id: str_at(block, "id").unwrap_or_default(),
-                    name: str_at(block, "name").unwrap_or_default(),
+                    id: string_at(block, "id").unwrap_or_default(),
+                    name: string_at(block, "name").unwrap_or_default(),
                     input: block
                         .get("input")
                         .map_or_else(|| "{}".into(), Value::to_string),
@@ -123,14 +102,11 @@ impl Parser {
             self.outcome.usage = Some(usage);
             events.push(AgentEvent::Usage(usage));
         }
-        let is_error = v.get("is_error").and_then(Value::as_bool) == Some(true)
-            || str_of(v, "subtype").is_some_and(|s| s.starts_with("error"));
+        let is_error =
+            is_true(v, "is_error") || str_at(v, "subtype").is_some_and(|s| s.starts_with("error"));
         if is_error {
-            let message = result_error(v);
-            if self.outcome.note_error(message.clone()) {
-                events.push(AgentEvent::Error(message));
-            }
-        } else if let Some(text) = str_at(v, "result") {
+            events.extend(self.outcome.error_event(result_error(v)));
+        } else if let Some(text) = string_at(v, "result") {
             self.outcome.final_text = Some(text);
         }
         events.push(self.outcome.done());
@@ -142,12 +118,12 @@ impl Parser {
 fn user(v: &Value) -> Vec<AgentEvent> {
     content(v)
         .iter()
-        .filter(|b| str_of(b, "type") == Some("tool_result"))
+        .filter(|b| str_at(b, "type") == Some("tool_result"))
         .map(|b| {
             AgentEvent::ToolResult(ToolResult {
-                id: str_at(b, "tool_use_id").unwrap_or_default(),
+                id: string_at(b, "tool_use_id").unwrap_or_default(),
                 output: text_of(b.get("content")),
-                is_error: b.get("is_error").and_then(Value::as_bool) == Some(true),
+                is_error: is_true(b, "is_error"),
             })
         })
         .collect()
@@ -161,12 +137,12 @@ fn result_error(v: &Value) -> String {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let text = str_at(v, "result")
+    let text = string_at(v, "result")
         .filter(|t| !t.is_empty())
         .or_else(|| (!errors.is_empty()).then(|| errors.join("; ")))
-        .or_else(|| str_at(v, "subtype"))
+        .or_else(|| string_at(v, "subtype"))
         .unwrap_or_else(|| "the run failed".into());
-    match str_of(v, "terminal_reason") {
+    match str_at(v, "terminal_reason") {
         Some(reason) if !matches!(reason, "completed" | "api_error") && !text.contains(reason) => {
             format!("{text} ({reason})")
         }
@@ -178,16 +154,16 @@ fn result_error(v: &Value) -> String {
 /// excludes cache reads and writes, so they are added), cached the cache reads; output
 /// includes thinking, reasoning is the thinking part.
 fn usage(u: &Value) -> Option<Usage> {
-    let n = |path: &str| u.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+    let n = |path: &str| u64_at(u, path).unwrap_or(0);
     if !u.is_object() {
         return None;
     }
-    let cached = n("/cache_read_input_tokens");
+    let cached = n("cache_read_input_tokens");
     Some(Usage {
-        input_tokens: n("/input_tokens") + cached + n("/cache_creation_input_tokens"),
-        output_tokens: n("/output_tokens"),
+        input_tokens: n("input_tokens") + cached + n("cache_creation_input_tokens"),
+        output_tokens: n("output_tokens"),
         cached_tokens: cached,
-        reasoning_tokens: n("/output_tokens_details/thinking_tokens"),
+        reasoning_tokens: n("output_tokens_details/thinking_tokens"),
     })
 }
 
@@ -197,7 +173,7 @@ fn text_of(content: Option<&Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(blocks)) => blocks
             .iter()
-            .filter_map(|b| str_of(b, "text"))
+            .filter_map(|b| str_at(b, "text"))
             .collect::<Vec<_>>()
             .join("\n"),
         Some(Value::Null) | None => String::new(),
@@ -206,23 +182,17 @@ fn text_of(content: Option<&Value>) -> String {
 }
 
 fn content(v: &Value) -> &[Value] {
-    v.pointer("/message/content")
+    gantry_guest::json::at(v, "message/content")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn str_at(v: &Value, key: &str) -> Option<String> {
-    str_of(v, key).map(str::to_string)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_guest::backend::gantry::plugin::types::DoneInfo;
+    use gantry_guest::lines::LineParser;
+    use gantry_guest::testing::{self, stderr, stdout, usage};
+    use gantry_guest::types::DoneInfo;
 
     const TURN: &str = include_str!("../../../tests/fixtures/claude/turn.jsonl");
     const RESUME: &str = include_str!("../../../tests/fixtures/claude/resume.jsonl");
@@ -245,25 +215,8 @@ mod tests {
         INTERRUPTED,
     ];
 
-    fn run(stdout: &str, stderr: &str) -> (Parser, Vec<AgentEvent>) {
-        let mut p = Parser::default();
-        let mut events = Vec::new();
-        for line in stdout.lines() {
-            events.extend(p.parse_line(OutputStream::Stdout, line));
-        }
-        for line in stderr.lines() {
-            events.extend(p.parse_line(OutputStream::Stderr, line));
-        }
-        (p, events)
-    }
-
-    fn usage(input: u64, output: u64, cached: u64, reasoning: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            reasoning_tokens: reasoning,
-        }
+    fn run(out: &str, err: &str) -> (Parser, Vec<AgentEvent>) {
+        testing::run(Parser::default(), out, err)
     }
 
     fn done(text: Option<&str>, session: &str) -> AgentEvent {
@@ -277,7 +230,7 @@ mod tests {
     #[test]
     fn a_turn() {
         let sid = "dfd55363-c50b-469d-ab9d-8762648ed106";
-        let (p, events) = run(TURN, "");
+        let (mut p, events) = run(TURN, "");
         assert_eq!(
             events,
             [
@@ -309,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_resumed_turn_keeps_the_session() {
-        let (p, events) = run(RESUME, "");
+        let (mut p, events) = run(RESUME, "");
         let s = p.finish(Some(0));
         assert!(s.success);
         assert_eq!(
@@ -328,7 +281,7 @@ mod tests {
     #[test]
     fn a_tool_call() {
         let sid = "db875201-3d76-4c79-9d3c-7a281f5ed6ae";
-        let (p, events) = run(TOOL, "");
+        let (mut p, events) = run(TOOL, "");
         assert_eq!(
             events[1..],
             [
@@ -358,7 +311,7 @@ mod tests {
     #[test]
     fn api_errors() {
         for (fixture, status) in [(API_ERROR, "500"), (OVERLOADED, "529")] {
-            let (p, events) = run(fixture, "");
+            let (mut p, events) = run(fixture, "");
             let errors: Vec<&String> = events
                 .iter()
                 .filter_map(|e| match e {
@@ -388,7 +341,7 @@ mod tests {
 
     #[test]
     fn max_turns_unknown_resume_and_interruption() {
-        let (p, events) = run(MAX_TURNS, "");
+        let (mut p, events) = run(MAX_TURNS, "");
         assert!(events.iter().any(|e| matches!(e, AgentEvent::ToolUse(_))));
         let s = p.finish(Some(1));
         assert_eq!(
@@ -397,7 +350,7 @@ mod tests {
         );
         assert_eq!(s.usage, Some(usage(120, 7, 20, 0)));
 
-        let (p, events) = run(UNKNOWN_RESUME, UNKNOWN_RESUME_ERR);
+        let (mut p, events) = run(UNKNOWN_RESUME, UNKNOWN_RESUME_ERR);
         assert_eq!(events.len(), 4, "{events:?}"); // usage, error, done, raw stderr
         let s = p.finish(Some(1));
         assert_eq!(
@@ -410,7 +363,7 @@ mod tests {
         );
 
         // SIGINT: a partial message, an interruption notice (raw), an error result, exit 0.
-        let (p, events) = run(INTERRUPTED, "");
+        let (mut p, events) = run(INTERRUPTED, "");
         assert!(events.contains(&AgentEvent::Message("fak".into())));
         assert!(events.contains(&AgentEvent::Raw(INTERRUPTED.lines().nth(2).unwrap().into())));
         let s = p.finish(Some(0));
@@ -423,7 +376,7 @@ mod tests {
     fn a_run_without_its_result_line_did_not_finish() {
         // SIGTERM: Claude Code exits 143 at once, without a result line.
         let lines: Vec<&str> = TURN.lines().collect();
-        let (p, _) = run(&lines[..2].join("\n"), "");
+        let (mut p, _) = run(&lines[..2].join("\n"), "");
         let s = p.finish(Some(143));
         assert!(!s.success);
         assert_eq!(s.error.as_deref(), Some("exited with status 143"));
@@ -445,14 +398,11 @@ mod tests {
         );
         let mut p = Parser::default();
         for line in &lines[..2] {
-            p.parse_line(OutputStream::Stdout, line);
+            stdout(&mut p, line);
         }
         for piece in result.as_bytes().chunks(65536) {
             let piece = std::str::from_utf8(piece).unwrap();
-            assert_eq!(
-                p.parse_line(OutputStream::Stdout, piece),
-                [AgentEvent::Raw(piece.into())]
-            );
+            assert_eq!(stdout(&mut p, piece), [AgentEvent::Raw(piece.into())]);
         }
         let s = p.finish(Some(0));
         assert!(s.success, "{s:?}");
@@ -477,16 +427,16 @@ mod tests {
             "null",
         ] {
             assert_eq!(
-                p.parse_line(OutputStream::Stdout, line),
+                stdout(&mut p, line),
                 [AgentEvent::Raw(line.into())],
                 "{line}"
             );
         }
         assert_eq!(
-            p.parse_line(OutputStream::Stderr, "some warning"),
+            stderr(&mut p, "some warning"),
             [AgentEvent::Raw("some warning".into())]
         );
-        assert!(p.parse_line(OutputStream::Stderr, "").is_empty());
+        assert!(stderr(&mut p, "").is_empty());
         // Lines that are not JSON may have been pieces of a split result line.
         assert!(p.finish(Some(0)).success);
     }
@@ -502,10 +452,7 @@ mod tests {
                         cut -= 1;
                     }
                     let half = &line[..cut];
-                    assert_eq!(
-                        p.parse_line(OutputStream::Stdout, half),
-                        [AgentEvent::Raw(half.into())]
-                    );
+                    assert_eq!(stdout(&mut p, half), [AgentEvent::Raw(half.into())]);
                 }
             }
             let s = p.finish(Some(0));

@@ -1,6 +1,7 @@
 //! Reading clinvk request bodies: every field of the document, checked, with messages that say
 //! which field is wrong and why. Pure functions over JSON, so they are tested natively.
 
+use gantry_guest::types::{ApprovalMode, SandboxMode};
 use serde_json::{Map, Value};
 
 /// An answer that is not a success: status, stable code, message (the flat envelope).
@@ -36,24 +37,6 @@ impl ApiError {
     }
 }
 
-/// `approval_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Approval {
-    Default,
-    Auto,
-    None,
-    Always,
-}
-
-/// `sandbox_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sandbox {
-    Default,
-    ReadOnly,
-    Workspace,
-    Full,
-}
-
 /// `output_format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -75,8 +58,8 @@ pub struct PromptSpec {
     pub workspace_id: Option<String>,
     pub session_id: Option<String>,
     pub ephemeral: bool,
-    pub approval: Approval,
-    pub sandbox: Sandbox,
+    pub approval: ApprovalMode,
+    pub sandbox: SandboxMode,
     pub output_format: OutputFormat,
     /// Accepted and kept; no backend flag takes it (as in clinvk).
     pub max_tokens: Option<u64>,
@@ -187,6 +170,18 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// One of the values of an enum of the contract, by its name (`as_str`); `None` when
+    /// absent.
+    pub fn named<T: Copy>(
+        &self,
+        key: &str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Result<Option<T>, ApiError> {
+        let choices: Vec<(&str, T)> = all.iter().map(|&v| (name(v), v)).collect();
+        self.choice(key, &choices)
+    }
+
     /// One of `choices`, by name; `None` when absent.
     pub fn choice<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, ApiError> {
         let Some(value) = self.string(key)? else {
@@ -202,20 +197,6 @@ impl<'a> Fields<'a> {
             })
     }
 }
-
-const APPROVALS: &[(&str, Approval)] = &[
-    ("default", Approval::Default),
-    ("auto", Approval::Auto),
-    ("none", Approval::None),
-    ("always", Approval::Always),
-];
-
-const SANDBOXES: &[(&str, Sandbox)] = &[
-    ("default", Sandbox::Default),
-    ("read-only", Sandbox::ReadOnly),
-    ("workspace", Sandbox::Workspace),
-    ("full", Sandbox::Full),
-];
 
 const FORMATS: &[(&str, OutputFormat)] = &[
     ("default", OutputFormat::Default),
@@ -255,11 +236,11 @@ pub fn prompt_spec(map: &Map<String, Value>, at: &str) -> Result<PromptSpec, Api
         session_id: f.non_empty("session_id")?,
         ephemeral: f.boolean("ephemeral")?,
         approval: f
-            .choice("approval_mode", APPROVALS)?
-            .unwrap_or(Approval::Default),
+            .named("approval_mode", ApprovalMode::ALL, ApprovalMode::as_str)?
+            .unwrap_or(ApprovalMode::Default),
         sandbox: f
-            .choice("sandbox_mode", SANDBOXES)?
-            .unwrap_or(Sandbox::Default),
+            .named("sandbox_mode", SandboxMode::ALL, SandboxMode::as_str)?
+            .unwrap_or(SandboxMode::Default),
         output_format: f
             .choice("output_format", FORMATS)?
             .unwrap_or(OutputFormat::Default),
@@ -317,8 +298,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(s.backend, "claude");
-        assert_eq!(s.approval, Approval::Auto);
-        assert_eq!(s.sandbox, Sandbox::ReadOnly);
+        assert_eq!(s.approval, ApprovalMode::Auto);
+        assert_eq!(s.sandbox, SandboxMode::ReadOnly);
         assert_eq!(s.output_format, OutputFormat::StreamJson);
         assert_eq!((s.max_tokens, s.max_turns), (Some(4096), Some(10)));
         assert!(s.ephemeral && s.verbose && s.dry_run);
@@ -339,6 +320,10 @@ mod tests {
         assert_eq!(
             err(json!({"backend": "c", "prompt": "p", "approval_mode": "yolo"})),
             "approval_mode must be one of default, auto, none, always"
+        );
+        assert_eq!(
+            err(json!({"backend": "c", "prompt": "p", "sandbox_mode": "open"})),
+            "sandbox_mode must be one of default, read-only, workspace, full"
         );
         assert_eq!(
             err(json!({"backend": "c", "prompt": "p", "output_format": "xml"})),

@@ -1,11 +1,11 @@
 //! Running one prompt as a gantry task: where it runs, starting it, following its log to the
 //! end, and summing up what the agent said.
 
-use crate::request::{ApiError, Approval, PromptSpec, Sandbox};
+use crate::request::{ApiError, PromptSpec};
 use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, TaskError};
-use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
 use gantry_guest::bindings::gantry::plugin::workspaces::{self, WorkspaceError};
 use gantry_guest::bindings::wasi::clocks::monotonic_clock;
+use gantry_guest::types::{AgentEvent, EventBody, PromptRequest, TaskState};
 use serde_json::{Value, json};
 
 /// Where a run happens.
@@ -38,9 +38,10 @@ impl Placement {
         }
     }
 
-    /// The host directory the run works in, for people.
+    /// The directory the run works in, for people: `/workspaces/<id>[/subdir]` for a
+    /// workspace of gantry's own, the attached directory's path for one the operator attached.
     pub fn working_dir(&self) -> Option<String> {
-        let root = workspaces::host_path(&self.workspace_id).ok()?;
+        let root = workspaces::display_path(&self.workspace_id).ok()?;
         Some(match &self.subdir {
             Some(sub) if !sub.is_empty() => format!("{root}/{sub}"),
             _ => root,
@@ -115,18 +116,8 @@ pub fn prompt_request(spec: &PromptSpec, resume: Option<String>) -> PromptReques
         model: spec.model.clone(),
         system_prompt: spec.system_prompt.clone(),
         max_turns: spec.max_turns,
-        approval_mode: match spec.approval {
-            Approval::Default => ApprovalMode::Default,
-            Approval::Auto => ApprovalMode::Auto,
-            Approval::None => ApprovalMode::None,
-            Approval::Always => ApprovalMode::Always,
-        },
-        sandbox_mode: match spec.sandbox {
-            Sandbox::Default => SandboxMode::Default,
-            Sandbox::ReadOnly => SandboxMode::ReadOnly,
-            Sandbox::Workspace => SandboxMode::Workspace,
-            Sandbox::Full => SandboxMode::Full,
-        },
+        approval_mode: spec.approval,
+        sandbox_mode: spec.sandbox,
         extra_flags: spec.extra.clone(),
         resume_session: resume,
     }
@@ -180,13 +171,12 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn from_event(v: &Value) -> Usage {
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    fn of(u: &gantry_guest::types::Usage) -> Usage {
         Usage {
-            input: n("input_tokens"),
-            output: n("output_tokens"),
-            cached: n("cached_tokens"),
-            reasoning: n("reasoning_tokens"),
+            input: u.input_tokens,
+            output: u.output_tokens,
+            cached: u.cached_tokens,
+            reasoning: u.reasoning_tokens,
         }
     }
 
@@ -213,8 +203,8 @@ impl Usage {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub backend: String,
-    /// The task's final state: done, failed, cancelled, timed_out, interrupted.
-    pub state: String,
+    /// The task's final state.
+    pub state: TaskState,
     /// -1 when the process never exited on its own (not started, killed).
     pub exit_code: i32,
     pub duration_ms: u64,
@@ -228,14 +218,14 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.state == "done"
+        self.state == TaskState::Done
     }
 
     /// An outcome for a run that never started.
-    pub fn not_started(backend: &str, state: &str, error: String) -> Outcome {
+    pub fn not_started(backend: &str, state: TaskState, error: String) -> Outcome {
         Outcome {
             backend: backend.to_string(),
-            state: state.to_string(),
+            state,
             exit_code: -1,
             duration_ms: 0,
             output: String::new(),
@@ -257,7 +247,7 @@ impl Outcome {
             "model": self.model,
             "error": self.error,
         });
-        if self.state == "cancelled" {
+        if self.state == TaskState::Cancelled {
             v["cancelled"] = true.into();
         }
         v
@@ -275,18 +265,17 @@ struct Tally {
 }
 
 impl Tally {
-    fn see(&mut self, event: &Value) {
-        let text = |k: &str| event[k].as_str().map(str::to_string);
-        match event["type"].as_str() {
-            Some("init") => {
-                self.model = text("model").or(self.model.take());
-                self.backend_session = text("session_id").or(self.backend_session.take());
+    fn see(&mut self, event: &AgentEvent) {
+        match event {
+            AgentEvent::Init(init) => {
+                self.model = init.model.clone().or(self.model.take());
+                self.backend_session = init.session_id.clone().or(self.backend_session.take());
             }
-            Some("message") => self.messages.extend(text("text")),
-            Some("usage") => self.usage = Some(Usage::from_event(event)),
-            Some("error") => self.errors.extend(text("message")),
-            Some("done") => {
-                self.backend_session = text("session_id").or(self.backend_session.take());
+            AgentEvent::Message(text) => self.messages.push(text.clone()),
+            AgentEvent::Usage(u) => self.usage = Some(Usage::of(u)),
+            AgentEvent::Error(message) => self.errors.push(message.clone()),
+            AgentEvent::Done(done) => {
+                self.backend_session = done.session_id.clone().or(self.backend_session.take());
             }
             _ => {}
         }
@@ -301,7 +290,7 @@ pub struct Gone;
 /// says the client is gone, the run is cancelled.
 pub fn follow(
     run: &Running,
-    mut on_event: impl FnMut(&Value) -> Result<(), Gone>,
+    mut on_event: impl FnMut(&AgentEvent) -> Result<(), Gone>,
 ) -> Result<Outcome, ApiError> {
     let mut tally = Tally::default();
     {
@@ -311,12 +300,12 @@ pub fn follow(
             if events.is_empty() {
                 break;
             }
-            for event in events.iter().filter(|e| e.kind == "agent") {
-                let Ok(value) = serde_json::from_str::<Value>(&event.data_json) else {
+            for event in &events {
+                let EventBody::Agent(event) = &event.body else {
                     continue;
                 };
-                tally.see(&value);
-                if on_event(&value).is_err() {
+                tally.see(event);
+                if on_event(event).is_err() {
                     let _ = tasks::cancel(&run.task_id);
                     return Err(ApiError::new(499, "client_closed", "the client went away"));
                 }
@@ -324,26 +313,23 @@ pub fn follow(
         }
     }
     let task = tasks::get(&run.task_id).map_err(task_error)?;
-    let summary: Value = task
-        .summary_json
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or(Value::Null);
-    let output = summary["final_text"]
-        .as_str()
-        .map(str::to_string)
+    // The adapter's summary of the run, when it has one, over what the events said.
+    let summary = task.summary.and_then(|s| s.run);
+    let summary = summary.as_ref();
+    let output = summary
+        .and_then(|s| s.final_text.clone())
         .unwrap_or_else(|| tally.messages.join("\n"));
-    let usage = match &summary["usage"] {
-        Value::Object(_) => Usage::from_event(&summary["usage"]),
-        _ => tally.usage.unwrap_or_default(),
+    let usage = match summary.and_then(|s| s.usage.as_ref()) {
+        Some(u) => Usage::of(u),
+        None => tally.usage.unwrap_or_default(),
     };
-    let succeeded = task.state == "done";
+    let succeeded = task.state == TaskState::Done;
     let error = if succeeded {
         None
     } else {
         task.error
             .or_else(|| (!tally.errors.is_empty()).then(|| tally.errors.join("; ")))
-            .or_else(|| Some(format!("the run ended {}", task.state)))
+            .or_else(|| Some(format!("the run ended {}", task.state.as_str())))
     };
     Ok(Outcome {
         backend: run.backend.clone(),
@@ -354,9 +340,8 @@ pub fn follow(
         usage,
         model: tally.model,
         error,
-        backend_session: summary["session_id"]
-            .as_str()
-            .map(str::to_string)
+        backend_session: summary
+            .and_then(|s| s.session_id.clone())
             .or(tally.backend_session),
     })
 }
@@ -385,12 +370,20 @@ mod tests {
 
     #[test]
     fn tally_keeps_model_session_messages_and_usage() {
+        use gantry_guest::types::{DoneInfo, InitInfo};
         let mut t = Tally::default();
-        t.see(&json!({"type": "init", "session_id": "s1", "model": "m"}));
-        t.see(&json!({"type": "message", "text": "a"}));
-        t.see(&json!({"type": "usage", "input_tokens": 3, "output_tokens": 4, "cached_tokens": 0, "reasoning_tokens": 1}));
-        t.see(&json!({"type": "message", "text": "b"}));
-        t.see(&json!({"type": "done", "exit_code": 0, "session_id": null}));
+        t.see(&AgentEvent::Init(InitInfo {
+            session_id: Some("s1".into()),
+            model: Some("m".into()),
+        }));
+        t.see(&AgentEvent::Message("a".into()));
+        t.see(&AgentEvent::Usage(gantry_guest::testing::usage(3, 4, 0, 1)));
+        t.see(&AgentEvent::Message("b".into()));
+        t.see(&AgentEvent::Done(DoneInfo {
+            exit_code: Some(0),
+            final_text: None,
+            session_id: None,
+        }));
         assert_eq!(t.messages, ["a", "b"]);
         assert_eq!(t.model.as_deref(), Some("m"));
         assert_eq!(t.backend_session.as_deref(), Some("s1"));

@@ -12,12 +12,12 @@
 
 use gantry_guest::bindings::gantry::plugin::host_info;
 use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
-use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
 use gantry_guest::bindings::gantry::plugin::workspaces::{self, Workspace, WorkspaceError};
 use gantry_guest::config;
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, Request};
 use gantry_guest::time::iso8601;
+use gantry_guest::types::{EventBody, PromptRequest};
 use serde_json::{Value, json};
 
 const MAX_BODY: usize = 1 << 20;
@@ -233,15 +233,8 @@ fn list_workspaces() -> Result<Value, ApiError> {
 
 fn prompt(command: &str, args: Vec<String>) -> PromptRequest {
     PromptRequest {
-        prompt: command.to_string(),
         args,
-        model: None,
-        system_prompt: None,
-        max_turns: None,
-        approval_mode: ApprovalMode::Default,
-        sandbox_mode: SandboxMode::Default,
-        extra_flags: vec![],
-        resume_session: None,
+        ..gantry_guest::adapter::plain_request(command)
     }
 }
 
@@ -335,14 +328,13 @@ fn research_task(id: &str) -> Result<Task, ApiError> {
 }
 
 fn task_json(t: &Task) -> Value {
-    let request: Value = serde_json::from_str(&t.request_json).unwrap_or(Value::Null);
     json!({
         "ok": true,
         "task_id": t.id,
         "workspace_id": t.workspace_id,
-        "command": request["prompt"],
-        "args": request["args"],
-        "status": t.state,
+        "command": t.request.prompt,
+        "args": t.request.args,
+        "status": t.state.as_str(),
         "created_at": iso8601(t.created_at),
         "started_at": t.started_at.map(iso8601),
         "finished_at": t.finished_at.map(iso8601),
@@ -384,17 +376,16 @@ fn stream(request: &Request, id: &str, out: ResponseOutparam) {
         }
         let mut chunk = String::new();
         for e in batch {
-            if e.kind != "stdout" && e.kind != "stderr" {
+            let EventBody::Output(line) = e.body else {
                 continue;
-            }
+            };
             let seq = line_seq;
             line_seq += 1;
             if resume_after.is_some_and(|last| seq <= last) {
                 continue;
             }
-            let data: Value = serde_json::from_str(&e.data_json).unwrap_or(Value::Null);
-            let mut payload = json!({ "line": data["line"], "seq": seq });
-            if data["partial"] == true {
+            let mut payload = json!({ "line": line.text, "seq": seq });
+            if line.partial {
                 payload["partial"] = true.into();
             }
             chunk.push_str(&format!("id: {seq}\ndata: {payload}\n\n"));
@@ -404,7 +395,7 @@ fn stream(request: &Request, id: &str, out: ResponseOutparam) {
         }
     }
     let end = match tasks::get(&task.id) {
-        Ok(t) => json!({ "status": t.state, "exit_code": t.exit_code }),
+        Ok(t) => json!({ "status": t.state.as_str(), "exit_code": t.exit_code }),
         Err(_) => json!({ "status": "unknown", "exit_code": null }),
     };
     if body

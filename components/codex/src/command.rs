@@ -1,9 +1,7 @@
 //! The Codex command line for one prompt request (pure: settings come in as a value).
 
 use gantry_guest::adapter::{AgentSettings, check_extra_flags, check_request};
-use gantry_guest::backend::gantry::plugin::types::{
-    ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode,
-};
+use gantry_guest::types::{ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode};
 
 /// Extra flags callers may pass without the operator's say-so. (`-c`, `--enable`,
 /// `--add-dir`, `--image`, `--output-schema` and the like change what the agent may touch or
@@ -154,9 +152,10 @@ fn modes(
         SandboxMode::Workspace => Some("workspace-write"),
         SandboxMode::Full => Some("danger-full-access"),
     };
-    let contradiction = |approval: &str| {
+    let contradiction = |approval: ApprovalMode| {
         Err(RequestError::Invalid(format!(
-            "approval mode {approval} contradicts sandbox mode {}",
+            "approval mode {} contradicts sandbox mode {}",
+            approval.as_str(),
             sandbox.unwrap_or_default()
         )))
     };
@@ -164,12 +163,12 @@ fn modes(
         ApprovalMode::Default => Ok((sandbox, None, false)),
         ApprovalMode::None => Ok((sandbox, Some("never"), false)),
         ApprovalMode::Auto => match request.sandbox_mode {
-            SandboxMode::ReadOnly => contradiction("auto"),
+            SandboxMode::ReadOnly => contradiction(ApprovalMode::Auto),
             SandboxMode::Default => Ok((Some("workspace-write"), None, false)),
             _ => Ok((sandbox, None, false)),
         },
         ApprovalMode::Always => match request.sandbox_mode {
-            SandboxMode::ReadOnly | SandboxMode::Workspace => contradiction("always"),
+            SandboxMode::ReadOnly | SandboxMode::Workspace => contradiction(ApprovalMode::Always),
             _ if !settings.allow_bypass => Err(RequestError::FlagNotAllowed(BYPASS_FLAG.into())),
             _ => Ok((None, None, true)),
         },

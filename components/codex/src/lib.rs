@@ -1,7 +1,8 @@
 //! The `codex` backend: runs Codex (`codex exec --json --skip-git-repo-check PROMPT`, or
 //! `codex exec resume … SESSION PROMPT`) and maps its stream to unified agent events. The
 //! command line is built in [`command`], the stream parsed in [`parse`]; this file only wires
-//! them to the WIT exports. See `docs/backends.md` for the mapping and the settings.
+//! them to the WIT exports (the `run` resource is the SDK's [`AgentRun`]). See
+//! `docs/backends.md` for the mapping and the settings.
 //!
 //! ```toml
 //! kind = "backend"
@@ -15,19 +16,17 @@ mod command;
 mod parse;
 
 use gantry_guest::adapter::{AgentSettings, bool_setting};
-use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
-use gantry_guest::backend::gantry::plugin::config;
-use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
-};
-use std::cell::RefCell;
+use gantry_guest::backend::exports::gantry::plugin::adapter::Guest;
+use gantry_guest::config;
+use gantry_guest::lines::AgentRun;
+use gantry_guest::types::{BackendInfo, CommandSpec, PromptRequest, RequestError};
 
 const BINARY: &str = "codex";
 
 struct Codex;
 
 impl Guest for Codex {
-    type Run = Run;
+    type Run = AgentRun<parse::Parser>;
 
     fn describe() -> BackendInfo {
         BackendInfo {
@@ -43,38 +42,12 @@ impl Guest for Codex {
     }
 
     fn build_command(request: PromptRequest) -> Result<CommandSpec, RequestError> {
+        let external_sandbox = config::get("external_sandbox");
         let settings = command::Settings {
             common: AgentSettings::load(BINARY)?,
-            external_sandbox: bool_setting(
-                "external_sandbox",
-                config::get("external_sandbox").as_deref(),
-            )?,
+            external_sandbox: bool_setting("external_sandbox", external_sandbox.as_deref())?,
         };
         command::build(&request, &settings)
-    }
-}
-
-struct Run {
-    parser: RefCell<parse::Parser>,
-}
-
-impl GuestRun for Run {
-    fn new(request: PromptRequest) -> Self {
-        // Codex does not print the model it runs with: report the one asked for.
-        let model = request
-            .model
-            .or_else(|| config::get("model").filter(|m| !m.trim().is_empty()));
-        Run {
-            parser: RefCell::new(parse::Parser::new(model)),
-        }
-    }
-
-    fn parse_line(&self, stream: OutputStream, line: String) -> Vec<AgentEvent> {
-        self.parser.borrow_mut().parse_line(stream, &line)
-    }
-
-    fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        self.parser.borrow().finish(exit_code)
     }
 }
 

@@ -14,9 +14,10 @@
 //! notices Codex prints on every run are dropped and everything else is `raw`.
 
 use gantry_guest::adapter::Outcome;
-use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, InitInfo, OutputStream, RunSummary, ToolResult, ToolUse, Usage,
-};
+use gantry_guest::config;
+use gantry_guest::json::{str_at, string_at, u64_at};
+use gantry_guest::lines::JsonLines;
+use gantry_guest::types::{AgentEvent, InitInfo, PromptRequest, ToolResult, ToolUse, Usage};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -44,36 +45,30 @@ impl Parser {
         }
     }
 
-    /// Unified events for one output line.
-    pub fn parse_line(&mut self, stream: OutputStream, line: &str) -> Vec<AgentEvent> {
-        if stream == OutputStream::Stderr {
-            let noise = line.trim().is_empty() || STDERR_NOISE.iter().any(|n| line.starts_with(n));
-            if noise {
-                return vec![];
-            }
-            self.outcome.note_stderr(line);
-            return vec![AgentEvent::Raw(line.to_string())];
-        }
-        let parsed = match serde_json::from_str::<Value>(line) {
-            Ok(value) => self.event(&value),
-            Err(_) => {
-                self.outcome.unreadable = true;
-                None
-            }
-        };
-        parsed.unwrap_or_else(|| vec![AgentEvent::Raw(line.to_string())])
+    fn error(&mut self, message: String) -> Vec<AgentEvent> {
+        self.outcome.error_event(message).into_iter().collect()
+    }
+}
+
+impl JsonLines for Parser {
+    const STDERR_NOISE: &'static [&'static str] = STDERR_NOISE;
+
+    /// Codex does not print the model it runs with: the one asked for, else the `model`
+    /// setting's, is reported.
+    fn start(request: &PromptRequest) -> Parser {
+        let setting = || config::get("model").filter(|m| !m.trim().is_empty());
+        Parser::new(request.model.clone().or_else(setting))
     }
 
-    /// Sum up the run once the process has exited.
-    pub fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        self.outcome.summary(exit_code)
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
     }
 
     /// The events of a line; `None` when it is not understood.
     fn event(&mut self, v: &Value) -> Option<Vec<AgentEvent>> {
-        Some(match v.get("type")?.as_str()? {
+        Some(match str_at(v, "type")? {
             "thread.started" => {
-                let id = str_at(v, "thread_id")?;
+                let id = string_at(v, "thread_id")?;
                 self.outcome.session_id = Some(id.clone());
                 vec![AgentEvent::Init(InitInfo {
                     session_id: Some(id),
@@ -92,12 +87,9 @@ impl Parser {
                 events.push(self.outcome.done());
                 events
             }
-            "error" => self.error(str_at(v, "message")?),
+            "error" => self.error(string_at(v, "message")?),
             "turn.failed" => {
-                let message = v
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the turn failed");
+                let message = str_at(v, "error/message").unwrap_or("the turn failed");
                 let mut events = self.error(message.to_string());
                 events.push(self.outcome.done());
                 events
@@ -105,24 +97,18 @@ impl Parser {
             _ => return None,
         })
     }
+}
 
-    fn error(&mut self, message: String) -> Vec<AgentEvent> {
-        if self.outcome.note_error(message.clone()) {
-            vec![AgentEvent::Error(message)]
-        } else {
-            vec![]
-        }
-    }
-
+impl Parser {
     /// An item's events; `None` for item types that are not mapped.
     fn item(&mut self, item: &Value, completed: bool) -> Option<Vec<AgentEvent>> {
-        let id = str_at(item, "id").unwrap_or_default();
-        let kind = item.get("type")?.as_str()?;
+        let id = string_at(item, "id").unwrap_or_default();
+        let kind = str_at(item, "type")?;
         if kind == "agent_message" {
             if !completed {
                 return Some(vec![]);
             }
-            let text = str_at(item, "text")?;
+            let text = string_at(item, "text")?;
             self.outcome.final_text = Some(text.clone());
             return Some(vec![AgentEvent::Message(text)]);
         }
@@ -138,8 +124,8 @@ impl Parser {
             "mcp_tool_call" => (
                 format!(
                     "{}.{}",
-                    str_of(item, "server").unwrap_or("mcp"),
-                    str_of(item, "tool").unwrap_or("tool")
+                    str_at(item, "server").unwrap_or("mcp"),
+                    str_at(item, "tool").unwrap_or("tool")
                 ),
                 item.get("arguments").cloned().unwrap_or(Value::Null),
             ),
@@ -158,7 +144,7 @@ impl Parser {
             }));
         }
         if completed {
-            let status = str_of(item, "status").unwrap_or("completed");
+            let status = str_at(item, "status").unwrap_or("completed");
             let failed = matches!(status, "failed" | "declined")
                 || item
                     .get("exit_code")
@@ -166,10 +152,10 @@ impl Parser {
                     .is_some_and(|c| c != 0)
                 || item.get("error").is_some_and(|e| !e.is_null());
             let output = match kind {
-                "command_execution" => str_at(item, "aggregated_output").unwrap_or_default(),
+                "command_execution" => string_at(item, "aggregated_output").unwrap_or_default(),
                 "mcp_tool_call" => match item.get("error") {
                     Some(e) if !e.is_null() => {
-                        str_at(e, "message").unwrap_or_else(|| e.to_string())
+                        string_at(e, "message").unwrap_or_else(|| e.to_string())
                     }
                     _ => item.get("result").map(Value::to_string).unwrap_or_default(),
                 },
@@ -192,7 +178,7 @@ fn usage(u: &Value) -> Option<Usage> {
     if !u.is_object() {
         return None;
     }
-    let n = |key: &str| u.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let n = |key: &str| u64_at(u, key).unwrap_or(0);
     Some(Usage {
         input_tokens: n("input_tokens"),
         output_tokens: n("output_tokens"),
@@ -201,18 +187,12 @@ fn usage(u: &Value) -> Option<Usage> {
     })
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn str_at(v: &Value, key: &str) -> Option<String> {
-    str_of(v, key).map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_guest::backend::gantry::plugin::types::DoneInfo;
+    use gantry_guest::lines::LineParser;
+    use gantry_guest::testing::{self, errors, stderr, stdout, usage};
+    use gantry_guest::types::DoneInfo;
 
     const TURN: &str = include_str!("../../../tests/fixtures/codex/turn.jsonl");
     const TURN_ERR: &str = include_str!("../../../tests/fixtures/codex/turn.stderr.txt");
@@ -240,42 +220,15 @@ mod tests {
         DEAD_SERVER,
     ];
 
-    fn run(model: Option<&str>, stdout: &str, stderr: &str) -> (Parser, Vec<AgentEvent>) {
-        let mut p = Parser::new(model.map(Into::into));
-        let mut events = Vec::new();
-        for line in stdout.lines() {
-            events.extend(p.parse_line(OutputStream::Stdout, line));
-        }
-        for line in stderr.lines() {
-            events.extend(p.parse_line(OutputStream::Stderr, line));
-        }
-        (p, events)
-    }
-
-    fn usage(input: u64, output: u64, cached: u64, reasoning: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            reasoning_tokens: reasoning,
-        }
-    }
-
-    fn errors(events: &[AgentEvent]) -> Vec<&str> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                AgentEvent::Error(m) => Some(m.as_str()),
-                _ => None,
-            })
-            .collect()
+    fn run(model: Option<&str>, out: &str, err: &str) -> (Parser, Vec<AgentEvent>) {
+        testing::run(Parser::new(model.map(Into::into)), out, err)
     }
 
     #[test]
     fn a_turn() {
         let tid = "01a20776-a8fb-7543-83cc-474c2de6cbdd";
         let text = "fake reply 1 to: say hello please";
-        let (p, events) = run(Some("gpt-5.5-codex"), TURN, TURN_ERR);
+        let (mut p, events) = run(Some("gpt-5.5-codex"), TURN, TURN_ERR);
         assert_eq!(
             events,
             [
@@ -302,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_resumed_turn_reports_thread_totals() {
-        let (p, events) = run(None, RESUME, "");
+        let (mut p, events) = run(None, RESUME, "");
         assert!(matches!(&events[0], AgentEvent::Init(i) if i.model.is_none()));
         let s = p.finish(Some(0));
         assert_eq!(
@@ -320,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_tool_call() {
-        let (p, events) = run(None, TOOL, TOOL_ERR);
+        let (mut p, events) = run(None, TOOL, TOOL_ERR);
         assert_eq!(
             events[1..4],
             [
@@ -365,7 +318,7 @@ mod tests {
             ),
             (DEAD_SERVER, "", "Connection failed: error sending request"),
         ] {
-            let (p, events) = run(None, stdout, stderr);
+            let (mut p, events) = run(None, stdout, stderr);
             // `error` and `turn.failed` carry the same message: reported once.
             assert_eq!(errors(&events), [expect]);
             assert!(matches!(events.last(), Some(AgentEvent::Done(d)) if d.final_text.is_none()));
@@ -385,7 +338,7 @@ mod tests {
     #[test]
     fn warnings_and_stderr_errors() {
         // A non-fatal error item (model metadata warning) is raw; the run succeeds.
-        let (p, events) = run(Some("gpt-unknown"), UNKNOWN_MODEL, "");
+        let (mut p, events) = run(Some("gpt-unknown"), UNKNOWN_MODEL, "");
         assert_eq!(
             events[1],
             AgentEvent::Raw(UNKNOWN_MODEL.lines().nth(1).unwrap().into())
@@ -393,7 +346,7 @@ mod tests {
         assert!(errors(&events).is_empty());
         assert!(p.finish(Some(0)).success);
         // An unknown session: nothing on stdout, the reason on stderr.
-        let (p, events) = run(None, "", UNKNOWN_RESUME_ERR);
+        let (mut p, events) = run(None, "", UNKNOWN_RESUME_ERR);
         assert_eq!(
             events,
             [AgentEvent::Raw(UNKNOWN_RESUME_ERR.trim_end().into())]
@@ -411,7 +364,7 @@ mod tests {
     #[test]
     fn other_items() {
         let mut p = Parser::new(None);
-        let mut parse = |line: &str| p.parse_line(OutputStream::Stdout, line);
+        let mut parse = |line: &str| stdout(&mut p, line);
         // A patch that only completes: tool use and result together.
         let events = parse(
             r#"{"type":"item.completed","item":{"id":"item_3","type":"file_change","changes":[{"path":"a.txt","kind":"add"}],"status":"completed"}}"#,
@@ -488,13 +441,13 @@ mod tests {
             "[]",
         ] {
             assert_eq!(
-                p.parse_line(OutputStream::Stdout, line),
+                stdout(&mut p, line),
                 [AgentEvent::Raw(line.into())],
                 "{line}"
             );
         }
         assert_eq!(
-            p.parse_line(OutputStream::Stderr, "thread 'main' panicked"),
+            stderr(&mut p, "thread 'main' panicked"),
             [AgentEvent::Raw("thread 'main' panicked".into())]
         );
         // Lines that are not JSON may have been pieces of a split line.
@@ -504,7 +457,7 @@ mod tests {
     #[test]
     fn a_run_without_turn_completed_did_not_finish() {
         let lines: Vec<&str> = TURN.lines().collect();
-        let (p, _) = run(None, &lines[..3].join("\n"), "");
+        let (mut p, _) = run(None, &lines[..3].join("\n"), "");
         let s = p.finish(Some(0));
         assert!(!s.success);
         assert_eq!(
@@ -527,10 +480,7 @@ mod tests {
                     cut -= 1;
                 }
                 let half = &line[..cut];
-                assert_eq!(
-                    p.parse_line(OutputStream::Stdout, half),
-                    [AgentEvent::Raw(half.into())]
-                );
+                assert_eq!(stdout(&mut p, half), [AgentEvent::Raw(half.into())]);
             }
             let s = p.finish(Some(0));
             // Nothing understood, but cut lines may have held the result: no verdict on them.

@@ -18,12 +18,13 @@
 
 use gantry_guest::bindings::gantry::plugin::backends;
 use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
-use gantry_guest::bindings::gantry::plugin::types::{ApprovalMode, PromptRequest, SandboxMode};
 use gantry_guest::bindings::gantry::plugin::workspaces::{
     self, FileEntry, Workspace, WorkspaceError,
 };
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, Request};
+use gantry_guest::json;
+use gantry_guest::types::{ApprovalMode, PromptRequest, SandboxMode};
 use serde_json::{Value, json};
 
 /// The largest request body and the largest file served.
@@ -53,9 +54,7 @@ impl Guest for Core {
             },
             ("GET", ["workspaces", id, "files"]) => answer(out, 200, workspaces::list_files(id).map(|f| json!({ "files": f.into_iter().map(file_json).collect::<Vec<_>>() })).map_err(ws_error)),
             ("GET", ["workspaces", id, "files", rest @ ..]) if !rest.is_empty() => {
-                let file = rest.join("/");
-                let file = gantry_guest::http::percent_decode(&file);
-                match workspaces::read_file(id, &file, MAX_FILE) {
+                match workspaces::read_file(id, &file_path(rest), MAX_FILE) {
                     Ok(bytes) => http::respond(out, 200, "application/octet-stream", &bytes),
                     Err(e) => fail(out, ws_error(e)),
                 }
@@ -159,20 +158,25 @@ fn file_json(f: FileEntry) -> Value {
     json!({ "path": f.path, "size": f.size, "modified": f.modified })
 }
 
+/// The file a `files/{path}` route names: its segments joined and percent-decoded as a path
+/// (a `+` in a file name is a plus, `%2B` one too; `%20` is a space).
+fn file_path(segments: &[&str]) -> String {
+    http::percent_decode_path(&segments.join("/"))
+}
+
 fn task_json(t: Task) -> Value {
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
     json!({
         "id": t.id,
         "workspace_id": t.workspace_id,
         "backend": t.backend,
-        "state": t.state,
+        "state": t.state.as_str(),
         "created_at": t.created_at,
         "started_at": t.started_at,
         "finished_at": t.finished_at,
         "exit_code": t.exit_code,
         "error": t.error,
-        "request": parse(&t.request_json),
-        "summary": t.summary_json.as_deref().map(parse),
+        "request": json::request(&t.request),
+        "summary": json::summary(t.summary.as_ref()),
         "last_seq": t.last_seq,
     })
 }
@@ -243,30 +247,19 @@ fn start_task(request: Request, out: ResponseOutparam) {
                 )
             })
         };
-        let approval_mode = match string_field(&body, "approval_mode")?.as_deref() {
-            None | Some("default") => ApprovalMode::Default,
-            Some("auto") => ApprovalMode::Auto,
-            Some("none") => ApprovalMode::None,
-            Some("always") => ApprovalMode::Always,
-            Some(other) => {
-                return Err(ApiError(
-                    400,
-                    "bad_request",
-                    format!("unknown approval_mode {other:?}"),
-                ));
+        let unknown = |key: &str, other: &str| {
+            ApiError(400, "bad_request", format!("unknown {key} {other:?}"))
+        };
+        let approval_mode = match string_field(&body, "approval_mode")? {
+            None => ApprovalMode::Default,
+            Some(name) => {
+                ApprovalMode::parse(&name).ok_or_else(|| unknown("approval_mode", &name))?
             }
         };
-        let sandbox_mode = match string_field(&body, "sandbox_mode")?.as_deref() {
-            None | Some("default") => SandboxMode::Default,
-            Some("read-only") => SandboxMode::ReadOnly,
-            Some("workspace") => SandboxMode::Workspace,
-            Some("full") => SandboxMode::Full,
-            Some(other) => {
-                return Err(ApiError(
-                    400,
-                    "bad_request",
-                    format!("unknown sandbox_mode {other:?}"),
-                ));
+        let sandbox_mode = match string_field(&body, "sandbox_mode")? {
+            None => SandboxMode::Default,
+            Some(name) => {
+                SandboxMode::parse(&name).ok_or_else(|| unknown("sandbox_mode", &name))?
             }
         };
         let extra_flags = string_list(&body, "extra_flags")?;
@@ -354,16 +347,14 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
                 break;
             }
             next = e.seq + 1;
+            let (kind, data) = (json::event_kind(&e.body), json::event_data(&e.body));
             if ndjson {
                 chunk.push_str(&format!(
-                    "{{\"seq\":{},\"kind\":\"{}\",\"at\":{},\"data\":{}}}\n",
-                    e.seq, e.kind, e.at, e.data_json
+                    "{{\"seq\":{},\"kind\":\"{kind}\",\"at\":{},\"data\":{data}}}\n",
+                    e.seq, e.at
                 ));
             } else {
-                chunk.push_str(&format!(
-                    "id: {}\nevent: {}\ndata: {}\n\n",
-                    e.seq, e.kind, e.data_json
-                ));
+                chunk.push_str(&format!("id: {}\nevent: {kind}\ndata: {data}\n\n", e.seq));
             }
         }
         if body.write_all(chunk.as_bytes()).is_err() {
@@ -375,3 +366,15 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
 }
 
 gantry_guest::bindings::export_handler!(Core);
+
+#[cfg(test)]
+mod tests {
+    use super::file_path;
+
+    #[test]
+    fn file_paths_are_decoded_as_paths() {
+        assert_eq!(file_path(&["a+b.txt"]), "a+b.txt");
+        assert_eq!(file_path(&["c%2B%2B", "x%20y.md"]), "c++/x y.md");
+        assert_eq!(file_path(&["%E2%9C%93", "100%"]), "\u{2713}/100%");
+    }
+}

@@ -15,12 +15,12 @@
 //! args = ["{prompt}"]
 //! ```
 
-use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
-use gantry_guest::backend::gantry::plugin::config;
-use gantry_guest::backend::gantry::plugin::types::{
+use gantry_guest::backend::exports::gantry::plugin::adapter::Guest;
+use gantry_guest::config;
+use gantry_guest::lines::{AgentRun, LineParser};
+use gantry_guest::types::{
     AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
 };
-use std::cell::RefCell;
 
 struct Exec;
 
@@ -46,7 +46,7 @@ fn fill(arg: &str, request: &PromptRequest) -> String {
 }
 
 impl Guest for Exec {
-    type Run = Run;
+    type Run = AgentRun<Lines>;
 
     fn describe() -> BackendInfo {
         BackendInfo {
@@ -95,39 +95,66 @@ impl Guest for Exec {
     }
 }
 
-struct Run {
-    last: RefCell<Option<String>>,
+/// A run's output: the last stdout line is the final text.
+#[derive(Debug, Default)]
+struct Lines {
+    last: Option<String>,
 }
 
-impl GuestRun for Run {
-    fn new(_request: PromptRequest) -> Self {
-        Run {
-            last: RefCell::new(None),
-        }
+impl LineParser for Lines {
+    fn start(_request: &PromptRequest) -> Self {
+        Lines::default()
     }
 
-    fn parse_line(&self, stream: OutputStream, line: String) -> Vec<AgentEvent> {
+    fn parse_line(&mut self, stream: OutputStream, line: &str) -> Vec<AgentEvent> {
         match stream {
             OutputStream::Stdout => {
-                *self.last.borrow_mut() = Some(line.clone());
-                vec![AgentEvent::Message(line)]
+                self.last = Some(line.to_string());
+                vec![AgentEvent::Message(line.to_string())]
             }
-            OutputStream::Stderr => vec![AgentEvent::Raw(line)],
+            OutputStream::Stderr => vec![AgentEvent::Raw(line.to_string())],
         }
     }
 
-    fn finish(&self, exit_code: Option<i32>) -> RunSummary {
+    fn finish(&mut self, exit_code: Option<i32>) -> RunSummary {
         let success = exit_code == Some(0);
         RunSummary {
             success,
             session_id: None,
-            final_text: self.last.borrow().clone(),
+            final_text: self.last.clone(),
             usage: None,
             error: (!success).then(|| match exit_code {
                 Some(code) => format!("exited with status {code}"),
                 None => "ended by a signal".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_guest::testing;
+
+    #[test]
+    fn stdout_lines_are_messages_and_the_last_is_the_answer() {
+        let (mut p, events) = testing::run(Lines::default(), "a\nb\n", "oops\n");
+        assert_eq!(
+            events,
+            [
+                AgentEvent::Message("a".into()),
+                AgentEvent::Message("b".into()),
+                AgentEvent::Raw("oops".into()),
+            ]
+        );
+        let s = p.finish(Some(0));
+        assert!(s.success && s.error.is_none());
+        assert_eq!(s.final_text.as_deref(), Some("b"));
+        assert_eq!(
+            p.finish(Some(3)).error.as_deref(),
+            Some("exited with status 3")
+        );
+        assert_eq!(p.finish(None).error.as_deref(), Some("ended by a signal"));
     }
 }
 

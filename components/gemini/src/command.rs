@@ -1,9 +1,7 @@
 //! The Gemini CLI command line for one prompt request (pure: settings come in as a value).
 
 use gantry_guest::adapter::{AgentSettings, check_extra_flags, check_request};
-use gantry_guest::backend::gantry::plugin::types::{
-    ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode,
-};
+use gantry_guest::types::{ApprovalMode, CommandSpec, PromptRequest, RequestError, SandboxMode};
 use serde_json::json;
 
 /// Extra flags callers may pass without the operator's say-so: none. (Gemini CLI's other
@@ -114,12 +112,11 @@ fn approval_mode(
     if request.sandbox_mode == SandboxMode::ReadOnly {
         return match approval {
             ApprovalMode::Default | ApprovalMode::None => Ok(Some("plan")),
-            ApprovalMode::Auto => Err(RequestError::Invalid(
-                "approval mode auto contradicts sandbox mode read-only".into(),
-            )),
-            ApprovalMode::Always => Err(RequestError::Invalid(
-                "approval mode always contradicts sandbox mode read-only".into(),
-            )),
+            ApprovalMode::Auto | ApprovalMode::Always => Err(RequestError::Invalid(format!(
+                "approval mode {} contradicts sandbox mode {}",
+                approval.as_str(),
+                SandboxMode::ReadOnly.as_str()
+            ))),
         };
     }
     Ok(match approval {

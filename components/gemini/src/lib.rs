@@ -1,7 +1,8 @@
 //! The `gemini` backend: runs Gemini CLI (`gemini --output-format stream-json
 //! --prompt=PROMPT`) and maps its stream to unified agent events. The command line and the
 //! CLI's settings file are built in [`command`], the stream parsed in [`parse`]; this file only
-//! wires them to the WIT exports. See `docs/backends.md` for the mapping and the settings.
+//! wires them to the WIT exports (the `run` resource is the SDK's [`AgentRun`]). See
+//! `docs/backends.md` for the mapping and the settings.
 //!
 //! ```toml
 //! kind = "backend"
@@ -15,19 +16,17 @@ mod command;
 mod parse;
 
 use gantry_guest::adapter::AgentSettings;
-use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
-use gantry_guest::backend::gantry::plugin::config;
-use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
-};
-use std::cell::RefCell;
+use gantry_guest::backend::exports::gantry::plugin::adapter::Guest;
+use gantry_guest::config;
+use gantry_guest::lines::AgentRun;
+use gantry_guest::types::{BackendInfo, CommandSpec, PromptRequest, RequestError};
 
 const BINARY: &str = "gemini";
 
 struct Gemini;
 
 impl Guest for Gemini {
-    type Run = Run;
+    type Run = AgentRun<parse::Parser>;
 
     fn describe() -> BackendInfo {
         BackendInfo {
@@ -43,26 +42,6 @@ impl Guest for Gemini {
 
     fn build_command(request: PromptRequest) -> Result<CommandSpec, RequestError> {
         command::build(&request, &AgentSettings::load(BINARY)?)
-    }
-}
-
-struct Run {
-    parser: RefCell<parse::Parser>,
-}
-
-impl GuestRun for Run {
-    fn new(_request: PromptRequest) -> Self {
-        Run {
-            parser: RefCell::default(),
-        }
-    }
-
-    fn parse_line(&self, stream: OutputStream, line: String) -> Vec<AgentEvent> {
-        self.parser.borrow_mut().parse_line(stream, &line)
-    }
-
-    fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        self.parser.borrow().finish(exit_code)
     }
 }
 

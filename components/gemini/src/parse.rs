@@ -12,9 +12,9 @@
 //! dropped and everything else (stack traces included) is `raw`.
 
 use gantry_guest::adapter::Outcome;
-use gantry_guest::backend::gantry::plugin::types::{
-    AgentEvent, InitInfo, OutputStream, RunSummary, ToolResult, ToolUse, Usage,
-};
+use gantry_guest::json::{str_at, string_at, u64_at};
+use gantry_guest::lines::JsonLines;
+use gantry_guest::types::{AgentEvent, InitInfo, ToolResult, ToolUse, Usage};
 use serde_json::Value;
 
 /// Stderr lines Gemini CLI prints on (almost) every run, of no interest.
@@ -35,49 +35,30 @@ pub struct Parser {
     text_closed: bool,
 }
 
-impl Parser {
-    /// Unified events for one output line.
-    pub fn parse_line(&mut self, stream: OutputStream, line: &str) -> Vec<AgentEvent> {
-        if stream == OutputStream::Stderr {
-            let noise = line.trim().is_empty() || STDERR_NOISE.iter().any(|n| line.starts_with(n));
-            if noise {
-                return vec![];
-            }
-            self.outcome.note_stderr(line);
-            return vec![AgentEvent::Raw(line.to_string())];
-        }
-        let parsed = match serde_json::from_str::<Value>(line) {
-            Ok(value) => self.event(&value),
-            Err(_) => {
-                self.outcome.unreadable = true;
-                None
-            }
-        };
-        parsed.unwrap_or_else(|| vec![AgentEvent::Raw(line.to_string())])
-    }
+impl JsonLines for Parser {
+    const STDERR_NOISE: &'static [&'static str] = STDERR_NOISE;
 
-    /// Sum up the run once the process has exited.
-    pub fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        self.outcome.summary(exit_code)
+    fn outcome(&mut self) -> &mut Outcome {
+        &mut self.outcome
     }
 
     /// The events of a line; `None` when it is not understood.
     fn event(&mut self, v: &Value) -> Option<Vec<AgentEvent>> {
-        Some(match v.get("type")?.as_str()? {
+        Some(match str_at(v, "type")? {
             "init" => {
-                let session_id = str_at(v, "session_id");
+                let session_id = string_at(v, "session_id");
                 self.outcome.session_id.clone_from(&session_id);
                 vec![AgentEvent::Init(InitInfo {
                     session_id,
-                    model: str_at(v, "model"),
+                    model: string_at(v, "model"),
                 })]
             }
             "message" => {
-                let content = str_of(v, "content")?;
-                match str_of(v, "role")? {
+                let content = str_at(v, "content")?;
+                match str_at(v, "role")? {
                     "user" => vec![],
                     "assistant" => {
-                        let delta = v.get("delta").and_then(Value::as_bool) == Some(true);
+                        let delta = gantry_guest::json::is_true(v, "delta");
                         if self.text_closed || !delta {
                             self.text.clear();
                             self.text_closed = false;
@@ -97,8 +78,8 @@ impl Parser {
             }
             "tool_use" => {
                 let used = ToolUse {
-                    id: str_at(v, "tool_id")?,
-                    name: str_at(v, "tool_name")?,
+                    id: string_at(v, "tool_id")?,
+                    name: string_at(v, "tool_name")?,
                     input: v
                         .get("parameters")
                         .map_or_else(|| "{}".into(), Value::to_string),
@@ -108,21 +89,17 @@ impl Parser {
             }
             "tool_result" => {
                 let result = ToolResult {
-                    id: str_at(v, "tool_id")?,
-                    output: str_at(v, "output")
-                        .or_else(|| {
-                            v.pointer("/error/message")
-                                .and_then(Value::as_str)
-                                .map(Into::into)
-                        })
+                    id: string_at(v, "tool_id")?,
+                    output: string_at(v, "output")
+                        .or_else(|| string_at(v, "error/message"))
                         .unwrap_or_default(),
-                    is_error: str_of(v, "status") != Some("success"),
+                    is_error: str_at(v, "status") != Some("success"),
                 };
                 self.text_closed = true;
                 vec![AgentEvent::ToolResult(result)]
             }
-            "error" if str_of(v, "severity") == Some("error") => {
-                self.error(str_at(v, "message").unwrap_or_else(|| "error".into()))
+            "error" if str_at(v, "severity") == Some("error") => {
+                self.error(string_at(v, "message").unwrap_or_else(|| "error".into()))
             }
             "result" => {
                 let mut events = Vec::new();
@@ -130,11 +107,8 @@ impl Parser {
                     self.outcome.usage = Some(usage);
                     events.push(AgentEvent::Usage(usage));
                 }
-                if str_of(v, "status") != Some("success") {
-                    let message = v
-                        .pointer("/error/message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("the run failed");
+                if str_at(v, "status") != Some("success") {
+                    let message = str_at(v, "error/message").unwrap_or("the run failed");
                     events.extend(self.error(message.to_string()));
                 }
                 events.push(self.outcome.done());
@@ -143,13 +117,11 @@ impl Parser {
             _ => return None,
         })
     }
+}
 
+impl Parser {
     fn error(&mut self, message: String) -> Vec<AgentEvent> {
-        if self.outcome.note_error(message.clone()) {
-            vec![AgentEvent::Error(message)]
-        } else {
-            vec![]
-        }
+        self.outcome.error_event(message).into_iter().collect()
     }
 }
 
@@ -161,7 +133,7 @@ fn usage(stats: &Value) -> Option<Usage> {
     if !stats.is_object() {
         return None;
     }
-    let n = |key: &str| stats.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let n = |key: &str| u64_at(stats, key).unwrap_or(0);
     let (input, output) = (n("input_tokens"), n("output_tokens"));
     let reasoning = n("total_tokens").saturating_sub(input + output);
     Some(Usage {
@@ -172,18 +144,12 @@ fn usage(stats: &Value) -> Option<Usage> {
     })
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn str_at(v: &Value, key: &str) -> Option<String> {
-    str_of(v, key).map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_guest::backend::gantry::plugin::types::DoneInfo;
+    use gantry_guest::lines::LineParser;
+    use gantry_guest::testing::{self, messages, stderr, stdout, usage};
+    use gantry_guest::types::DoneInfo;
 
     const TURN: &str = include_str!("../../../tests/fixtures/gemini/turn.jsonl");
     const TURN_ERR: &str = include_str!("../../../tests/fixtures/gemini/turn.stderr.txt");
@@ -210,42 +176,15 @@ mod tests {
         DEAD_SERVER,
     ];
 
-    fn run(stdout: &str, stderr: &str) -> (Parser, Vec<AgentEvent>) {
-        let mut p = Parser::default();
-        let mut events = Vec::new();
-        for line in stdout.lines() {
-            events.extend(p.parse_line(OutputStream::Stdout, line));
-        }
-        for line in stderr.lines() {
-            events.extend(p.parse_line(OutputStream::Stderr, line));
-        }
-        (p, events)
-    }
-
-    fn usage(input: u64, output: u64, cached: u64, reasoning: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            reasoning_tokens: reasoning,
-        }
-    }
-
-    fn messages(events: &[AgentEvent]) -> Vec<&str> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                AgentEvent::Message(m) => Some(m.as_str()),
-                _ => None,
-            })
-            .collect()
+    fn run(out: &str, err: &str) -> (Parser, Vec<AgentEvent>) {
+        testing::run(Parser::default(), out, err)
     }
 
     #[test]
     fn a_turn() {
         let sid = "6efcf64b-0f78-457c-a704-6fc7252e6327";
         let text = "fake reply 1 to: say hello please";
-        let (p, events) = run(TURN, TURN_ERR);
+        let (mut p, events) = run(TURN, TURN_ERR);
         assert_eq!(
             events,
             [
@@ -275,7 +214,7 @@ mod tests {
 
     #[test]
     fn resumed_and_routed_turns() {
-        let (p, _) = run(RESUME, "");
+        let (mut p, _) = run(RESUME, "");
         let s = p.finish(Some(0));
         assert_eq!(
             s.session_id.as_deref(),
@@ -288,7 +227,7 @@ mod tests {
         assert_eq!(s.usage, Some(usage(100, 14, 20, 5)));
 
         // Routed: model "auto", usage sums the routing call and the answer.
-        let (p, events) = run(TURN_ROUTED, "");
+        let (mut p, events) = run(TURN_ROUTED, "");
         assert!(matches!(&events[0], AgentEvent::Init(i) if i.model.as_deref() == Some("auto")));
         let s = p.finish(Some(0));
         assert_eq!(
@@ -300,7 +239,7 @@ mod tests {
 
     #[test]
     fn tool_calls() {
-        let (p, events) = run(TOOL, "");
+        let (mut p, events) = run(TOOL, "");
         assert_eq!(
             events[1..3],
             [
@@ -325,7 +264,7 @@ mod tests {
             )
         );
 
-        let (p, events) = run(TOOL_YOLO, TOOL_YOLO_ERR);
+        let (mut p, events) = run(TOOL_YOLO, TOOL_YOLO_ERR);
         assert!(events.contains(&AgentEvent::ToolUse(ToolUse {
             id: "run_shell_command__run_shell_command_1795421571032_0".into(),
             name: "run_shell_command".into(),
@@ -354,7 +293,7 @@ mod tests {
             r#"{"type":"message","role":"assistant","content":"It is ","delta":true}"#,
             r#"{"type":"message","role":"assistant","content":"missing.","delta":true}"#,
         ] {
-            let events = p.parse_line(OutputStream::Stdout, line);
+            let events = stdout(&mut p, line);
             if line.contains("tool_result") {
                 assert_eq!(
                     events,
@@ -379,7 +318,7 @@ mod tests {
             (API_INVALID, "", 144),
             (DEAD_SERVER, "", 1),
         ] {
-            let (p, events) = run(stdout, stderr);
+            let (mut p, events) = run(stdout, stderr);
             let errors: Vec<&AgentEvent> = events
                 .iter()
                 .filter(|e| matches!(e, AgentEvent::Error(_)))
@@ -400,7 +339,7 @@ mod tests {
             assert_eq!(s.usage, Some(usage(0, 0, 0, 0)));
             assert!(!p.finish(Some(0)).success);
         }
-        let (p, _) = run(API_ERROR, "");
+        let (mut p, _) = run(API_ERROR, "");
         assert_eq!(
             p.finish(Some(244)).error.as_deref(),
             Some(
@@ -411,7 +350,7 @@ mod tests {
 
     #[test]
     fn failures_explained_on_stderr() {
-        let (p, events) = run("", MISSING_KEY_ERR);
+        let (mut p, events) = run("", MISSING_KEY_ERR);
         assert_eq!(events.len(), 2);
         assert_eq!(
             p.finish(Some(41)).error.as_deref(),
@@ -420,7 +359,7 @@ mod tests {
                  GEMINI_API_KEY environment variable."
             )
         );
-        let (p, _) = run("", UNKNOWN_RESUME_ERR);
+        let (mut p, _) = run("", UNKNOWN_RESUME_ERR);
         assert_eq!(
             p.finish(Some(42)).error.as_deref(),
             Some(
@@ -433,7 +372,7 @@ mod tests {
     fn a_cancelled_run_did_not_finish() {
         // SIGTERM to a single-process Gemini CLI: exit 0, no result line.
         let lines: Vec<&str> = TURN.lines().collect();
-        let (p, _) = run(&lines[..4].join("\n"), "");
+        let (mut p, _) = run(&lines[..4].join("\n"), "");
         let s = p.finish(Some(0));
         assert!(!s.success);
         assert_eq!(
@@ -459,17 +398,23 @@ mod tests {
             "17",
         ] {
             assert_eq!(
-                p.parse_line(OutputStream::Stdout, line),
+                stdout(&mut p, line),
                 [AgentEvent::Raw(line.into())],
                 "{line}"
             );
         }
         // Lines that are not JSON may have been pieces of a split line.
         assert!(p.finish(Some(0)).success);
+        // Stderr: the notices are dropped, anything else is raw.
+        assert!(stderr(&mut p, "Ripgrep is not available. Falling back").is_empty());
+        assert_eq!(
+            stderr(&mut p, "    at main (cli.js:1)"),
+            [AgentEvent::Raw("    at main (cli.js:1)".into())]
+        );
         let line =
             r#"{"type":"error","severity":"error","message":"Maximum session turns exceeded"}"#;
         assert_eq!(
-            p.parse_line(OutputStream::Stdout, line),
+            stdout(&mut p, line),
             [AgentEvent::Error("Maximum session turns exceeded".into())]
         );
         assert!(!p.finish(Some(0)).success);
@@ -485,10 +430,7 @@ mod tests {
                     cut -= 1;
                 }
                 let half = &line[..cut];
-                assert_eq!(
-                    p.parse_line(OutputStream::Stdout, half),
-                    [AgentEvent::Raw(half.into())]
-                );
+                assert_eq!(stdout(&mut p, half), [AgentEvent::Raw(half.into())]);
             }
             let s = p.finish(Some(0));
             // Nothing understood, but cut lines may have held the result: no verdict on them.

@@ -66,7 +66,7 @@ fn health(out: ResponseOutparam) {
     let plugins: Vec<_> = info
         .plugins
         .iter()
-        .map(|p| json!({ "name": p.name, "kind": p.kind, "routes": p.routes }))
+        .map(|p| json!({ "name": p.name, "kind": p.kind.as_str(), "routes": p.routes }))
         .collect();
     http::json(
         out,

@@ -3,10 +3,11 @@
 //! up a run.
 //!
 //! Everything here except [`operator_allowed_flags`] and [`AgentSettings::load`] is pure (no
-//! host calls), so adapters can unit-test their logic natively with `cargo test`.
+//! host calls), so adapters can unit-test their logic natively with `cargo test`. The parsing
+//! of output lines is in [`crate::lines`], test helpers in [`crate::testing`].
 
 use crate::backend::gantry::plugin::config;
-use crate::backend::gantry::plugin::types::{
+use crate::types::{
     AgentEvent, ApprovalMode, DoneInfo, PromptRequest, RequestError, RunSummary, SandboxMode, Usage,
 };
 
@@ -260,6 +261,13 @@ impl Outcome {
         true
     }
 
+    /// The `error` event for an error reported in the output, recorded with
+    /// [`Outcome::note_error`]; none when it repeats the one already recorded.
+    pub fn error_event(&mut self, message: String) -> Option<AgentEvent> {
+        self.note_error(message.clone())
+            .then_some(AgentEvent::Error(message))
+    }
+
     /// The `done` event for the CLI's end-of-run record, which marks the run finished: the
     /// exit code is not known yet; the final text and session id are those seen so far.
     pub fn done(&mut self) -> AgentEvent {
@@ -494,8 +502,12 @@ mod tests {
             o.summary(Some(1)).error.as_deref(),
             Some("exited with status 1: Error: first")
         );
-        assert!(o.note_error("API down".into()));
+        assert_eq!(
+            o.error_event("API down".into()),
+            Some(AgentEvent::Error("API down".into()))
+        );
         assert!(!o.note_error("API down".into()));
+        assert_eq!(o.error_event("API down".into()), None);
         let s = o.summary(Some(0));
         assert!(!s.success);
         assert_eq!(s.error.as_deref(), Some("API down"));

@@ -95,47 +95,28 @@ pub enum BodyError {
     TooLarge,
 }
 
-/// The first value of `name` in a query string (`a=1&b=2`), percent-decoded.
+/// The first value of `name` in a query string (`a=1&b=2`), decoded as a form
+/// (`application/x-www-form-urlencoded`: `%XX` escapes, and `+` is a space).
 pub fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-/// Decode a query component: `%XX` escapes and `+` (as a space); invalid escapes stay as
-/// they are.
+/// Decode one query component as a form does: `%XX` escapes, and `+` is a space. Invalid
+/// escapes stay as they are. Never use it on a path: see [`percent_decode_path`].
 pub fn percent_decode(s: &str) -> String {
-    decode(s, true)
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// Decode a path segment: `%XX` escapes only (a `+` in a path is a plus).
+/// Decode a path (or a path segment): `%XX` escapes only, so a `+` stays a plus and `%2B` is
+/// one. Invalid escapes stay as they are; bytes that are not UTF-8 become U+FFFD.
 pub fn percent_decode_path(s: &str) -> String {
-    decode(s, false)
-}
-
-fn decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The client went away or the body stream failed.
@@ -253,6 +234,9 @@ mod tests {
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%E2%9C%93"), "\u{2713}");
         assert_eq!(percent_decode_path("a+b%2Fc"), "a+b/c");
+        assert_eq!(percent_decode_path("a%2Bb+c%20d"), "a+b+c d");
+        assert_eq!(percent_decode_path("100%"), "100%");
+        assert_eq!(percent_decode("a%2Bb"), "a+b");
     }
 
     #[test]
@@ -263,5 +247,6 @@ mod tests {
         assert_eq!(query_value(q, "flag").as_deref(), Some(""));
         assert_eq!(query_value(q, "missing"), None);
         assert_eq!(query_value("", "x"), None);
+        assert_eq!(query_value("a+b=c+d%2B", "a b").as_deref(), Some("c d+"));
     }
 }

@@ -1,31 +1,27 @@
-//! Write gantry plugins in Rust.
+//! Write gantry plugins in Rust (the `gantry:plugin@0.3.0` contract).
 //!
 //! A handler component implements [`handler::Guest`] (the standard
 //! `wasi:http/incoming-handler`) and registers it with [`export_handler!`]; a backend adapter
 //! implements [`backend::exports::gantry::plugin::adapter::Guest`] and registers it with
 //! [`export_backend!`]. The [`http`] module has the small helpers every handler needs: reading a
-//! request, answering with JSON, and streaming a body with backpressure.
+//! request, answering with JSON, and streaming a body with backpressure; [`json`] has the JSON
+//! forms the APIs print of the contract's values. For adapters, [`adapter`] reads settings and
+//! checks requests, [`lines`] turns a parser of output lines into the `run` resource, and
+//! [`testing`] feeds captured transcripts to a parser in native tests.
+//!
+//! The shared `gantry:plugin/types` are bound once, in [`types`], and used by both worlds.
 
 #![allow(missing_debug_implementations)]
 
-/// Bindings for `world handler`: the `wasi:http/proxy` world plus gantry's host interfaces.
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "gantry:plugin/handler",
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_handler",
-        default_bindings_module: "gantry_guest::bindings",
-    });
-}
-
-/// Bindings for `world backend`: the adapter interface, and the plugin's settings.
+/// Bindings for `world backend`: the adapter interface, the plugin's settings, and the shared
+/// [`types`].
 pub mod backend {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "gantry:plugin/backend",
-        // Lets adapters compare events, commands and errors in their tests.
+        // Lets adapters compare events, commands and errors in their tests. Only the types
+        // interface and `config` are generated here (no resources but the exported `run`,
+        // which derives nothing), so every type can take them.
         additional_derives: [PartialEq, Eq],
         pub_export_macro: true,
         export_macro_name: "export_backend",
@@ -33,9 +29,33 @@ pub mod backend {
     });
 }
 
+/// Bindings for `world handler`: the `wasi:http/proxy` world plus gantry's host interfaces.
+/// `gantry:plugin/types` and `gantry:plugin/config` are those of [`backend`], not bound again.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "gantry:plugin/handler",
+        with: {
+            "gantry:plugin/types@0.3.0": crate::backend::gantry::plugin::types,
+            "gantry:plugin/config@0.3.0": crate::backend::gantry::plugin::config,
+        },
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_handler",
+        default_bindings_module: "gantry_guest::bindings",
+    });
+}
+
+/// The types both worlds share (`gantry:plugin/types`), with `PartialEq` and `Eq`.
+pub use backend::gantry::plugin::types;
+
 pub mod adapter;
+mod enums;
 pub mod http;
+pub mod json;
+pub mod lines;
 pub mod log;
+pub mod testing;
 pub mod time;
 
 /// The handler trait: implement `handle` for your component.
@@ -46,7 +66,7 @@ pub mod handler {
 
 /// The plugin's settings from its manifest (needs the `gantry:plugin/config` grant).
 pub mod config {
-    pub use crate::bindings::gantry::plugin::config::{entries, get};
+    pub use crate::backend::gantry::plugin::config::{entries, get};
 }
 
 /// The caller's tenant (needs the `gantry:plugin/identity` grant).

@@ -1,7 +1,7 @@
 //! Logging into the host's log (needs the `gantry:plugin/log` grant).
 
 use crate::bindings::gantry::plugin::log::log;
-use crate::bindings::gantry::plugin::types::Level;
+use crate::types::Level;
 
 /// Log at debug level.
 pub fn debug(message: &str) {

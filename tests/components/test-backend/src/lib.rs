@@ -1,16 +1,16 @@
 //! A backend adapter for the host's tests: drives `echo`, and maps each output line to a
 //! message event.
 
-use gantry_guest::backend::exports::gantry::plugin::adapter::{Guest, GuestRun};
-use gantry_guest::backend::gantry::plugin::types::{
+use gantry_guest::backend::exports::gantry::plugin::adapter::Guest;
+use gantry_guest::lines::{AgentRun, LineParser};
+use gantry_guest::types::{
     AgentEvent, BackendInfo, CommandSpec, OutputStream, PromptRequest, RequestError, RunSummary,
 };
-use std::cell::RefCell;
 
 struct TestBackend;
 
 impl Guest for TestBackend {
-    type Run = Run;
+    type Run = AgentRun<Lines>;
 
     fn describe() -> BackendInfo {
         BackendInfo {
@@ -38,33 +38,32 @@ impl Guest for TestBackend {
     }
 }
 
-struct Run {
-    last: RefCell<Option<String>>,
+/// A run's output: the last stdout line is the final text.
+#[derive(Debug, Default)]
+struct Lines {
+    last: Option<String>,
 }
 
-impl GuestRun for Run {
-    fn new(_request: PromptRequest) -> Self {
-        Run {
-            last: RefCell::new(None),
-        }
+impl LineParser for Lines {
+    fn start(_request: &PromptRequest) -> Self {
+        Lines::default()
     }
 
-    fn parse_line(&self, stream: OutputStream, line: String) -> Vec<AgentEvent> {
+    fn parse_line(&mut self, stream: OutputStream, line: &str) -> Vec<AgentEvent> {
         match stream {
             OutputStream::Stdout => {
-                *self.last.borrow_mut() = Some(line.clone());
-                vec![AgentEvent::Message(line)]
+                self.last = Some(line.to_string());
+                vec![AgentEvent::Message(line.to_string())]
             }
-            OutputStream::Stderr => vec![AgentEvent::Raw(line)],
+            OutputStream::Stderr => vec![AgentEvent::Raw(line.to_string())],
         }
     }
 
-    fn finish(&self, exit_code: Option<i32>) -> RunSummary {
-        let final_text = self.last.borrow().clone();
+    fn finish(&mut self, exit_code: Option<i32>) -> RunSummary {
         RunSummary {
             success: exit_code == Some(0),
             session_id: None,
-            final_text,
+            final_text: self.last.clone(),
             usage: None,
             error: None,
         }
