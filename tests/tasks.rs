@@ -138,6 +138,7 @@ async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {
         dir.path(),
         limits,
     )
+    .await
     .unwrap();
     Harness {
         sup,
@@ -182,7 +183,7 @@ impl Harness {
 
     /// Wait for a stdout line containing `needle`; the line.
     async fn wait_line(&self, tenant: &TenantId, task: &str, needle: &str) -> String {
-        let mut sub = self.sup.subscribe(tenant, task, 1).unwrap();
+        let mut sub = self.sup.subscribe(tenant, task, 1).await.unwrap();
         while let Some(e) = sub.next().await.unwrap() {
             if let Some(line) = stdout(&e).filter(|l| l.contains(needle)) {
                 return line.to_string();
@@ -219,26 +220,26 @@ async fn stdout_lines(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscriber_gets_every_line_once_in_order() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "lines").unwrap();
+    let ws = h.workspaces.create(&alice(), "lines").await.unwrap();
     let task = h.start(&alice(), &ws.id, "seq 1 100000", None).await;
     let expected: Vec<String> = (1..=100_000).map(|i| i.to_string()).collect();
 
     let from_start = {
-        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
         tokio::spawn(async move { stdout_lines(&mut sub, 1, None).await.0 })
     };
     // One joins once the task is well under way.
     let midway = {
-        let mut probe = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let mut probe = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
         stdout_lines(&mut probe, 1, Some(20_000)).await;
-        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
         tokio::spawn(async move { stdout_lines(&mut sub, 1, None).await.0 })
     };
     // One reads a while, goes away, and comes back from the next seq.
-    let mut first = h.sup.subscribe(&alice(), &task, 1).unwrap();
+    let mut first = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
     let (mut reconnected, last) = stdout_lines(&mut first, 1, Some(30_001)).await;
     drop(first);
-    let mut again = h.sup.subscribe(&alice(), &task, last + 1).unwrap();
+    let mut again = h.sup.subscribe(&alice(), &task, last + 1).await.unwrap();
     reconnected.extend(stdout_lines(&mut again, last + 1, None).await.0);
 
     assert_eq!(from_start.await.unwrap(), expected);
@@ -272,7 +273,7 @@ async fn wait_gone(pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_the_whole_process_group() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let task = h
         .start(
             &alice(),
@@ -284,7 +285,7 @@ async fn cancel_ends_the_whole_process_group() {
     let line = h.wait_line(&alice(), &task, "grandchild").await;
     let pid: i32 = line.trim_start_matches("grandchild ").parse().unwrap();
     assert!(process_alive(pid));
-    h.sup.cancel(&alice(), &task).unwrap();
+    h.sup.cancel(&alice(), &task).await.unwrap();
     let done = h.sup.wait(&alice(), &task).await.unwrap();
     assert_eq!(done.state, TaskState::Cancelled);
     assert!(
@@ -293,7 +294,7 @@ async fn cancel_ends_the_whole_process_group() {
     );
     // Cancelling again, or a finished task, changes nothing.
     assert_eq!(
-        h.sup.cancel(&alice(), &task).unwrap().state,
+        h.sup.cancel(&alice(), &task).await.unwrap().state,
         TaskState::Cancelled
     );
 }
@@ -305,7 +306,7 @@ async fn a_child_ignoring_term_is_killed_after_the_grace_period() {
         ..TaskLimits::default()
     };
     let h = harness(limits).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let task = h
         .start(
             &alice(),
@@ -316,7 +317,7 @@ async fn a_child_ignoring_term_is_killed_after_the_grace_period() {
         .await;
     let line = h.wait_line(&alice(), &task, "ready").await;
     let pid: i32 = line.trim_start_matches("ready ").parse().unwrap();
-    h.sup.cancel(&alice(), &task).unwrap();
+    h.sup.cancel(&alice(), &task).await.unwrap();
     let done = h.sup.wait(&alice(), &task).await.unwrap();
     assert_eq!(done.state, TaskState::Cancelled);
     assert_eq!(done.exit_code, None, "it was killed by a signal");
@@ -326,7 +327,7 @@ async fn a_child_ignoring_term_is_killed_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_yields_timed_out() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let task = h
         .start(
             &alice(),
@@ -338,7 +339,7 @@ async fn a_timeout_yields_timed_out() {
     let done = h.sup.wait(&alice(), &task).await.unwrap();
     assert_eq!(done.state, TaskState::TimedOut);
     assert!(done.error.unwrap().contains("timed out after 300 ms"));
-    let events = h.store.read_events(&task, 1, 100).unwrap();
+    let events = h.store.read_events(&task, 1, 100).await.unwrap();
     assert!(events.iter().any(|e| stdout(e) == Some("started")));
     assert!(matches!(
         &events.last().unwrap().body,
@@ -353,7 +354,7 @@ async fn a_tenant_never_runs_more_than_its_limit_and_every_task_finishes() {
         ..TaskLimits::default()
     };
     let h = harness(limits).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..50 {
         ids.push(h.start(&alice(), &ws.id, "sleep 0.1", None).await);
@@ -379,19 +380,22 @@ async fn a_tenant_never_runs_more_than_its_limit_and_every_task_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenant_cannot_see_or_touch_a_task() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let task = h.start(&alice(), &ws.id, "sleep 5", None).await;
     let bob = TenantId::new("bob").unwrap();
-    assert!(matches!(h.sup.get(&bob, &task), Err(TaskError::NotFound)));
     assert!(matches!(
-        h.sup.cancel(&bob, &task),
+        h.sup.get(&bob, &task).await,
         Err(TaskError::NotFound)
     ));
     assert!(matches!(
-        h.sup.subscribe(&bob, &task, 1),
+        h.sup.cancel(&bob, &task).await,
         Err(TaskError::NotFound)
     ));
-    assert!(h.sup.list(&bob, None).unwrap().is_empty());
+    assert!(matches!(
+        h.sup.subscribe(&bob, &task, 1).await,
+        Err(TaskError::NotFound)
+    ));
+    assert!(h.sup.list(&bob, None).await.unwrap().is_empty());
     // Bob cannot start a task in Alice's workspace either.
     let err = h
         .sup
@@ -410,7 +414,7 @@ async fn another_tenant_cannot_see_or_touch_a_task() {
         .unwrap_err();
     assert!(matches!(err, TaskError::Workspace(_)), "{err:?}");
     assert!(h.sup.workspace_busy(&ws.id));
-    h.sup.cancel(&alice(), &task).unwrap();
+    h.sup.cancel(&alice(), &task).await.unwrap();
     assert_eq!(
         h.sup.wait(&alice(), &task).await.unwrap().state,
         TaskState::Cancelled
@@ -422,7 +426,7 @@ async fn another_tenant_cannot_see_or_touch_a_task() {
 async fn a_child_writes_inside_its_workspace_only() {
     let h = harness(TaskLimits::default()).await;
     assert!(h.sup.sandboxed(), "this machine's kernel has Landlock");
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let outside = h.dir.path().join("outside.txt");
     let script = format!(
         "echo in > inside.txt && echo ok-inside; echo out > {} || echo refused-outside; echo tmp > $TMPDIR/t && echo ok-tmp",
@@ -433,6 +437,7 @@ async fn a_child_writes_inside_its_workspace_only() {
     let lines: Vec<String> = h
         .store
         .read_events(&task, 1, 100)
+        .await
         .unwrap()
         .into_iter()
         .filter_map(|e| stdout(&e).map(str::to_string))
@@ -442,6 +447,7 @@ async fn a_child_writes_inside_its_workspace_only() {
     assert_eq!(
         h.workspaces
             .read_file(&alice(), &ws.id, "inside.txt", 100)
+            .await
             .unwrap(),
         b"in\n"
     );
@@ -450,7 +456,7 @@ async fn a_child_writes_inside_its_workspace_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_flag_spawns_nothing() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "w").unwrap();
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     let mut req = request("touch spawned");
     req.extra_flags = vec!["--yolo".into()];
     let err = h
@@ -472,10 +478,11 @@ async fn a_refused_flag_spawns_nothing() {
         err.to_string().contains("flag --yolo is not allowed"),
         "{err}"
     );
-    assert!(h.sup.list(&alice(), None).unwrap().is_empty());
+    assert!(h.sup.list(&alice(), None).await.unwrap().is_empty());
     assert!(
         h.workspaces
             .list_files(&alice(), &ws.id)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -487,12 +494,12 @@ fn tasks_left_running_are_interrupted_on_the_next_start() {
     let first = tokio::runtime::Runtime::new().unwrap();
     let (dir, ws, task, before) = first.block_on(async {
         let h = harness_in(dir, TaskLimits::default()).await;
-        let ws = h.workspaces.create(&alice(), "w").unwrap();
+        let ws = h.workspaces.create(&alice(), "w").await.unwrap();
         let task = h
             .start(&alice(), &ws.id, "echo one; echo two; sleep 1000", None)
             .await;
         h.wait_line(&alice(), &task, "two").await;
-        let before = h.store.read_events(&task, 1, 100).unwrap();
+        let before = h.store.read_events(&task, 1, 100).await.unwrap();
         (h.dir, ws.id, task, before)
     });
     // The process goes away mid-run: nothing of it finishes the task.
@@ -500,12 +507,12 @@ fn tasks_left_running_are_interrupted_on_the_next_start() {
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
         let h = harness_in(dir, TaskLimits::default()).await;
-        let t = h.sup.get(&alice(), &task).unwrap();
+        let t = h.sup.get(&alice(), &task).await.unwrap();
         assert_eq!(t.state, TaskState::Interrupted);
-        assert_eq!(h.store.read_events(&task, 1, 100).unwrap(), before);
-        assert!(h.workspaces.get(&alice(), &ws).is_ok());
+        assert_eq!(h.store.read_events(&task, 1, 100).await.unwrap(), before);
+        assert!(h.workspaces.get(&alice(), &ws).await.is_ok());
         // A subscriber of an interrupted task gets what was logged, then the end.
-        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
         let (lines, _) = stdout_lines(&mut sub, 1, None).await;
         assert_eq!(lines, ["one", "two"]);
     });
@@ -515,8 +522,8 @@ fn tasks_left_running_are_interrupted_on_the_next_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_in_a_subdirectory_of_its_workspace_only() {
     let h = harness(TaskLimits::default()).await;
-    let ws = h.workspaces.create(&alice(), "nested").unwrap();
-    let (dir, root) = h.workspaces.dir(&alice(), &ws.id).unwrap();
+    let ws = h.workspaces.create(&alice(), "nested").await.unwrap();
+    let (dir, root) = h.workspaces.dir(&alice(), &ws.id).await.unwrap();
     dir.create_dir_all("src/app").unwrap();
     std::os::unix::fs::symlink("/tmp", root.join("out")).unwrap();
     let start = |subdir: &str| StartTask {
@@ -539,7 +546,7 @@ async fn a_task_runs_in_a_subdirectory_of_its_workspace_only() {
         assert!(matches!(err, TaskError::Workspace(_)), "{bad}: {err}");
     }
     assert_eq!(
-        h.sup.list(&alice(), Some(&ws.id)).unwrap().len(),
+        h.sup.list(&alice(), Some(&ws.id)).await.unwrap().len(),
         1,
         "nothing else started"
     );
@@ -574,7 +581,7 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
             store,
             dir,
         };
-        let ws = workspaces.create(&alice(), "sandboxed").unwrap();
+        let ws = workspaces.create(&alice(), "sandboxed").await.unwrap();
         let outside = h.dir.path().join("escape");
         let script = format!(
             "echo in > in.txt; (echo out > {outside:?}) 2>/dev/null || echo refused; echo nofile $(ulimit -n); echo pgid $(ps -o pgid= $$ | tr -d ' ') pid $$",
@@ -587,7 +594,7 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
             TaskState::Done,
             "launcher {launcher:?}: {done:?}"
         );
-        let mut sub = h.sup.subscribe(&alice(), &task, 1).unwrap();
+        let mut sub = h.sup.subscribe(&alice(), &task, 1).await.unwrap();
         let (lines, _) = stdout_lines(&mut sub, 1, None).await;
         assert!(h.sup.sandboxed(), "this machine's kernel has Landlock");
         assert!(
@@ -606,7 +613,7 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
         let ids = lines.iter().find(|l| l.starts_with("pgid ")).unwrap();
         let parts: Vec<&str> = ids.split(' ').collect();
         assert_eq!(parts[1], parts[3], "launcher {launcher:?}: {ids}");
-        let (_, root) = workspaces.dir(&alice(), &ws.id).unwrap();
+        let (_, root) = workspaces.dir(&alice(), &ws.id).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("in.txt")).unwrap(),
             "in\n"

@@ -63,7 +63,7 @@ async fn load_time(config: &Config) -> (Duration, Plugins) {
 
 /// The core services over a fresh store in `config`'s data directory, as `gantry serve` makes
 /// them (without the sandbox probe: no task runs here).
-fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
+async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).unwrap();
     let store: Arc<dyn gantry::store::Store> =
@@ -78,6 +78,7 @@ fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
         dir,
         config.tasks.clone(),
     )
+    .await
     .unwrap()
     .with_metrics(metrics.clone());
     Services {
@@ -209,7 +210,7 @@ fn main() {
             calls[calls.len() / 2].as_secs_f64() * 1e6,
             calls[calls.len() * 99 / 100].as_secs_f64() * 1e6,
         );
-        let services = services(&config, &plugins);
+        let services = services(&config, &plugins).await;
         let runtime = Arc::new(Runtime::new(plugins, services));
         let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
         tokio::spawn(gantry::http::serve(listener, runtime, Default::default(), std::future::pending(), Duration::ZERO));

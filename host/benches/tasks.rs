@@ -59,13 +59,15 @@ async fn supervisor_without_launcher(dir: &Path) -> (Supervisor, String) {
     );
     let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.join("gantry.db")).unwrap());
     let workspaces = Arc::new(Workspaces::open(dir, store.clone()).unwrap());
-    let ws = workspaces.create(&tenant(), "bench").unwrap().id;
+    let ws = workspaces.create(&tenant(), "bench").await.unwrap().id;
     let limits = TaskLimits {
         max_running: 64,
         max_running_per_tenant: 64,
         ..TaskLimits::default()
     };
-    let sup = Supervisor::new(runtime, store, workspaces, dir, limits).unwrap();
+    let sup = Supervisor::new(runtime, store, workspaces, dir, limits)
+        .await
+        .unwrap();
     (sup, ws)
 }
 
@@ -96,7 +98,7 @@ async fn fan_out(sup: &Supervisor, ws: &str, subscribers: usize) -> f64 {
     let task = start(sup, ws, &format!("seq 1 {LINES}")).await;
     let mut readers = Vec::new();
     for _ in 0..subscribers {
-        let mut sub = sup.subscribe(&tenant(), &task, 1).unwrap();
+        let mut sub = sup.subscribe(&tenant(), &task, 1).await.unwrap();
         readers.push(tokio::spawn(async move {
             let mut lines = 0u64;
             while let Some(e) = sub.next().await.unwrap() {
@@ -140,7 +142,7 @@ fn now_ns() -> u128 {
 async fn delivery_delay(sup: &Supervisor, ws: &str) -> Duration {
     let script = "for i in $(seq 1 200); do date +%s%N; sleep 0.005; done";
     let task = start(sup, ws, script).await;
-    let mut sub = sup.subscribe(&tenant(), &task, 1).unwrap();
+    let mut sub = sup.subscribe(&tenant(), &task, 1).await.unwrap();
     let mut delays = Vec::new();
     while let Some(e) = sub.next().await.unwrap() {
         let gantry::contract::EventBody::Output(line) = &e.body else {

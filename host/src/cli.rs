@@ -165,7 +165,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             workspaces.clone(),
             &config.data_dir,
             config.tasks.clone(),
-        )?
+        )
+        .await?
         .with_isolation(isolation)
         .with_egress(config.egress.clone())
         .with_metrics(metrics.clone());

@@ -29,6 +29,12 @@ pub enum SessionError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::store::StoreError> for SessionError {
+    fn from(e: crate::store::StoreError) -> Self {
+        SessionError::Internal(e.into())
+    }
+}
+
 /// Every tenant's sessions.
 #[derive(Debug, Clone)]
 pub struct Sessions {
@@ -42,7 +48,7 @@ impl Sessions {
     }
 
     /// Store a new session for `tenant`; its id and times are assigned here.
-    pub fn create(
+    pub async fn create(
         &self,
         tenant: &TenantId,
         backend: &str,
@@ -65,19 +71,20 @@ impl Sessions {
             updated_at: now,
             data,
         };
-        self.store.create_session(&record)?;
+        self.store.create_session(&record).await?;
         Ok(record)
     }
 
     /// One of the tenant's sessions.
-    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<SessionRecord, SessionError> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<SessionRecord, SessionError> {
         self.store
-            .get_session(tenant.as_str(), id)?
+            .get_session(tenant.as_str(), id)
+            .await?
             .ok_or(SessionError::NotFound)
     }
 
     /// Replace a session's status, workspace and data; its time becomes now.
-    pub fn update(
+    pub async fn update(
         &self,
         tenant: &TenantId,
         id: &str,
@@ -86,19 +93,19 @@ impl Sessions {
         data: serde_json::Value,
     ) -> Result<SessionRecord, SessionError> {
         check(status, &data)?;
-        let mut record = self.get(tenant, id)?;
+        let mut record = self.get(tenant, id).await?;
         record.status = status.to_string();
         record.workspace_id = workspace_id;
         record.data = data;
         record.updated_at = now_ms().max(record.updated_at);
-        if !self.store.update_session(&record)? {
+        if !self.store.update_session(&record).await? {
             return Err(SessionError::NotFound);
         }
         Ok(record)
     }
 
     /// A page of the tenant's sessions, newest first.
-    pub fn list(
+    pub async fn list(
         &self,
         tenant: &TenantId,
         query: &SessionQuery,
@@ -116,12 +123,12 @@ impl Sessions {
                 "limit must be between 1 and {MAX_PAGE}"
             )));
         }
-        Ok(self.store.list_sessions(tenant.as_str(), query)?)
+        Ok(self.store.list_sessions(tenant.as_str(), query).await?)
     }
 
     /// Remove one of the tenant's sessions.
-    pub fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), SessionError> {
-        if self.store.delete_session(tenant.as_str(), id)? {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), SessionError> {
+        if self.store.delete_session(tenant.as_str(), id).await? {
             Ok(())
         } else {
             Err(SessionError::NotFound)
@@ -129,8 +136,8 @@ impl Sessions {
     }
 
     /// Whether the store answers, and how many sessions it holds over all tenants.
-    pub fn health(&self) -> (bool, u64) {
-        match self.store.count_sessions() {
+    pub async fn health(&self) -> (bool, u64) {
+        match self.store.count_sessions().await {
             Ok(n) => (true, n),
             Err(e) => {
                 tracing::error!("the session store did not answer: {e:#}");

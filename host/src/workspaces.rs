@@ -37,6 +37,12 @@ pub enum WorkspaceError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::store::StoreError> for WorkspaceError {
+    fn from(e: crate::store::StoreError) -> Self {
+        WorkspaceError::Internal(e.into())
+    }
+}
+
 /// One file in a workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileEntry {
@@ -124,7 +130,11 @@ impl Workspaces {
     }
 
     /// Create a workspace and its directory.
-    pub fn create(&self, tenant: &TenantId, name: &str) -> Result<WorkspaceRecord, WorkspaceError> {
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<WorkspaceRecord, WorkspaceError> {
         if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
             return Err(WorkspaceError::BadName(
                 "a name is 1 to 200 characters, none of them control characters".into(),
@@ -140,38 +150,43 @@ impl Workspaces {
         self.root
             .create_dir_all(Self::relative(tenant, &record.id))
             .map_err(io)?;
-        self.store.create_workspace(&record)?;
+        self.store.create_workspace(&record).await?;
         Ok(record)
     }
 
     /// A tenant's workspaces.
-    pub fn list(&self, tenant: &TenantId) -> Result<Vec<WorkspaceRecord>, WorkspaceError> {
-        Ok(self.store.list_workspaces(tenant.as_str())?)
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<WorkspaceRecord>, WorkspaceError> {
+        Ok(self.store.list_workspaces(tenant.as_str()).await?)
     }
 
     /// One of a tenant's workspaces.
-    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<WorkspaceRecord, WorkspaceError> {
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<WorkspaceRecord, WorkspaceError> {
         // Ids are UUIDs; anything else cannot name a workspace (nor a directory).
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(WorkspaceError::NotFound);
         }
         self.store
-            .get_workspace(tenant.as_str(), id)?
+            .get_workspace(tenant.as_str(), id)
+            .await?
             .ok_or(WorkspaceError::NotFound)
     }
 
     /// Delete a workspace and its files, unless `busy` says a task runs in it.
-    pub fn delete(
+    pub async fn delete(
         &self,
         tenant: &TenantId,
         id: &str,
         busy: impl FnOnce(&str) -> bool,
     ) -> Result<(), WorkspaceError> {
-        let ws = self.get(tenant, id)?;
+        let ws = self.get(tenant, id).await?;
         if busy(&ws.id) {
             return Err(WorkspaceError::Busy);
         }
-        self.store.delete_workspace(tenant.as_str(), &ws.id)?;
+        self.store.delete_workspace(tenant.as_str(), &ws.id).await?;
         if ws.path.is_some() {
             // An attached directory is the operator's: only gantry's record of it goes.
             return Ok(());
@@ -184,8 +199,8 @@ impl Workspaces {
     }
 
     /// The workspace's directory handle, and its host path (a child's working directory).
-    pub fn dir(&self, tenant: &TenantId, id: &str) -> Result<(Dir, PathBuf), WorkspaceError> {
-        let ws = self.get(tenant, id)?;
+    pub async fn dir(&self, tenant: &TenantId, id: &str) -> Result<(Dir, PathBuf), WorkspaceError> {
+        let ws = self.get(tenant, id).await?;
         if let Some(path) = &ws.path {
             // Checked again at each use: the policy may have changed since it was attached.
             let path = PathBuf::from(path);
@@ -212,13 +227,13 @@ impl Workspaces {
 
     /// The host path of a directory inside the workspace (`subdir` relative), checked to be a
     /// directory reached without leaving the workspace.
-    pub fn subdir(
+    pub async fn subdir(
         &self,
         tenant: &TenantId,
         id: &str,
         subdir: &str,
     ) -> Result<PathBuf, WorkspaceError> {
-        let (dir, path) = self.dir(tenant, id)?;
+        let (dir, path) = self.dir(tenant, id).await?;
         if subdir.is_empty() {
             return Ok(path);
         }
@@ -239,8 +254,12 @@ impl Workspaces {
     /// A path for people that never shows the host's layout: `/workspaces/<id>` for a
     /// workspace of gantry's own, the directory the operator allowed for an attached one (the
     /// caller named it in the first place).
-    pub fn display_path(&self, tenant: &TenantId, id: &str) -> Result<String, WorkspaceError> {
-        let ws = self.get(tenant, id)?;
+    pub async fn display_path(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<String, WorkspaceError> {
+        let ws = self.get(tenant, id).await?;
         Ok(match ws.path {
             Some(attached) => attached,
             None => format!("{DISPLAY_ROOT}{}", ws.id),
@@ -248,16 +267,16 @@ impl Workspaces {
     }
 
     /// The workspace and subdirectory of a display path's part after `/workspaces/`.
-    fn locate_display(
+    async fn locate_display(
         &self,
         tenant: &TenantId,
         rest: &str,
     ) -> Result<(WorkspaceRecord, String), WorkspaceError> {
         let (id, subdir) = rest.split_once('/').unwrap_or((rest, ""));
         let subdir = subdir.trim_end_matches('/');
-        let ws = self.get(tenant, id)?;
+        let ws = self.get(tenant, id).await?;
         if !subdir.is_empty() {
-            self.subdir(tenant, &ws.id, subdir)?;
+            self.subdir(tenant, &ws.id, subdir).await?;
         }
         Ok((ws, subdir.to_string()))
     }
@@ -267,7 +286,7 @@ impl Workspaces {
     /// and where inside it; or, for a directory the `[workdirs]` policy allows the tenant, the
     /// workspace attached to it. A path that does not exist, is not a directory, or is neither
     /// gets one answer, so callers learn nothing of other paths.
-    pub fn locate(
+    pub async fn locate(
         &self,
         tenant: &TenantId,
         path: &str,
@@ -278,10 +297,13 @@ impl Workspaces {
             ))
         };
         if let Some(rest) = path.strip_prefix(DISPLAY_ROOT) {
-            return self.locate_display(tenant, rest).map_err(|e| match e {
-                WorkspaceError::Internal(e) => WorkspaceError::Internal(e),
-                _ => refused(),
-            });
+            return self
+                .locate_display(tenant, rest)
+                .await
+                .map_err(|e| match e {
+                    WorkspaceError::Internal(e) => WorkspaceError::Internal(e),
+                    _ => refused(),
+                });
         }
         let given = Path::new(path);
         if !given.is_absolute() || path.contains('\0') {
@@ -293,7 +315,8 @@ impl Workspaces {
         let resolved = std::fs::canonicalize(given).map_err(|_| refused())?;
         let Ok(inside) = resolved.strip_prefix(self.root_path.join(tenant.as_str())) else {
             return self
-                .attach(tenant, &resolved)?
+                .attach(tenant, &resolved)
+                .await?
                 .map(|ws| (ws, String::new()))
                 .ok_or_else(refused);
         };
@@ -306,18 +329,19 @@ impl Workspaces {
             .map(|c| c.as_os_str().to_str().ok_or_else(refused))
             .collect::<Result<_, _>>()?;
         let subdir = subdir.join("/");
-        let ws = self.get(tenant, &id).map_err(|e| match e {
+        let ws = self.get(tenant, &id).await.map_err(|e| match e {
             WorkspaceError::NotFound => refused(),
             other => other,
         })?;
         self.subdir(tenant, &ws.id, &subdir)
+            .await
             .map_err(|_| refused())?;
         Ok((ws, subdir))
     }
 
     /// The tenant's workspace for an operator-allowed directory outside the data directory
     /// (made on first use); `None` when the policy does not allow it.
-    fn attach(
+    async fn attach(
         &self,
         tenant: &TenantId,
         dir: &Path,
@@ -328,7 +352,7 @@ impl Workspaces {
         let path = dir.to_str().ok_or_else(|| {
             WorkspaceError::BadPath("the working directory's path is not UTF-8".into())
         })?;
-        let existing = self.store.list_workspaces(tenant.as_str())?;
+        let existing = self.store.list_workspaces(tenant.as_str()).await?;
         if let Some(ws) = existing
             .into_iter()
             .find(|w| w.path.as_deref() == Some(path))
@@ -342,17 +366,17 @@ impl Workspaces {
             created_at: now_ms(),
             path: Some(path.to_string()),
         };
-        self.store.create_workspace(&record)?;
+        self.store.create_workspace(&record).await?;
         Ok(Some(record))
     }
 
     /// Every regular file in the workspace (symlinks are not followed), sorted by path.
-    pub fn list_files(
+    pub async fn list_files(
         &self,
         tenant: &TenantId,
         id: &str,
     ) -> Result<Vec<FileEntry>, WorkspaceError> {
-        let (dir, _) = self.dir(tenant, id)?;
+        let (dir, _) = self.dir(tenant, id).await?;
         let mut out = Vec::new();
         walk(&dir, "", &mut out).map_err(io)?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -361,9 +385,14 @@ impl Workspaces {
 
     /// Whether something exists at `path` in the workspace (symlinks are not followed, so a
     /// link counts as itself, wherever it points).
-    pub fn exists(&self, tenant: &TenantId, id: &str, path: &str) -> Result<bool, WorkspaceError> {
+    pub async fn exists(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        path: &str,
+    ) -> Result<bool, WorkspaceError> {
         let relative = check_relative_path(path)?;
-        let (dir, _) = self.dir(tenant, id)?;
+        let (dir, _) = self.dir(tenant, id).await?;
         match dir.symlink_metadata(&relative) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -375,7 +404,7 @@ impl Workspaces {
     }
 
     /// Read one file, refusing escaping paths and files over `limit` bytes.
-    pub fn read_file(
+    pub async fn read_file(
         &self,
         tenant: &TenantId,
         id: &str,
@@ -383,7 +412,7 @@ impl Workspaces {
         limit: u64,
     ) -> Result<Vec<u8>, WorkspaceError> {
         let relative = check_relative_path(path)?;
-        let (dir, _) = self.dir(tenant, id)?;
+        let (dir, _) = self.dir(tenant, id).await?;
         let file = dir.open(&relative).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => WorkspaceError::NotFound,
             // cap-std refuses symlinks that lead outside the directory.
@@ -461,8 +490,8 @@ mod tests {
         TenantId::new("alice").unwrap()
     }
 
-    #[test]
-    fn workdirs_locate_own_workspaces_and_allowed_directories_only() {
+    #[tokio::test]
+    async fn workdirs_locate_own_workspaces_and_allowed_directories_only() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let outside = tmp.path().join("srv");
@@ -487,38 +516,43 @@ mod tests {
         let path = |p: &Path| p.display().to_string();
 
         // A directory inside one's own workspace.
-        let own = spaces.create(&alice(), "own").unwrap();
-        let (dir, root) = spaces.dir(&alice(), &own.id).unwrap();
+        let own = spaces.create(&alice(), "own").await.unwrap();
+        let (dir, root) = spaces.dir(&alice(), &own.id).await.unwrap();
         dir.create_dir_all("sub/deeper").unwrap();
         let (found, subdir) = spaces
             .locate(&alice(), &path(&root.join("sub/deeper")))
+            .await
             .unwrap();
         assert_eq!(
             (found.id.as_str(), subdir.as_str()),
             (own.id.as_str(), "sub/deeper")
         );
         assert_eq!(
-            spaces.subdir(&alice(), &own.id, "sub").unwrap(),
+            spaces.subdir(&alice(), &own.id, "sub").await.unwrap(),
             root.join("sub")
         );
 
         // Another tenant cannot name it, allowed prefix over the data directory or not.
         assert!(matches!(
-            spaces.locate(&bob, &path(&root)),
+            spaces.locate(&bob, &path(&root)).await,
             Err(WorkspaceError::BadPath(_))
         ));
 
         // An allowed directory becomes a workspace once; its files stay when it goes.
         let proj = outside.join("alice/proj").canonicalize().unwrap();
-        let (attached, subdir) = spaces.locate(&alice(), &path(&proj)).unwrap();
+        let (attached, subdir) = spaces.locate(&alice(), &path(&proj)).await.unwrap();
         assert_eq!(subdir, "");
         assert_eq!(attached.path.as_deref(), Some(path(&proj).as_str()));
         let (again, _) = spaces
             .locate(&alice(), &format!("{}/./", path(&proj)))
+            .await
             .unwrap();
         assert_eq!(again.id, attached.id);
-        assert_eq!(spaces.dir(&alice(), &attached.id).unwrap().1, proj);
-        spaces.delete(&alice(), &attached.id, |_| false).unwrap();
+        assert_eq!(spaces.dir(&alice(), &attached.id).await.unwrap().1, proj);
+        spaces
+            .delete(&alice(), &attached.id, |_| false)
+            .await
+            .unwrap();
         assert!(
             proj.join("src").is_dir(),
             "gantry never deletes an attached directory"
@@ -533,7 +567,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    spaces.locate(&alice(), &path(&refused)),
+                    spaces.locate(&alice(), &path(&refused)).await,
                     Err(WorkspaceError::BadPath(_))
                 ),
                 "{}",
@@ -541,15 +575,15 @@ mod tests {
             );
         }
         // Bob is allowed nothing outside his own workspaces.
-        assert!(spaces.locate(&bob, &path(&proj)).is_err());
+        assert!(spaces.locate(&bob, &path(&proj)).await.is_err());
         assert!(matches!(
-            spaces.locate(&alice(), "relative"),
+            spaces.locate(&alice(), "relative").await,
             Err(WorkspaceError::BadPath(_))
         ));
     }
 
-    #[test]
-    fn every_escaping_path_form_is_refused() {
+    #[tokio::test]
+    async fn every_escaping_path_form_is_refused() {
         for bad in [
             "",
             "..",
@@ -572,11 +606,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn files_list_and_read_inside_the_workspace_only() {
+    #[tokio::test]
+    async fn files_list_and_read_inside_the_workspace_only() {
         let (tmp, spaces) = setup();
-        let ws = spaces.create(&alice(), "demo").unwrap();
-        let (dir, host_path) = spaces.dir(&alice(), &ws.id).unwrap();
+        let ws = spaces.create(&alice(), "demo").await.unwrap();
+        let (dir, host_path) = spaces.dir(&alice(), &ws.id).await.unwrap();
         assert!(host_path.starts_with(tmp.path().canonicalize().unwrap()));
         dir.create_dir_all("src").unwrap();
         dir.write("src/main.rs", b"fn main() {}").unwrap();
@@ -585,21 +619,27 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path().join("secret"), host_path.join("link")).unwrap();
         std::os::unix::fs::symlink("../../../secret", host_path.join("rel-link")).unwrap();
 
-        assert!(spaces.exists(&alice(), &ws.id, "src").unwrap());
-        assert!(spaces.exists(&alice(), &ws.id, "link").unwrap());
-        assert!(!spaces.exists(&alice(), &ws.id, "src/missing").unwrap());
+        assert!(spaces.exists(&alice(), &ws.id, "src").await.unwrap());
+        assert!(spaces.exists(&alice(), &ws.id, "link").await.unwrap());
+        assert!(
+            !spaces
+                .exists(&alice(), &ws.id, "src/missing")
+                .await
+                .unwrap()
+        );
         assert!(matches!(
-            spaces.exists(&alice(), &ws.id, "../../secret"),
+            spaces.exists(&alice(), &ws.id, "../../secret").await,
             Err(WorkspaceError::BadPath(_))
         ));
 
-        let files = spaces.list_files(&alice(), &ws.id).unwrap();
+        let files = spaces.list_files(&alice(), &ws.id).await.unwrap();
         let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["README", "src/main.rs"]);
         assert_eq!(files[1].size, 12);
         assert_eq!(
             spaces
                 .read_file(&alice(), &ws.id, "src/main.rs", 100)
+                .await
                 .unwrap(),
             b"fn main() {}"
         );
@@ -612,6 +652,7 @@ mod tests {
         ] {
             let err = spaces
                 .read_file(&alice(), &ws.id, escaping, 100)
+                .await
                 .unwrap_err();
             assert!(
                 matches!(err, WorkspaceError::BadPath(_)),
@@ -619,69 +660,69 @@ mod tests {
             );
         }
         assert!(matches!(
-            spaces.read_file(&alice(), &ws.id, "missing", 100),
+            spaces.read_file(&alice(), &ws.id, "missing", 100).await,
             Err(WorkspaceError::NotFound)
         ));
         assert!(matches!(
-            spaces.read_file(&alice(), &ws.id, "src/main.rs", 5),
+            spaces.read_file(&alice(), &ws.id, "src/main.rs", 5).await,
             Err(WorkspaceError::TooLarge(5))
         ));
         assert!(matches!(
-            spaces.read_file(&alice(), &ws.id, "src", 100),
+            spaces.read_file(&alice(), &ws.id, "src", 100).await,
             Err(WorkspaceError::BadPath(_))
         ));
     }
 
-    #[test]
-    fn another_tenants_ids_are_unknown() {
+    #[tokio::test]
+    async fn another_tenants_ids_are_unknown() {
         let (_tmp, spaces) = setup();
-        let ws = spaces.create(&alice(), "mine").unwrap();
+        let ws = spaces.create(&alice(), "mine").await.unwrap();
         let bob = TenantId::new("bob").unwrap();
         assert!(matches!(
-            spaces.get(&bob, &ws.id),
+            spaces.get(&bob, &ws.id).await,
             Err(WorkspaceError::NotFound)
         ));
         assert!(matches!(
-            spaces.list_files(&bob, &ws.id),
+            spaces.list_files(&bob, &ws.id).await,
             Err(WorkspaceError::NotFound)
         ));
         assert!(matches!(
-            spaces.delete(&bob, &ws.id, |_| false),
+            spaces.delete(&bob, &ws.id, |_| false).await,
             Err(WorkspaceError::NotFound)
         ));
-        assert!(spaces.list(&bob).unwrap().is_empty());
+        assert!(spaces.list(&bob).await.unwrap().is_empty());
         // Ids that are not UUIDs never reach the filesystem.
         assert!(matches!(
-            spaces.get(&alice(), "../bob"),
+            spaces.get(&alice(), "../bob").await,
             Err(WorkspaceError::NotFound)
         ));
-        assert_eq!(spaces.list(&alice()).unwrap().len(), 1);
+        assert_eq!(spaces.list(&alice()).await.unwrap().len(), 1);
     }
 
-    #[test]
-    fn delete_is_refused_while_busy_and_removes_files_after() {
+    #[tokio::test]
+    async fn delete_is_refused_while_busy_and_removes_files_after() {
         let (_tmp, spaces) = setup();
-        let ws = spaces.create(&alice(), "w").unwrap();
-        let (_, path) = spaces.dir(&alice(), &ws.id).unwrap();
+        let ws = spaces.create(&alice(), "w").await.unwrap();
+        let (_, path) = spaces.dir(&alice(), &ws.id).await.unwrap();
         assert!(matches!(
-            spaces.delete(&alice(), &ws.id, |_| true),
+            spaces.delete(&alice(), &ws.id, |_| true).await,
             Err(WorkspaceError::Busy)
         ));
         assert!(path.exists());
-        spaces.delete(&alice(), &ws.id, |_| false).unwrap();
+        spaces.delete(&alice(), &ws.id, |_| false).await.unwrap();
         assert!(!path.exists());
         assert!(matches!(
-            spaces.get(&alice(), &ws.id),
+            spaces.get(&alice(), &ws.id).await,
             Err(WorkspaceError::NotFound)
         ));
     }
 
-    #[test]
-    fn bad_names_are_refused() {
+    #[tokio::test]
+    async fn bad_names_are_refused() {
         let (_tmp, spaces) = setup();
         for bad in ["", "   ", "a\nb", &"x".repeat(201)] {
             assert!(matches!(
-                spaces.create(&alice(), bad),
+                spaces.create(&alice(), bad).await,
                 Err(WorkspaceError::BadName(_))
             ));
         }

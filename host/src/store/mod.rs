@@ -102,6 +102,8 @@ pub struct TaskRecord {
     pub last_seq: u64,
     /// How many output lines (stdout and stderr events) its log holds.
     pub output_lines: u64,
+    /// The node that runs it (`None` on rows older than node leases).
+    pub node: Option<String>,
 }
 
 /// One entry of a task's event log.
@@ -165,41 +167,178 @@ pub struct SessionPage {
     pub total: u64,
 }
 
-/// What gantry persists. Every read takes the tenant, so no query can cross tenants.
-pub trait Store: Send + Sync + fmt::Debug + 'static {
+/// Why a store operation failed, typed so that each caller can answer for it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row is not there (for the caller's tenant).
+    #[error("not found")]
+    NotFound,
+    /// The write conflicts with what is stored (a duplicate id or `seq`).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot answer now (locked, unreachable); worth retrying later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The result of a store operation.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// Workspace rows. Every read takes the tenant, so no query can cross tenants.
+#[async_trait::async_trait]
+pub trait WorkspaceStore: Send + Sync {
     /// Add a workspace.
-    fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()>;
+    async fn create_workspace(&self, ws: &WorkspaceRecord) -> StoreResult<()>;
     /// A tenant's workspaces, oldest first.
-    fn list_workspaces(&self, tenant: &str) -> Result<Vec<WorkspaceRecord>>;
+    async fn list_workspaces(&self, tenant: &str) -> StoreResult<Vec<WorkspaceRecord>>;
     /// One of a tenant's workspaces.
-    fn get_workspace(&self, tenant: &str, id: &str) -> Result<Option<WorkspaceRecord>>;
+    async fn get_workspace(&self, tenant: &str, id: &str) -> StoreResult<Option<WorkspaceRecord>>;
     /// Remove a workspace row (and its tasks and events); whether it existed.
-    fn delete_workspace(&self, tenant: &str, id: &str) -> Result<bool>;
+    async fn delete_workspace(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+}
+
+/// Task rows and their logs. A task's `last_seq` and `output_lines` follow its log: the store
+/// keeps them as it appends, and nothing else writes them.
+#[async_trait::async_trait]
+pub trait TaskStore: Send + Sync {
     /// Add a task.
-    fn insert_task(&self, task: &TaskRecord) -> Result<()>;
+    async fn insert_task(&self, task: &TaskRecord) -> StoreResult<()>;
     /// Write a task's state, times, exit code, error and summary.
-    fn update_task(&self, task: &TaskRecord) -> Result<()>;
+    async fn update_task(&self, task: &TaskRecord) -> StoreResult<()>;
     /// One of a tenant's tasks.
-    fn get_task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>>;
+    async fn get_task(&self, tenant: &str, id: &str) -> StoreResult<Option<TaskRecord>>;
     /// A tenant's tasks, oldest first, optionally of one workspace.
-    fn list_tasks(&self, tenant: &str, workspace: Option<&str>) -> Result<Vec<TaskRecord>>;
-    /// Append events (their `seq`s follow the task's `last_seq`) in one transaction.
-    fn append_events(&self, task_id: &str, events: &[EventRecord]) -> Result<()>;
+    async fn list_tasks(
+        &self,
+        tenant: &str,
+        workspace: Option<&str>,
+    ) -> StoreResult<Vec<TaskRecord>>;
+    /// Append events (their `seq`s follow the task's `last_seq`) in one transaction; a `seq`
+    /// already logged is a [`StoreError::Conflict`] and appends nothing.
+    async fn append_events(&self, task_id: &str, events: &[EventRecord]) -> StoreResult<()>;
     /// Up to `limit` events of a task from `from_seq` on.
-    fn read_events(&self, task_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>>;
-    /// Mark every pending or running task interrupted (at startup); their ids.
-    fn interrupt_unfinished(&self, at: i64) -> Result<Vec<String>>;
+    async fn read_events(
+        &self,
+        task_id: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>>;
+}
+
+/// Session rows.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync {
     /// Add a session.
-    fn create_session(&self, session: &SessionRecord) -> Result<()>;
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// One of a tenant's sessions.
-    fn get_session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>>;
+    async fn get_session(&self, tenant: &str, id: &str) -> StoreResult<Option<SessionRecord>>;
     /// Write a session's status, workspace, time and data; whether it existed.
-    fn update_session(&self, session: &SessionRecord) -> Result<bool>;
+    async fn update_session(&self, session: &SessionRecord) -> StoreResult<bool>;
     /// A page of a tenant's sessions, newest first.
-    fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> Result<SessionPage>;
+    async fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> StoreResult<SessionPage>;
     /// Remove a session; whether it existed.
-    fn delete_session(&self, tenant: &str, id: &str) -> Result<bool>;
-    /// Sessions over all tenants (a health figure); an error when the store cannot take a
-    /// write.
-    fn count_sessions(&self) -> Result<u64>;
+    async fn delete_session(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    /// Sessions over all tenants (a health figure); [`StoreError::Unavailable`] when the
+    /// store cannot take a write.
+    async fn count_sessions(&self) -> StoreResult<u64>;
+}
+
+/// A node that shares the store, as its lease says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its id.
+    pub id: String,
+    /// When it first claimed its lease (ms since the epoch).
+    pub started_at: i64,
+    /// When its lease runs out unless renewed (ms since the epoch).
+    pub expires_at: i64,
+}
+
+/// Nodes and their leases: who runs which tasks, and what happens to a node's tasks when it
+/// is gone. A node's tasks are interrupted only by the node itself (at its start, for what its
+/// previous run left) or by another node once the lease has expired — never while it lives.
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Claim or renew `node`'s lease until `now + lease_ms`.
+    async fn claim_lease(&self, node: &str, now: i64, lease_ms: i64) -> StoreResult<()>;
+    /// Mark `node`'s pending and running tasks (and those of no node: older rows) interrupted;
+    /// their ids.
+    async fn interrupt_tasks_of(&self, node: &str, at: i64) -> StoreResult<Vec<String>>;
+    /// Take over the nodes whose lease expired before `now`: their pending and running tasks
+    /// become interrupted and the nodes are forgotten; the tasks' ids.
+    async fn take_over_expired(&self, now: i64) -> StoreResult<Vec<String>>;
+    /// The nodes whose lease holds at `now`.
+    async fn live_nodes(&self, now: i64) -> StoreResult<Vec<NodeRecord>>;
+}
+
+/// Everything gantry persists.
+pub trait Store:
+    WorkspaceStore + TaskStore + SessionStore + NodeStore + fmt::Debug + 'static
+{
+}
+
+impl<T> Store for T where
+    T: WorkspaceStore + TaskStore + SessionStore + NodeStore + fmt::Debug + 'static
+{
+}
+
+/// How far a task's log has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogProgress {
+    /// The last `seq` appended.
+    pub last_seq: u64,
+    /// Nothing more will be appended.
+    pub ended: bool,
+}
+
+/// "Task X has new events": the writer of a task's log announces each append, and followers
+/// wait for the next announcement instead of polling the store. In-process here
+/// ([`LocalNotifier`]); a store shared by several nodes fills it with its own channel.
+pub trait LogNotifier: Send + Sync + fmt::Debug {
+    /// Announce that `task_id`'s log has reached `progress`.
+    fn announce(&self, task_id: &str, progress: LogProgress);
+    /// Follow `task_id`'s progress, if its log is still being written where this notifier
+    /// hears of it.
+    fn follow(&self, task_id: &str) -> Option<tokio::sync::watch::Receiver<LogProgress>>;
+    /// Start announcing `task_id` (before its first append).
+    fn open(&self, task_id: &str);
+}
+
+/// A [`LogNotifier`] within one process: a watch channel per task whose log is being written.
+#[derive(Debug, Default)]
+pub struct LocalNotifier {
+    channels: std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::watch::Sender<LogProgress>>,
+    >,
+}
+
+impl LogNotifier for LocalNotifier {
+    fn announce(&self, task_id: &str, progress: LogProgress) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(task_id) {
+            tx.send_replace(progress);
+        }
+        // An ended log has nothing more to announce; followers keep their receiver, which
+        // still holds the last value.
+        if progress.ended {
+            channels.remove(task_id);
+        }
+    }
+
+    fn follow(&self, task_id: &str) -> Option<tokio::sync::watch::Receiver<LogProgress>> {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .get(task_id)
+            .map(tokio::sync::watch::Sender::subscribe)
+    }
+
+    fn open(&self, task_id: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(task_id.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(LogProgress::default()).0);
+    }
 }

@@ -1,8 +1,9 @@
 //! The embedded store: SQLite in WAL mode, one connection guarded by a mutex.
 
 use super::{
-    EventRecord, SessionPage, SessionQuery, SessionRecord, Store, TaskRecord, TaskState,
-    WorkspaceRecord, codec,
+    EventRecord, NodeRecord, NodeStore, SessionPage, SessionQuery, SessionRecord, SessionStore,
+    StoreError, StoreResult, TaskRecord, TaskState, TaskStore, WorkspaceRecord, WorkspaceStore,
+    codec,
 };
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -64,6 +65,16 @@ CREATE INDEX sessions_by_tenant ON sessions (tenant, updated_at);
 "#,
     // A workspace may be an operator-allowed directory outside the data directory.
     "ALTER TABLE workspaces ADD COLUMN path TEXT;",
+    // Node leases: each task is run by one node, and a node's tasks are interrupted only by
+    // itself or once its lease has expired.
+    r#"
+ALTER TABLE tasks ADD COLUMN node TEXT;
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// How long a statement waits for a lock another process holds.
@@ -221,7 +232,7 @@ fn session(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-const TASK_COLUMNS: &str = "id, tenant, workspace_id, backend, request, state, created_at, started_at, finished_at, exit_code, error, summary, last_seq, output_lines";
+const TASK_COLUMNS: &str = "id, tenant, workspace_id, backend, request, state, created_at, started_at, finished_at, exit_code, error, summary, last_seq, output_lines, node";
 
 fn json_column(text: String) -> rusqlite::Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| {
@@ -256,19 +267,20 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
             .map(|v| codec::summary_from_json(&v)),
         last_seq: row.get::<_, i64>(12)? as u64,
         output_lines: row.get::<_, i64>(13)? as u64,
+        node: row.get(14)?,
     })
 }
 
-impl Store for Sqlite {
-    fn create_workspace(&self, ws: &WorkspaceRecord) -> Result<()> {
+#[async_trait::async_trait]
+impl WorkspaceStore for Sqlite {
+    async fn create_workspace(&self, ws: &WorkspaceRecord) -> StoreResult<()> {
         self.execute(
             "INSERT INTO workspaces (id, tenant, name, created_at, path) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![ws.id, ws.tenant, ws.name, ws.created_at, ws.path],
         )?;
         Ok(())
     }
-
-    fn list_workspaces(&self, tenant: &str) -> Result<Vec<WorkspaceRecord>> {
+    async fn list_workspaces(&self, tenant: &str) -> StoreResult<Vec<WorkspaceRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, tenant, name, created_at, path FROM workspaces WHERE tenant = ?1 ORDER BY created_at, id",
@@ -276,8 +288,7 @@ impl Store for Sqlite {
         let rows = stmt.query_map([tenant], workspace)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-
-    fn get_workspace(&self, tenant: &str, id: &str) -> Result<Option<WorkspaceRecord>> {
+    async fn get_workspace(&self, tenant: &str, id: &str) -> StoreResult<Option<WorkspaceRecord>> {
         Ok(self
             .query_row(
                 "SELECT id, tenant, name, created_at, path FROM workspaces WHERE tenant = ?1 AND id = ?2",
@@ -286,18 +297,20 @@ impl Store for Sqlite {
             )
             .optional()?)
     }
-
-    fn delete_workspace(&self, tenant: &str, id: &str) -> Result<bool> {
+    async fn delete_workspace(&self, tenant: &str, id: &str) -> StoreResult<bool> {
         let n = self.execute(
             "DELETE FROM workspaces WHERE tenant = ?1 AND id = ?2",
             [tenant, id],
         )?;
         Ok(n > 0)
     }
+}
 
-    fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+#[async_trait::async_trait]
+impl TaskStore for Sqlite {
+    async fn insert_task(&self, t: &TaskRecord) -> StoreResult<()> {
         self.execute(
-            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
             params![
                 t.id,
                 t.tenant,
@@ -313,12 +326,12 @@ impl Store for Sqlite {
                 t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
                 t.last_seq as i64,
                 t.output_lines as i64,
+                t.node,
             ],
         )?;
         Ok(())
     }
-
-    fn update_task(&self, t: &TaskRecord) -> Result<()> {
+    async fn update_task(&self, t: &TaskRecord) -> StoreResult<()> {
         self.execute(
             "UPDATE tasks SET state = ?2, started_at = ?3, finished_at = ?4, exit_code = ?5, error = ?6, summary = ?7 WHERE id = ?1",
             params![
@@ -333,8 +346,7 @@ impl Store for Sqlite {
         )?;
         Ok(())
     }
-
-    fn get_task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>> {
+    async fn get_task(&self, tenant: &str, id: &str) -> StoreResult<Option<TaskRecord>> {
         Ok(self
             .query_row(
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND id = ?2"),
@@ -343,8 +355,11 @@ impl Store for Sqlite {
             )
             .optional()?)
     }
-
-    fn list_tasks(&self, tenant: &str, workspace: Option<&str>) -> Result<Vec<TaskRecord>> {
+    async fn list_tasks(
+        &self,
+        tenant: &str,
+        workspace: Option<&str>,
+    ) -> StoreResult<Vec<TaskRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND (?2 IS NULL OR workspace_id = ?2) ORDER BY created_at, id"
@@ -352,8 +367,7 @@ impl Store for Sqlite {
         let rows = stmt.query_map(params![tenant, workspace], task)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-
-    fn append_events(&self, task_id: &str, events: &[EventRecord]) -> Result<()> {
+    async fn append_events(&self, task_id: &str, events: &[EventRecord]) -> StoreResult<()> {
         let Some(last) = events.last() else {
             return Ok(());
         };
@@ -377,8 +391,12 @@ impl Store for Sqlite {
         tx.commit()?;
         Ok(())
     }
-
-    fn read_events(&self, task_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>> {
+    async fn read_events(
+        &self,
+        task_id: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<EventRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, kind, data, at FROM events WHERE task_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
@@ -394,25 +412,11 @@ impl Store for Sqlite {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
 
-    fn interrupt_unfinished(&self, at: i64) -> Result<Vec<String>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let ids = {
-            let mut stmt =
-                tx.prepare("SELECT id FROM tasks WHERE state IN ('pending', 'running')")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute(
-            "UPDATE tasks SET state = ?1, finished_at = ?2, error = 'gantry stopped while the task was unfinished' WHERE state IN ('pending', 'running')",
-            params![TaskState::Interrupted.as_str(), at],
-        )?;
-        tx.commit()?;
-        Ok(ids)
-    }
-
-    fn create_session(&self, s: &SessionRecord) -> Result<()> {
+#[async_trait::async_trait]
+impl SessionStore for Sqlite {
+    async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
         self.execute(
             &format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -430,8 +434,7 @@ impl Store for Sqlite {
         )?;
         Ok(())
     }
-
-    fn get_session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>> {
+    async fn get_session(&self, tenant: &str, id: &str) -> StoreResult<Option<SessionRecord>> {
         Ok(self
             .query_row(
                 &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant = ?1 AND id = ?2"),
@@ -440,16 +443,14 @@ impl Store for Sqlite {
             )
             .optional()?)
     }
-
-    fn update_session(&self, s: &SessionRecord) -> Result<bool> {
+    async fn update_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         let n = self.execute(
             "UPDATE sessions SET status = ?3, workspace_id = ?4, updated_at = ?5, data = ?6 WHERE tenant = ?1 AND id = ?2",
             params![s.tenant, s.id, s.status, s.workspace_id, s.updated_at, s.data.to_string()],
         )?;
         Ok(n > 0)
     }
-
-    fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> Result<SessionPage> {
+    async fn list_sessions(&self, tenant: &str, query: &SessionQuery) -> StoreResult<SessionPage> {
         let conn = self.conn();
         // NULL filters match everything.
         let filter = "tenant = ?1 AND (?2 IS NULL OR backend = ?2) AND (?3 IS NULL OR status = ?3)";
@@ -476,22 +477,20 @@ impl Store for Sqlite {
             total: total as u64,
         })
     }
-
-    fn delete_session(&self, tenant: &str, id: &str) -> Result<bool> {
+    async fn delete_session(&self, tenant: &str, id: &str) -> StoreResult<bool> {
         let n = self.execute(
             "DELETE FROM sessions WHERE tenant = ?1 AND id = ?2",
             params![tenant, id],
         )?;
         Ok(n > 0)
     }
-
-    fn count_sessions(&self) -> Result<u64> {
+    async fn count_sessions(&self) -> StoreResult<u64> {
         let mut conn = self.conn();
         // A store that answers reads but cannot take a write (another process holds the write
         // lock, say) cannot record runs: so the count is read under the write lock. A shorter
         // wait than usual, so that a health probe answers while the store is stuck.
         conn.busy_timeout(HEALTH_BUSY_TIMEOUT)?;
-        let counted = (|| -> Result<i64> {
+        let counted = (|| -> rusqlite::Result<i64> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
             tx.rollback()?;
@@ -499,6 +498,93 @@ impl Store for Sqlite {
         })();
         conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(counted? as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeStore for Sqlite {
+    async fn claim_lease(&self, node: &str, now: i64, lease_ms: i64) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO nodes (id, started_at, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET expires_at = ?3",
+            params![node, now, now + lease_ms],
+        )?;
+        Ok(())
+    }
+
+    async fn interrupt_tasks_of(&self, node: &str, at: i64) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids = interrupt(&tx, "(node = ?1 OR node IS NULL)", node, at)?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    async fn take_over_expired(&self, now: i64) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let expired: Vec<String> = {
+            let mut stmt = tx.prepare_cached("SELECT id FROM nodes WHERE expires_at < ?1")?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut ids = Vec::new();
+        for node in &expired {
+            ids.extend(interrupt(&tx, "node = ?1", node, now)?);
+            tx.execute("DELETE FROM nodes WHERE id = ?1", [node])?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    async fn live_nodes(&self, now: i64) -> StoreResult<Vec<NodeRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, started_at, expires_at FROM nodes WHERE expires_at >= ?1 ORDER BY started_at, id",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            Ok(NodeRecord {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                expires_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// Mark the pending and running tasks matching `owner` (a condition on `?1`, the node)
+/// interrupted; their ids.
+fn interrupt(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    node: &str,
+    at: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let unfinished = format!("state IN ('pending', 'running') AND {owner}");
+    let ids = {
+        let mut stmt = tx.prepare(&format!("SELECT id FROM tasks WHERE {unfinished}"))?;
+        let rows = stmt.query_map([node], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    tx.execute(
+        &format!(
+            "UPDATE tasks SET state = ?2, finished_at = ?3, error = 'gantry stopped while the task was unfinished' WHERE {unfinished}"
+        ),
+        params![node, TaskState::Interrupted.as_str(), at],
+    )?;
+    Ok(ids)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
+            _ => StoreError::Internal(e.into()),
+        }
     }
 }
 
@@ -533,6 +619,7 @@ mod tests {
             summary: None,
             last_seq: 0,
             output_lines: 0,
+            node: None,
         }
     }
 
@@ -552,35 +639,37 @@ mod tests {
         })
     }
 
-    #[test]
-    fn rows_are_scoped_to_their_tenant() {
+    #[tokio::test]
+    async fn rows_are_scoped_to_their_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
-        db.create_workspace(&ws("w1", "alice")).unwrap();
-        db.create_workspace(&ws("w2", "bob")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        db.create_workspace(&ws("w2", "bob")).await.unwrap();
         assert_eq!(
-            db.list_workspaces("alice").unwrap(),
+            db.list_workspaces("alice").await.unwrap(),
             vec![ws("w1", "alice")]
         );
-        assert_eq!(db.get_workspace("bob", "w1").unwrap(), None);
-        assert!(!db.delete_workspace("bob", "w1").unwrap());
+        assert_eq!(db.get_workspace("bob", "w1").await.unwrap(), None);
+        assert!(!db.delete_workspace("bob", "w1").await.unwrap());
         db.insert_task(&task("t1", "alice", "w1", TaskState::Running))
+            .await
             .unwrap();
-        assert!(db.get_task("bob", "t1").unwrap().is_none());
-        assert_eq!(db.list_tasks("alice", Some("w1")).unwrap().len(), 1);
-        assert_eq!(db.list_tasks("alice", Some("w2")).unwrap().len(), 0);
-        assert_eq!(db.list_tasks("bob", None).unwrap().len(), 0);
+        assert!(db.get_task("bob", "t1").await.unwrap().is_none());
+        assert_eq!(db.list_tasks("alice", Some("w1")).await.unwrap().len(), 1);
+        assert_eq!(db.list_tasks("alice", Some("w2")).await.unwrap().len(), 0);
+        assert_eq!(db.list_tasks("bob", None).await.unwrap().len(), 0);
     }
 
-    #[test]
-    fn events_append_in_order_and_read_from_any_seq() {
+    #[tokio::test]
+    async fn events_append_in_order_and_read_from_any_seq() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
-        db.create_workspace(&ws("w1", "alice")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
         db.insert_task(&task("t1", "alice", "w1", TaskState::Running))
+            .await
             .unwrap();
         let batch: Vec<_> = (1..=10).map(event).collect();
-        db.append_events("t1", &batch).unwrap();
+        db.append_events("t1", &batch).await.unwrap();
         let state = EventRecord {
             seq: 11,
             body: crate::contract::EventBody::State(crate::contract::StateChange {
@@ -591,59 +680,115 @@ mod tests {
             }),
             at: 3,
         };
-        db.append_events("t1", &[state]).unwrap();
-        let t = db.get_task("alice", "t1").unwrap().unwrap();
+        db.append_events("t1", &[state]).await.unwrap();
+        let t = db.get_task("alice", "t1").await.unwrap().unwrap();
         assert_eq!((t.last_seq, t.output_lines), (11, 10));
-        let read = db.read_events("t1", 4, 3).unwrap();
+        let read = db.read_events("t1", 4, 3).await.unwrap();
         assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6]);
         assert_eq!(read[0].body, line("l4"));
         // A seq written twice is refused, and the batch with it leaves nothing behind.
-        assert!(db.append_events("t1", &[event(12), event(11)]).is_err());
-        assert_eq!(db.read_events("t1", 12, 10).unwrap(), vec![]);
-        let t = db.get_task("alice", "t1").unwrap().unwrap();
+        assert!(
+            db.append_events("t1", &[event(12), event(11)])
+                .await
+                .is_err()
+        );
+        assert_eq!(db.read_events("t1", 12, 10).await.unwrap(), vec![]);
+        let t = db.get_task("alice", "t1").await.unwrap().unwrap();
         assert_eq!((t.last_seq, t.output_lines), (11, 10));
     }
 
-    #[test]
-    fn reopening_keeps_everything_and_interrupts_unfinished_tasks() {
+    #[tokio::test]
+    async fn reopening_keeps_everything_and_interrupts_unfinished_tasks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         {
             let db = Sqlite::open(&path).unwrap();
-            db.create_workspace(&ws("w1", "alice")).unwrap();
+            db.create_workspace(&ws("w1", "alice")).await.unwrap();
             db.insert_task(&task("run", "alice", "w1", TaskState::Running))
+                .await
                 .unwrap();
             db.insert_task(&task("wait", "alice", "w1", TaskState::Pending))
+                .await
                 .unwrap();
             db.insert_task(&task("ok", "alice", "w1", TaskState::Done))
+                .await
                 .unwrap();
-            db.append_events("run", &[event(1)]).unwrap();
+            db.append_events("run", &[event(1)]).await.unwrap();
         }
         let db = Sqlite::open(&path).unwrap();
-        let mut ids = db.interrupt_unfinished(9).unwrap();
+        let mut ids = db.interrupt_tasks_of("n1", 9).await.unwrap();
         ids.sort();
         assert_eq!(ids, ["run", "wait"]);
-        let run = db.get_task("alice", "run").unwrap().unwrap();
+        let run = db.get_task("alice", "run").await.unwrap().unwrap();
         assert_eq!(run.state, TaskState::Interrupted);
         assert_eq!(run.finished_at, Some(9));
         assert_eq!(
-            db.get_task("alice", "ok").unwrap().unwrap().state,
+            db.get_task("alice", "ok").await.unwrap().unwrap().state,
             TaskState::Done
         );
-        assert_eq!(db.read_events("run", 1, 10).unwrap().len(), 1);
+        assert_eq!(db.read_events("run", 1, 10).await.unwrap().len(), 1);
     }
 
-    #[test]
-    fn deleting_a_workspace_removes_its_tasks_and_events() {
+    #[tokio::test]
+    async fn a_nodes_tasks_are_taken_over_only_once_its_lease_has_expired() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
-        db.create_workspace(&ws("w1", "alice")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        for (id, node) in [("ta", "a"), ("tb", "b")] {
+            let mut t = task(id, "alice", "w1", TaskState::Running);
+            t.node = Some(node.into());
+            db.insert_task(&t).await.unwrap();
+        }
+        db.claim_lease("a", 1_000, 30_000).await.unwrap();
+        db.claim_lease("b", 1_000, 30_000).await.unwrap();
+        // While both leases hold, nothing is taken over.
+        assert!(db.take_over_expired(20_000).await.unwrap().is_empty());
+        let live = db.live_nodes(20_000).await.unwrap();
+        assert_eq!(
+            live.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        // b renews; a does not, and its task is taken over once its lease is past.
+        db.claim_lease("b", 25_000, 30_000).await.unwrap();
+        assert_eq!(db.take_over_expired(40_000).await.unwrap(), ["ta"]);
+        let ta = db.get_task("alice", "ta").await.unwrap().unwrap();
+        assert_eq!(ta.state, TaskState::Interrupted);
+        let tb = db.get_task("alice", "tb").await.unwrap().unwrap();
+        assert_eq!(
+            tb.state,
+            TaskState::Running,
+            "a live node's task is never taken"
+        );
+        let live = db.live_nodes(40_000).await.unwrap();
+        assert_eq!(
+            live.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        // A node restarting interrupts what its previous process left, and only that.
+        assert_eq!(db.interrupt_tasks_of("b", 41_000).await.unwrap(), ["tb"]);
+    }
+
+    #[tokio::test]
+    async fn store_errors_are_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        let again = db.create_workspace(&ws("w1", "alice")).await.unwrap_err();
+        assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_workspace_removes_its_tasks_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
         db.insert_task(&task("t1", "alice", "w1", TaskState::Done))
+            .await
             .unwrap();
-        db.append_events("t1", &[event(1)]).unwrap();
-        assert!(db.delete_workspace("alice", "w1").unwrap());
-        assert!(db.get_task("alice", "t1").unwrap().is_none());
-        assert!(db.read_events("t1", 0, 10).unwrap().is_empty());
+        db.append_events("t1", &[event(1)]).await.unwrap();
+        assert!(db.delete_workspace("alice", "w1").await.unwrap());
+        assert!(db.get_task("alice", "t1").await.unwrap().is_none());
+        assert!(db.read_events("t1", 0, 10).await.unwrap().is_empty());
     }
 
     fn sess(id: &str, tenant: &str, backend: &str, status: &str, at: i64) -> SessionRecord {
@@ -662,8 +807,8 @@ mod tests {
     /// Commits never checkpoint (that stall moved to a thread), yet the log does not grow
     /// without bound: once the checkpointer has run, the next writes reuse the log from its
     /// start.
-    #[test]
-    fn the_log_is_checkpointed_in_the_background() {
+    #[tokio::test]
+    async fn the_log_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let wal = dir.path().join("g.db-wal");
@@ -673,17 +818,17 @@ mod tests {
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(auto, 0, "commits do not checkpoint");
-        let round = |r: usize| {
+        async fn round(db: &Sqlite, wal: &Path, r: usize) -> u64 {
             for i in 0..50 {
-                db.create_session(&sess(&format!("r{r}-{i}"), "alice", "claude", "active", 1))
-                    .unwrap();
+                let s = sess(&format!("r{r}-{i}"), "alice", "claude", "active", 1);
+                db.create_session(&s).await.unwrap();
             }
-            std::fs::metadata(&wal).unwrap().len()
-        };
-        let first = round(0);
+            std::fs::metadata(wal).unwrap().len()
+        }
+        let first = round(&db, &wal, 0).await;
         for r in 1..=10 {
-            std::thread::sleep(CHECKPOINT_EVERY + Duration::from_millis(300));
-            if round(r) <= first + first / 2 {
+            tokio::time::sleep(CHECKPOINT_EVERY + Duration::from_millis(300)).await;
+            if round(&db, &wal, r).await <= first + first / 2 {
                 return;
             }
         }
@@ -693,8 +838,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sessions_filter_page_and_stay_with_their_tenant() {
+    #[tokio::test]
+    async fn sessions_filter_page_and_stay_with_their_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         {
@@ -709,9 +854,11 @@ mod tests {
             .enumerate()
             {
                 db.create_session(&sess(&format!("s{i}"), "alice", backend, status, i as i64))
+                    .await
                     .unwrap();
             }
             db.create_session(&sess("b0", "bob", "claude", "active", 9))
+                .await
                 .unwrap();
         }
         // Reopened: sessions persist.
@@ -729,43 +876,50 @@ mod tests {
             )
         };
         assert_eq!(
-            ids(db.list_sessions("alice", &q(None, None, 10, 0)).unwrap()),
+            ids(db
+                .list_sessions("alice", &q(None, None, 10, 0))
+                .await
+                .unwrap()),
             (vec!["s3".into(), "s2".into(), "s1".into(), "s0".into()], 4)
         );
         assert_eq!(
             ids(db
                 .list_sessions("alice", &q(Some("claude"), Some("active"), 10, 0))
+                .await
                 .unwrap()),
             (vec!["s3".into(), "s0".into()], 2)
         );
         assert_eq!(
-            ids(db.list_sessions("alice", &q(None, None, 2, 1)).unwrap()),
+            ids(db
+                .list_sessions("alice", &q(None, None, 2, 1))
+                .await
+                .unwrap()),
             (vec!["s2".into(), "s1".into()], 4)
         );
-        assert_eq!(db.count_sessions().unwrap(), 5);
-        assert!(db.get_session("alice", "b0").unwrap().is_none());
-        assert!(!db.delete_session("alice", "b0").unwrap());
-        let mut s = db.get_session("alice", "s0").unwrap().unwrap();
+        assert_eq!(db.count_sessions().await.unwrap(), 5);
+        assert!(db.get_session("alice", "b0").await.unwrap().is_none());
+        assert!(!db.delete_session("alice", "b0").await.unwrap());
+        let mut s = db.get_session("alice", "s0").await.unwrap().unwrap();
         assert_eq!(s.data["title"], "s0");
         s.status = "completed".into();
         s.updated_at = 100;
-        assert!(db.update_session(&s).unwrap());
+        assert!(db.update_session(&s).await.unwrap());
         assert_eq!(
-            db.get_session("alice", "s0").unwrap().unwrap().status,
+            db.get_session("alice", "s0").await.unwrap().unwrap().status,
             "completed"
         );
-        assert!(db.delete_session("alice", "s0").unwrap());
-        assert!(db.get_session("alice", "s0").unwrap().is_none());
+        assert!(db.delete_session("alice", "s0").await.unwrap());
+        assert!(db.get_session("alice", "s0").await.unwrap().is_none());
         // Another connection holding the write lock: the store cannot record, so no count.
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        assert!(db.count_sessions().is_err());
+        assert!(db.count_sessions().await.is_err());
         other.execute_batch("ROLLBACK").unwrap();
-        assert_eq!(db.count_sessions().unwrap(), 4);
+        assert_eq!(db.count_sessions().await.unwrap(), 4);
     }
 
-    #[test]
-    fn a_newer_schema_is_refused() {
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         Connection::open(&path)

@@ -4,17 +4,10 @@
 
 use super::tail;
 use crate::contract::EventBody;
-use crate::store::{EventRecord, Store, now_ms};
+use crate::store::{EventRecord, LogNotifier, LogProgress, Store, now_ms};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-
-/// How far a task's log has come: announced after each append.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Progress {
-    pub(super) last_seq: u64,
-    pub(super) ended: bool,
-}
 
 /// Events a subscription takes from the tail or the store at once.
 const READ_BATCH: usize = 1000;
@@ -26,7 +19,7 @@ pub struct Subscription {
     store: Arc<dyn Store>,
     task_id: String,
     next_seq: u64,
-    progress: Option<watch::Receiver<Progress>>,
+    progress: Option<watch::Receiver<LogProgress>>,
     tail: Option<Arc<Mutex<tail::Tail>>>,
     buffer: VecDeque<EventRecord>,
 }
@@ -38,7 +31,7 @@ impl Subscription {
         store: Arc<dyn Store>,
         task_id: String,
         from_seq: u64,
-        progress: Option<watch::Receiver<Progress>>,
+        progress: Option<watch::Receiver<LogProgress>>,
         tail: Option<Arc<Mutex<tail::Tail>>>,
     ) -> Subscription {
         Subscription {
@@ -52,7 +45,7 @@ impl Subscription {
     }
 
     /// Fill the buffer with what is logged from `next_seq` on; whether anything came.
-    fn fill(&mut self) -> anyhow::Result<bool> {
+    async fn fill(&mut self) -> anyhow::Result<bool> {
         if let Some(tail) = &self.tail {
             match tail.lock().unwrap().read(self.next_seq, READ_BATCH) {
                 tail::Read::Events(events) => {
@@ -66,16 +59,17 @@ impl Subscription {
         }
         let batch = self
             .store
-            .read_events(&self.task_id, self.next_seq, READ_BATCH)?;
+            .read_events(&self.task_id, self.next_seq, READ_BATCH)
+            .await?;
         let got = !batch.is_empty();
         self.buffer.extend(batch);
         Ok(got)
     }
 
     /// The next event if one is already logged, without waiting.
-    pub fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
+    pub async fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
         if self.buffer.is_empty() {
-            self.fill()?;
+            self.fill().await?;
         }
         Ok(self
             .buffer
@@ -90,7 +84,7 @@ impl Subscription {
                 self.next_seq = event.seq + 1;
                 return Ok(Some(event));
             }
-            if self.fill()? {
+            if self.fill().await? {
                 continue;
             }
             let Some(progress) = &mut self.progress else {
@@ -115,15 +109,15 @@ impl Subscription {
 /// Appends to one task's log and announces each append.
 pub(super) struct TaskLog {
     pub(super) store: Arc<dyn Store>,
+    pub(super) notifier: Arc<dyn LogNotifier>,
     pub(super) task_id: String,
     pub(super) next_seq: u64,
-    pub(super) progress: watch::Sender<Progress>,
     pub(super) tail: Arc<Mutex<tail::Tail>>,
 }
 
 impl TaskLog {
     /// Persist `entries` as the next events of the log, then announce them.
-    pub(super) fn append(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
+    pub(super) async fn append(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -136,15 +130,22 @@ impl TaskLog {
                 EventRecord { seq, body, at }
             })
             .collect();
-        self.store.append_events(&self.task_id, &records)?;
+        self.store.append_events(&self.task_id, &records).await?;
         self.tail.lock().unwrap().push(&records);
-        let last_seq = self.next_seq - 1;
-        self.progress.send_modify(|p| p.last_seq = last_seq);
+        let progress = LogProgress {
+            last_seq: self.next_seq - 1,
+            ended: false,
+        };
+        self.notifier.announce(&self.task_id, progress);
         Ok(())
     }
 
     /// Announce that nothing more will be appended.
     pub(super) fn end(&self) {
-        self.progress.send_modify(|p| p.ended = true);
+        let progress = LogProgress {
+            last_seq: self.next_seq - 1,
+            ended: true,
+        };
+        self.notifier.announce(&self.task_id, progress);
     }
 }

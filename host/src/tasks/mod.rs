@@ -18,6 +18,7 @@
 pub mod adapter;
 pub mod egress;
 pub mod isolation;
+mod lease;
 mod lines;
 mod log;
 mod process;
@@ -31,10 +32,10 @@ pub use log::Subscription;
 
 use crate::contract::{PromptRequest, refusal_message};
 use crate::metrics::Metrics;
-use crate::store::{Store, TaskRecord, TaskState, now_ms};
+use crate::store::{LocalNotifier, LogNotifier, LogProgress, Store, TaskRecord, TaskState, now_ms};
 use crate::tenants::TenantId;
 use crate::workspaces::{WorkspaceError, Workspaces};
-use log::{Progress, TaskLog};
+use log::TaskLog;
 use process::TaskProxy;
 use run::{Step, TaskRun};
 use std::collections::HashMap;
@@ -66,6 +67,12 @@ pub enum TaskError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::store::StoreError> for TaskError {
+    fn from(e: crate::store::StoreError) -> Self {
+        TaskError::Internal(e.into())
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct StartTask {
@@ -89,7 +96,7 @@ pub struct StartTask {
 struct Live {
     workspace_id: String,
     cancel: watch::Sender<bool>,
-    progress: watch::Receiver<Progress>,
+    progress: watch::Receiver<LogProgress>,
     tail: Arc<Mutex<tail::Tail>>,
 }
 
@@ -104,6 +111,12 @@ struct Inner {
     adapters: Arc<dyn Adapters>,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    /// Announces each append to a task's log to its followers.
+    notifier: Arc<dyn LogNotifier>,
+    /// This node's id: its tasks' rows name it, and its lease keeps them its own.
+    node: String,
+    /// Renews the node's lease while the supervisor lives.
+    _lease: lease::Lease,
     workspaces: Arc<Workspaces>,
     limits: TaskLimits,
     global: Arc<Semaphore>,
@@ -118,16 +131,19 @@ struct Inner {
 }
 
 impl Supervisor {
-    /// A supervisor over `store` and `workspaces`. Tasks a previous process left unfinished are
-    /// marked interrupted first.
-    pub fn new(
+    /// A supervisor over `store` and `workspaces`, as the node whose id is kept in
+    /// `data_dir`. It claims the node's lease (and keeps renewing it), and marks what the
+    /// node's previous process left unfinished interrupted first.
+    pub async fn new(
         adapters: Arc<dyn Adapters>,
         store: Arc<dyn Store>,
         workspaces: Arc<Workspaces>,
         data_dir: &std::path::Path,
         limits: TaskLimits,
     ) -> anyhow::Result<Supervisor> {
-        let interrupted = store.interrupt_unfinished(now_ms())?;
+        let node = lease::node_id(data_dir)?;
+        let lease = lease::Lease::claim(store.clone(), node.clone()).await?;
+        let interrupted = store.interrupt_tasks_of(&node, now_ms()).await?;
         if !interrupted.is_empty() {
             tracing::warn!(
                 count = interrupted.len(),
@@ -144,6 +160,9 @@ impl Supervisor {
                 adapters,
                 metrics: Arc::default(),
                 store,
+                notifier: Arc::new(LocalNotifier::default()),
+                node,
+                _lease: lease,
                 workspaces,
                 global: Arc::new(Semaphore::new(limits.max_running.max(1))),
                 limits,
@@ -180,6 +199,11 @@ impl Supervisor {
     pub fn with_isolation(mut self, isolation: isolation::Isolation) -> Supervisor {
         self.inner_mut().isolation = isolation;
         self
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node
     }
 
     /// Count ended runs in `metrics`. Call before the supervisor is shared.
@@ -223,10 +247,13 @@ impl Supervisor {
         start: StartTask,
     ) -> Result<TaskRecord, TaskError> {
         let inner = &self.inner;
-        let workspace = inner.workspaces.get(tenant, &start.workspace_id)?;
+        let workspace = inner.workspaces.get(tenant, &start.workspace_id).await?;
         // Checked now so that a bad directory is the caller's error, not a failed run.
         if let Some(subdir) = &start.subdir {
-            inner.workspaces.subdir(tenant, &workspace.id, subdir)?;
+            inner
+                .workspaces
+                .subdir(tenant, &workspace.id, subdir)
+                .await?;
         }
         let backend = inner
             .adapters
@@ -263,13 +290,15 @@ impl Supervisor {
             summary: None,
             last_seq: 0,
             output_lines: 0,
+            node: Some(inner.node.clone()),
         };
-        inner.store.insert_task(&task)?;
+        inner.store.insert_task(&task).await?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let (progress_tx, progress_rx) = watch::channel(Progress {
-            last_seq: 0,
-            ended: false,
-        });
+        inner.notifier.open(&task.id);
+        let progress_rx = inner
+            .notifier
+            .follow(&task.id)
+            .expect("a log just opened is followed");
         let tail = Arc::new(Mutex::new(tail::Tail::new(1, tail::TAIL_BYTES)));
         inner.live.lock().unwrap().insert(
             task.id.clone(),
@@ -295,9 +324,9 @@ impl Supervisor {
             proxy,
             log: TaskLog {
                 store: inner.store.clone(),
+                notifier: inner.notifier.clone(),
                 task_id: task.id.clone(),
                 next_seq: 1,
-                progress: progress_tx,
                 tail,
             },
         };
@@ -306,26 +335,31 @@ impl Supervisor {
     }
 
     /// One of a tenant's tasks.
-    pub fn get(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
         self.inner
             .store
-            .get_task(tenant.as_str(), id)?
+            .get_task(tenant.as_str(), id)
+            .await?
             .ok_or(TaskError::NotFound)
     }
 
     /// A tenant's tasks, optionally of one workspace.
-    pub fn list(
+    pub async fn list(
         &self,
         tenant: &TenantId,
         workspace: Option<&str>,
     ) -> Result<Vec<TaskRecord>, TaskError> {
-        Ok(self.inner.store.list_tasks(tenant.as_str(), workspace)?)
+        Ok(self
+            .inner
+            .store
+            .list_tasks(tenant.as_str(), workspace)
+            .await?)
     }
 
     /// Cancel a task: TERM to its process group, KILL after the grace period. Idempotent, and
     /// harmless on a finished task. Returns the task as it is now.
-    pub fn cancel(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
-        let task = self.get(tenant, id)?;
+    pub async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
+        let task = self.get(tenant, id).await?;
         if let Some(live) = self.inner.live.lock().unwrap().get(&task.id) {
             live.cancel.send_replace(true);
         }
@@ -334,13 +368,13 @@ impl Supervisor {
 
     /// Follow a task's log from `from_seq` (1 is the start): what exists, then what comes,
     /// ending after the task's final event.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         tenant: &TenantId,
         id: &str,
         from_seq: u64,
     ) -> Result<Subscription, TaskError> {
-        let task = self.get(tenant, id)?;
+        let task = self.get(tenant, id).await?;
         let (progress, tail) = self
             .inner
             .live
@@ -371,7 +405,7 @@ impl Supervisor {
         }
         let mut waiting = Vec::with_capacity(ids.len());
         for id in ids {
-            let task = self.get(tenant, id)?;
+            let task = self.get(tenant, id).await?;
             if task.state.is_terminal() {
                 return Ok(task.id);
             }
@@ -410,7 +444,7 @@ impl Supervisor {
         if let Some(mut progress) = progress {
             let _ = progress.wait_for(|p| p.ended).await;
         }
-        self.get(tenant, id)
+        self.get(tenant, id).await
     }
 }
 

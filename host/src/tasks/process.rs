@@ -41,12 +41,14 @@ impl TaskRun {
         let (_, root) = self
             .inner
             .workspaces
-            .dir(&self.tenant, &self.record.workspace_id)?;
+            .dir(&self.tenant, &self.record.workspace_id)
+            .await?;
         let cwd = match &self.subdir {
             Some(subdir) => {
                 self.inner
                     .workspaces
-                    .subdir(&self.tenant, &self.record.workspace_id, subdir)?
+                    .subdir(&self.tenant, &self.record.workspace_id, subdir)
+                    .await?
             }
             None => root.clone(),
         };

@@ -67,7 +67,7 @@ impl TaskRun {
             self.record.state = TaskState::Failed;
             self.record.error = Some(format!("{e:#}"));
             self.record.finished_at = Some(now_ms());
-            let _ = self.inner.store.update_task(&self.record);
+            let _ = self.inner.store.update_task(&self.record).await;
         }
         // Leave the live set before announcing the end, so whoever sees the end sees the
         // workspace free.
@@ -81,7 +81,7 @@ impl TaskRun {
 
     /// Store the task in `state`, then log the change (with `reason` for a cancel before the
     /// start; a terminal state carries the exit code and error of the record).
-    fn set_state(&mut self, state: TaskState, reason: Option<&str>) -> anyhow::Result<()> {
+    async fn set_state(&mut self, state: TaskState, reason: Option<&str>) -> anyhow::Result<()> {
         self.record.state = state;
         if state == TaskState::Running {
             self.record.started_at = Some(now_ms());
@@ -89,18 +89,18 @@ impl TaskRun {
         if state.is_terminal() {
             self.record.finished_at = Some(now_ms());
         }
-        self.inner.store.update_task(&self.record)?;
+        self.inner.store.update_task(&self.record).await?;
         let change = StateChange {
-            state: state.into(),
+            state,
             reason: reason.map(str::to_string),
             exit_code: self.record.exit_code,
             error: self.record.error.clone(),
         };
-        self.log.append(vec![EventBody::State(change)])
+        self.log.append(vec![EventBody::State(change)]).await
     }
 
     async fn supervise(&mut self, cancel: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        self.set_state(TaskState::Pending, None)?;
+        self.set_state(TaskState::Pending, None).await?;
         // Wait for this tenant's slot, then a global one; both queues are first come, first
         // served. A cancel while waiting ends the task without running it.
         let slots = async {
@@ -113,10 +113,10 @@ impl TaskRun {
         let _slots = tokio::select! {
             slots = slots => slots,
             () = cancelled(cancel) => {
-                return self.set_state(TaskState::Cancelled, Some("cancelled before it started"));
+                return self.set_state(TaskState::Cancelled, Some("cancelled before it started")).await;
             }
         };
-        self.set_state(TaskState::Running, None)?;
+        self.set_state(TaskState::Running, None).await?;
 
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let steps = std::mem::take(&mut self.steps);
@@ -128,7 +128,7 @@ impl TaskRun {
             if i + 1 < count && end.succeeded() {
                 continue;
             }
-            return self.finish(end);
+            return self.finish(end).await;
         }
         Ok(())
     }
@@ -150,7 +150,7 @@ impl TaskRun {
             .await;
         let mut adapter = match started {
             Ok(run) => Some(run),
-            Err(failure) => return self.could_not_start(failure.message),
+            Err(failure) => return self.could_not_start(failure.message).await,
         };
         let Spawned {
             mut child,
@@ -161,7 +161,7 @@ impl TaskRun {
             proxy: _proxy,
         } = match self.spawn(&backend, step.spec).await? {
             Ok(spawned) => spawned,
-            Err(message) => return self.could_not_start(message),
+            Err(message) => return self.could_not_start(message).await,
         };
 
         let grace = Duration::from_millis(self.inner.limits.kill_grace_ms);
@@ -235,14 +235,14 @@ impl TaskRun {
     }
 
     /// The step could not start: the task fails with `message`, and the step has no end.
-    fn could_not_start(&mut self, message: String) -> anyhow::Result<Option<StepEnd>> {
+    async fn could_not_start(&mut self, message: String) -> anyhow::Result<Option<StepEnd>> {
         self.record.error = Some(message);
-        self.set_state(TaskState::Failed, None)?;
+        self.set_state(TaskState::Failed, None).await?;
         Ok(None)
     }
 
     /// Record how the task ended, from the end of its last step.
-    fn finish(&mut self, end: StepEnd) -> anyhow::Result<()> {
+    async fn finish(&mut self, end: StepEnd) -> anyhow::Result<()> {
         let succeeded = end.succeeded();
         let StepEnd {
             stop,
@@ -274,7 +274,7 @@ impl TaskRun {
             Stop::Exited if succeeded => TaskState::Done,
             Stop::Exited => TaskState::Failed,
         };
-        self.set_state(state, None)
+        self.set_state(state, None).await
     }
 
     /// Persist a batch of lines and the agent events parsed from them (one adapter call for
@@ -314,7 +314,7 @@ impl TaskRun {
             let message = format!("adapter failed: {}", failure.message);
             entries.push(EventBody::Agent(AgentEvent::Error(message)));
         }
-        self.log.append(entries)
+        self.log.append(entries).await
     }
 }
 

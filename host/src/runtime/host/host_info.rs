@@ -5,8 +5,8 @@ use super::NodeView;
 use super::bindings::gantry::plugin::host_info;
 
 impl host_info::Host for NodeView<'_> {
-    fn info(&mut self) -> host_info::NodeInfo {
-        let (available, sessions) = self.services.sessions.health();
+    async fn info(&mut self) -> host_info::NodeInfo {
+        let (available, sessions) = self.services.sessions.health().await;
         host_info::NodeInfo {
             version: crate::VERSION.to_string(),
             uptime_ms: u64::try_from(self.node.started.elapsed().as_millis()).unwrap_or(u64::MAX),

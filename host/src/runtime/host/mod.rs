@@ -37,14 +37,17 @@ pub(crate) mod bindings {
         path: "../wit",
         world: "gantry:plugin/handler",
         require_store_data_send: true,
+        // What reaches the store (async) is async; `log`, `config`, `identity` and
+        // `metrics` answer from memory. A bad resource handle is a trap.
         imports: {
-            "gantry:plugin/tasks.start": async,
-            "gantry:plugin/tasks.subscribe": trappable,
+            "gantry:plugin/tasks.subscribe": async | trappable,
             "gantry:plugin/tasks.[method]subscription.next": async | trappable,
-            "gantry:plugin/tasks.[drop]subscription": trappable,
-            "gantry:plugin/backends.list": async,
-            "gantry:plugin/backends.preview": async,
-            "gantry:plugin/tasks.wait-any": async,
+            "gantry:plugin/tasks.[drop]subscription": async | trappable,
+            "gantry:plugin/tasks": async,
+            "gantry:plugin/workspaces": async,
+            "gantry:plugin/sessions": async,
+            "gantry:plugin/backends": async,
+            "gantry:plugin/host-info": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -185,24 +188,21 @@ impl Drop for BoundCall {
         let tasks = std::mem::take(&mut self.tasks);
         let workspaces = std::mem::take(&mut self.workspaces);
         let services = self.services.clone();
-        // Cancelling a finished task is a no-op.
-        for id in &tasks {
-            let _ = services.tasks.cancel(&self.tenant, id);
-        }
-        if workspaces.is_empty() {
-            return;
-        }
         let tenant = self.tenant.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
+            // Cancelling a finished task is a no-op.
+            for id in &tasks {
+                let _ = services.tasks.cancel(&tenant, id).await;
+            }
             for id in &tasks {
                 let _ = services.tasks.wait(&tenant, id).await;
             }
             for id in workspaces {
                 let busy = |ws: &str| services.tasks.workspace_busy(ws);
-                if let Err(e) = services.workspaces.delete(&tenant, &id, busy) {
+                if let Err(e) = services.workspaces.delete(&tenant, &id, busy).await {
                     tracing::debug!(workspace = %id, "a call's scratch workspace stays: {e}");
                 }
             }

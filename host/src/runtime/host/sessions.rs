@@ -55,7 +55,7 @@ fn session_data(json: &str) -> Result<serde_json::Value, wit::SessionError> {
 }
 
 impl wit::Host for ServicesView<'_> {
-    fn create(&mut self, new: wit::Session) -> Result<wit::Session, wit::SessionError> {
+    async fn create(&mut self, new: wit::Session) -> Result<wit::Session, wit::SessionError> {
         let data = session_data(&new.data_json)?;
         let sessions = &self.services.sessions;
         sessions
@@ -66,19 +66,21 @@ impl wit::Host for ServicesView<'_> {
                 new.workspace_id,
                 data,
             )
+            .await
             .map(session)
             .map_err(session_error)
     }
 
-    fn get(&mut self, id: String) -> Result<wit::Session, wit::SessionError> {
+    async fn get(&mut self, id: String) -> Result<wit::Session, wit::SessionError> {
         let sessions = &self.services.sessions;
         sessions
             .get(self.tenant, &id)
+            .await
             .map(session)
             .map_err(session_error)
     }
 
-    fn update(&mut self, changed: wit::Session) -> Result<wit::Session, wit::SessionError> {
+    async fn update(&mut self, changed: wit::Session) -> Result<wit::Session, wit::SessionError> {
         let data = session_data(&changed.data_json)?;
         let sessions = &self.services.sessions;
         sessions
@@ -89,11 +91,12 @@ impl wit::Host for ServicesView<'_> {
                 changed.workspace_id,
                 data,
             )
+            .await
             .map(session)
             .map_err(session_error)
     }
 
-    fn list(&mut self, query: wit::Query) -> Result<wit::Page, wit::SessionError> {
+    async fn list(&mut self, query: wit::Query) -> Result<wit::Page, wit::SessionError> {
         let query = SessionQuery {
             backend: query.backend,
             status: query.status.map(|s| status_name(s).to_string()),
@@ -101,16 +104,22 @@ impl wit::Host for ServicesView<'_> {
             offset: query.offset,
         };
         let sessions = &self.services.sessions;
-        let page = sessions.list(self.tenant, &query).map_err(session_error)?;
+        let page = sessions
+            .list(self.tenant, &query)
+            .await
+            .map_err(session_error)?;
         Ok(wit::Page {
             sessions: page.sessions.into_iter().map(session).collect(),
             total: page.total,
         })
     }
 
-    fn delete(&mut self, id: String) -> Result<(), wit::SessionError> {
+    async fn delete(&mut self, id: String) -> Result<(), wit::SessionError> {
         let sessions = &self.services.sessions;
-        sessions.delete(self.tenant, &id).map_err(session_error)
+        sessions
+            .delete(self.tenant, &id)
+            .await
+            .map_err(session_error)
     }
 }
 

@@ -85,31 +85,43 @@ impl wit::Host for CallView<'_> {
         tasks.wait_any(self.tenant, &ids).await.map_err(task_error)
     }
 
-    fn get(&mut self, id: String) -> Result<wit::Task, wit::TaskError> {
+    async fn get(&mut self, id: String) -> Result<wit::Task, wit::TaskError> {
         let tasks = &self.services.tasks;
-        tasks.get(self.tenant, &id).map(task).map_err(task_error)
+        tasks
+            .get(self.tenant, &id)
+            .await
+            .map(task)
+            .map_err(task_error)
     }
 
-    fn list(&mut self, workspace_id: Option<String>) -> Result<Vec<wit::Task>, wit::TaskError> {
+    async fn list(
+        &mut self,
+        workspace_id: Option<String>,
+    ) -> Result<Vec<wit::Task>, wit::TaskError> {
         let tasks = &self.services.tasks;
         let list = tasks
             .list(self.tenant, workspace_id.as_deref())
+            .await
             .map_err(task_error)?;
         Ok(list.into_iter().map(task).collect())
     }
 
-    fn cancel(&mut self, id: String) -> Result<wit::Task, wit::TaskError> {
+    async fn cancel(&mut self, id: String) -> Result<wit::Task, wit::TaskError> {
         let tasks = &self.services.tasks;
-        tasks.cancel(self.tenant, &id).map(task).map_err(task_error)
+        tasks
+            .cancel(self.tenant, &id)
+            .await
+            .map(task)
+            .map_err(task_error)
     }
 
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         id: String,
         from_seq: u64,
     ) -> wasmtime::Result<Result<Resource<Subscription>, wit::TaskError>> {
         let tasks = &self.services.tasks;
-        match tasks.subscribe(self.tenant, &id, from_seq) {
+        match tasks.subscribe(self.tenant, &id, from_seq).await {
             Ok(sub) => Ok(Ok(self.table.push(sub)?)),
             Err(e) => Ok(Err(task_error(e))),
         }
@@ -132,7 +144,7 @@ impl wit::HostSubscription for CallView<'_> {
             Err(e) => return Ok(Err(task_error(TaskError::Internal(e)))),
         }
         while out.len() < max {
-            match sub.next_ready() {
+            match sub.next_ready().await {
                 Ok(Some(e)) => out.push(event(e)),
                 Ok(None) => break,
                 Err(e) => return Ok(Err(task_error(TaskError::Internal(e)))),
@@ -141,7 +153,7 @@ impl wit::HostSubscription for CallView<'_> {
         Ok(Ok(out))
     }
 
-    fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
         self.table.delete(sub)?;
         Ok(())
     }

@@ -29,48 +29,55 @@ fn workspace(w: WorkspaceRecord) -> wit::Workspace {
 }
 
 impl wit::Host for CallView<'_> {
-    fn create(&mut self, name: String) -> Result<wit::Workspace, wit::WorkspaceError> {
-        let ws = self.services.workspaces.create(self.tenant, &name);
+    async fn create(&mut self, name: String) -> Result<wit::Workspace, wit::WorkspaceError> {
+        let ws = self.services.workspaces.create(self.tenant, &name).await;
         ws.map(workspace).map_err(ws_error)
     }
 
-    fn create_for_call(&mut self, name: String) -> Result<wit::Workspace, wit::WorkspaceError> {
+    async fn create_for_call(
+        &mut self,
+        name: String,
+    ) -> Result<wit::Workspace, wit::WorkspaceError> {
         let ws = self
             .services
             .workspaces
             .create(self.tenant, &name)
+            .await
             .map_err(ws_error)?;
         self.bound.workspaces.push(ws.id.clone());
         Ok(workspace(ws))
     }
 
-    fn list(&mut self) -> Result<Vec<wit::Workspace>, wit::WorkspaceError> {
+    async fn list(&mut self) -> Result<Vec<wit::Workspace>, wit::WorkspaceError> {
         let list = self
             .services
             .workspaces
             .list(self.tenant)
+            .await
             .map_err(ws_error)?;
         Ok(list.into_iter().map(workspace).collect())
     }
 
-    fn get(&mut self, id: String) -> Result<wit::Workspace, wit::WorkspaceError> {
-        let ws = self.services.workspaces.get(self.tenant, &id);
+    async fn get(&mut self, id: String) -> Result<wit::Workspace, wit::WorkspaceError> {
+        let ws = self.services.workspaces.get(self.tenant, &id).await;
         ws.map(workspace).map_err(ws_error)
     }
 
-    fn delete(&mut self, id: String) -> Result<(), wit::WorkspaceError> {
+    async fn delete(&mut self, id: String) -> Result<(), wit::WorkspaceError> {
         let tasks = &self.services.tasks;
         self.services
             .workspaces
             .delete(self.tenant, &id, |ws| tasks.workspace_busy(ws))
+            .await
             .map_err(ws_error)
     }
 
-    fn list_files(&mut self, id: String) -> Result<Vec<wit::FileEntry>, wit::WorkspaceError> {
+    async fn list_files(&mut self, id: String) -> Result<Vec<wit::FileEntry>, wit::WorkspaceError> {
         let files = self
             .services
             .workspaces
             .list_files(self.tenant, &id)
+            .await
             .map_err(ws_error)?;
         Ok(files
             .into_iter()
@@ -82,12 +89,12 @@ impl wit::Host for CallView<'_> {
             .collect())
     }
 
-    fn exists(&mut self, id: String, path: String) -> Result<bool, wit::WorkspaceError> {
+    async fn exists(&mut self, id: String, path: String) -> Result<bool, wit::WorkspaceError> {
         let ws = &self.services.workspaces;
-        ws.exists(self.tenant, &id, &path).map_err(ws_error)
+        ws.exists(self.tenant, &id, &path).await.map_err(ws_error)
     }
 
-    fn read_file(
+    async fn read_file(
         &mut self,
         id: String,
         path: String,
@@ -95,17 +102,18 @@ impl wit::Host for CallView<'_> {
     ) -> Result<Vec<u8>, wit::WorkspaceError> {
         let ws = &self.services.workspaces;
         ws.read_file(self.tenant, &id, &path, limit)
+            .await
             .map_err(ws_error)
     }
 
-    fn display_path(&mut self, id: String) -> Result<String, wit::WorkspaceError> {
+    async fn display_path(&mut self, id: String) -> Result<String, wit::WorkspaceError> {
         let ws = &self.services.workspaces;
-        ws.display_path(self.tenant, &id).map_err(ws_error)
+        ws.display_path(self.tenant, &id).await.map_err(ws_error)
     }
 
-    fn locate(&mut self, path: String) -> Result<wit::Location, wit::WorkspaceError> {
+    async fn locate(&mut self, path: String) -> Result<wit::Location, wit::WorkspaceError> {
         let ws = &self.services.workspaces;
-        let (ws, subdir) = ws.locate(self.tenant, &path).map_err(ws_error)?;
+        let (ws, subdir) = ws.locate(self.tenant, &path).await.map_err(ws_error)?;
         Ok(wit::Location {
             workspace_id: ws.id,
             subdir,
