@@ -442,7 +442,7 @@ fn artifact(id: &str, raw_path: &str, out: ResponseOutparam) {
         );
     }
     match workspaces::read_file(&task.workspace_id, &path, MAX_ARTIFACT) {
-        Ok(bytes) => http::respond(out, 200, mime_type(&path), &bytes),
+        Ok(bytes) => http::respond(out, 200, &mime_type(&path), &bytes),
         Err(WorkspaceError::NotFound) => fail(
             out,
             ApiError(404, "artifact_not_found", format!("No artifact at {path}.")),
@@ -451,32 +451,76 @@ fn artifact(id: &str, raw_path: &str, out: ResponseOutparam) {
     }
 }
 
-fn mime_type(path: &str) -> &'static str {
+/// The content type of an artifact, by its extension: `mime_guess`'s table, text types in
+/// UTF-8, and `application/octet-stream` for what it does not know.
+fn mime_type(path: &str) -> String {
     let ext = path
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
-    match ext.as_str() {
-        "json" => "application/json",
-        "md" | "markdown" => "text/markdown; charset=utf-8",
-        "txt" | "log" => "text/plain; charset=utf-8",
+    // Kept by hand: the registered types this API has always sent, where mime_guess's table
+    // still has older ones (text/x-yaml, text/x-toml, text/xml, text/plain for Python).
+    let essence = match ext.as_str() {
         "yaml" | "yml" => "application/yaml",
         "toml" => "application/toml",
-        "csv" => "text/csv; charset=utf-8",
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" => "text/javascript; charset=utf-8",
-        "py" => "text/x-python; charset=utf-8",
-        "rs" => "text/x-rust; charset=utf-8",
         "xml" => "application/xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        _ => "application/octet-stream",
+        "py" => "text/x-python",
+        _ => mime_guess::from_ext(&ext)
+            .first_raw()
+            .unwrap_or("application/octet-stream"),
+    };
+    if essence.starts_with("text/") {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mime_type;
+
+    #[test]
+    fn content_types_by_extension() {
+        // Every extension the hand-written table knew, with the type it gave.
+        for (path, expected) in [
+            ("a.json", "application/json"),
+            ("a.md", "text/markdown; charset=utf-8"),
+            ("a.markdown", "text/markdown; charset=utf-8"),
+            ("a.txt", "text/plain; charset=utf-8"),
+            ("a.log", "text/plain; charset=utf-8"),
+            ("a.yaml", "application/yaml"),
+            ("a.yml", "application/yaml"),
+            ("a.toml", "application/toml"),
+            ("a.csv", "text/csv; charset=utf-8"),
+            ("a.html", "text/html; charset=utf-8"),
+            ("a.htm", "text/html; charset=utf-8"),
+            ("a.css", "text/css; charset=utf-8"),
+            ("a.js", "text/javascript; charset=utf-8"),
+            ("a.py", "text/x-python; charset=utf-8"),
+            ("a.rs", "text/x-rust; charset=utf-8"),
+            ("a.xml", "application/xml"),
+            ("a.png", "image/png"),
+            ("a.jpg", "image/jpeg"),
+            ("a.jpeg", "image/jpeg"),
+            ("a.gif", "image/gif"),
+            ("a.svg", "image/svg+xml"),
+            ("a.pdf", "application/pdf"),
+            ("a.zip", "application/zip"),
+            ("a.gz", "application/gzip"),
+        ] {
+            assert_eq!(mime_type(path), expected, "{path}");
+        }
+        // Case does not matter.
+        assert_eq!(mime_type("out/REPORT.MD"), "text/markdown; charset=utf-8");
+        assert_eq!(mime_type("v1.2/data.JSON"), "application/json");
+        // What the table does not know, or a name without an extension, is bytes.
+        for path in ["a.unknownext", "Makefile", "v1.2/notes", ".env", "a."] {
+            assert_eq!(mime_type(path), "application/octet-stream", "{path}");
+        }
+        // The crate's table reaches further than the old one did.
+        assert_eq!(mime_type("a.sh"), "application/x-sh");
+        assert_eq!(mime_type("a.webp"), "image/webp");
     }
 }
 
