@@ -311,3 +311,139 @@ pub(crate) fn add_to_adapter_linker(
     gp::config::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The host interfaces on their views, without an engine: real services over a real store
+    //! in a temporary directory.
+
+    use super::bindings::gantry::plugin::{tasks as wit_tasks, workspaces as wit_ws};
+    use super::*;
+    use crate::backends::BackendPlugin;
+    use crate::contract::{CommandSpec, PromptRequest, RequestError};
+    use crate::tasks::{AdapterFailure, AdapterRun};
+    use wasmtime::component::{Resource, ResourceTable};
+
+    /// No backends at all: these tests run no task.
+    #[derive(Debug)]
+    struct NoBackends;
+
+    #[async_trait::async_trait]
+    impl Adapters for NoBackends {
+        fn backend(&self, _name: &str) -> Option<Arc<BackendPlugin>> {
+            None
+        }
+
+        async fn build_command(
+            &self,
+            backend: &str,
+            _tenant: &TenantId,
+            _request: &PromptRequest,
+            _overrides: Vec<(String, String)>,
+        ) -> Result<Result<CommandSpec, RequestError>, AdapterFailure> {
+            Err(AdapterFailure {
+                code: "plugin_trap",
+                message: format!("no backend {backend}"),
+            })
+        }
+
+        async fn start_run(
+            &self,
+            backend: &str,
+            _tenant: &TenantId,
+            _request: &PromptRequest,
+        ) -> Result<Box<dyn AdapterRun>, AdapterFailure> {
+            Err(AdapterFailure {
+                code: "plugin_trap",
+                message: format!("no backend {backend}"),
+            })
+        }
+    }
+
+    async fn services(dir: &std::path::Path) -> Services {
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::Sqlite::open(&dir.join("gantry.db")).unwrap());
+        let workspaces = Arc::new(Workspaces::open(dir, store.clone()).unwrap());
+        let adapters: Arc<dyn Adapters> = Arc::new(NoBackends);
+        let tasks = Supervisor::new(
+            adapters.clone(),
+            store.clone(),
+            workspaces.clone(),
+            dir,
+            crate::config::TaskLimits::default(),
+        )
+        .await
+        .unwrap();
+        Services {
+            workspaces,
+            tasks,
+            backends: Availability::new(vec![], dir).unwrap(),
+            adapters,
+            sessions: Sessions::new(store),
+            metrics: Arc::default(),
+        }
+    }
+
+    fn view<'a>(
+        services: &'a Services,
+        tenant: &'a TenantId,
+        bound: &'a mut BoundCall,
+        table: &'a mut ResourceTable,
+    ) -> CallView<'a> {
+        CallView {
+            services,
+            tenant,
+            bound,
+            table,
+        }
+    }
+
+    #[tokio::test]
+    async fn workspaces_are_scoped_to_the_callers_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = services(dir.path()).await;
+        let alice = TenantId::new("alice").unwrap();
+        let bob = TenantId::new("bob").unwrap();
+        let mut table = ResourceTable::new();
+        let mut bound = BoundCall::new(services.clone(), alice.clone());
+        let ws = {
+            let mut v = view(&services, &alice, &mut bound, &mut table);
+            wit_ws::Host::create(&mut v, "mine".into()).await.unwrap()
+        };
+        let mut bobs_bound = BoundCall::new(services.clone(), bob.clone());
+        let mut v = view(&services, &bob, &mut bobs_bound, &mut table);
+        let theirs = wit_ws::Host::get(&mut v, ws.id.clone()).await;
+        assert!(matches!(theirs, Err(wit_ws::WorkspaceError::NotFound)));
+        assert!(wit_ws::Host::list(&mut v).await.unwrap().is_empty());
+        let mut v = view(&services, &alice, &mut bound, &mut table);
+        // The path shown is a display path, never the host's layout.
+        let shown = wit_ws::Host::display_path(&mut v, ws.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(shown, format!("/workspaces/{}", ws.id));
+        let found = wit_ws::Host::locate(&mut v, shown).await.unwrap();
+        assert_eq!((found.workspace_id, found.subdir), (ws.id, String::new()));
+    }
+
+    #[tokio::test]
+    async fn a_bad_subscription_handle_is_a_trap_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = services(dir.path()).await;
+        let alice = TenantId::new("alice").unwrap();
+        let mut table = ResourceTable::new();
+        let mut bound = BoundCall::new(services.clone(), alice.clone());
+        let mut v = view(&services, &alice, &mut bound, &mut table);
+        let forged: Resource<crate::tasks::Subscription> = Resource::new_own(7);
+        assert!(
+            wit_tasks::HostSubscription::next(&mut v, forged, 10)
+                .await
+                .is_err(),
+            "a handle the call does not hold traps"
+        );
+        // An unknown task is the guest's error to handle, not a trap.
+        let unknown = wit_tasks::Host::subscribe(&mut v, "nope".into(), 1)
+            .await
+            .unwrap();
+        assert!(matches!(unknown, Err(wit_tasks::TaskError::NotFound)));
+    }
+}
