@@ -383,6 +383,9 @@ impl Supervisor {
             .get(&task.id)
             .map(|l| (l.progress.clone(), l.tail.clone()))
             .unzip();
+        // A task whose log is written elsewhere (another node) is followed through the
+        // notifier alone, and read from the store.
+        let progress = progress.or_else(|| self.inner.notifier.follow(&task.id));
         Ok(Subscription::new(
             self.inner.store.clone(),
             task.id,
