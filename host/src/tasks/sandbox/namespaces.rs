@@ -18,6 +18,14 @@
 //!
 //! Everything here runs in a single-threaded process, so `fork`-like clones are safe; the
 //! code between a clone and an exec or `_exit` allocates only before it forks.
+//!
+//! One file on purpose: it is one sequence (monitor, init, program) of unsafe steps, and their
+//! order is what makes them safe (what is opened while the process still has gantry's ids,
+//! what is mounted before what, what runs between a clone and an exec or `_exit`), so it
+//! reads top to bottom, roughly in the order it runs. Building the root (`prepare_binds` to
+//! `build_dev`) has the narrowest interface, but its constraints are steps of the init's
+//! sequence (the descriptors are opened before the init changes ids; `/proc` is mounted
+//! before the binds, which reach their descriptors through it), so it stays next to the init.
 
 use super::{Restriction, Rlimits};
 use rustix::mount::MountFlags;
