@@ -1,6 +1,6 @@
 //! The command line: `gantry serve` and `gantry plugin check`.
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, TelemetryConfig};
 use crate::manifest::{ComponentSource, PluginKind};
 use crate::runtime::registry::{self, Linkers};
 use crate::runtime::world::{self, Access};
@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -75,13 +76,107 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+/// The log on stderr, filtered by `filter` (or `RUST_LOG`); and, when `telemetry` names an
+/// endpoint, the same spans exported over OTLP/HTTP, sent from `runtime`. With no endpoint no
+/// exporter is built. The returned guard flushes the exporter when dropped.
+fn init_logging(
+    filter: &str,
+    telemetry: &TelemetryConfig,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Telemetry> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let traces_url = telemetry.traces_url();
+    let provider = match &traces_url {
+        Some(url) => Some(otlp_provider(url, &telemetry.service_name, runtime)?),
+        None => None,
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("gantry")));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
         .try_init();
+    if let Some(url) = traces_url {
+        tracing::info!(endpoint = %url, service = %telemetry.service_name, "exporting spans over OTLP/HTTP");
+    }
+    Ok(Telemetry(provider))
+}
+
+/// How long one export may take, and how long exit waits for the last spans to go.
+const OTLP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A tracer provider that batches spans to `url` as OTLP protobuf.
+fn otlp_provider(
+    url: &str,
+    service_name: &str,
+    runtime: &tokio::runtime::Handle,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let _entered = runtime.enter();
+    let client = OnRuntime {
+        runtime: runtime.clone(),
+        client: Arc::new(
+            opentelemetry_http::hyper::HyperClient::with_default_connector(OTLP_TIMEOUT, None),
+        ),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(OTLP_TIMEOUT)
+        .with_http_client(client)
+        .build()
+        .context("building the OTLP span exporter")?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_string())
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The exporter's HTTP client: hyper, run on gantry's runtime. The SDK's batch processor
+/// exports from a thread of its own, outside any runtime, and hyper needs one.
+#[derive(Debug)]
+struct OnRuntime {
+    runtime: tokio::runtime::Handle,
+    client: Arc<opentelemetry_http::hyper::HyperClient>,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<bytes::Bytes>,
+    ) -> Result<opentelemetry_http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await?
+    }
+}
+
+/// The span exporter, if any: flushed and shut down on drop, which must come before the
+/// runtime it sends on is dropped.
+struct Telemetry(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(e) = provider.shutdown_with_timeout(OTLP_TIMEOUT)
+        {
+            tracing::warn!("flushing spans to the OTLP endpoint at exit: {e}");
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -92,18 +187,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         // Secrets only from the environment: a flag would show in every process listing.
         api_keys: std::env::var("GANTRY_API_KEYS").ok(),
     };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let config = Config::load(args.config.as_deref(), &overrides)?
+        .with_otlp_env(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().as_deref())?;
     let args_config = args.config.clone();
-    init_logging(&config.log);
+    // Before logging: the span exporter, when there is one, sends on this runtime.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Declared after `tokio`, so dropped (flushing spans) while the runtime still runs.
+    let _telemetry = init_logging(&config.log, &config.telemetry, tokio.handle())?;
     let keys = config.api_keys()?;
     keys.check_exposure(config.addr)?;
     if keys.is_empty() {
         tracing::info!("no API keys configured: serving tenant `local` on loopback only");
     }
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     // No task (nor anything else of gantry's uid) may read this process's memory or
     // environment through /proc or ptrace.
     // SAFETY: prctl with constant arguments.

@@ -9,7 +9,8 @@ use std::time::Duration;
 mod sections;
 
 pub use sections::{
-    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, TaskLimits, WorkdirPolicy,
+    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, TaskLimits,
+    TelemetryConfig, WorkdirPolicy,
 };
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
@@ -45,6 +46,9 @@ pub struct Config {
     /// What tasks may reach through their egress proxy, and the model keys it adds.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// Span export over OTLP; off unless an endpoint is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -172,6 +176,7 @@ impl Config {
                 u32::MAX - 65_537
             );
         }
+        self.telemetry.validate().map_err(anyhow::Error::msg)?;
         let rt = &self.runtime;
         if rt.max_instances == 0 {
             bail!("runtime.max_instances must be at least 1");
@@ -210,6 +215,19 @@ impl Config {
             keys.add_list(text, "GANTRY_API_KEYS")?;
         }
         Ok(keys)
+    }
+
+    /// The standard `OTEL_EXPORTER_OTLP_ENDPOINT` (given as `value`) over
+    /// `[telemetry] otlp_endpoint`; unset or empty leaves the setting as it was.
+    pub fn with_otlp_env(mut self, value: Option<&str>) -> Result<Config> {
+        if let Some(endpoint) = value.map(str::trim).filter(|e| !e.is_empty()) {
+            self.telemetry.otlp_endpoint = Some(endpoint.to_string());
+            self.telemetry
+                .validate()
+                .map_err(anyhow::Error::msg)
+                .context("in OTEL_EXPORTER_OTLP_ENDPOINT")?;
+        }
+        Ok(self)
     }
 
     /// The shutdown grace period.
@@ -310,5 +328,51 @@ mod tests {
         ] {
             assert_eq!(keys.resolve(key).unwrap().as_str(), tenant);
         }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_set_by_file_or_env() {
+        let c = Config::from_layers(None, &Overrides::default()).unwrap();
+        assert_eq!(c.telemetry, TelemetryConfig::default());
+        assert_eq!(c.telemetry.traces_url(), None);
+        assert_eq!(c.telemetry.service_name, "gantry");
+        let file =
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nservice_name = \"gw\"\n";
+        let c = Config::from_layers(Some(file), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.telemetry.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(c.telemetry.service_name, "gw");
+        let c = Config::from_layers(Some(file), &Overrides::default())
+            .unwrap()
+            .with_otlp_env(Some("http://collector:4318"))
+            .unwrap();
+        assert_eq!(
+            c.telemetry.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        let c = Config::from_layers(None, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.with_otlp_env(Some("")).unwrap().telemetry.otlp_endpoint,
+            None
+        );
+        let c = Config::from_layers(None, &Overrides::default()).unwrap();
+        assert!(c.with_otlp_env(Some("https://collector")).is_err());
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http://u@h:1",
+        ] {
+            let file = format!("[telemetry]\notlp_endpoint = {bad:?}\n");
+            let err = Config::from_layers(Some(&file), &Overrides::default()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("otlp_endpoint"),
+                "{bad}: {err:#}"
+            );
+        }
+        let unknown = "[telemetry]\nendpoint = \"http://x\"\n";
+        assert!(Config::from_layers(Some(unknown), &Overrides::default()).is_err());
     }
 }

@@ -203,3 +203,65 @@ impl Default for CgroupLimits {
         }
     }
 }
+
+/// Span export over OTLP, from the `[telemetry]` section. Off unless an endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (e.g. `http://127.0.0.1:4318`); spans go to
+    /// `{otlp_endpoint}/v1/traces` as protobuf. None: nothing is exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the exported spans carry.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "gantry".to_string()
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent, when export is on: the endpoint with `/v1/traces` appended, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is read.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.as_deref()?.trim();
+        (!base.is_empty()).then(|| format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
+
+    /// An endpoint gantry can send to: plain `http://` (the exporter has no TLS of its own).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref().map(str::trim) else {
+            return Ok(());
+        };
+        if endpoint.is_empty() {
+            return Ok(());
+        }
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return Err(format!(
+                "telemetry.otlp_endpoint must be an http:// URL (OTLP/HTTP without TLS; send to a \
+                 local collector), not {endpoint:?}"
+            ));
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || authority.contains(['?', '#', '@']) {
+            return Err(format!(
+                "telemetry.otlp_endpoint must be http://HOST[:PORT][/PATH], not {endpoint:?}"
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("telemetry.service_name must not be empty".to_string());
+        }
+        Ok(())
+    }
+}

@@ -126,11 +126,30 @@ async fn dispatch(
     let path = req.uri().path().to_string();
     let target = router.lookup(&path).cloned();
     let envelope = target.as_ref().map(|t| t.errors).unwrap_or_default();
-    let response = gated(runtime, gate, client, target.as_ref(), envelope, req).await;
-    let status = response.status().as_u16();
     let route = target
         .as_ref()
         .map_or(crate::metrics::UNROUTED, |t| t.pattern.as_str());
+    // The route pattern, never the path, query or headers: those may carry what a tenant keeps
+    // to itself. `otel.*` fields name and mark the span when it is exported over OTLP.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let response = tracing::Instrument::instrument(
+        gated(runtime, gate, client, target.as_ref(), envelope, req),
+        span.clone(),
+    )
+    .await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     runtime
         .services()
         .metrics
