@@ -1,5 +1,8 @@
 //! Workspaces: one directory per workspace under `data_dir/workspaces/<tenant>/<id>`, reached
 //! only through cap-std handles, so no path a caller gives can leave its workspace.
+//!
+//! Over the usual size because nearly half of it is tests: every path form that tries to
+//! escape, kept beside the checks it attacks.
 
 pub use crate::config::WorkdirPolicy;
 use crate::store::{Store, WorkspaceRecord, now_ms};

@@ -1,4 +1,9 @@
 //! The embedded store: SQLite in WAL mode, one connection guarded by a mutex.
+//!
+//! One file over the usual size: the schema, its migrations and every aggregate's SQL are
+//! read together (a column added here is read and written here), and about half of it is the
+//! tests beside the SQL they check. SQLite's calls are short and local, so the async traits run
+//! them inline rather than on a blocking pool (which would add a thread hop to every append).
 
 use super::{
     EventRecord, NodeRecord, NodeStore, SessionPage, SessionQuery, SessionRecord, SessionStore,
