@@ -105,6 +105,7 @@ fn init_logging(
         .with(otel)
         .try_init();
     if let Some(url) = traces_url {
+        crate::http::SPANS_EXPORTED.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(endpoint = %url, service = %telemetry.service_name, "exporting spans over OTLP/HTTP");
     }
     Ok(Telemetry(provider))
