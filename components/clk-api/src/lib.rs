@@ -453,6 +453,17 @@ fn artifact(id: &str, raw_path: &str, out: ResponseOutparam) {
 
 /// The content type of an artifact, by its extension: `mime_guess`'s table, text types in
 /// UTF-8, and `application/octet-stream` for what it does not know.
+/// Types a browser renders as an active document (scripts run in them).
+const ACTIVE: &[&str] = &[
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "application/xslt+xml",
+    "message/rfc822",
+];
+
 fn mime_type(path: &str) -> String {
     let ext = path
         .rsplit_once('.')
@@ -465,9 +476,17 @@ fn mime_type(path: &str) -> String {
         "toml" => "application/toml",
         "xml" => "application/xml",
         "py" => "text/x-python",
-        _ => mime_guess::from_ext(&ext)
-            .first_raw()
-            .unwrap_or("application/octet-stream"),
+        // TypeScript, not an MPEG transport stream, in an agent's workspace.
+        "ts" | "tsx" | "mts" | "cts" => "application/octet-stream",
+        _ => match mime_guess::from_ext(&ext).first_raw() {
+            // No new kind of active content: a type a browser would run as a document stays
+            // bytes unless this API always served it so (html and svg, above in the table).
+            Some(t) if ACTIVE.contains(&t) && !matches!(ext.as_str(), "html" | "htm" | "svg") => {
+                "application/octet-stream"
+            }
+            Some(t) => t,
+            None => "application/octet-stream",
+        },
     };
     if essence.starts_with("text/") {
         format!("{essence}; charset=utf-8")
@@ -521,6 +540,10 @@ mod tests {
         // The crate's table reaches further than the old one did.
         assert_eq!(mime_type("a.sh"), "application/x-sh");
         assert_eq!(mime_type("a.webp"), "image/webp");
+        // But no further into active content, and TypeScript is not video.
+        for path in ["a.xhtml", "a.xht", "a.xsl", "a.mht", "a.ts", "a.tsx"] {
+            assert_eq!(mime_type(path), "application/octet-stream", "{path}");
+        }
     }
 }
 
