@@ -160,3 +160,85 @@ fn bad_key_configuration_stops_startup() {
         "the key itself must not be echoed: {stderr}"
     );
 }
+
+/// Send `head` (request line and headers, without the blank line) over a fresh connection;
+/// the status and the body as JSON.
+async fn raw(g: &Gantry, head: &str) -> (u16, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, headers.to_string(), json)
+}
+
+#[tokio::test]
+async fn ambiguous_credentials_are_refused() {
+    let setup = setup();
+    let g = with_keys(&setup);
+    let two_tenants = format!(
+        "GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nAuthorization: Bearer {ALICE}\r\nX-Api-Key: {BOB}"
+    );
+    let two_bearers = format!(
+        "GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nAuthorization: Bearer {ALICE}\r\nAuthorization: Bearer {BOB}"
+    );
+    let two_api_keys = format!(
+        "GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nX-Api-Key: {ALICE}\r\nX-Api-Key: {ALICE}"
+    );
+    for head in [two_tenants, two_bearers, two_api_keys] {
+        let (status, _, body) = raw(&g, &head).await;
+        assert_eq!(status, 400, "{head}");
+        assert_error(&body, "ambiguous_credentials", None);
+    }
+    // The same key in both places is one key.
+    let same = format!(
+        "GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nAuthorization: Bearer {ALICE}\r\nX-Api-Key: {ALICE}"
+    );
+    let (status, _, _) = raw(&g, &same).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_request_without_host_is_a_400_not_a_500() {
+    let setup = setup();
+    let g = with_keys(&setup);
+    let (status, _, body) = raw(&g, "GET /health HTTP/1.1").await;
+    assert_eq!(status, 400);
+    assert_error(&body, "missing_host", None);
+    let (status, _, _) = raw(&g, &format!("GET /t/whoami HTTP/1.1\r\nX-Api-Key: {ALICE}")).await;
+    assert_eq!(status, 400);
+    // With one, the same request is served.
+    let (status, _, _) = raw(&g, "GET /health HTTP/1.1\r\nHost: gantry").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn wrong_keys_are_throttled_per_address_with_backoff() {
+    let setup = setup();
+    let g = with_keys(&setup);
+    let wrong =
+        |i: usize| format!("GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nX-Api-Key: guess-{i:020}");
+    let mut statuses = Vec::new();
+    for i in 0..14 {
+        statuses.push(raw(&g, &wrong(i)).await.0);
+    }
+    assert!(statuses[..10].iter().all(|&s| s == 401), "{statuses:?}");
+    assert!(statuses[11..].iter().all(|&s| s == 429), "{statuses:?}");
+    // While the address waits, even the right key is not tried.
+    let right = format!("GET /t/whoami HTTP/1.1\r\nHost: gantry\r\nX-Api-Key: {ALICE}");
+    let (status, headers, body) = raw(&g, &right).await;
+    assert_eq!(status, 429);
+    assert_error(&body, "auth_throttled", None);
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after:"),
+        "{headers}"
+    );
+    // A request without a key to a public route is not held back.
+    let (status, _, _) = raw(&g, "GET /health HTTP/1.1\r\nHost: gantry").await;
+    assert_eq!(status, 200);
+}

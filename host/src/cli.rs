@@ -302,6 +302,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let gate = Arc::new(crate::http::Gate {
             keys,
             limits: crate::http::limits::RateLimiter::new(config.http.clone()),
+            failed_auth: Default::default(),
         });
         crate::http::serve(
             listener,

@@ -153,14 +153,35 @@ impl ApiKeys {
     }
 }
 
-/// The key a request carries: `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
-pub fn request_key(headers: &hyper::HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(hyper::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, key) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| key.trim());
+/// A request that names more than one key: two `Authorization` headers, two `X-Api-Key`
+/// headers, or one of each with different keys. Which one would win is not for the server to
+/// guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousCredentials;
+
+/// The key a request carries: `Authorization: Bearer KEY` or `X-Api-Key: KEY` (both may be
+/// sent if they name the same key); `None` when it carries none (or another scheme).
+pub fn request_key(headers: &hyper::HeaderMap) -> Result<Option<&str>, AmbiguousCredentials> {
+    fn single<'a>(
+        headers: &'a hyper::HeaderMap,
+        name: &str,
+    ) -> Result<Option<&'a hyper::header::HeaderValue>, AmbiguousCredentials> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(AmbiguousCredentials);
+        }
+        Ok(first)
     }
-    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+    let bearer = single(headers, "authorization")?.and_then(|value| {
+        let (scheme, key) = value.to_str().ok()?.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    });
+    let header = single(headers, "x-api-key")?.and_then(|v| v.to_str().ok().map(str::trim));
+    match (bearer, header) {
+        (Some(a), Some(b)) if a != b => Err(AmbiguousCredentials),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 #[cfg(test)]
@@ -219,12 +240,24 @@ mod tests {
     #[test]
     fn keys_from_headers() {
         let mut h = hyper::HeaderMap::new();
-        assert_eq!(request_key(&h), None);
+        assert_eq!(request_key(&h), Ok(None));
         h.insert("x-api-key", KEY_A.parse().unwrap());
-        assert_eq!(request_key(&h), Some(KEY_A));
+        assert_eq!(request_key(&h), Ok(Some(KEY_A)));
+        // The same key twice over is one key; two different keys are refused.
+        h.insert("authorization", format!("Bearer {KEY_A}").parse().unwrap());
+        assert_eq!(request_key(&h), Ok(Some(KEY_A)));
         h.insert("authorization", format!("Bearer {KEY_B}").parse().unwrap());
-        assert_eq!(request_key(&h), Some(KEY_B));
+        assert_eq!(request_key(&h), Err(AmbiguousCredentials));
         h.insert("authorization", "Basic abc".parse().unwrap());
-        assert_eq!(request_key(&h), None);
+        assert_eq!(request_key(&h), Ok(Some(KEY_A)));
+        // Two headers of one name, even with one key, are refused.
+        let mut h = hyper::HeaderMap::new();
+        h.append("x-api-key", KEY_A.parse().unwrap());
+        h.append("x-api-key", KEY_A.parse().unwrap());
+        assert_eq!(request_key(&h), Err(AmbiguousCredentials));
+        let mut h = hyper::HeaderMap::new();
+        h.append("authorization", format!("Bearer {KEY_A}").parse().unwrap());
+        h.append("authorization", format!("Bearer {KEY_B}").parse().unwrap());
+        assert_eq!(request_key(&h), Err(AmbiguousCredentials));
     }
 }

@@ -1,11 +1,12 @@
 //! The HTTP server: accept loop, routing to handler plugins, error answers, graceful drain.
 
+pub mod auth;
 pub mod limits;
 pub mod router;
 
 use crate::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
-use crate::tenants::{ApiKeys, TenantId, request_key};
+use crate::tenants::ApiKeys;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -32,6 +33,8 @@ pub struct Gate {
     pub keys: ApiKeys,
     /// Body and rate limits.
     pub limits: limits::RateLimiter,
+    /// Failed keys per client address.
+    pub failed_auth: auth::AuthThrottle,
 }
 
 impl Default for Gate {
@@ -39,6 +42,7 @@ impl Default for Gate {
         Gate {
             keys: ApiKeys::default(),
             limits: limits::RateLimiter::new(limits::HttpLimits::default()),
+            failed_auth: auth::AuthThrottle::default(),
         }
     }
 }
@@ -177,10 +181,51 @@ async fn gated(
     mut req: Request<Incoming>,
 ) -> Response<GuestBody> {
     let path = req.uri().path();
-    let tenant = match authenticate(&gate.keys, target, req.headers()) {
-        Err(refusal) => return unauthorized(envelope, refusal),
+    let authenticated =
+        auth::authenticate(&gate.keys, &gate.failed_auth, client, target, req.headers());
+    let tenant = match authenticated {
         Ok(tenant) => tenant,
+        Err(auth::Refusal::Unauthorized(message)) => return unauthorized(envelope, message),
+        Err(auth::Refusal::Ambiguous) => {
+            let message = "the request names more than one API key: send one, in \
+                           Authorization: Bearer KEY or X-Api-Key: KEY";
+            return error_response(
+                envelope,
+                StatusCode::BAD_REQUEST,
+                "ambiguous_credentials",
+                message,
+                None,
+            );
+        }
+        Err(auth::Refusal::Throttled(wait)) => {
+            let message = format!("too many failed API keys from this address; retry in {wait} s");
+            let mut response = error_response(
+                envelope,
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth_throttled",
+                &message,
+                None,
+            );
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&wait.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, value);
+            }
+            return response;
+        }
     };
+    // Every request names its host (HTTP/1.1's `Host`, HTTP/2's `:authority`): handlers see
+    // it as the request's authority.
+    if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
+        let message = "the request has no Host header";
+        return error_response(
+            envelope,
+            StatusCode::BAD_REQUEST,
+            "missing_host",
+            message,
+            None,
+        );
+    }
     // A raw dot segment is a way out of wherever a handler maps the path: refused for every
     // route, before any plugin sees it.
     if !router::is_clean_path(path) {
@@ -285,21 +330,6 @@ fn rate_headers(response: &mut Response<GuestBody>, d: &limits::RateDecision) {
 /// The tenant a request acts for, or the 401 that refuses it. Without configured keys every
 /// request is the `local` tenant. A wrong key is refused everywhere; a missing one is fine only
 /// on public routes. Unauthenticated callers learn nothing of which routes exist.
-fn authenticate(
-    keys: &ApiKeys,
-    target: Option<&router::RouteTarget>,
-    headers: &hyper::HeaderMap,
-) -> Result<TenantId, &'static str> {
-    if keys.is_empty() {
-        return Ok(TenantId::local());
-    }
-    match request_key(headers) {
-        Some(key) => keys.resolve(key).cloned().ok_or("unknown API key"),
-        None if target.is_some_and(|t| t.public) => Ok(TenantId::anonymous()),
-        None => Err("an API key is required: send Authorization: Bearer KEY or X-Api-Key: KEY"),
-    }
-}
-
 fn unauthorized(envelope: ErrorEnvelope, message: &str) -> Response<GuestBody> {
     let mut response = error_response(
         envelope,

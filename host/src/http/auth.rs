@@ -1,0 +1,176 @@
+//! Who is calling: the tenant a request's key names, refusing ambiguous credentials, and a
+//! per-address backoff on failed keys so that keys cannot be guessed at line rate.
+
+use super::router::RouteTarget;
+use crate::tenants::{AmbiguousCredentials, ApiKeys, TenantId, request_key};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failed keys an address may present before it has to wait.
+const FREE_FAILURES: u32 = 10;
+/// The longest an address waits after its last failed key.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// After this long without a failure an address starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Addresses tracked at most; past that, entries that no longer block are dropped first.
+const MAX_TRACKED: usize = 4096;
+
+/// Why a request was not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key, or an unknown one (401).
+    Unauthorized(&'static str),
+    /// Two different keys (400).
+    Ambiguous,
+    /// Too many failed keys from this address lately (429, retry after this many seconds).
+    Throttled(u64),
+}
+
+/// Failed authentications per client address (an IPv6 client's /64), with exponential
+/// backoff: after [`FREE_FAILURES`], each further failure doubles the wait, up to
+/// [`MAX_BACKOFF`]. Hand-written because the rate-limit crate has quotas but no backoff.
+#[derive(Debug, Default)]
+pub struct AuthThrottle {
+    by_address: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    blocked_until: Instant,
+}
+
+/// The key an address is tracked under: IPv4 as is, IPv6 by its /64.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+impl AuthThrottle {
+    /// Seconds `client` still has to wait before presenting a key, if any.
+    pub fn blocked(&self, client: IpAddr, now: Instant) -> Option<u64> {
+        let map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let f = map.get(&address_key(client))?;
+        (f.blocked_until > now).then(|| (f.blocked_until - now).as_secs().max(1))
+    }
+
+    /// Count a failed key from `client`.
+    pub fn failed(&self, client: IpAddr, now: Instant) {
+        let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, f| f.blocked_until > now && now - f.last < FORGET_AFTER);
+        }
+        let f = map.entry(address_key(client)).or_insert(Failures {
+            count: 0,
+            last: now,
+            blocked_until: now,
+        });
+        if now - f.last > FORGET_AFTER {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+        if f.count > FREE_FAILURES {
+            let doublings = (f.count - FREE_FAILURES - 1).min(16);
+            let wait = Duration::from_secs(1 << doublings).min(MAX_BACKOFF);
+            f.blocked_until = now + wait;
+        }
+    }
+}
+
+/// The caller's tenant: none needed without keys; a public route's caller without a key is
+/// `anonymous`; otherwise the tenant its key names.
+pub fn authenticate(
+    keys: &ApiKeys,
+    throttle: &AuthThrottle,
+    client: IpAddr,
+    target: Option<&RouteTarget>,
+    headers: &hyper::HeaderMap,
+) -> Result<TenantId, Refusal> {
+    if keys.is_empty() {
+        return Ok(TenantId::local());
+    }
+    let key = request_key(headers).map_err(|AmbiguousCredentials| Refusal::Ambiguous)?;
+    match key {
+        Some(key) => {
+            let now = Instant::now();
+            if let Some(wait) = throttle.blocked(client, now) {
+                return Err(Refusal::Throttled(wait));
+            }
+            keys.resolve(key).cloned().ok_or_else(|| {
+                throttle.failed(client, now);
+                Refusal::Unauthorized("unknown API key")
+            })
+        }
+        None if target.is_some_and(|t| t.public) => Ok(TenantId::anonymous()),
+        None => Err(Refusal::Unauthorized(
+            "an API key is required: send Authorization: Bearer KEY or X-Api-Key: KEY",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_keys_back_off_per_address() {
+        let throttle = AuthThrottle::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            throttle.failed(a, t0);
+        }
+        assert_eq!(throttle.blocked(a, t0), None, "the first failures are free");
+        throttle.failed(a, t0);
+        assert_eq!(throttle.blocked(a, t0), Some(1));
+        throttle.failed(a, t0);
+        assert_eq!(
+            throttle.blocked(a, t0),
+            Some(2),
+            "each failure doubles the wait"
+        );
+        for _ in 0..20 {
+            throttle.failed(a, t0);
+        }
+        assert_eq!(throttle.blocked(a, t0), Some(60), "capped");
+        assert_eq!(
+            throttle.blocked(a, t0 + MAX_BACKOFF),
+            None,
+            "and over in time"
+        );
+        assert_eq!(
+            throttle.blocked(b, t0),
+            None,
+            "another address is not held back"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let throttle = AuthThrottle::default();
+        let t0 = Instant::now();
+        for i in 0..=FREE_FAILURES {
+            throttle.failed(format!("2001:db8::{i}").parse().unwrap(), t0);
+        }
+        assert!(
+            throttle
+                .blocked("2001:db8::ffff".parse().unwrap(), t0)
+                .is_some()
+        );
+        assert!(
+            throttle
+                .blocked("2001:db8:0:1::1".parse().unwrap(), t0)
+                .is_none()
+        );
+    }
+}
