@@ -844,6 +844,10 @@ async fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
     let answer = raw(&g, format!("POST /api/v1/prompt HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n", small.len()).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("unknown_backend"), "{answer}");
+    // A malformed chunk size is a bad request, not an oversized one.
+    let answer = raw(&g, format!("POST /api/v1/prompt HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\n{small}\r\n0\r\n\r\n").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"error\":\"bad_body\""), "{answer}");
 
     // A dry run shows the command and runs nothing.
     let dry = alice

@@ -133,6 +133,24 @@ async fn a_task_runs_in_its_workspace_and_its_log_streams_and_resumes() {
         .await;
     assert_eq!(sse(&rest).first().unwrap().0, 4);
     assert_eq!(sse(&rest).len(), events.len() - 3);
+    // A cursor that is not a seq is refused, not read as the start (nor wrapped to 0).
+    for (path, header) in [
+        (
+            format!("/v1/tasks/{task}/events"),
+            Some("18446744073709551615"),
+        ),
+        (format!("/v1/tasks/{task}/events"), Some("three")),
+        (format!("/v1/tasks/{task}/events?from_seq=-1"), None),
+        (
+            format!("/v1/tasks/{task}/events?format=ndjson&from_seq=x"),
+            None,
+        ),
+    ] {
+        let headers: Vec<_> = header.iter().map(|h| ("last-event-id", *h)).collect();
+        let (status, body) = alice.raw(&path, &headers).await;
+        assert_eq!(status, 400, "{path} {header:?}: {body}");
+        assert!(body.contains("bad_cursor"), "{body}");
+    }
     // NDJSON too.
     let (_, nd) = alice
         .raw(

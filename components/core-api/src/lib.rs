@@ -92,6 +92,7 @@ fn allowed_methods(route: &[&str]) -> Option<&'static str> {
 }
 
 /// An error as the API answers it: status, code, message.
+#[derive(Debug)]
 struct ApiError(u16, &'static str, String);
 
 fn fail(out: ResponseOutparam, e: ApiError) {
@@ -298,14 +299,41 @@ fn start_task(request: Request, out: ResponseOutparam) {
     answer(out, 201, result);
 }
 
+/// Where a log read starts: after `Last-Event-ID` (a seq), else at `from_seq`, else at 1. A
+/// cursor that is not a seq is the caller's error, never silently the start.
+fn cursor(last_event_id: Option<&str>, from_seq: Option<String>) -> Result<u64, ApiError> {
+    let bad = |what: &str, value: &str| {
+        ApiError(
+            400,
+            "bad_cursor",
+            format!("{what} must be a sequence number, not {value:?}"),
+        )
+    };
+    match (last_event_id, from_seq) {
+        (Some(last), _) => last
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|seq| seq.checked_add(1))
+            .ok_or_else(|| bad("Last-Event-ID", last)),
+        (None, Some(from)) => from
+            .parse::<u64>()
+            .map(|seq| seq.max(1))
+            .map_err(|_| bad("from_seq", &from)),
+        (None, None) => Ok(1),
+    }
+}
+
 /// The task's log as Server-Sent Events (`id` is the seq) or NDJSON, from `from_seq` or after
 /// `Last-Event-ID`, until the task's final event.
 fn events(request: &Request, id: &str, out: ResponseOutparam) {
-    let from = match request.header("last-event-id") {
-        Some(last) => last.trim().parse::<u64>().map(|s| s + 1).ok(),
-        None => request.query("from_seq").and_then(|s| s.parse().ok()),
-    }
-    .unwrap_or(1);
+    let from = match cursor(
+        request.header("last-event-id").as_deref(),
+        request.query("from_seq"),
+    ) {
+        Ok(from) => from,
+        Err(e) => return fail(out, e),
+    };
     let ndjson = request.query("format").as_deref() == Some("ndjson");
     // Without following, the log ends at what is there now.
     let until = match request.query("follow").as_deref() {
@@ -369,7 +397,25 @@ gantry_guest::bindings::export_handler!(Core);
 
 #[cfg(test)]
 mod tests {
-    use super::file_path;
+    use super::{cursor, file_path};
+
+    #[test]
+    fn cursors_are_seqs_or_a_400() {
+        assert_eq!(cursor(None, None).unwrap(), 1);
+        assert_eq!(cursor(Some(" 3 "), None).unwrap(), 4);
+        assert_eq!(cursor(None, Some("7".into())).unwrap(), 7);
+        assert_eq!(cursor(None, Some("0".into())).unwrap(), 1);
+        for (last, from) in [
+            (Some("18446744073709551615"), None),
+            (Some("abc"), None),
+            (Some("-1"), None),
+            (None, Some("x".into())),
+            (None, Some("-3".into())),
+        ] {
+            let e = cursor(last, from).unwrap_err();
+            assert_eq!((e.0, e.1), (400, "bad_cursor"));
+        }
+    }
 
     #[test]
     fn file_paths_are_decoded_as_paths() {

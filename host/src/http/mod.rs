@@ -257,11 +257,20 @@ async fn gated(
     req.headers_mut().remove("x-api-key");
     let req = match limit_body(req, gate.limits.max_body()).await {
         Ok(req) => req,
-        Err(message) => {
+        Err(BodyRefusal::TooLarge(message)) => {
             return error_response(
                 envelope,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
+                &message,
+                None,
+            );
+        }
+        Err(BodyRefusal::Malformed(message)) => {
+            return error_response(
+                envelope,
+                StatusCode::BAD_REQUEST,
+                "bad_body",
                 &message,
                 None,
             );
@@ -283,8 +292,17 @@ async fn gated(
 /// Refuse a body over `max` bytes: at once when its length is declared, else by reading it
 /// (chunked bodies have no length; up to `max` bytes are held) so that a handler that never
 /// reads its body cannot let an oversized one through.
-async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestBody>, String> {
-    let too_large = || format!("the request body is larger than {max} bytes");
+/// Why a request body was refused.
+enum BodyRefusal {
+    /// Over the limit (413).
+    TooLarge(String),
+    /// Not a valid body: bad chunk framing and the like (400).
+    Malformed(String),
+}
+
+async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestBody>, BodyRefusal> {
+    let too_large =
+        || BodyRefusal::TooLarge(format!("the request body is larger than {max} bytes"));
     let (parts, body) = req.into_parts();
     if let Some(declared) = parts
         .headers
@@ -305,8 +323,12 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestB
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        // The client went away mid-body; whatever is answered goes nowhere.
-        Err(e) => return Err(format!("the request body could not be read: {e}")),
+        // Bad framing (a malformed chunk size); or the client went away mid-body, and then
+        // whatever is answered goes nowhere.
+        Err(e) => {
+            let message = format!("the request body could not be read: {e}");
+            return Err(BodyRefusal::Malformed(message));
+        }
     };
     let body = Full::new(bytes)
         .map_err(|never| match never {})
