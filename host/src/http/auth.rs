@@ -14,7 +14,8 @@ const FREE_FAILURES: u32 = 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// After this long without a failure an address starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Addresses tracked at most; past that, entries that no longer block are dropped first.
+/// Addresses tracked at most; past that, entries that no longer block are dropped first, then
+/// the least recently failed ones, so many addresses cannot grow the map without bound.
 const MAX_TRACKED: usize = 4096;
 
 /// Why a request was not let in.
@@ -67,6 +68,13 @@ impl AuthThrottle {
         let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED {
             map.retain(|_, f| f.blocked_until > now && now - f.last < FORGET_AFTER);
+        }
+        if map.len() >= MAX_TRACKED {
+            // Every tracked address is blocking: forget the oldest failures.
+            let mut lasts: Vec<Instant> = map.values().map(|f| f.last).collect();
+            let cut = lasts.len() - MAX_TRACKED / 2;
+            let (_, &mut oldest_kept, _) = lasts.select_nth_unstable(cut);
+            map.retain(|_, f| f.last >= oldest_kept);
         }
         let f = map.entry(address_key(client)).or_insert(Failures {
             count: 0,
@@ -152,6 +160,30 @@ mod tests {
             throttle.blocked(b, t0),
             None,
             "another address is not held back"
+        );
+    }
+
+    #[test]
+    fn many_blocked_addresses_do_not_grow_the_map_without_bound() {
+        let throttle = AuthThrottle::default();
+        let t0 = Instant::now();
+        for n in 0..(MAX_TRACKED as u32 * 3) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            let at = t0 + Duration::from_millis(u64::from(n));
+            for _ in 0..=FREE_FAILURES {
+                throttle.failed(ip, at);
+            }
+        }
+        let tracked = throttle.by_address.lock().unwrap().len();
+        assert!(tracked <= MAX_TRACKED, "{tracked} addresses tracked");
+        // The newest offender is still held back.
+        let newest = IpAddr::V4(std::net::Ipv4Addr::from(
+            0x0a00_0000 + MAX_TRACKED as u32 * 3 - 1,
+        ));
+        assert!(
+            throttle
+                .blocked(newest, t0 + Duration::from_secs(13))
+                .is_some()
         );
     }
 
