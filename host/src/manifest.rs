@@ -79,6 +79,9 @@ pub struct Manifest {
     pub settings: BTreeMap<String, String>,
     /// The shape of the errors the host itself answers on this handler's routes.
     pub error_envelope: ErrorEnvelope,
+    /// The backends a handler may start tasks on (`backends = [...]`), so that one API surface
+    /// cannot run a backend meant for another; `None` (no `backends` key) means any.
+    pub backends: Option<Vec<String>>,
 }
 
 /// How the host words its own errors (401, 403, 404, 413, 429, plugin failures) on a handler's
@@ -117,6 +120,7 @@ struct RawManifest {
     settings: toml::Table,
     #[serde(default)]
     error_envelope: ErrorEnvelope,
+    backends: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -164,11 +168,7 @@ impl Manifest {
     ) -> Result<Manifest> {
         let raw: RawManifest = toml::from_str(text)?;
         let name = raw.name.unwrap_or_else(|| stem.to_string());
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !is_plugin_name(&name) {
             bail!("plugin name {name:?} must be non-empty ASCII letters, digits, '-' or '_'");
         }
         let component = match raw.component.strip_prefix("bundled:") {
@@ -242,6 +242,14 @@ impl Manifest {
         for import in &raw.imports {
             check_import_name(import)?;
         }
+        if let Some(backends) = &raw.backends {
+            if raw.kind == PluginKind::Backend {
+                bail!("`backends` names what a handler may start; a backend starts nothing");
+            }
+            if let Some(bad) = backends.iter().find(|b| !is_plugin_name(b)) {
+                bail!("`backends` entry {bad:?} is not a plugin name");
+            }
+        }
         if let Some(url) = &raw.model_upstream {
             let rest = url
                 .strip_prefix("https://")
@@ -297,6 +305,7 @@ impl Manifest {
             .collect::<Result<_>>()?;
         Ok(Manifest {
             error_envelope: raw.error_envelope,
+            backends: raw.backends,
             name,
             kind: raw.kind,
             component,
@@ -311,6 +320,14 @@ impl Manifest {
             settings,
         })
     }
+}
+
+/// Non-empty ASCII letters, digits, `-` and `_`.
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A route is `/`-rooted, has no empty, `.` or `..` segment, and may end in `/...`.

@@ -414,6 +414,26 @@ impl Workspaces {
         path: &str,
         limit: u64,
     ) -> Result<Vec<u8>, WorkspaceError> {
+        let (file, meta) = self.open_file(tenant, id, path).await?;
+        if meta.len() > limit {
+            return Err(WorkspaceError::TooLarge(limit));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > limit {
+            return Err(WorkspaceError::TooLarge(limit));
+        }
+        Ok(bytes)
+    }
+
+    /// A regular file of the tenant's workspace, opened for reading inside it (a symlink
+    /// out is refused), with its metadata: for answers that stream it.
+    pub async fn open_file(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        path: &str,
+    ) -> Result<(std::fs::File, std::fs::Metadata), WorkspaceError> {
         let relative = check_relative_path(path)?;
         let (dir, _) = self.dir(tenant, id).await?;
         let file = dir.open(&relative).map_err(|e| match e.kind() {
@@ -424,22 +444,12 @@ impl Workspaces {
             }
             _ => io(e),
         })?;
+        let file = file.into_std();
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
             return Err(WorkspaceError::BadPath("not a regular file".into()));
         }
-        if meta.len() > limit {
-            return Err(WorkspaceError::TooLarge(limit));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.into_std()
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > limit {
-            return Err(WorkspaceError::TooLarge(limit));
-        }
-        Ok(bytes)
+        Ok((file, meta))
     }
 }
 

@@ -76,12 +76,16 @@ gantry_guest::bindings::export_handler!(ClinvkApi);
 
 pub(crate) fn fail(out: ResponseOutparam, e: &ApiError) {
     let body = json!({ "error": e.code, "message": e.message });
-    let allow: Vec<_> = e
+    let mut headers: Vec<_> = e
         .allow
         .map(|methods| ("allow", methods))
         .into_iter()
         .collect();
-    http::json_with(out, e.status, &allow, &body);
+    // Every over-capacity answer says when to come back.
+    if e.status == 503 {
+        headers.push(("retry-after", "1"));
+    }
+    http::json_with(out, e.status, &headers, &body);
 }
 
 pub(crate) fn body(request: Request) -> Result<Map<String, Value>, ApiError> {

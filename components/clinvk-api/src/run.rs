@@ -67,6 +67,11 @@ pub fn task_error(e: TaskError) -> ApiError {
         TaskError::NotFound => ApiError::new(404, "not_found", "no such run"),
         TaskError::BadRequest(m) => ApiError::bad(m),
         TaskError::Refused(m) => ApiError::new(400, "refused", m),
+        TaskError::Busy(_) => ApiError::new(
+            503,
+            "over_capacity",
+            "too many open streams or busy instances for this tenant; retry shortly",
+        ),
         TaskError::Internal(m) => ApiError::new(500, "internal", m),
     }
 }

@@ -11,17 +11,18 @@
 //!   `engineering` and `discovery` otherwise).
 
 use gantry_guest::bindings::gantry::plugin::host_info;
-use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
+use gantry_guest::bindings::gantry::plugin::tasks::{self, Event, StartRequest, Task, TaskError};
 use gantry_guest::bindings::gantry::plugin::workspaces::{self, Workspace, WorkspaceError};
 use gantry_guest::config;
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, Request};
+use gantry_guest::log_shaper::{self, Shaped};
+use gantry_guest::responses::{self, FileAnswer, LogAnswer};
 use gantry_guest::time::iso8601;
 use gantry_guest::types::{EventBody, PromptRequest};
 use serde_json::{Value, json};
 
 const MAX_BODY: usize = 1 << 20;
-const MAX_ARTIFACT: u64 = 256 << 20;
 const DEFAULT_MODES: &[&str] = &["init", "idea", "plan", "run", "loop", "status"];
 const BUNDLED_WORKFLOWS: &str = include_str!("workflows.json");
 
@@ -49,7 +50,7 @@ impl Guest for Clk {
             ("GET", ["research", id, "stream"]) => return stream(&request, id, out),
             ("GET", ["research", id, "artifacts"]) => artifacts(id).map(|v| (200, v)),
             ("GET", ["research", id, "artifacts", rest @ ..]) => {
-                return artifact(id, &rest.join("/"), out);
+                return artifact(&request, id, &rest.join("/"), out);
             }
             ("POST", ["research", id, "cancel"]) => research_task(id)
                 .and_then(|t| tasks::cancel(&t.id).map_err(task_error))
@@ -89,9 +90,16 @@ fn known_path(segments: &[&str]) -> bool {
 struct ApiError(u16, &'static str, String);
 
 fn fail(out: ResponseOutparam, e: ApiError) {
-    http::json(
+    // Every over-capacity answer says when to come back.
+    let retry: &[(&str, &str)] = if e.0 == 503 {
+        &[("retry-after", "1")]
+    } else {
+        &[]
+    };
+    http::json_with(
         out,
         e.0,
+        retry,
         &json!({ "ok": false, "error": { "code": e.1, "message": e.2 } }),
     );
 }
@@ -122,6 +130,11 @@ fn task_error(e: TaskError) -> ApiError {
         TaskError::NotFound => ApiError(404, "task_not_found", "Task not found.".into()),
         TaskError::BadRequest(m) => ApiError(400, "invalid_request", m),
         TaskError::Refused(m) => ApiError(400, "command_refused", m),
+        TaskError::Busy(_) => ApiError(
+            503,
+            "over_capacity",
+            "Too many open streams for this tenant; retry shortly.".into(),
+        ),
         TaskError::Internal(m) => ApiError(500, "internal_error", m),
     }
 }
@@ -345,7 +358,8 @@ fn task_json(t: &Task) -> Value {
 }
 
 /// The task's output lines as SSE, `seq` from 0 and `id` equal to it, then the terminal
-/// status. `Last-Event-ID: N` resumes with line N+1.
+/// status. `Last-Event-ID: N` resumes with line N+1. The host follows the log, holding no
+/// instance while it waits; [`Clk::shape`] writes each batch.
 fn stream(request: &Request, id: &str, out: ResponseOutparam) {
     let task = match research_task(id) {
         Ok(t) => t,
@@ -358,30 +372,41 @@ fn stream(request: &Request, id: &str, out: ResponseOutparam) {
         Ok(s) => s,
         Err(e) => return fail(out, task_error(e)),
     };
-    let mut body = http::start(
-        out,
-        200,
-        &[
-            ("content-type", "text/event-stream"),
-            ("cache-control", "no-store"),
+    let state = StreamState {
+        line_seq: 0,
+        resume_after,
+    };
+    let answer = LogAnswer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "text/event-stream".into()),
+            ("cache-control".into(), "no-store".into()),
         ],
-    );
-    let mut line_seq: u64 = 0;
-    loop {
-        let Ok(batch) = subscription.next(1000) else {
-            return;
-        };
-        if batch.is_empty() {
-            break;
-        }
+        state: serde_json::to_string(&state).expect("JSON values serialize"),
+    };
+    responses::stream_log(out, subscription, &answer);
+}
+
+/// Where a stream is between batches: the next line's `seq`, and the last one the client
+/// already has.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StreamState {
+    line_seq: u64,
+    resume_after: Option<u64>,
+}
+
+impl log_shaper::Guest for Clk {
+    fn shape(state: String, events: Vec<Event>, end: Option<Task>) -> Shaped {
+        let mut state: StreamState =
+            serde_json::from_str(&state).expect("the state this component wrote");
         let mut chunk = String::new();
-        for e in batch {
+        for e in events {
             let EventBody::Output(line) = e.body else {
                 continue;
             };
-            let seq = line_seq;
-            line_seq += 1;
-            if resume_after.is_some_and(|last| seq <= last) {
+            let seq = state.line_seq;
+            state.line_seq += 1;
+            if state.resume_after.is_some_and(|last| seq <= last) {
                 continue;
             }
             let mut payload = json!({ "line": line.text, "seq": seq });
@@ -390,19 +415,15 @@ fn stream(request: &Request, id: &str, out: ResponseOutparam) {
             }
             chunk.push_str(&format!("id: {seq}\ndata: {payload}\n\n"));
         }
-        if !chunk.is_empty() && body.write_all(chunk.as_bytes()).is_err() {
-            return; // The client went away.
+        if let Some(t) = end {
+            let end = json!({ "status": t.state.as_str(), "exit_code": t.exit_code });
+            chunk.push_str(&format!("data: {end}\n\n"));
         }
-    }
-    let end = match tasks::get(&task.id) {
-        Ok(t) => json!({ "status": t.state.as_str(), "exit_code": t.exit_code }),
-        Err(_) => json!({ "status": "unknown", "exit_code": null }),
-    };
-    if body
-        .write_all(format!("data: {end}\n\n").as_bytes())
-        .is_ok()
-    {
-        let _ = body.finish();
+        Shaped {
+            bytes: chunk.into_bytes(),
+            state: serde_json::to_string(&state).expect("JSON values serialize"),
+            done: false,
+        }
     }
 }
 
@@ -418,7 +439,7 @@ fn artifacts(id: &str) -> Result<Value, ApiError> {
 
 /// One artifact's bytes with the MIME type of its extension. Every path that could leave the
 /// workspace is a 403, decided before anything is read: the host checks again on open.
-fn artifact(id: &str, raw_path: &str, out: ResponseOutparam) {
+fn artifact(request: &Request, id: &str, raw_path: &str, out: ResponseOutparam) {
     let task = match research_task(id) {
         Ok(t) => t,
         Err(e) => return fail(out, e),
@@ -441,13 +462,21 @@ fn artifact(id: &str, raw_path: &str, out: ResponseOutparam) {
             ),
         );
     }
-    match workspaces::read_file(&task.workspace_id, &path, MAX_ARTIFACT) {
-        Ok(bytes) => http::respond(out, 200, &mime_type(&path), &bytes),
-        Err(WorkspaceError::NotFound) => fail(
+    // Streamed by the host from disk, whatever its size, with Range and ETag; an active type
+    // (HTML, SVG) goes out as a sandboxed attachment.
+    let answer = FileAnswer {
+        headers: vec![("content-type".into(), mime_type(&path))],
+        range: request.header("range"),
+        if_none_match: request.header("if-none-match"),
+        if_range: request.header("if-range"),
+    };
+    match responses::send_file(out, &task.workspace_id, &path, &answer) {
+        Ok(()) => {}
+        Err((WorkspaceError::NotFound, out)) => fail(
             out,
             ApiError(404, "artifact_not_found", format!("No artifact at {path}.")),
         ),
-        Err(e) => fail(out, ws_error(e)),
+        Err((e, out)) => fail(out, ws_error(e)),
     }
 }
 
@@ -548,3 +577,4 @@ mod tests {
 }
 
 gantry_guest::bindings::export_handler!(Clk);
+gantry_guest::log_shaping::export_log_shaper!(Clk);

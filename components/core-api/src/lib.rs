@@ -17,19 +17,20 @@
 //! | `GET /v1/tasks/{id}/events[?from_seq=N][&format=ndjson][&follow=false]` | its log as SSE (or NDJSON), live until it ends (or only what is logged now, with `follow=false`); `Last-Event-ID` resumes |
 
 use gantry_guest::bindings::gantry::plugin::backends;
-use gantry_guest::bindings::gantry::plugin::tasks::{self, StartRequest, Task, TaskError};
+use gantry_guest::bindings::gantry::plugin::tasks::{self, Event, StartRequest, Task, TaskError};
 use gantry_guest::bindings::gantry::plugin::workspaces::{
     self, FileEntry, Workspace, WorkspaceError,
 };
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, Request};
 use gantry_guest::json;
+use gantry_guest::log_shaper::{self, Shaped};
+use gantry_guest::responses::{self, FileAnswer, LogAnswer};
 use gantry_guest::types::{ApprovalMode, PromptRequest, SandboxMode};
 use serde_json::{Value, json};
 
-/// The largest request body and the largest file served.
+/// The largest request body.
 const MAX_BODY: usize = 1 << 20;
-const MAX_FILE: u64 = 64 << 20;
 
 struct Core;
 
@@ -54,9 +55,15 @@ impl Guest for Core {
             },
             ("GET", ["workspaces", id, "files"]) => answer(out, 200, workspaces::list_files(id).map(|f| json!({ "files": f.into_iter().map(file_json).collect::<Vec<_>>() })).map_err(ws_error)),
             ("GET", ["workspaces", id, "files", rest @ ..]) if !rest.is_empty() => {
-                match workspaces::read_file(id, &file_path(rest), MAX_FILE) {
-                    Ok(bytes) => http::respond(out, 200, "application/octet-stream", &bytes),
-                    Err(e) => fail(out, ws_error(e)),
+                // Streamed by the host from disk, whatever its size, with Range and ETag.
+                let answer = FileAnswer {
+                    headers: vec![("content-type".into(), "application/octet-stream".into())],
+                    range: request.header("range"),
+                    if_none_match: request.header("if-none-match"),
+                    if_range: request.header("if-range"),
+                };
+                if let Err((e, out)) = responses::send_file(out, id, &file_path(rest), &answer) {
+                    fail(out, ws_error(e));
                 }
             }
             ("POST", ["tasks"]) => start_task(request, out),
@@ -95,8 +102,18 @@ fn allowed_methods(route: &[&str]) -> Option<&'static str> {
 #[derive(Debug)]
 struct ApiError(u16, &'static str, String);
 
+/// What a client over its share is told.
+const BUSY: &str = "too many open log streams (or busy instances) for this tenant; retry shortly";
+
 fn fail(out: ResponseOutparam, e: ApiError) {
-    http::error(out, e.0, e.1, &e.2);
+    let body = json!({ "error": { "code": e.1, "message": e.2 } });
+    // Every over-capacity answer says when to come back.
+    let retry: &[(&str, &str)] = if e.0 == 503 {
+        &[("retry-after", "1")]
+    } else {
+        &[]
+    };
+    http::json_with(out, e.0, retry, &body);
 }
 
 fn answer(out: ResponseOutparam, status: u16, result: Result<Value, ApiError>) {
@@ -130,6 +147,7 @@ fn task_error(e: TaskError) -> ApiError {
         TaskError::NotFound => ApiError(404, "not_found", "no such task".into()),
         TaskError::BadRequest(m) => ApiError(400, "bad_request", m),
         TaskError::Refused(m) => ApiError(422, "refused", m),
+        TaskError::Busy(_) => ApiError(503, "over_capacity", BUSY.into()),
         TaskError::Internal(m) => ApiError(500, "internal", m),
     }
 }
@@ -343,38 +361,56 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
         },
         _ => None,
     };
+    // Nothing logged in the window asked for: the answer is already complete.
+    if until.is_some_and(|last| last < from) {
+        return http::respond_with(out, 200, &[("content-type", content_type(ndjson))], b"");
+    }
     let subscription = match tasks::subscribe(id, from) {
         Ok(s) => s,
         Err(e) => return fail(out, task_error(e)),
     };
-    let content_type = if ndjson {
+    // The host follows the log from here, holding no instance while it waits; `shape` below
+    // writes each batch.
+    let state = ShapeState { ndjson, until };
+    let answer = LogAnswer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), content_type(ndjson).into()),
+            ("cache-control".into(), "no-store".into()),
+        ],
+        state: serde_json::to_string(&state).expect("JSON values serialize"),
+    };
+    responses::stream_log(out, subscription, &answer);
+}
+
+fn content_type(ndjson: bool) -> &'static str {
+    if ndjson {
         "application/x-ndjson"
     } else {
         "text/event-stream"
-    };
-    let mut body = http::start(
-        out,
-        200,
-        &[
-            ("content-type", content_type),
-            ("cache-control", "no-store"),
-        ],
-    );
-    let mut next = from;
-    while until.is_none_or(|last| next <= last) {
-        let batch = match subscription.next(500) {
-            Ok(batch) => batch,
-            Err(_) => return,
-        };
-        if batch.is_empty() {
-            break;
-        }
+    }
+}
+
+/// What shaping a log answer needs to know between batches.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ShapeState {
+    ndjson: bool,
+    /// The last seq to send (`follow=false`), or none to follow the log to its end.
+    until: Option<u64>,
+}
+
+impl log_shaper::Guest for Core {
+    fn shape(state: String, events: Vec<Event>, _end: Option<Task>) -> Shaped {
+        let ShapeState { ndjson, until } =
+            serde_json::from_str(&state).expect("the state this component wrote");
         let mut chunk = String::new();
-        for e in batch {
+        let mut done = false;
+        for e in events {
             if until.is_some_and(|last| e.seq > last) {
+                done = true;
                 break;
             }
-            next = e.seq + 1;
+            done = until == Some(e.seq);
             let (kind, data) = (json::event_kind(&e.body), json::event_data(&e.body));
             if ndjson {
                 chunk.push_str(&format!(
@@ -385,15 +421,16 @@ fn events(request: &Request, id: &str, out: ResponseOutparam) {
                 chunk.push_str(&format!("id: {}\nevent: {kind}\ndata: {data}\n\n", e.seq));
             }
         }
-        if body.write_all(chunk.as_bytes()).is_err() {
-            // The client went away.
-            return;
+        Shaped {
+            bytes: chunk.into_bytes(),
+            state,
+            done,
         }
     }
-    let _ = body.finish();
 }
 
 gantry_guest::bindings::export_handler!(Core);
+gantry_guest::log_shaping::export_log_shaper!(Core);
 
 #[cfg(test)]
 mod tests {

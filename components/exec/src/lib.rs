@@ -4,7 +4,9 @@
 //! shell), and an argument that is exactly `{args}` becomes the request's positional
 //! arguments, one argv entry each. Extra flags are appended only when the manifest's
 //! `allowed_flags` setting lists each one. Each stdout line becomes a message event; stderr
-//! lines are kept as raw events.
+//! lines are kept as raw events. When the `prompts` setting lists prompts, any other prompt
+//! is refused: a backend that runs a fixed set of commands (CLK's) holds them whichever API
+//! starts it.
 //!
 //! ```toml
 //! kind = "backend"
@@ -36,6 +38,19 @@ fn template() -> Result<Vec<String>, RequestError> {
     }
 }
 
+/// The `prompts` setting (a JSON list): the only prompts this backend takes, if set.
+fn allowed_prompts() -> Result<Option<Vec<String>>, RequestError> {
+    config::get("prompts")
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                RequestError::Invalid(format!(
+                    "the exec backend's `prompts` setting is not a list of strings: {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 fn fill(arg: &str, request: &PromptRequest) -> String {
     arg.replace("{prompt}", &request.prompt)
         .replace("{model}", request.model.as_deref().unwrap_or(""))
@@ -65,6 +80,17 @@ impl Guest for Exec {
             return Err(RequestError::Unsupported(
                 "the exec backend has no sessions to resume".into(),
             ));
+        }
+        // When the operator lists the prompts this backend takes (CLK's commands, say), no
+        // other runs, whichever API asked.
+        if let Some(prompts) = allowed_prompts()?
+            && !prompts.contains(&request.prompt)
+        {
+            return Err(RequestError::Invalid(format!(
+                "{:?} is not one of this backend's commands: {}",
+                request.prompt,
+                prompts.join(", ")
+            )));
         }
         // Extra flags are appended only when the operator allows each one.
         let allowed = gantry_guest::adapter::operator_allowed_flags();

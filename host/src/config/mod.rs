@@ -89,8 +89,21 @@ impl std::fmt::Debug for KeyList {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Component instances alive at once, over all plugins.
+    /// Handler instances alive at once for tenants, over all plugins.
     pub max_instances: u32,
+    /// Of `max_instances`, what one tenant may hold at once.
+    pub max_instances_per_tenant: u32,
+    /// Handler instances kept for public routes called without a key (`/health`): tenants'
+    /// work never takes them.
+    pub reserved_public_instances: u32,
+    /// Backend adapter instances alive at once (building commands, parsing output); a call
+    /// waits for one rather than fail.
+    pub max_adapter_instances: u32,
+    /// Log readers (event streams, followed logs) open at once over all tenants, and per
+    /// tenant. A stream the host writes holds no instance while it waits.
+    pub max_streams: u32,
+    /// See `max_streams`.
+    pub max_streams_per_tenant: u32,
     /// Granularity of the CPU deadline, in ms.
     pub epoch_tick_ms: u64,
     /// The largest memory cap a plugin may ask for, in MiB.
@@ -180,6 +193,16 @@ impl Config {
         let rt = &self.runtime;
         if rt.max_instances == 0 {
             bail!("runtime.max_instances must be at least 1");
+        }
+        for (name, value) in [
+            ("max_instances_per_tenant", rt.max_instances_per_tenant),
+            ("max_adapter_instances", rt.max_adapter_instances),
+            ("max_streams", rt.max_streams),
+            ("max_streams_per_tenant", rt.max_streams_per_tenant),
+        ] {
+            if value == 0 {
+                bail!("runtime.{name} must be at least 1");
+            }
         }
         if rt.epoch_tick_ms == 0 {
             bail!("runtime.epoch_tick_ms must be at least 1");

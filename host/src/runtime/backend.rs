@@ -40,7 +40,7 @@ impl Plugins {
         let plugin = self.plugin(name)?;
         match &plugin.instance {
             PluginInstance::Backend { pre, .. } => Some((plugin, pre)),
-            PluginInstance::Handler(_) => None,
+            PluginInstance::Handler { .. } => None,
         }
     }
 
@@ -48,7 +48,14 @@ impl Plugins {
         let (plugin, pre) = self
             .backend_pre(name)
             .ok_or_else(|| CallFailure::Trap(format!("no backend named {name:?}")))?;
-        let (mut store, slot) = self.reserve(plugin, tenant, ())?;
+        // Adapters have their own pool and wait for a slot: the runs they serve are what
+        // handler calls wait on.
+        let permit = self
+            .capacity()
+            .adapter()
+            .await
+            .map_err(|_| CallFailure::OverCapacity)?;
+        let (mut store, slot) = self.new_store(plugin, tenant, (), permit);
         let backend = pre
             .instantiate_async(&mut store)
             .await

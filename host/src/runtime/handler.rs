@@ -3,6 +3,7 @@
 use super::Runtime;
 use super::call::CallLimit;
 use super::host::HandlerHost;
+use super::log_answer::LogPump;
 use super::registry::PluginInstance;
 use crate::metrics::Metrics;
 use crate::tenants::TenantId;
@@ -227,7 +228,7 @@ impl Runtime {
         let Some(plugin) = self.plugins().plugin(plugin) else {
             return Err(CallFailure::Trap(format!("no plugin named {plugin:?}")));
         };
-        let PluginInstance::Handler(pre) = &plugin.instance else {
+        let PluginInstance::Handler { proxy: pre, .. } = &plugin.instance else {
             return Err(CallFailure::Trap(format!(
                 "plugin {} is not a handler",
                 plugin.manifest.name
@@ -236,6 +237,7 @@ impl Runtime {
         let host = HandlerHost::new(
             self.services().clone(),
             self.plugins().node().clone(),
+            self.plugins().capacity().clone(),
             tenant,
         );
         let (mut store, slot) = self.plugins().reserve(plugin, tenant, host)?;
@@ -252,11 +254,16 @@ impl Runtime {
         let pre = pre.clone();
         let plugin_name = plugin.context.name.clone();
         let metrics = self.services().metrics.clone();
-        // Failures are reported here before the store (and with it the body's sender) is
-        // dropped, so a body cut short ends as an error rather than looking complete.
+        // Failures are reported before the body's sender is dropped, so a body cut short ends
+        // as an error rather than looking complete.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+        let pump = LogPump {
+            plugins: self.plugins().clone(),
+            services: self.services().clone(),
+            plugin: plugin.manifest.name.clone(),
+            tenant: tenant.clone(),
+        };
         let task = tokio::spawn(async move {
-            let _slot = slot;
             let call = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -271,12 +278,29 @@ impl Runtime {
                 },
                 None => call.await.map_err(CallFailure::from_error),
             };
-            if let Err(failure) = &result {
+            // Reported before the store (and with it the body's sender) is dropped.
+            let mut failed_tx = Some(failed_tx);
+            let mut report = move |failure: &CallFailure| {
                 tracing::warn!(plugin = %plugin_name, code = failure.code(), "{}", failure.message());
                 metrics.plugin_error(&plugin_name, failure.code());
-                let _ = failed_tx.send(failure.clone());
+                if let Some(tx) = failed_tx.take() {
+                    let _ = tx.send(failure.clone());
+                }
+            };
+            if let Err(failure) = &result {
+                report(failure);
             }
+            // A log handed to the host is answered after the instance is gone: waiting for
+            // events holds no slot.
+            let handoff = match &result {
+                Ok(()) => store.data_mut().host.take_handoff(),
+                Err(_) => None,
+            };
             drop(store);
+            drop(slot);
+            if let Some((handoff, bound)) = handoff {
+                pump.answer(handoff, bound, &mut report).await;
+            }
             result
         });
         let guard = AbortOnDrop(Some(task.abort_handle()));

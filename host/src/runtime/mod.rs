@@ -13,13 +13,16 @@
 mod backend;
 mod cache;
 mod call;
+mod capacity;
 mod handler;
 mod host;
+mod log_answer;
 pub mod registry;
 pub mod world;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
+pub use capacity::Shares;
 pub use handler::{CallFailure, GuestBody};
 pub use host::{NodeState, Services};
 pub use registry::Plugin;
@@ -33,7 +36,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Core instances, memories and tables one component instance may use in the pool.
@@ -43,15 +45,19 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// Bytes of each memory and table slot kept resident between instances.
 const KEEP_RESIDENT: usize = 64 << 10;
 
-/// Build the engine every plugin shares.
+/// Build the engine every plugin shares, with instance slots for `rt`'s shares.
 pub fn engine(rt: &RuntimeConfig) -> Result<Engine> {
+    engine_for(rt, Shares::from_config(rt))
+}
+
+fn engine_for(rt: &RuntimeConfig, shares: Shares) -> Result<Engine> {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
     config.parallel_compilation(true);
-    // Slots for a few more instances than the cap, for startup checks while serving.
-    let slots = rt.max_instances.saturating_add(4);
+    // Slots for every pool, and a few more for startup checks while serving.
+    let slots = shares.pool_slots().saturating_add(4);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
@@ -91,7 +97,7 @@ pub struct Plugins {
     plugins: Vec<Plugin>,
     by_name: HashMap<String, usize>,
     backends: Vec<Arc<BackendPlugin>>,
-    capacity: Arc<Semaphore>,
+    capacity: Arc<capacity::Capacity>,
     node: Arc<NodeState>,
 }
 
@@ -101,20 +107,32 @@ impl Plugins {
     pub async fn start(config: &Config) -> Result<Plugins> {
         let rt = &config.runtime;
         let manifests = plugin_manifests(config)?;
-        let engine = engine(rt)?;
+        let shares = Shares::from_config(rt);
+        let engine = engine_for(rt, shares)?;
         start_epoch_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms));
         let cache = ComponentCache::open(&config.data_dir.join("cache"), &engine)?;
-        Self::load(engine, &cache, manifests, rt.max_instances).await
+        Self::load_shared(engine, &cache, manifests, shares).await
     }
 
-    /// Load the given manifests over `engine`.
+    /// Load the given manifests over `engine`, with `max_instances` slots for any tenant
+    /// (see [`Shares::whole`]).
     pub async fn load(
         engine: Engine,
         cache: &ComponentCache,
         manifests: Vec<Manifest>,
         max_instances: u32,
     ) -> Result<Plugins> {
-        let node = Arc::new(NodeState::new(max_instances));
+        Self::load_shared(engine, cache, manifests, Shares::whole(max_instances)).await
+    }
+
+    /// Load the given manifests over `engine`, sharing instances as `shares` says.
+    pub async fn load_shared(
+        engine: Engine,
+        cache: &ComponentCache,
+        manifests: Vec<Manifest>,
+        shares: Shares,
+    ) -> Result<Plugins> {
+        let node = Arc::new(NodeState::new(shares.max_instances));
         let linkers = registry::Linkers::new(&engine)?;
         let mut plugins = Vec::new();
         let mut by_name = HashMap::new();
@@ -156,7 +174,7 @@ impl Plugins {
             plugins,
             by_name,
             backends,
-            capacity: Arc::new(Semaphore::new(max_instances as usize)),
+            capacity: Arc::new(capacity::Capacity::new(shares)),
             node,
         })
     }
@@ -181,7 +199,28 @@ impl Plugins {
         &self.node
     }
 
-    /// Reserve a slot and make a fresh store for one call (or one run) of `plugin`.
+    /// How instances and log readers are shared.
+    pub(crate) fn capacity(&self) -> &Arc<capacity::Capacity> {
+        &self.capacity
+    }
+
+    /// A fresh store for one call (or one run) of `plugin`, in the slot `permit` holds.
+    pub(crate) fn new_store<H: Send + 'static>(
+        &self,
+        plugin: &Plugin,
+        tenant: &TenantId,
+        host: H,
+        permit: capacity::Permit,
+    ) -> (wasmtime::Store<call::CallState<H>>, Slot) {
+        let slot = Slot {
+            _permit: permit,
+            _live: self.node.instance_guard(),
+        };
+        let store = call::new_store(&self.engine, &plugin.context, tenant, host);
+        (store, slot)
+    }
+
+    /// A handler slot for `tenant` (refused when over its share) and a fresh store in it.
     pub(crate) fn reserve<H: Send + 'static>(
         &self,
         plugin: &Plugin,
@@ -190,22 +229,16 @@ impl Plugins {
     ) -> Result<(wasmtime::Store<call::CallState<H>>, Slot), CallFailure> {
         let permit = self
             .capacity
-            .clone()
-            .try_acquire_owned()
+            .handler(tenant)
             .map_err(|_| CallFailure::OverCapacity)?;
-        let slot = Slot {
-            _permit: permit,
-            _live: self.node.instance_guard(),
-        };
-        let store = call::new_store(&self.engine, &plugin.context, tenant, host);
-        Ok((store, slot))
+        Ok(self.new_store(plugin, tenant, host, permit))
     }
 }
 
 /// An instance slot: a capacity permit, and one count in the live instances, until dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: capacity::Permit,
     _live: host::ActiveInstance,
 }
 

@@ -4,6 +4,7 @@
 use super::cache::ComponentCache;
 use super::call::AdapterState;
 use super::host::HandlerState;
+use super::host::log_shaping_bindings::LogShapingPre;
 use super::world;
 use crate::config::PluginLimits;
 use crate::manifest::{ComponentSource, Manifest, PluginKind};
@@ -56,6 +57,8 @@ pub struct PluginContext {
     pub settings: BTreeMap<String, String>,
     /// Whether it was granted `wasi:sockets`.
     pub network: bool,
+    /// The backends a handler may start tasks on; `None` means any.
+    pub backends: Option<Vec<String>>,
 }
 
 /// A loaded plugin, ready to instantiate.
@@ -109,6 +112,7 @@ impl PluginContext {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             network: false,
+            backends: None,
         }
     }
 }
@@ -129,7 +133,11 @@ impl std::fmt::Debug for Plugin {
 }
 
 pub(crate) enum PluginInstance {
-    Handler(ProxyPre<HandlerState>),
+    Handler {
+        proxy: ProxyPre<HandlerState>,
+        /// Its `log-shaper` export, when it has one (`world log-handler`).
+        shaper: Option<LogShapingPre<HandlerState>>,
+    },
     Backend {
         pre: backend_bindings::BackendPre<AdapterState>,
         info: BackendInfo,
@@ -264,6 +272,7 @@ pub(crate) async fn load(
             .imports
             .iter()
             .any(|g| g == "wasi:sockets" || g.starts_with("wasi:sockets/")),
+        backends: manifest.backends.clone(),
     });
     let misfit = |e: wasmtime::Error| {
         anyhow!(
@@ -278,7 +287,13 @@ pub(crate) async fn load(
                 .handler
                 .instantiate_pre(&component)
                 .map_err(misfit)?;
-            PluginInstance::Handler(ProxyPre::new(pre).map_err(misfit)?)
+            // A handler that shapes logs exports `log-shaper`; one that does not simply cannot
+            // answer with `responses.stream-log` (the call traps if it tries).
+            let shaper = LogShapingPre::new(pre.clone()).ok();
+            PluginInstance::Handler {
+                proxy: ProxyPre::new(pre).map_err(misfit)?,
+                shaper,
+            }
         }
         PluginKind::Backend => {
             let pre = linkers

@@ -66,6 +66,11 @@ impl Subscription {
         Ok(got)
     }
 
+    /// The task whose log this reads.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
     /// The next event if one is already logged, without waiting.
     pub async fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
         if self.buffer.is_empty() {

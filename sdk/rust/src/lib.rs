@@ -46,6 +46,35 @@ pub mod bindings {
     });
 }
 
+/// Bindings for `world log-shaping`: the `log-shaper` export of a handler that answers with
+/// logs the host writes ([`responses::stream_log`]). Its types are [`bindings`]' own; register
+/// the shaper with `log_shaping::export_log_shaper!` beside `bindings::export_handler!`.
+pub mod log_shaping {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "gantry:plugin/log-shaping",
+        with: {
+            "gantry:plugin/types@0.3.0": crate::backend::gantry::plugin::types,
+            "gantry:plugin/tasks@0.3.0": crate::bindings::gantry::plugin::tasks,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_log_shaper",
+        default_bindings_module: "gantry_guest::log_shaping",
+    });
+}
+
+/// Answers the host writes for a handler (needs the `gantry:plugin/responses` grant): a task's
+/// log, shaped batch by batch by the handler's [`log_shaper::Guest`] export, and a workspace
+/// file streamed from disk with `Range` and `ETag`.
+pub mod responses {
+    pub use crate::bindings::gantry::plugin::responses::*;
+}
+
+/// The export of a handler that answers with [`responses::stream_log`].
+pub mod log_shaper {
+    pub use crate::log_shaping::exports::gantry::plugin::log_shaper::{Guest, Shaped};
+}
+
 /// The types both worlds share (`gantry:plugin/types`), with `PartialEq` and `Eq`.
 pub use backend::gantry::plugin::types;
 

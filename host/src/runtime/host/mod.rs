@@ -12,11 +12,13 @@ mod host_info;
 mod identity;
 mod log;
 mod metrics;
+mod responses;
 mod sessions;
 mod tasks;
 mod workspaces;
 
 use super::call::CallState;
+use super::capacity::Capacity;
 use super::registry::PluginContext;
 use crate::backends::Availability;
 use crate::metrics::Metrics;
@@ -43,6 +45,7 @@ pub(crate) mod bindings {
             "gantry:plugin/tasks.subscribe": async | trappable,
             "gantry:plugin/tasks.[method]subscription.next": async | trappable,
             "gantry:plugin/tasks.[drop]subscription": async | trappable,
+            "gantry:plugin/responses": async | trappable,
             "gantry:plugin/tasks": async,
             "gantry:plugin/workspaces": async,
             "gantry:plugin/sessions": async,
@@ -51,7 +54,7 @@ pub(crate) mod bindings {
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
-            "gantry:plugin/tasks.subscription": crate::tasks::Subscription,
+            "gantry:plugin/tasks.subscription": super::tasks::LogReader,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
             "wasi:random": wasmtime_wasi::p2::bindings::random,
@@ -60,6 +63,24 @@ pub(crate) mod bindings {
         },
     });
 }
+
+/// Host bindings of `world log-shaping`: the `log-shaper` export a handler may have besides
+/// `wasi:http/incoming-handler`; its types are [`bindings`]'.
+pub(crate) mod log_shaping_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gantry:plugin/log-shaping",
+        require_store_data_send: true,
+        exports: { default: async },
+        with: {
+            "gantry:plugin/types": crate::contract::types,
+            "gantry:plugin/tasks": super::bindings::gantry::plugin::tasks,
+        },
+    });
+}
+
+pub(crate) use responses::LogHandoff;
+pub(crate) use tasks::{next_batch, task as wit_task};
 
 /// The core services a handler reaches through its host interfaces.
 #[derive(Debug, Clone)]
@@ -141,17 +162,35 @@ pub struct HandlerHost {
     pub(crate) http: WasiHttpCtx,
     services: Services,
     node: Arc<NodeState>,
+    capacity: Arc<Capacity>,
     bound: BoundCall,
+    /// The log the call handed to the host to answer with (`responses.stream-log`).
+    handoff: Option<LogHandoff>,
 }
 
 impl HandlerHost {
-    pub(crate) fn new(services: Services, node: Arc<NodeState>, tenant: &TenantId) -> Self {
+    pub(crate) fn new(
+        services: Services,
+        node: Arc<NodeState>,
+        capacity: Arc<Capacity>,
+        tenant: &TenantId,
+    ) -> Self {
         HandlerHost {
             http: WasiHttpCtx::new(),
             bound: BoundCall::new(services.clone(), tenant.clone()),
             services,
             node,
+            capacity,
+            handoff: None,
         }
+    }
+
+    /// The log the call handed over, with what the call bound to itself: both now live as
+    /// long as the answer.
+    pub(crate) fn take_handoff(&mut self) -> Option<(LogHandoff, BoundCall)> {
+        let handoff = self.handoff.take()?;
+        let fresh = BoundCall::new(self.services.clone(), self.bound.tenant.clone());
+        Some((handoff, std::mem::replace(&mut self.bound, fresh)))
     }
 }
 
@@ -228,6 +267,9 @@ pub(crate) struct ServicesView<'a> {
 pub(crate) struct CallView<'a> {
     pub(crate) services: &'a Services,
     pub(crate) tenant: &'a TenantId,
+    pub(crate) capacity: &'a Capacity,
+    /// The backends the calling plugin may start tasks on; `None` means any.
+    pub(crate) backends: Option<&'a [String]>,
     pub(crate) bound: &'a mut BoundCall,
     pub(crate) table: &'a mut wasmtime::component::ResourceTable,
 }
@@ -254,6 +296,10 @@ struct HasNode;
 impl HasData for HasNode {
     type Data<'a> = NodeView<'a>;
 }
+struct HasResponses;
+impl HasData for HasResponses {
+    type Data<'a> = responses::ResponsesView<'a>;
+}
 struct HasTenant;
 impl HasData for HasTenant {
     type Data<'a> = &'a TenantId;
@@ -271,7 +317,18 @@ impl HandlerState {
         CallView {
             services: &self.host.services,
             tenant: &self.tenant,
+            capacity: &self.host.capacity,
+            backends: self.plugin.backends.as_deref(),
             bound: &mut self.host.bound,
+            table: &mut self.table,
+        }
+    }
+
+    fn responses_view(&mut self) -> responses::ResponsesView<'_> {
+        responses::ResponsesView {
+            services: &self.host.services,
+            tenant: &self.tenant,
+            handoff: &mut self.host.handoff,
             table: &mut self.table,
         }
     }
@@ -299,6 +356,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::tasks::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
+    gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
     Ok(())
 }
 
@@ -390,9 +448,14 @@ mod tests {
         bound: &'a mut BoundCall,
         table: &'a mut ResourceTable,
     ) -> CallView<'a> {
+        // One capacity for the test's views: log readers are counted in it.
+        let capacity: &'static Capacity =
+            Box::leak(Box::new(Capacity::new(crate::runtime::Shares::whole(8))));
         CallView {
             services,
             tenant,
+            capacity,
+            backends: None,
             bound,
             table,
         }
@@ -433,7 +496,7 @@ mod tests {
         let mut table = ResourceTable::new();
         let mut bound = BoundCall::new(services.clone(), alice.clone());
         let mut v = view(&services, &alice, &mut bound, &mut table);
-        let forged: Resource<crate::tasks::Subscription> = Resource::new_own(7);
+        let forged: Resource<tasks::LogReader> = Resource::new_own(7);
         assert!(
             wit_tasks::HostSubscription::next(&mut v, forged, 10)
                 .await

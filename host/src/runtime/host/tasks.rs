@@ -9,7 +9,7 @@ use crate::workspaces::WorkspaceError;
 use std::time::Duration;
 use wasmtime::component::Resource;
 
-fn task_error(e: TaskError) -> wit::TaskError {
+pub(crate) fn task_error(e: TaskError) -> wit::TaskError {
     use wit::TaskError as T;
     match e {
         TaskError::NotFound => T::NotFound,
@@ -17,6 +17,8 @@ fn task_error(e: TaskError) -> wit::TaskError {
         TaskError::Workspace(e) => T::BadRequest(e.to_string()),
         TaskError::UnknownBackend(b) => T::BadRequest(format!("no backend named {b:?}")),
         TaskError::Refused(m) => T::Refused(m),
+        // The adapters' pool stayed full: the caller may retry.
+        TaskError::Adapter(f) if f.code == "over_capacity" => T::Busy(1),
         TaskError::Adapter(f) => T::Internal(f.message),
         TaskError::Internal(e) => {
             tracing::error!("task operation failed: {e:#}");
@@ -44,7 +46,7 @@ pub(crate) fn task(t: TaskRecord) -> wit::Task {
     }
 }
 
-fn event(e: EventRecord) -> wit::Event {
+pub(crate) fn event(e: EventRecord) -> wit::Event {
     wit::Event {
         seq: e.seq,
         body: e.body,
@@ -54,9 +56,70 @@ fn event(e: EventRecord) -> wit::Event {
 
 /// The most events one `next` call returns.
 const MAX_EVENTS_PER_CALL: u32 = 1000;
+/// About the most text one batch holds (it always holds at least one event): what a
+/// component sees of a log in one call stays well inside its memory cap, whatever the lines'
+/// length.
+pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// A `subscription` resource: the reader, and its place among the tenant's log readers until
+/// it is dropped.
+pub struct LogReader {
+    pub(crate) reader: Subscription,
+    pub(crate) _slot: crate::runtime::capacity::Permit,
+}
+
+/// Roughly the bytes an event takes once shaped (its text; a constant for the rest).
+fn approx_size(body: &crate::contract::EventBody) -> usize {
+    use crate::contract::{AgentEvent as A, EventBody as E};
+    const FIXED: usize = 64;
+    FIXED
+        + match body {
+            E::Output(line) => line.text.len(),
+            E::Agent(A::Message(s) | A::Raw(s) | A::Error(s)) => s.len(),
+            E::Agent(A::ToolUse(t)) => t.name.len() + t.input.len(),
+            E::Agent(A::ToolResult(t)) => t.output.len(),
+            E::Agent(A::Done(d)) => d.final_text.as_ref().map_or(0, String::len),
+            E::Agent(_) | E::State(_) => 0,
+        }
+}
+
+/// The next batch of `reader`: waits for one event, then takes what is already logged, up
+/// to `max` events and about [`MAX_BATCH_BYTES`]. Empty once the log has ended.
+pub(crate) async fn next_batch(
+    reader: &mut Subscription,
+    max: u32,
+) -> Result<Vec<wit::Event>, TaskError> {
+    let max = max.clamp(1, MAX_EVENTS_PER_CALL) as usize;
+    let mut out = Vec::new();
+    let Some(first) = reader.next().await.map_err(TaskError::Internal)? else {
+        return Ok(out);
+    };
+    let mut bytes = approx_size(&first.body);
+    out.push(event(first));
+    while out.len() < max && bytes < MAX_BATCH_BYTES {
+        match reader.next_ready().await.map_err(TaskError::Internal)? {
+            Some(e) => {
+                bytes += approx_size(&e.body);
+                out.push(event(e));
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}
 
 impl wit::Host for CallView<'_> {
     async fn start(&mut self, request: wit::StartRequest) -> Result<wit::Task, wit::TaskError> {
+        // A surface runs only the backends its manifest names.
+        if let Some(allowed) = self.backends
+            && !allowed.contains(&request.backend)
+        {
+            return Err(wit::TaskError::Refused(format!(
+                "this API may not start backend {:?}; it may start {}",
+                request.backend,
+                allowed.join(", ")
+            )));
+        }
         let start = StartTask {
             workspace_id: request.workspace_id,
             backend: request.backend,
@@ -119,10 +182,16 @@ impl wit::Host for CallView<'_> {
         &mut self,
         id: String,
         from_seq: u64,
-    ) -> wasmtime::Result<Result<Resource<Subscription>, wit::TaskError>> {
+    ) -> wasmtime::Result<Result<Resource<LogReader>, wit::TaskError>> {
+        let Ok(slot) = self.capacity.stream(self.tenant) else {
+            return Ok(Err(wit::TaskError::Busy(1)));
+        };
         let tasks = &self.services.tasks;
         match tasks.subscribe(self.tenant, &id, from_seq).await {
-            Ok(sub) => Ok(Ok(self.table.push(sub)?)),
+            Ok(reader) => Ok(Ok(self.table.push(LogReader {
+                reader,
+                _slot: slot,
+            })?)),
             Err(e) => Ok(Err(task_error(e))),
         }
     }
@@ -131,29 +200,14 @@ impl wit::Host for CallView<'_> {
 impl wit::HostSubscription for CallView<'_> {
     async fn next(
         &mut self,
-        sub: Resource<Subscription>,
+        sub: Resource<LogReader>,
         max: u32,
     ) -> wasmtime::Result<Result<Vec<wit::Event>, wit::TaskError>> {
-        let sub = self.table.get_mut(&sub)?;
-        let max = max.clamp(1, MAX_EVENTS_PER_CALL) as usize;
-        let mut out = Vec::new();
-        // Wait for the first event, then take what is already there.
-        match sub.next().await {
-            Ok(Some(first)) => out.push(event(first)),
-            Ok(None) => return Ok(Ok(out)),
-            Err(e) => return Ok(Err(task_error(TaskError::Internal(e)))),
-        }
-        while out.len() < max {
-            match sub.next_ready().await {
-                Ok(Some(e)) => out.push(event(e)),
-                Ok(None) => break,
-                Err(e) => return Ok(Err(task_error(TaskError::Internal(e)))),
-            }
-        }
-        Ok(Ok(out))
+        let log = self.table.get_mut(&sub)?;
+        Ok(next_batch(&mut log.reader, max).await.map_err(task_error))
     }
 
-    async fn drop(&mut self, sub: Resource<Subscription>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, sub: Resource<LogReader>) -> wasmtime::Result<()> {
         self.table.delete(sub)?;
         Ok(())
     }

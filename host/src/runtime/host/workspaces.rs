@@ -5,7 +5,7 @@ use super::bindings::gantry::plugin::workspaces as wit;
 use crate::store::WorkspaceRecord;
 use crate::workspaces::WorkspaceError;
 
-fn ws_error(e: WorkspaceError) -> wit::WorkspaceError {
+pub(crate) fn ws_error(e: WorkspaceError) -> wit::WorkspaceError {
     use wit::WorkspaceError as W;
     match e {
         WorkspaceError::NotFound => W::NotFound,
