@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Gantry, Setup};
+use common::{Client, CoreSteps, Gantry, Setup};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -28,48 +28,6 @@ fn start_with_keys(setup: &Setup) -> Gantry {
     let mut cmd = setup.command();
     cmd.env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
     Gantry::spawn(cmd)
-}
-
-/// The core API's steps, as a tenant takes them.
-trait CoreSteps {
-    async fn workspace(&self, name: &str) -> String;
-    async fn task(&self, ws: &str, script: &str) -> String;
-    async fn wait_state(&self, task: &str, done: impl Fn(&str) -> bool) -> Value;
-}
-
-impl CoreSteps for Client<'_> {
-    async fn workspace(&self, name: &str) -> String {
-        let (status, ws) = self
-            .call("POST", "/v1/workspaces", json!({ "name": name }))
-            .await;
-        assert_eq!(status, 201, "{ws}");
-        ws["id"].as_str().unwrap().to_string()
-    }
-
-    async fn task(&self, ws: &str, script: &str) -> String {
-        let (status, task) = self
-            .call(
-                "POST",
-                "/v1/tasks",
-                json!({ "workspace_id": ws, "backend": "sh", "prompt": script }),
-            )
-            .await;
-        assert_eq!(status, 201, "{task}");
-        task["id"].as_str().unwrap().to_string()
-    }
-
-    async fn wait_state(&self, task: &str, done: impl Fn(&str) -> bool) -> Value {
-        for _ in 0..400 {
-            let (_, t) = self
-                .call("GET", &format!("/v1/tasks/{task}"), Value::Null)
-                .await;
-            if done(t["state"].as_str().unwrap()) {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("task {task} never reached the state");
-    }
 }
 
 /// The (seq, kind, data) of each SSE event in `text`.

@@ -220,22 +220,7 @@ impl Gantry {
         headers: &[(&str, &str)],
         body: String,
     ) -> Response<Incoming> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        sender
-            .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap()
+        request_to(self.addr, method, path, headers, body).await
     }
 
     /// Send one request with headers; status and the whole body.
@@ -274,6 +259,33 @@ impl Gantry {
         );
         (status, serde_json::from_slice(&body).unwrap())
     }
+}
+
+/// Send one request with headers to `addr` on a new connection; the response head with its
+/// body still streaming.
+pub async fn request_to(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Response<Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    sender
+        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap()
 }
 
 impl Drop for Gantry {
@@ -358,5 +370,52 @@ impl Client<'_> {
             status.as_u16(),
             String::from_utf8_lossy(&bytes).into_owned(),
         )
+    }
+}
+
+/// The core API's steps, as a tenant takes them (tasks on a backend named `sh` that runs
+/// its prompt with `/bin/sh -c`).
+pub trait CoreSteps {
+    async fn workspace(&self, name: &str) -> String;
+    async fn task(&self, ws: &str, script: &str) -> String;
+    async fn wait_state(&self, task: &str, done: impl Fn(&str) -> bool) -> serde_json::Value;
+}
+
+impl CoreSteps for Client<'_> {
+    async fn workspace(&self, name: &str) -> String {
+        let (status, ws) = self
+            .call(
+                "POST",
+                "/v1/workspaces",
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, 201, "{ws}");
+        ws["id"].as_str().unwrap().to_string()
+    }
+
+    async fn task(&self, ws: &str, script: &str) -> String {
+        let (status, task) = self
+            .call(
+                "POST",
+                "/v1/tasks",
+                serde_json::json!({ "workspace_id": ws, "backend": "sh", "prompt": script }),
+            )
+            .await;
+        assert_eq!(status, 201, "{task}");
+        task["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_state(&self, task: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
+        for _ in 0..400 {
+            let (_, t) = self
+                .call("GET", &format!("/v1/tasks/{task}"), serde_json::Value::Null)
+                .await;
+            if done(t["state"].as_str().unwrap()) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("task {task} never reached the state");
     }
 }

@@ -128,7 +128,8 @@ impl wit::Host for ResponsesView<'_> {
             Ok(opened) => opened,
             Err(e) => return Ok(Err((ws_error(e), out))),
         };
-        let file_facts = FileFacts::of(&meta);
+        let mut file_facts = FileFacts::of(&meta);
+        file_facts.active_name = has_active_extension(&path);
         let plan = plan(&file_facts, &answer);
         let mut builder = head(plan.status, &answer.headers)?;
         for (name, value) in file_headers(&file_facts, &plan, &answer.headers) {
@@ -175,6 +176,8 @@ pub(crate) struct FileFacts {
     /// A strong validator from the size and the modification time (as nginx makes them).
     pub(crate) etag: String,
     pub(crate) modified: Option<std::time::SystemTime>,
+    /// Its name is one a browser would render as a document whatever the type sent.
+    pub(crate) active_name: bool,
 }
 
 impl FileFacts {
@@ -187,6 +190,7 @@ impl FileFacts {
             len: meta.len(),
             etag: format!("\"{:x}-{nanos:x}\"", meta.len()),
             modified,
+            active_name: false,
         }
     }
 }
@@ -332,6 +336,31 @@ fn is_active(content_type: &str) -> bool {
     ) || essence.ends_with("+xml")
 }
 
+/// Names a browser opened as a file (or a sniffing proxy) would treat as a document.
+fn has_active_extension(path: &str) -> bool {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "html"
+            | "htm"
+            | "xhtml"
+            | "shtml"
+            | "svg"
+            | "svgz"
+            | "xml"
+            | "xsl"
+            | "xslt"
+            | "js"
+            | "mjs"
+            | "mht"
+            | "mhtml"
+            | "pdf"
+    )
+}
+
 /// The headers the host adds to a file answer.
 fn file_headers(
     file: &FileFacts,
@@ -358,7 +387,7 @@ fn file_headers(
     if let Some(modified) = file.modified {
         add(header::LAST_MODIFIED, httpdate::fmt_http_date(modified));
     }
-    if content_type.is_some_and(is_active) {
+    if file.active_name || content_type.is_some_and(is_active) {
         add(header::CONTENT_SECURITY_POLICY, "sandbox".into());
         let named = given.iter().any(|(n, v)| {
             n.eq_ignore_ascii_case("content-disposition") && v.starts_with("attachment")
@@ -386,6 +415,7 @@ mod tests {
             len,
             etag: "\"a-1\"".into(),
             modified: None,
+            active_name: false,
         }
     }
 
