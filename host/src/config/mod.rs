@@ -9,8 +9,8 @@ use std::time::Duration;
 mod sections;
 
 pub use sections::{
-    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, TaskLimits,
-    TelemetryConfig, WorkdirPolicy,
+    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, StorageConfig,
+    TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, WorkdirPolicy,
 };
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
@@ -49,6 +49,9 @@ pub struct Config {
     /// Span export over OTLP; off unless an endpoint is set.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Per-tenant caps on stored task output, and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
