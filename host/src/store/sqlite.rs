@@ -515,9 +515,9 @@ fn stored_output(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Stor
 }
 
 impl Sqlite {
-    /// Delete the task the query `pick` names, if any, in one statement of its own: one task
-    /// per transaction, so that appends wait for at most one task's deletion. Whether there
-    /// was one.
+    /// Delete the task the query `pick` names, if any, in a transaction of its own: the
+    /// connection is held for one task at a time, so that appends wait for at most one task's
+    /// deletion, not a whole pass. Whether there was one.
     fn delete_one(&self, pick: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<bool> {
         let conn = self.conn();
         let id: Option<String> = conn
