@@ -212,9 +212,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let plugins = Arc::new(Plugins::start(&config).await?);
-        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
+        let sqlite = Arc::new(crate::store::Sqlite::open(
             &config.data_dir.join("gantry.db"),
         )?);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        metrics.watch_store(sqlite.clone());
+        let store: Arc<dyn crate::store::Store> = sqlite;
         let workspaces = Arc::new(
             crate::workspaces::Workspaces::open(&config.data_dir, store.clone())?
                 .with_workdirs(&config.workdirs),
@@ -256,7 +259,6 @@ fn serve(args: ServeArgs) -> Result<()> {
                 );
             }
         }
-        let metrics = Arc::new(crate::metrics::Metrics::default());
         let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
         let tasks = crate::tasks::Supervisor::new(
             adapters.clone(),
@@ -268,6 +270,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .await?
         .with_isolation(isolation)
         .with_egress(config.egress.clone())
+        .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
         let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
         {

@@ -70,6 +70,8 @@ struct Families {
 #[derive(Debug)]
 pub struct Metrics {
     families: Families,
+    /// The store whose size each scrape reads, once one is watched.
+    store: std::sync::OnceLock<std::sync::Arc<dyn StoreGauges>>,
 }
 
 impl Default for Metrics {
@@ -82,8 +84,48 @@ impl Default for Metrics {
                 plugin_errors: Family::default(),
                 streaming: Gauge::default(),
             },
+            store: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// A store that can say how large it is; read at each scrape, so the figures are the store's
+/// own at that moment.
+pub trait StoreGauges: Send + Sync + std::fmt::Debug {
+    /// Its size now.
+    fn store_size(&self) -> StoreSize;
+}
+
+/// How large the store is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    /// The database file, in bytes.
+    pub database_bytes: u64,
+    /// Its write-ahead log, in bytes.
+    pub wal_bytes: u64,
+    /// Task output stored, by tenant.
+    pub tenants: Vec<TenantOutput>,
+}
+
+/// One tenant's stored task output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantOutput {
+    /// The tenant.
+    pub tenant: String,
+    /// Log entries.
+    pub events: u64,
+    /// Their bytes as stored.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
 }
 
 /// Figures owned elsewhere, read when rendering.
@@ -147,12 +189,18 @@ impl Metrics {
         self.families.streaming.inc_by(delta);
     }
 
+    /// Read `store`'s size at each scrape. Only the first store given is watched.
+    pub fn watch_store(&self, store: std::sync::Arc<dyn StoreGauges>) {
+        let _ = self.store.set(store);
+    }
+
     /// Everything, in the Prometheus text format.
     pub fn render(&self, gauges: Gauges) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Exposition {
             families: self.families.clone(),
             gauges,
+            store: self.store.get().map(|s| s.store_size()),
         }));
         let mut out = String::with_capacity(4096);
         // Writing to a String fails only if an encoder does, and these do not.
@@ -171,6 +219,8 @@ impl Metrics {
 struct Exposition {
     families: Families,
     gauges: Gauges,
+    /// The store's size, when a store is watched.
+    store: Option<StoreSize>,
 }
 
 impl Collector for Exposition {
@@ -227,8 +277,50 @@ impl Collector for Exposition {
         ] {
             family(&mut encoder, name, help, &ConstGauge::new(value))?;
         }
+        if let Some(store) = &self.store {
+            store_families(&mut encoder, store)?;
+        }
         Ok(())
     }
+}
+
+/// The store's size: its files, and the output each tenant stores.
+fn store_families(
+    encoder: &mut DescriptorEncoder,
+    store: &StoreSize,
+) -> Result<(), std::fmt::Error> {
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let files = Family::<FileLabels, Gauge>::default();
+    for (file, bytes) in [("database", store.database_bytes), ("wal", store.wal_bytes)] {
+        files.get_or_create(&FileLabels { file }).set(gauge(bytes));
+    }
+    family(
+        encoder,
+        "gantry_store_bytes",
+        "Size of the store's files, in bytes: the database and its write-ahead log.",
+        &files,
+    )?;
+    let events = Family::<TenantLabels, Gauge>::default();
+    let bytes = Family::<TenantLabels, Gauge>::default();
+    for t in &store.tenants {
+        let labels = TenantLabels {
+            tenant: t.tenant.clone(),
+        };
+        events.get_or_create(&labels).set(gauge(t.events));
+        bytes.get_or_create(&labels).set(gauge(t.bytes));
+    }
+    family(
+        encoder,
+        "gantry_stored_output_events",
+        "Task log entries stored, by tenant.",
+        &events,
+    )?;
+    family(
+        encoder,
+        "gantry_stored_output_bytes",
+        "Bytes of task log entries stored, by tenant.",
+        &bytes,
+    )
 }
 
 /// Announce one family and write its samples.
@@ -337,6 +429,48 @@ gantry_component_instances_max 64
 "
         );
         assert_eq!(text, expected);
+    }
+
+    #[derive(Debug)]
+    struct FixedStore;
+
+    impl StoreGauges for FixedStore {
+        fn store_size(&self) -> StoreSize {
+            StoreSize {
+                database_bytes: 4096,
+                wal_bytes: 0,
+                tenants: vec![TenantOutput {
+                    tenant: "alice".into(),
+                    events: 3,
+                    bytes: 120,
+                }],
+            }
+        }
+    }
+
+    #[test]
+    fn a_watched_store_shows_its_size() {
+        let m = Metrics::default();
+        assert!(!m.render(Gauges::default()).contains("gantry_store_bytes"));
+        m.watch_store(std::sync::Arc::new(FixedStore));
+        let text = m.render(Gauges::default());
+        assert!(
+            text.contains("gantry_store_bytes{file=\"database\"} 4096\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gantry_store_bytes{file=\"wal\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gantry_stored_output_events{tenant=\"alice\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gantry_stored_output_bytes{tenant=\"alice\"} 120\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE gantry_store_bytes gauge\n"), "{text}");
     }
 
     #[test]

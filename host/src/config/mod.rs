@@ -9,8 +9,8 @@ use std::time::Duration;
 mod sections;
 
 pub use sections::{
-    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, TaskLimits,
-    TelemetryConfig, WorkdirPolicy,
+    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, StorageConfig,
+    TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, WorkdirPolicy,
 };
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
@@ -49,6 +49,9 @@ pub struct Config {
     /// Span export over OTLP; off unless an endpoint is set.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Per-tenant caps on stored task output, and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -288,6 +291,22 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.plugins, PathBuf::from("plugins"));
         assert_eq!(c.runtime.plugin_defaults.memory_mb, 64);
+        // The file's storage defaults are the code's.
+        assert_eq!(c.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn storage_overrides_apply_per_tenant_and_typos_are_refused() {
+        let o = Overrides::default();
+        let file = "[storage]\nmax_output_bytes = 100\ntenants = { ci = { max_output_bytes = 0, retention_max_age_secs = 60 } }\n";
+        let c = Config::from_layers(Some(file), &o).unwrap();
+        let ci = c.storage.for_tenant("ci");
+        assert_eq!((ci.max_output_bytes, ci.retention_max_age_secs), (0, 60));
+        assert_eq!(ci.max_output_events, 5_000_000, "unset: the section's");
+        assert_eq!(c.storage.for_tenant("alice").max_output_bytes, 100);
+        let typo = "[storage]\ntenants = { ci = { max_output_byte = 0 } }\n";
+        let err = Config::from_layers(Some(typo), &o).unwrap_err();
+        assert!(format!("{err:#}").contains("max_output_byte"), "{err:#}");
     }
 
     #[test]

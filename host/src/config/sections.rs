@@ -265,3 +265,81 @@ impl TelemetryConfig {
         Ok(())
     }
 }
+
+/// `[storage]`: how much task output each tenant may keep stored, and how long it is kept.
+/// Every cap and budget here is per tenant; `tenants` overrides them for one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Log entries a tenant's tasks may keep stored; past it, output is no longer stored.
+    /// 0 means no cap.
+    pub max_output_events: u64,
+    /// Bytes of log entries (their stored JSON) a tenant's tasks may keep stored; past it,
+    /// output is no longer stored. 0 means no cap.
+    pub max_output_bytes: u64,
+    /// Finished tasks (rows and logs) older than this many seconds are deleted; 0 keeps them.
+    pub retention_max_age_secs: u64,
+    /// When a tenant stores more output bytes than this, its oldest finished tasks are
+    /// deleted until it does not; 0 means no budget.
+    pub retention_max_bytes: u64,
+    /// How often retention runs and the write-ahead log is truncated, in ms; 0 turns both off.
+    pub retention_interval_ms: u64,
+    /// Per-tenant overrides of the settings above.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantStorageOverride>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_output_events: 5_000_000,
+            max_output_bytes: 1 << 30,
+            retention_max_age_secs: 30 * 24 * 3600,
+            retention_max_bytes: 512 << 20,
+            retention_interval_ms: 60_000,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// One tenant's overrides of `[storage]`; an unset field keeps the section's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStorageOverride {
+    /// Overrides `max_output_events`.
+    pub max_output_events: Option<u64>,
+    /// Overrides `max_output_bytes`.
+    pub max_output_bytes: Option<u64>,
+    /// Overrides `retention_max_age_secs`.
+    pub retention_max_age_secs: Option<u64>,
+    /// Overrides `retention_max_bytes`.
+    pub retention_max_bytes: Option<u64>,
+}
+
+/// One tenant's storage settings, overrides applied (0: no cap, no budget, kept forever).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantStorage {
+    /// Log entries its tasks may keep stored.
+    pub max_output_events: u64,
+    /// Bytes of log entries its tasks may keep stored.
+    pub max_output_bytes: u64,
+    /// Finished tasks older than this many seconds are deleted.
+    pub retention_max_age_secs: u64,
+    /// Past this many stored bytes, its oldest finished tasks are deleted.
+    pub retention_max_bytes: u64,
+}
+
+impl StorageConfig {
+    /// `tenant`'s settings: the section's, with the tenant's overrides.
+    pub fn for_tenant(&self, tenant: &str) -> TenantStorage {
+        let o = self.tenants.get(tenant).cloned().unwrap_or_default();
+        TenantStorage {
+            max_output_events: o.max_output_events.unwrap_or(self.max_output_events),
+            max_output_bytes: o.max_output_bytes.unwrap_or(self.max_output_bytes),
+            retention_max_age_secs: o
+                .retention_max_age_secs
+                .unwrap_or(self.retention_max_age_secs),
+            retention_max_bytes: o.retention_max_bytes.unwrap_or(self.retention_max_bytes),
+        }
+    }
+}

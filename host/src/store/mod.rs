@@ -217,8 +217,16 @@ pub trait TaskStore: Send + Sync {
         workspace: Option<&str>,
     ) -> StoreResult<Vec<TaskRecord>>;
     /// Append events (their `seq`s follow the task's `last_seq`) in one transaction; a `seq`
-    /// already logged is a [`StoreError::Conflict`] and appends nothing.
-    async fn append_events(&self, task_id: &str, events: &[EventRecord]) -> StoreResult<()>;
+    /// already logged is a [`StoreError::Conflict`] and appends nothing. With a `quota`, only
+    /// the longest prefix of `events` that keeps the task's tenant within it is stored (the
+    /// rest is dropped, not an error), judged against the tenant's stored output in the same
+    /// transaction; without one, all of them. The tenant's stored output follows here too.
+    async fn append_events(
+        &self,
+        task_id: &str,
+        events: &[EventRecord],
+        quota: Option<OutputQuota>,
+    ) -> StoreResult<Appended>;
     /// Up to `limit` events of a task from `from_seq` on.
     async fn read_events(
         &self,
@@ -226,6 +234,77 @@ pub trait TaskStore: Send + Sync {
         from_seq: u64,
         limit: usize,
     ) -> StoreResult<Vec<EventRecord>>;
+}
+
+/// How much task output a tenant keeps stored: its tasks' log entries, and their bytes as
+/// stored (the kind and JSON of each entry, not the database's own overhead).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredOutput {
+    /// Log entries.
+    pub events: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Caps on a tenant's stored output; 0 is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputQuota {
+    /// Log entries.
+    pub max_events: u64,
+    /// Bytes of log entries.
+    pub max_bytes: u64,
+}
+
+impl OutputQuota {
+    /// Whether `stored` plus one more entry of `bytes` stays within the caps.
+    pub fn admits(&self, stored: StoredOutput, bytes: u64) -> bool {
+        (self.max_events == 0 || stored.events < self.max_events)
+            && (self.max_bytes == 0 || stored.bytes.saturating_add(bytes) <= self.max_bytes)
+    }
+
+    /// Whether `stored` is at or past a cap, so that no more output fits.
+    pub fn is_reached(&self, stored: StoredOutput) -> bool {
+        (self.max_events > 0 && stored.events >= self.max_events)
+            || (self.max_bytes > 0 && stored.bytes >= self.max_bytes)
+    }
+
+    /// Whether there is any cap.
+    pub fn is_capped(&self) -> bool {
+        self.max_events > 0 || self.max_bytes > 0
+    }
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// How many of the events (a prefix) were stored.
+    pub stored: usize,
+    /// The tenant's stored output after the append.
+    pub tenant: StoredOutput,
+}
+
+/// The questions of quotas and retention: how much each tenant stores, and removing what it no
+/// longer keeps. Only finished tasks are ever removed, never a pending or running one.
+#[async_trait::async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// What `tenant`'s tasks store.
+    async fn stored_output(&self, tenant: &str) -> StoreResult<StoredOutput>;
+    /// What each tenant with stored output stores, by tenant.
+    async fn stored_output_by_tenant(&self) -> StoreResult<Vec<(String, StoredOutput)>>;
+    /// Delete `tenant`'s tasks (rows and logs) that finished before `before` (ms since the
+    /// epoch); how many.
+    async fn delete_finished_before(&self, tenant: &str, before: i64) -> StoreResult<u64>;
+    /// Delete `tenant`'s tasks that finished before `finished_before`, oldest first, until it
+    /// stores at most `max_bytes` (or none is left); how many.
+    async fn trim_finished_to(
+        &self,
+        tenant: &str,
+        max_bytes: u64,
+        finished_before: i64,
+    ) -> StoreResult<u64>;
+    /// Give back the space deletions freed: the write-ahead log checkpointed and truncated,
+    /// free pages released where the store can.
+    async fn reclaim_space(&self) -> StoreResult<()>;
 }
 
 /// Session rows.
@@ -276,12 +355,18 @@ pub trait NodeStore: Send + Sync {
 
 /// Everything gantry persists.
 pub trait Store:
-    WorkspaceStore + TaskStore + SessionStore + NodeStore + fmt::Debug + 'static
+    WorkspaceStore + TaskStore + RetentionStore + SessionStore + NodeStore + fmt::Debug + 'static
 {
 }
 
 impl<T> Store for T where
-    T: WorkspaceStore + TaskStore + SessionStore + NodeStore + fmt::Debug + 'static
+    T: WorkspaceStore
+        + TaskStore
+        + RetentionStore
+        + SessionStore
+        + NodeStore
+        + fmt::Debug
+        + 'static
 {
 }
 

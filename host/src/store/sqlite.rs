@@ -6,13 +6,13 @@
 //! them inline rather than on a blocking pool (which would add a thread hop to every append).
 
 use super::{
-    EventRecord, NodeRecord, NodeStore, SessionPage, SessionQuery, SessionRecord, SessionStore,
-    StoreError, StoreResult, TaskRecord, TaskState, TaskStore, WorkspaceRecord, WorkspaceStore,
-    codec,
+    Appended, EventRecord, NodeRecord, NodeStore, OutputQuota, RetentionStore, SessionPage,
+    SessionQuery, SessionRecord, SessionStore, StoreError, StoreResult, StoredOutput, TaskRecord,
+    TaskState, TaskStore, WorkspaceRecord, WorkspaceStore, codec,
 };
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -80,6 +80,30 @@ CREATE TABLE nodes (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // Stored output per task and per tenant, for quotas and retention: kept as running totals
+    // (an append adds its batch's figures) so that no append counts rows. Deleting a task takes
+    // its figures off its tenant's in a trigger, so that every path that deletes tasks (a
+    // workspace's cascade included) keeps the totals true. Existing logs are counted once here.
+    r#"
+ALTER TABLE tasks ADD COLUMN log_events INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET
+    log_events = (SELECT COUNT(*) FROM events WHERE events.task_id = tasks.id),
+    log_bytes = (SELECT COALESCE(SUM(length(CAST(kind AS BLOB)) + length(CAST(data AS BLOB))), 0)
+                 FROM events WHERE events.task_id = tasks.id);
+CREATE TABLE tenant_output (
+    tenant TEXT PRIMARY KEY,
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO tenant_output (tenant, events, bytes)
+    SELECT tenant, SUM(log_events), SUM(log_bytes) FROM tasks GROUP BY tenant;
+CREATE TRIGGER tasks_output_gone AFTER DELETE ON tasks BEGIN
+    UPDATE tenant_output SET events = events - OLD.log_events, bytes = bytes - OLD.log_bytes
+    WHERE tenant = OLD.tenant;
+END;
+CREATE INDEX tasks_by_finish ON tasks (tenant, finished_at);
+"#,
 ];
 
 /// How long a statement waits for a lock another process holds.
@@ -90,9 +114,19 @@ const HEALTH_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the background checkpointer copies the write-ahead log into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// The write-ahead log is cut back to this size whenever it restarts from its beginning, so a
+/// burst of writes does not leave it at its high-water size ([`RetentionStore::reclaim_space`]
+/// truncates it to nothing).
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// A task's state while it is unfinished; retention never touches such a task.
+const UNFINISHED: &str = "state IN ('pending', 'running')";
+
 /// SQLite behind [`Store`].
 #[derive(Debug)]
 pub struct Sqlite {
+    /// The database file; its write-ahead log is beside it.
+    path: PathBuf,
     conn: Mutex<Connection>,
     /// Dropped with the store, which ends the checkpointer thread.
     _checkpointer: Option<Checkpointer>,
@@ -103,7 +137,16 @@ impl Sqlite {
     pub fn open(path: &Path) -> Result<Sqlite> {
         let conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
+        // A new database keeps a map of free pages so that retention can give them back to the
+        // file system a little at a time (`incremental_vacuum`), without a full VACUUM. An
+        // existing one keeps its mode (changing it would rewrite the whole file); SQLite
+        // reuses its free pages before it grows.
+        let empty: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if empty == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
         // WAL with NORMAL sync: a commit survives a crash of gantry (the kill -9 case), and
         // only an OS crash may lose the last moments.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -120,6 +163,7 @@ impl Sqlite {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
         Ok(Sqlite {
+            path: path.to_path_buf(),
             conn: Mutex::new(conn),
             _checkpointer: checkpointer,
         })
@@ -372,29 +416,73 @@ impl TaskStore for Sqlite {
         let rows = stmt.query_map(params![tenant, workspace], task)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-    async fn append_events(&self, task_id: &str, events: &[EventRecord]) -> StoreResult<()> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
+    async fn append_events(
+        &self,
+        task_id: &str,
+        events: &[EventRecord],
+        quota: Option<OutputQuota>,
+    ) -> StoreResult<Appended> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate: the quota is judged on figures no other writer can change before commit.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (tenant, mut usage) = tx
+            .prepare_cached(
+                "SELECT t.tenant, COALESCE(o.events, 0), COALESCE(o.bytes, 0) FROM tasks t LEFT JOIN tenant_output o ON o.tenant = t.tenant WHERE t.id = ?1",
+            )?
+            .query_row([task_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    StoredOutput {
+                        events: r.get::<_, i64>(1)? as u64,
+                        bytes: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
+            })
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        let (mut stored, mut lines, mut bytes) = (0usize, 0u64, 0u64);
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for e in events {
                 let (kind, data) = codec::event_columns(&e.body);
-                insert.execute(params![task_id, e.seq as i64, kind, data.to_string(), e.at])?;
+                let data = data.to_string();
+                let size = (kind.len() + data.len()) as u64;
+                if quota.is_some_and(|q| !q.admits(usage, size)) {
+                    break;
+                }
+                insert.execute(params![task_id, e.seq as i64, kind, data, e.at])?;
+                usage.events += 1;
+                usage.bytes += size;
+                bytes += size;
+                stored += 1;
+                lines += u64::from(e.is_output());
             }
         }
-        // The task's counters follow its log here, in the same transaction, and nowhere else.
-        let lines = events.iter().filter(|e| e.is_output()).count();
-        tx.prepare_cached(
-            "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3 WHERE id = ?1",
-        )?
-        .execute(params![task_id, last.seq as i64, lines as i64])?;
+        if let Some(last) = events[..stored].last() {
+            // The task's counters and its tenant's totals follow its log here, in the same
+            // transaction, and nowhere else (deletions: the `tasks_output_gone` trigger).
+            tx.prepare_cached(
+                "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3, log_events = log_events + ?4, log_bytes = log_bytes + ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                task_id,
+                last.seq as i64,
+                lines as i64,
+                stored as i64,
+                bytes as i64
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO tenant_output (tenant, events, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (tenant) DO UPDATE SET events = events + excluded.events, bytes = bytes + excluded.bytes",
+            )?
+            .execute(params![tenant, stored as i64, bytes as i64])?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(Appended {
+            stored,
+            tenant: usage,
+        })
     }
     async fn read_events(
         &self,
@@ -416,6 +504,136 @@ impl TaskStore for Sqlite {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn stored_output(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredOutput> {
+    Ok(StoredOutput {
+        events: row.get::<_, i64>(first)?.max(0) as u64,
+        bytes: row.get::<_, i64>(first + 1)?.max(0) as u64,
+    })
+}
+
+impl Sqlite {
+    /// Delete the task the query `pick` names, if any, in a transaction of its own: the
+    /// connection is held for one task at a time, so that appends wait for at most one task's
+    /// deletion, not a whole pass. Whether there was one.
+    fn delete_one(&self, pick: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        let id: Option<String> = conn
+            .prepare_cached(pick)?
+            .query_row(params, |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        // The events go by cascade; the trigger takes the task's figures off its tenant's.
+        conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+            .execute([id])?;
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl RetentionStore for Sqlite {
+    async fn stored_output(&self, tenant: &str) -> StoreResult<StoredOutput> {
+        Ok(self
+            .query_row(
+                "SELECT events, bytes FROM tenant_output WHERE tenant = ?1",
+                [tenant],
+                |r| stored_output(r, 0),
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    async fn stored_output_by_tenant(&self) -> StoreResult<Vec<(String, StoredOutput)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT tenant, events, bytes FROM tenant_output WHERE events > 0 OR bytes > 0 ORDER BY tenant",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, stored_output(r, 1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn delete_finished_before(&self, tenant: &str, before: i64) -> StoreResult<u64> {
+        let pick = format!(
+            "SELECT id FROM tasks WHERE tenant = ?1 AND finished_at < ?2 AND NOT ({UNFINISHED}) ORDER BY finished_at, id LIMIT 1"
+        );
+        let mut n = 0;
+        while self.delete_one(&pick, params![tenant, before])? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn trim_finished_to(
+        &self,
+        tenant: &str,
+        max_bytes: u64,
+        finished_before: i64,
+    ) -> StoreResult<u64> {
+        // The oldest finished task, while the tenant stores more than the budget.
+        let pick = format!(
+            "SELECT id FROM tasks WHERE tenant = ?1 AND finished_at < ?3 AND NOT ({UNFINISHED}) AND (SELECT bytes FROM tenant_output WHERE tenant = ?1) > ?2 ORDER BY finished_at, id LIMIT 1"
+        );
+        let budget = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let mut n = 0;
+        while self.delete_one(&pick, params![tenant, budget, finished_before])? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn reclaim_space(&self) -> StoreResult<()> {
+        let conn = self.conn();
+        // Free pages back to the file system (nothing unless the database was made with
+        // incremental auto-vacuum), then everything in the log into the database and the log
+        // cut to nothing. TRUNCATE waits for readers and blocks writers while it runs, which is
+        // why the per-second checkpointer stays PASSIVE and this runs once per retention pass.
+        {
+            // It frees a page per step: stepped to its end.
+            let mut vacuum = conn.prepare_cached("PRAGMA incremental_vacuum")?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
+        }
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            tracing::debug!("the write-ahead log was busy; it is truncated on a later pass");
+        }
+        Ok(())
+    }
+}
+
+impl crate::metrics::StoreGauges for Sqlite {
+    fn store_size(&self) -> crate::metrics::StoreSize {
+        let file = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let tenants = (|| -> rusqlite::Result<Vec<_>> {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT tenant, events, bytes FROM tenant_output WHERE events > 0 OR bytes > 0 ORDER BY tenant",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let s = stored_output(r, 1)?;
+                Ok(crate::metrics::TenantOutput {
+                    tenant: r.get(0)?,
+                    events: s.events,
+                    bytes: s.bytes,
+                })
+            })?;
+            rows.collect()
+        })()
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading stored output per tenant: {e}");
+            Vec::new()
+        });
+        crate::metrics::StoreSize {
+            database_bytes: file(&self.path),
+            wal_bytes: file(Path::new(&wal)),
+            tenants,
+        }
     }
 }
 
@@ -674,7 +892,7 @@ mod tests {
             .await
             .unwrap();
         let batch: Vec<_> = (1..=10).map(event).collect();
-        db.append_events("t1", &batch).await.unwrap();
+        db.append_events("t1", &batch, None).await.unwrap();
         let state = EventRecord {
             seq: 11,
             body: crate::contract::EventBody::State(crate::contract::StateChange {
@@ -685,7 +903,7 @@ mod tests {
             }),
             at: 3,
         };
-        db.append_events("t1", &[state]).await.unwrap();
+        db.append_events("t1", &[state], None).await.unwrap();
         let t = db.get_task("alice", "t1").await.unwrap().unwrap();
         assert_eq!((t.last_seq, t.output_lines), (11, 10));
         let read = db.read_events("t1", 4, 3).await.unwrap();
@@ -693,7 +911,7 @@ mod tests {
         assert_eq!(read[0].body, line("l4"));
         // A seq written twice is refused, and the batch with it leaves nothing behind.
         assert!(
-            db.append_events("t1", &[event(12), event(11)])
+            db.append_events("t1", &[event(12), event(11)], None)
                 .await
                 .is_err()
         );
@@ -718,7 +936,7 @@ mod tests {
             db.insert_task(&task("ok", "alice", "w1", TaskState::Done))
                 .await
                 .unwrap();
-            db.append_events("run", &[event(1)]).await.unwrap();
+            db.append_events("run", &[event(1)], None).await.unwrap();
         }
         let db = Sqlite::open(&path).unwrap();
         let mut ids = db.interrupt_tasks_of("n1", 9).await.unwrap();
@@ -790,7 +1008,7 @@ mod tests {
         db.insert_task(&task("t1", "alice", "w1", TaskState::Done))
             .await
             .unwrap();
-        db.append_events("t1", &[event(1)]).await.unwrap();
+        db.append_events("t1", &[event(1)], None).await.unwrap();
         assert!(db.delete_workspace("alice", "w1").await.unwrap());
         assert!(db.get_task("alice", "t1").await.unwrap().is_none());
         assert!(db.read_events("t1", 0, 10).await.unwrap().is_empty());
@@ -921,6 +1139,206 @@ mod tests {
         assert!(db.count_sessions().await.is_err());
         other.execute_batch("ROLLBACK").unwrap();
         assert_eq!(db.count_sessions().await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_quota_stores_what_fits_and_drops_the_rest_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        db.create_workspace(&ws("w2", "bob")).await.unwrap();
+        db.insert_task(&task("t1", "alice", "w1", TaskState::Running))
+            .await
+            .unwrap();
+        db.insert_task(&task("t2", "alice", "w1", TaskState::Running))
+            .await
+            .unwrap();
+        db.insert_task(&task("b1", "bob", "w2", TaskState::Running))
+            .await
+            .unwrap();
+        // `{"line":"l1"}` and its kind `stdout`: 19 bytes an entry (l1..l9).
+        let one = db.append_events("t1", &[event(1)], None).await.unwrap();
+        assert_eq!(one.stored, 1);
+        assert_eq!(
+            one.tenant,
+            StoredOutput {
+                events: 1,
+                bytes: 19
+            }
+        );
+        let quota = OutputQuota {
+            max_events: 4,
+            max_bytes: 0,
+        };
+        let batch: Vec<_> = (2..=6).map(event).collect();
+        let cut = db.append_events("t1", &batch, Some(quota)).await.unwrap();
+        assert_eq!(cut.stored, 3, "room for three more entries");
+        assert_eq!(cut.tenant.events, 4);
+        let t = db.get_task("alice", "t1").await.unwrap().unwrap();
+        assert_eq!((t.last_seq, t.output_lines), (4, 4));
+        assert_eq!(db.read_events("t1", 1, 10).await.unwrap().len(), 4);
+        // The cap is the tenant's, over all its tasks; nothing more fits, for any of them.
+        let none = db
+            .append_events("t2", &[event(1)], Some(quota))
+            .await
+            .unwrap();
+        assert_eq!(none.stored, 0);
+        assert!(db.read_events("t2", 1, 10).await.unwrap().is_empty());
+        // Past the quota, what must be stored still is (a state change, a marker).
+        assert_eq!(
+            db.append_events("t1", &[event(5)], None)
+                .await
+                .unwrap()
+                .stored,
+            1
+        );
+        // Another tenant's quota is its own.
+        let bob = db.append_events("b1", &batch, Some(quota)).await.unwrap();
+        assert_eq!(bob.stored, 4);
+        // A byte cap cuts at the entry that would pass it.
+        let bytes = OutputQuota {
+            max_events: 0,
+            max_bytes: 4 * 19 + 10,
+        };
+        db.insert_task(&task("b2", "bob", "w2", TaskState::Running))
+            .await
+            .unwrap();
+        let cut = db
+            .append_events("b2", &[event(1)], Some(bytes))
+            .await
+            .unwrap();
+        assert_eq!((cut.stored, cut.tenant.bytes), (0, 4 * 19));
+        assert!(bytes.is_reached(StoredOutput {
+            events: 1,
+            bytes: 4 * 19 + 10
+        }));
+        assert!(!bytes.is_reached(cut.tenant));
+        // An unknown task is not found.
+        assert!(matches!(
+            db.append_events("nope", &[event(1)], None).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn stored_output_follows_appends_and_every_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        for (w, tenant) in [("w1", "alice"), ("w2", "alice"), ("w3", "bob")] {
+            db.create_workspace(&ws(w, tenant)).await.unwrap();
+        }
+        for (t, w, tenant) in [
+            ("t1", "w1", "alice"),
+            ("t2", "w2", "alice"),
+            ("b1", "w3", "bob"),
+        ] {
+            db.insert_task(&task(t, tenant, w, TaskState::Done))
+                .await
+                .unwrap();
+            let batch: Vec<_> = (1..=3).map(event).collect();
+            db.append_events(t, &batch, None).await.unwrap();
+        }
+        let three = StoredOutput {
+            events: 3,
+            bytes: 57,
+        };
+        let six = StoredOutput {
+            events: 6,
+            bytes: 114,
+        };
+        assert_eq!(db.stored_output("alice").await.unwrap(), six);
+        assert_eq!(
+            db.stored_output("nobody").await.unwrap(),
+            StoredOutput::default()
+        );
+        assert_eq!(
+            db.stored_output_by_tenant().await.unwrap(),
+            vec![("alice".to_string(), six), ("bob".to_string(), three)]
+        );
+        // A workspace's tasks go by cascade, and their output with them.
+        assert!(db.delete_workspace("alice", "w1").await.unwrap());
+        assert_eq!(db.stored_output("alice").await.unwrap(), three);
+        assert_eq!(db.delete_finished_before("alice", 0).await.unwrap(), 0);
+        // Every task here finished at `None`: retention by age does not see them as finished.
+        let mut done = task("t3", "alice", "w2", TaskState::Done);
+        done.finished_at = Some(5);
+        db.insert_task(&done).await.unwrap();
+        db.append_events("t3", &[event(1)], None).await.unwrap();
+        assert_eq!(db.delete_finished_before("alice", 6).await.unwrap(), 1);
+        assert_eq!(db.stored_output("alice").await.unwrap(), three);
+        assert_eq!(db.stored_output("bob").await.unwrap(), three);
+    }
+
+    #[tokio::test]
+    async fn the_migration_counts_logs_already_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        {
+            // A database as the version before stored output was counted left it.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO workspaces (id, tenant, name, created_at) VALUES ('w1', 'alice', 'w', 1);
+                 INSERT INTO tasks (id, tenant, workspace_id, backend, request, state, created_at)
+                     VALUES ('t1', 'alice', 'w1', 'sh', '{\"prompt\":\"p\"}', 'done', 1);
+                 INSERT INTO events (task_id, seq, kind, data, at)
+                     VALUES ('t1', 1, 'stdout', '{\"line\":\"é\"}', 1), ('t1', 2, 'stdout', '{}', 1);",
+            )
+            .unwrap();
+        }
+        let db = Sqlite::open(&path).unwrap();
+        // Bytes, not characters: `é` is two.
+        assert_eq!(
+            db.stored_output("alice").await.unwrap(),
+            StoredOutput {
+                events: 2,
+                bytes: 6 + 13 + 6 + 2
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn reclaiming_space_truncates_the_log_and_shrinks_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let wal = dir.path().join("g.db-wal");
+        let db = Sqlite::open(&path).unwrap();
+        let mode: i64 = db
+            .conn()
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2, "a new database vacuums incrementally");
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        let mut t = task("t1", "alice", "w1", TaskState::Done);
+        t.finished_at = Some(1);
+        db.insert_task(&t).await.unwrap();
+        let long = "x".repeat(1000);
+        for chunk in 0..20 {
+            let batch: Vec<_> = (1..=100)
+                .map(|i| EventRecord {
+                    seq: chunk * 100 + i,
+                    body: line(&long),
+                    at: 1,
+                })
+                .collect();
+            db.append_events("t1", &batch, None).await.unwrap();
+        }
+        db.reclaim_space().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "the log is cut");
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(full > 2_000_000, "{full}");
+        assert_eq!(db.delete_finished_before("alice", 2).await.unwrap(), 1);
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        db.reclaim_space().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < full / 10, "{after} of {full}");
+        use crate::metrics::StoreGauges;
+        let size = db.store_size();
+        assert_eq!((size.database_bytes, size.wal_bytes), (after, 0));
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //! they keep up, from the store otherwise.
 
 use super::tail;
-use crate::contract::EventBody;
-use crate::store::{EventRecord, LogNotifier, LogProgress, Store, now_ms};
+use crate::contract::{AgentEvent, EventBody};
+use crate::store::{Appended, EventRecord, LogNotifier, LogProgress, OutputQuota, Store, now_ms};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -118,31 +118,77 @@ pub(super) struct TaskLog {
     pub(super) task_id: String,
     pub(super) next_seq: u64,
     pub(super) tail: Arc<Mutex<tail::Tail>>,
+    /// The tenant's caps on stored output, applied to the task's output (its state changes
+    /// are always stored, so that its log ends with how it ended).
+    pub(super) quota: Option<OutputQuota>,
+    /// The quota cut the task's output: nothing more of it is stored.
+    pub(super) truncated: bool,
 }
 
+/// The start of the marker a log gets where the quota cut its output.
+pub const TRUNCATED: &str = "output truncated";
+
 impl TaskLog {
-    /// Persist `entries` as the next events of the log, then announce them.
-    pub(super) async fn append(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
-        if entries.is_empty() {
+    /// Persist output `entries` (lines and the agent events parsed from them) as far as the
+    /// tenant's quota allows, then announce them. Where the quota cuts them, the log gets one
+    /// marker, and the rest of the task's output is dropped from then on: a log that stops at
+    /// a marker, rather than one with holes wherever other tasks freed room meanwhile.
+    pub(super) async fn append_output(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
+        if self.truncated || entries.is_empty() {
             return Ok(());
         }
+        let offered = entries.len();
+        let appended = self.write(entries, self.quota).await?;
+        if appended.stored < offered {
+            self.truncated = true;
+            let quota = self.quota.unwrap_or_default();
+            let stored = appended.tenant;
+            let marker = format!(
+                "{TRUNCATED}: this tenant's stored task output is at its quota ({} of {} entries, \
+                 {} of {} bytes; 0 is no cap), so the rest of this task's output is not stored",
+                stored.events, quota.max_events, stored.bytes, quota.max_bytes
+            );
+            self.append(vec![EventBody::Agent(AgentEvent::Error(marker))])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Persist `entries` as the next events of the log, whatever the quota, then announce
+    /// them.
+    pub(super) async fn append(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
+        self.write(entries, None).await.map(drop)
+    }
+
+    async fn write(
+        &mut self,
+        entries: Vec<EventBody>,
+        quota: Option<OutputQuota>,
+    ) -> anyhow::Result<Appended> {
+        if entries.is_empty() {
+            return Ok(Appended::default());
+        }
         let at = now_ms();
-        let records: Vec<EventRecord> = entries
-            .into_iter()
-            .map(|body| {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                EventRecord { seq, body, at }
-            })
+        let mut records: Vec<EventRecord> = (self.next_seq..)
+            .zip(entries)
+            .map(|(seq, body)| EventRecord { seq, body, at })
             .collect();
-        self.store.append_events(&self.task_id, &records).await?;
+        let appended = self
+            .store
+            .append_events(&self.task_id, &records, quota)
+            .await?;
+        records.truncate(appended.stored);
+        if records.is_empty() {
+            return Ok(appended);
+        }
+        self.next_seq += records.len() as u64;
         self.tail.lock().unwrap().push(&records);
         let progress = LogProgress {
             last_seq: self.next_seq - 1,
             ended: false,
         };
         self.notifier.announce(&self.task_id, progress);
-        Ok(())
+        Ok(appended)
     }
 
     /// Announce that nothing more will be appended.

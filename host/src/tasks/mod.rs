@@ -22,17 +22,20 @@ mod lease;
 mod lines;
 mod log;
 mod process;
+mod retention;
 mod run;
 pub mod sandbox;
 mod tail;
 
-pub use crate::config::TaskLimits;
+pub use crate::config::{StorageConfig, TaskLimits};
 pub use adapter::{AdapterFailure, AdapterRun, Adapters};
 pub use log::Subscription;
 
 use crate::contract::{PromptRequest, refusal_message};
 use crate::metrics::Metrics;
-use crate::store::{LocalNotifier, LogNotifier, LogProgress, Store, TaskRecord, TaskState, now_ms};
+use crate::store::{
+    LocalNotifier, LogNotifier, LogProgress, OutputQuota, Store, TaskRecord, TaskState, now_ms,
+};
 use crate::tenants::TenantId;
 use crate::workspaces::{WorkspaceError, Workspaces};
 use log::TaskLog;
@@ -128,6 +131,10 @@ struct Inner {
     isolation: isolation::Isolation,
     /// Who may reach what through the egress proxy, and the model keys per tenant.
     egress: isolation::EgressConfig,
+    /// Caps on each tenant's stored output, and retention.
+    storage: StorageConfig,
+    /// Runs retention in the background while the supervisor lives.
+    _retention: Option<retention::Retention>,
 }
 
 impl Supervisor {
@@ -172,6 +179,8 @@ impl Supervisor {
                 homes_root: homes_root.canonicalize()?,
                 isolation,
                 egress: isolation::EgressConfig::default(),
+                storage: StorageConfig::default(),
+                _retention: None,
             }),
         })
     }
@@ -219,6 +228,17 @@ impl Supervisor {
         self
     }
 
+    /// Cap each tenant's stored output and run retention in the background as `storage`
+    /// says (without this, the default caps hold and nothing is deleted). Call before the
+    /// supervisor is shared.
+    pub fn with_storage(mut self, storage: StorageConfig) -> Supervisor {
+        let retention = retention::Retention::start(self.inner.store.clone(), storage.clone());
+        let inner = self.inner_mut();
+        inner.storage = storage;
+        inner._retention = retention;
+        self
+    }
+
     /// Whether task processes run under Landlock.
     pub fn sandboxed(&self) -> bool {
         self.inner.isolation.landlock()
@@ -259,6 +279,20 @@ impl Supervisor {
             .adapters
             .backend(&start.backend)
             .ok_or_else(|| TaskError::UnknownBackend(start.backend.clone()))?;
+        let quota = output_quota(&inner.storage, tenant);
+        if let Some(quota) = quota {
+            // A task started now would only log a marker that its output is not stored.
+            let stored = inner.store.stored_output(tenant.as_str()).await?;
+            if quota.is_reached(stored) {
+                return Err(TaskError::Refused(format!(
+                    "storage quota reached: this tenant's tasks store {} log entries and {} \
+                     bytes of output, and its quota is {} entries and {} bytes (0 is no cap); \
+                     delete workspaces it no longer needs, or wait for retention to remove \
+                     old tasks",
+                    stored.events, stored.bytes, quota.max_events, quota.max_bytes
+                )));
+            }
+        }
         let task_id = uuid::Uuid::new_v4().to_string();
         let proxy = TaskProxy::new(inner, tenant, &backend, &task_id)
             .map_err(|e| TaskError::Refused(format!("{e:#}")))?;
@@ -328,6 +362,8 @@ impl Supervisor {
                 task_id: task.id.clone(),
                 next_seq: 1,
                 tail,
+                quota,
+                truncated: false,
             },
         };
         tokio::spawn(run.run(cancel_rx));
@@ -449,6 +485,16 @@ impl Supervisor {
         }
         self.get(tenant, id).await
     }
+}
+
+/// `tenant`'s caps on stored output, if it has any.
+fn output_quota(storage: &StorageConfig, tenant: &TenantId) -> Option<OutputQuota> {
+    let settings = storage.for_tenant(tenant.as_str());
+    let quota = OutputQuota {
+        max_events: settings.max_output_events,
+        max_bytes: settings.max_output_bytes,
+    };
+    quota.is_capped().then_some(quota)
 }
 
 fn tenant_slots(inner: &Inner, tenant: &str) -> Arc<Semaphore> {

@@ -314,7 +314,9 @@ impl TaskRun {
             let message = format!("adapter failed: {}", failure.message);
             entries.push(EventBody::Agent(AgentEvent::Error(message)));
         }
-        self.log.append(entries).await
+        // Parsed even once the quota has cut the output: the adapter's summary, and so the
+        // task's final state, come from all of it.
+        self.log.append_output(entries).await
     }
 }
 
