@@ -375,9 +375,19 @@ async fn a_killed_server_restarts_with_everything_and_the_task_interrupted() {
             &[],
         )
         .await;
-    assert_eq!(
-        after, before,
-        "the log is exactly what was persisted before the kill"
-    );
+    // The log is exactly what was persisted before the kill, then how the task ended.
+    let (kept, end) = after.split_at(before.len());
+    assert_eq!(kept, before, "the log up to the kill is intact");
+    let end: Value = serde_json::from_str(end.trim()).unwrap();
+    assert_eq!(end["kind"], "state", "{end}");
+    assert_eq!(end["data"]["state"], "interrupted", "{end}");
     assert!(after.contains("\"line\":\"two\""));
+    // A follower of the log learns the end too, and is not left waiting.
+    let (status, followed) = alice.raw(&format!("/v1/tasks/{task}/events"), &[]).await;
+    assert_eq!(status, 200);
+    let (_, kind, data) = sse(&followed).pop().unwrap();
+    assert_eq!(
+        (kind.as_str(), &data["state"]),
+        ("state", &json!("interrupted"))
+    );
 }

@@ -64,6 +64,13 @@ struct Families {
     plugin_errors: Family<PluginErrorLabels, Counter>,
     /// Responses whose body is still being sent.
     streaming: Gauge,
+    /// By route pattern: responses cut short after their head was sent.
+    failed_streams: Family<StreamLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    route: String,
 }
 
 /// gantry's metrics; one per node.
@@ -83,6 +90,7 @@ impl Default for Metrics {
                 runs: Family::default(),
                 plugin_errors: Family::default(),
                 streaming: Gauge::default(),
+                failed_streams: Family::default(),
             },
             store: std::sync::OnceLock::new(),
         }
@@ -173,6 +181,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Count a response whose body ended as an error after its head was sent.
+    pub fn stream_failed(&self, route: &str) {
+        self.families
+            .failed_streams
+            .get_or_create(&StreamLabels {
+                route: route.to_string(),
+            })
+            .inc();
+    }
+
     /// Count one failed plugin call.
     pub fn plugin_error(&self, plugin: &str, code: &str) {
         self.families
@@ -251,6 +269,12 @@ impl Collector for Exposition {
             "gantry_plugin_errors",
             "Plugin calls that failed, by plugin and error code.",
             &f.plugin_errors,
+        )?;
+        family(
+            &mut encoder,
+            "gantry_http_streams_failed",
+            "Responses cut short after their head was sent (counted 2xx in gantry_http_requests), by route pattern.",
+            &f.failed_streams,
         )?;
         let streaming = f.streaming.get().max(0).unsigned_abs();
         for (name, help, value) in [
@@ -384,6 +408,7 @@ mod tests {
         m.request("/v1/{id}", "GET", 200, Duration::from_millis(20));
         m.run_ended("codex", "failed");
         m.plugin_error("clk-api", "plugin_timeout");
+        m.stream_failed("/v1/...");
         m.streaming(2);
         m.streaming(-1);
         let text = m.render(Gauges {
@@ -414,6 +439,9 @@ gantry_runs_total{{backend=\"codex\",outcome=\"failed\"}} 1
 # HELP gantry_plugin_errors_total Plugin calls that failed, by plugin and error code.
 # TYPE gantry_plugin_errors_total counter
 gantry_plugin_errors_total{{plugin=\"clk-api\",code=\"plugin_timeout\"}} 1
+# HELP gantry_http_streams_failed_total Responses cut short after their head was sent (counted 2xx in gantry_http_requests), by route pattern.
+# TYPE gantry_http_streams_failed_total counter
+gantry_http_streams_failed_total{{route=\"/v1/...\"}} 1
 # HELP gantry_active_runs Backend runs pending or running.
 # TYPE gantry_active_runs gauge
 gantry_active_runs 1

@@ -160,6 +160,11 @@ async fn dispatch(
     )
     .await;
     let status = response.status().as_u16();
+    // A body cut short after a 2xx head is counted as failed too.
+    let metrics = runtime.services().metrics.clone();
+    let failed_route = route.to_string();
+    let response =
+        response.map(|body| body.on_failure(move || metrics.stream_failed(&failed_route)));
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "ERROR");

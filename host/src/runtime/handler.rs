@@ -106,6 +106,8 @@ pub struct GuestBody {
     inner: HyperOutgoingBody,
     /// Set when the call failed; checked when the body ends.
     failed: Option<tokio::sync::oneshot::Receiver<CallFailure>>,
+    /// Told when the body ends as an error.
+    on_failure: Option<Box<dyn FnOnce() + Send>>,
     _call: AbortOnDrop,
     _open: Option<OpenResponse>,
 }
@@ -143,6 +145,11 @@ impl Body for GuestBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 let failure = self.failed.take().and_then(|mut f| f.try_recv().ok());
+                if failure.is_some()
+                    && let Some(tell) = self.on_failure.take()
+                {
+                    tell();
+                }
                 Poll::Ready(
                     failure
                         .map(|f| Err(wasmtime_wasi_http::Error::InternalError(Some(f.message())))),
@@ -169,9 +176,16 @@ impl GuestBody {
                 .map_err(wasmtime_wasi_http::Error::from)
                 .boxed_unsync(),
             failed: None,
+            on_failure: None,
             _call: AbortOnDrop(None),
             _open: None,
         }
+    }
+
+    /// Call `tell` if the body ends as an error (its call failed after the head was sent).
+    pub fn on_failure(mut self, tell: impl FnOnce() + Send + 'static) -> GuestBody {
+        self.on_failure = Some(Box::new(tell));
+        self
     }
 }
 
@@ -308,6 +322,7 @@ impl Runtime {
             Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
                 inner,
                 failed: Some(failed_rx),
+                on_failure: None,
                 _call: guard,
                 _open: Some(OpenResponse::new(self.services().metrics.clone())),
             })),
@@ -319,5 +334,44 @@ impl Runtime {
                 Err(join) => Err(CallFailure::Trap(format!("call aborted: {join}"))),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A body whose call failed after its head was sent ends as an error, and says so.
+    #[tokio::test]
+    async fn a_body_cut_short_ends_as_an_error_and_is_reported() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(CallFailure::MemoryLimit(32 << 20)).unwrap();
+        let told = Arc::new(AtomicBool::new(false));
+        let body = GuestBody {
+            inner: http_body_util::Full::new(Bytes::from_static(b"partial"))
+                .map_err(wasmtime_wasi_http::Error::from)
+                .boxed_unsync(),
+            failed: Some(rx),
+            on_failure: None,
+            _call: AbortOnDrop(None),
+            _open: None,
+        }
+        .on_failure({
+            let told = told.clone();
+            move || told.store(true, Ordering::SeqCst)
+        });
+        let err = body.collect().await.unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+        assert!(told.load(Ordering::SeqCst));
+        // A body that ends well tells nobody.
+        let told = Arc::new(AtomicBool::new(false));
+        let body = GuestBody::full("whole").on_failure({
+            let told = told.clone();
+            move || told.store(true, Ordering::SeqCst)
+        });
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "whole");
+        assert!(!told.load(Ordering::SeqCst));
     }
 }

@@ -425,64 +425,9 @@ impl TaskStore for Sqlite {
         let mut conn = self.conn();
         // Immediate: the quota is judged on figures no other writer can change before commit.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (tenant, mut usage) = tx
-            .prepare_cached(
-                "SELECT t.tenant, COALESCE(o.events, 0), COALESCE(o.bytes, 0) FROM tasks t LEFT JOIN tenant_output o ON o.tenant = t.tenant WHERE t.id = ?1",
-            )?
-            .query_row([task_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    StoredOutput {
-                        events: r.get::<_, i64>(1)? as u64,
-                        bytes: r.get::<_, i64>(2)? as u64,
-                    },
-                ))
-            })
-            .optional()?
-            .ok_or(StoreError::NotFound)?;
-        let (mut stored, mut lines, mut bytes) = (0usize, 0u64, 0u64);
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for e in events {
-                let (kind, data) = codec::event_columns(&e.body);
-                let data = data.to_string();
-                let size = (kind.len() + data.len()) as u64;
-                if quota.is_some_and(|q| !q.admits(usage, size)) {
-                    break;
-                }
-                insert.execute(params![task_id, e.seq as i64, kind, data, e.at])?;
-                usage.events += 1;
-                usage.bytes += size;
-                bytes += size;
-                stored += 1;
-                lines += u64::from(e.is_output());
-            }
-        }
-        if let Some(last) = events[..stored].last() {
-            // The task's counters and its tenant's totals follow its log here, in the same
-            // transaction, and nowhere else (deletions: the `tasks_output_gone` trigger).
-            tx.prepare_cached(
-                "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3, log_events = log_events + ?4, log_bytes = log_bytes + ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                task_id,
-                last.seq as i64,
-                lines as i64,
-                stored as i64,
-                bytes as i64
-            ])?;
-            tx.prepare_cached(
-                "INSERT INTO tenant_output (tenant, events, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (tenant) DO UPDATE SET events = events + excluded.events, bytes = bytes + excluded.bytes",
-            )?
-            .execute(params![tenant, stored as i64, bytes as i64])?;
-        }
+        let appended = append_in(&tx, task_id, events, quota)?;
         tx.commit()?;
-        Ok(Appended {
-            stored,
-            tenant: usage,
-        })
+        Ok(appended)
     }
     async fn read_events(
         &self,
@@ -775,6 +720,72 @@ impl NodeStore for Sqlite {
     }
 }
 
+/// Append `events` to a task's log in `tx` (see [`TaskStore::append_events`]).
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    task_id: &str,
+    events: &[EventRecord],
+    quota: Option<OutputQuota>,
+) -> StoreResult<Appended> {
+    let (tenant, mut usage) = tx
+        .prepare_cached(
+            "SELECT t.tenant, COALESCE(o.events, 0), COALESCE(o.bytes, 0) FROM tasks t LEFT JOIN tenant_output o ON o.tenant = t.tenant WHERE t.id = ?1",
+        )?
+        .query_row([task_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                StoredOutput {
+                    events: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let (mut stored, mut lines, mut bytes) = (0usize, 0u64, 0u64);
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for e in events {
+            let (kind, data) = codec::event_columns(&e.body);
+            let data = data.to_string();
+            let size = (kind.len() + data.len()) as u64;
+            if quota.is_some_and(|q| !q.admits(usage, size)) {
+                break;
+            }
+            insert.execute(params![task_id, e.seq as i64, kind, data, e.at])?;
+            usage.events += 1;
+            usage.bytes += size;
+            bytes += size;
+            stored += 1;
+            lines += u64::from(e.is_output());
+        }
+    }
+    if let Some(last) = events[..stored].last() {
+        // The task's counters and its tenant's totals follow its log here, in the same
+        // transaction, and nowhere else (deletions: the `tasks_output_gone` trigger).
+        tx.prepare_cached(
+            "UPDATE tasks SET last_seq = ?2, output_lines = output_lines + ?3, log_events = log_events + ?4, log_bytes = log_bytes + ?5 WHERE id = ?1",
+        )?
+        .execute(params![
+            task_id,
+            last.seq as i64,
+            lines as i64,
+            stored as i64,
+            bytes as i64
+        ])?;
+        tx.prepare_cached(
+            "INSERT INTO tenant_output (tenant, events, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (tenant) DO UPDATE SET events = events + excluded.events, bytes = bytes + excluded.bytes",
+        )?
+        .execute(params![tenant, stored as i64, bytes as i64])?;
+    }
+    Ok(Appended {
+        stored,
+        tenant: usage,
+    })
+}
+
 /// Mark the pending and running tasks matching `owner` (a condition on `?1`, the node)
 /// interrupted; their ids.
 fn interrupt(
@@ -782,20 +793,38 @@ fn interrupt(
     owner: &str,
     node: &str,
     at: i64,
-) -> rusqlite::Result<Vec<String>> {
+) -> StoreResult<Vec<String>> {
+    const WHY: &str = "gantry stopped while the task was unfinished";
     let unfinished = format!("state IN ('pending', 'running') AND {owner}");
-    let ids = {
-        let mut stmt = tx.prepare(&format!("SELECT id FROM tasks WHERE {unfinished}"))?;
-        let rows = stmt.query_map([node], |r| r.get::<_, String>(0))?;
+    let tasks = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT id, last_seq FROM tasks WHERE {unfinished}"
+        ))?;
+        let rows = stmt.query_map([node], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     tx.execute(
-        &format!(
-            "UPDATE tasks SET state = ?2, finished_at = ?3, error = 'gantry stopped while the task was unfinished' WHERE {unfinished}"
-        ),
-        params![node, TaskState::Interrupted.as_str(), at],
+        &format!("UPDATE tasks SET state = ?2, finished_at = ?3, error = ?4 WHERE {unfinished}"),
+        params![node, TaskState::Interrupted.as_str(), at, WHY],
     )?;
-    Ok(ids)
+    // Each log ends with the final state, as every other end does, so that a reader following
+    // it learns how it ended. Without a quota: how a task ended is always logged.
+    for (id, last_seq) in &tasks {
+        let end = EventRecord {
+            seq: *last_seq as u64 + 1,
+            body: crate::contract::EventBody::State(crate::contract::StateChange {
+                state: TaskState::Interrupted,
+                reason: None,
+                exit_code: None,
+                error: Some(WHY.into()),
+            }),
+            at,
+        };
+        append_in(tx, id, &[end], None)?;
+    }
+    Ok(tasks.into_iter().map(|(id, _)| id).collect())
 }
 
 impl From<rusqlite::Error> for StoreError {
