@@ -561,7 +561,7 @@ fn plugin_check_says_which_world_a_component_fits() {
     let (code, out) = plugin_check("bundled:system");
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("world handler: fits, with imports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\", \"gantry:plugin/identity\"]"),
+        out.contains("world handler: fits, with imports = [\"gantry:plugin/host-info\", \"gantry:plugin/identity\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]"),
         "{out}"
     );
 
