@@ -20,8 +20,8 @@ fn plugin(file: &str) -> String {
     std::fs::read_to_string(root().join("plugins").join(file)).unwrap()
 }
 
-/// A node with the clinvk, core and system handlers, the three agent backends, two tenants,
-/// and `config` as its config file.
+/// A node with the clinvk, core and system handlers, the three agent backends, two tenants
+/// (Alice an operator), and `config` as its config file.
 fn node(fake: &FakeModel, config: &str) -> Setup {
     let setup = Setup::new(&[
         ("system", plugin("system.toml")),
@@ -31,6 +31,8 @@ fn node(fake: &FakeModel, config: &str) -> Setup {
         ("codex", backend_manifest(CODEX, fake)),
         ("gemini", backend_manifest(GEMINI, fake)),
     ]);
+    // Alice reads the node's metrics.
+    let config = format!("operators = [\"alice\"]\n{config}");
     std::fs::write(setup.dir.path().join("gantry.toml"), config).unwrap();
     setup
 }

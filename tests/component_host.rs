@@ -9,7 +9,7 @@ use std::time::Duration;
 fn system() -> (&'static str, String) {
     (
         "system",
-        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [{ path = \"/health\", public = true }]\nimports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]\n".to_string(),
+        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [{ path = \"/health\", public = true }]\nimports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\", \"gantry:plugin/identity\"]\n".to_string(),
     )
 }
 
@@ -561,7 +561,7 @@ fn plugin_check_says_which_world_a_component_fits() {
     let (code, out) = plugin_check("bundled:system");
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("world handler: fits, with imports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]"),
+        out.contains("world handler: fits, with imports = [\"gantry:plugin/host-info\", \"gantry:plugin/identity\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]"),
         "{out}"
     );
 

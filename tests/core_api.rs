@@ -133,7 +133,7 @@ async fn a_task_runs_in_its_workspace_and_its_log_streams_and_resumes() {
         .raw(&format!("/v1/workspaces/{ws}/files/out.txt"), &[])
         .await;
     assert_eq!((status, content.as_str()), (200, "made\n"));
-    let (_, health) = g.get_json("/health").await;
+    let (_, health) = alice.call("GET", "/health", Value::Null).await;
     assert_eq!(health["sandbox"], "full");
 }
 

@@ -152,7 +152,13 @@ const FULL: &str = "isolation = \"full\"\n";
 #[tokio::test]
 async fn isolation_is_full_and_said_in_health() {
     let node = Node::start(FULL, None);
-    let (status, health) = node.g.get_json("/health").await;
+    // A caller with a key: without one, /health is the status alone.
+    let (status, health) = Client {
+        g: &node.g,
+        key: ALICE,
+    }
+    .call("GET", "/health", Value::Null)
+    .await;
     assert_eq!(status, 200);
     assert_eq!(health["sandbox"], "full", "{health}");
     assert!(
@@ -575,7 +581,9 @@ async fn several_tenants_need_full_isolation_or_an_explicit_weak() {
         .arg(&config_path)
         .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
     let g = Gantry::spawn(cmd);
-    let (_, health) = g.get_json("/health").await;
+    let (_, health) = Client { g: &g, key: ALICE }
+        .call("GET", "/health", Value::Null)
+        .await;
     assert!(
         health["sandbox"]
             .as_str()

@@ -258,7 +258,8 @@ async fn retention_deletes_old_and_over_budget_finished_tasks_in_the_background(
 
 #[tokio::test]
 async fn the_write_ahead_log_is_cut_back_after_a_burst_and_metrics_show_the_store() {
-    let (setup, g) = start("[storage]\nretention_interval_ms = 1500\n");
+    // Alice is an operator here: /metrics is for operators only.
+    let (setup, g) = start("operators = [\"alice\"]\n[storage]\nretention_interval_ms = 1500\n");
     let alice = Client { g: &g, key: ALICE };
     let wal = setup.data().join("gantry.db-wal");
     let db = setup.data().join("gantry.db");

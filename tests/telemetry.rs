@@ -100,7 +100,7 @@ fn system() -> Setup {
         "system",
         "kind = \"handler\"\ncomponent = \"bundled:system\"\n\
          routes = [{ path = \"/health\", public = true }]\n\
-         imports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]\n"
+         imports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\", \"gantry:plugin/identity\"]\n"
             .to_string(),
     )])
 }

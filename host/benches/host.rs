@@ -34,7 +34,7 @@ fn config(dir: &std::path::Path) -> Config {
     .unwrap();
     std::fs::write(
         plugins.join("system.toml"),
-        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\"]\n",
+        "kind = \"handler\"\ncomponent = \"bundled:system\"\nroutes = [\"/health\"]\nimports = [\"gantry:plugin/host-info\", \"gantry:plugin/backends\", \"gantry:plugin/metrics\", \"gantry:plugin/identity\"]\n",
     )
     .unwrap();
     let test_handler = std::path::Path::new(env!("GANTRY_COMPONENT_DIR")).join("test_handler.wasm");

@@ -203,6 +203,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     if keys.is_empty() {
         tracing::info!("no API keys configured: serving tenant `local` on loopback only");
     }
+    let mut operators = std::collections::HashSet::new();
+    for name in &config.operators {
+        let tenant = crate::tenants::TenantId::new(name)?;
+        if !keys.is_empty() && !keys.has_tenant(&tenant) {
+            tracing::warn!(operator = %tenant, "an operator tenant has no API key");
+        }
+        operators.insert(tenant);
+    }
     // No task (nor anything else of gantry's uid) may read this process's memory or
     // environment through /proc or ptrace.
     // SAFETY: prctl with constant arguments.
@@ -306,6 +314,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             keys,
             limits: crate::http::limits::RateLimiter::new(config.http.clone()),
             failed_auth: Default::default(),
+            operators,
+            connections: config.http.connections,
         });
         crate::http::serve(
             listener,

@@ -45,6 +45,8 @@ pub struct RouteSpec {
     pub timeout: Option<Duration>,
     /// Served without an API key (as tenant `anonymous`) even when keys are configured.
     pub public: bool,
+    /// Served only to operators (the config's `operators`): node-wide figures.
+    pub operator: bool,
 }
 
 /// A validated manifest.
@@ -94,6 +96,8 @@ pub enum ErrorEnvelope {
     Gantry,
     /// `{"error": code, "message": message}` (the clinvk API's shape).
     Flat,
+    /// `{"ok": false, "error": {"code", "message"}}` (the CLK API's shape).
+    Clk,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +136,8 @@ enum RawRoute {
         timeout_ms: Option<u64>,
         #[serde(default)]
         public: bool,
+        #[serde(default)]
+        operator: bool,
     },
 }
 
@@ -193,19 +199,29 @@ impl Manifest {
             .routes
             .into_iter()
             .map(|r| {
-                let (pattern, timeout_ms, public) = match r {
-                    RawRoute::Path(p) => (p, limits.timeout_ms, false),
+                let (pattern, timeout_ms, public, operator) = match r {
+                    RawRoute::Path(p) => (p, limits.timeout_ms, false, false),
                     RawRoute::Table {
                         path,
                         timeout_ms,
                         public,
-                    } => (path, timeout_ms.unwrap_or(limits.timeout_ms), public),
+                        operator,
+                    } => (
+                        path,
+                        timeout_ms.unwrap_or(limits.timeout_ms),
+                        public,
+                        operator,
+                    ),
                 };
                 check_route(&pattern)?;
+                if public && operator {
+                    bail!("route {pattern:?} cannot be both `public` and `operator`");
+                }
                 Ok(RouteSpec {
                     pattern,
                     timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
                     public,
+                    operator,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -400,7 +416,7 @@ mod tests {
             r#"
             kind = "handler"
             component = "demo.wasm"
-            routes = ["/health", { path = "/events/...", timeout_ms = 0, public = true }]
+            routes = ["/health", { path = "/events/...", timeout_ms = 0, public = true }, { path = "/metrics", operator = true }]
             imports = ["gantry:plugin/log", "wasi:http/outgoing-handler"]
             [limits]
             memory_mb = 16
@@ -420,6 +436,7 @@ mod tests {
         assert_eq!(m.routes[1].timeout, None);
         assert!(!m.routes[0].public);
         assert!(m.routes[1].public);
+        assert!(m.routes[2].operator && !m.routes[1].operator);
         assert_eq!(m.limits.memory_mb, 16);
         assert_eq!(m.limits.cpu_ms, 1000);
         assert_eq!(m.settings["retries"], "3");
@@ -481,6 +498,10 @@ mod tests {
             (
                 "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\ncolour = 1",
                 "colour",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [{ path = \"/m\", public = true, operator = true }]",
+                "both `public` and `operator`",
             ),
             (
                 "name = \"a b\"\nkind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]",

@@ -130,6 +130,11 @@ impl ApiKeys {
             .len()
     }
 
+    /// Whether `tenant` has a key.
+    pub fn has_tenant(&self, tenant: &TenantId) -> bool {
+        self.by_digest.values().any(|t| t == tenant)
+    }
+
     /// Whether no key is configured (gantry then serves the `local` tenant).
     pub fn is_empty(&self) -> bool {
         self.by_digest.is_empty()

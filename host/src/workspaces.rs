@@ -57,7 +57,11 @@ pub struct FileEntry {
     pub modified: i64,
 }
 
-/// Check a caller's path: relative, no `..`, no NUL, not empty. Returns it normalized.
+/// The longest file name the file systems gantry runs on take (Linux's `NAME_MAX`), in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Check a caller's path: relative, no `..`, no NUL, not empty, no name over
+/// [`MAX_NAME_BYTES`]. Returns it normalized.
 pub fn check_relative_path(path: &str) -> Result<PathBuf, WorkspaceError> {
     if path.is_empty() {
         return Err(WorkspaceError::BadPath("the path is empty".into()));
@@ -70,6 +74,11 @@ pub fn check_relative_path(path: &str) -> Result<PathBuf, WorkspaceError> {
     let mut out = PathBuf::new();
     for component in Path::new(path).components() {
         match component {
+            Component::Normal(part) if part.len() > MAX_NAME_BYTES => {
+                return Err(WorkspaceError::BadPath(format!(
+                    "a name in the path is longer than {MAX_NAME_BYTES} bytes"
+                )));
+            }
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
             Component::ParentDir => {
@@ -103,7 +112,13 @@ pub struct Workspaces {
 }
 
 fn io(e: std::io::Error) -> WorkspaceError {
-    WorkspaceError::Internal(e.into())
+    match e.kind() {
+        // ENAMETOOLONG: the caller's path, however checked, is more than the file system takes.
+        std::io::ErrorKind::InvalidFilename => {
+            WorkspaceError::BadPath("the path is too long".into())
+        }
+        _ => WorkspaceError::Internal(e.into()),
+    }
 }
 
 impl Workspaces {
@@ -617,6 +632,35 @@ mod tests {
             check_relative_path("./a/b.txt").unwrap(),
             PathBuf::from("a/b.txt")
         );
+    }
+
+    #[tokio::test]
+    async fn names_and_paths_too_long_for_the_file_system_are_bad_paths() {
+        let longest = "a".repeat(MAX_NAME_BYTES);
+        check_relative_path(&format!("{longest}/b")).unwrap();
+        let over = "a".repeat(MAX_NAME_BYTES + 1);
+        assert!(matches!(
+            check_relative_path(&format!("x/{over}")),
+            Err(WorkspaceError::BadPath(_))
+        ));
+        // Each name fits, the whole does not (PATH_MAX): the file system's refusal is the
+        // caller's, not a storage failure.
+        let (_tmp, spaces) = setup();
+        let ws = spaces.create(&alice(), "w").await.unwrap();
+        let deep = vec![longest.as_str(); 20].join("/");
+        for result in [
+            spaces
+                .read_file(&alice(), &ws.id, &deep, 10)
+                .await
+                .map(|_| ()),
+            spaces.exists(&alice(), &ws.id, &deep).await.map(|_| ()),
+            spaces.subdir(&alice(), &ws.id, &deep).await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(result, Err(WorkspaceError::BadPath(_))),
+                "{result:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -2,14 +2,14 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /health` | `ok`, `degraded` (a backend is unavailable) or `unhealthy` (the store is not answering, 503), with version, uptime, backends and session store figures |
+//! | `GET /health` | `ok`, `degraded` (a backend is unavailable) or `unhealthy` (the store is not answering, 503), with version, uptime, backends and session store figures; a caller without a key (tenant `anonymous`) gets the status alone |
 //! | `GET /metrics` | Prometheus text: requests, latencies, runs, streams, instances, plugin errors |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of every route this node serves |
 //! | `GET /docs` | the same, as a page for people |
 
 use gantry_guest::bindings::gantry::plugin::{backends, metrics};
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
-use gantry_guest::{host_info, http};
+use gantry_guest::{host_info, http, identity};
 use serde_json::{Map, Value, json};
 
 /// The document of the bundled plugins' routes; routes of other plugins are added when served.
@@ -49,6 +49,9 @@ fn error(out: ResponseOutparam, status: u16, code: &str, message: &str) {
     http::json(out, status, &json!({ "error": code, "message": message }));
 }
 
+/// The tenant of a public route's caller without a key.
+const ANONYMOUS: &str = "anonymous";
+
 fn health(out: ResponseOutparam) {
     let info = host_info::info();
     let backends: Vec<_> = backends::list(false)
@@ -63,6 +66,12 @@ fn health(out: ResponseOutparam) {
     } else {
         ("ok", 200)
     };
+    // A load balancer's probe needs the status; the node's figures (sessions of every tenant,
+    // plugins, backends) are for callers the node knows.
+    if identity::tenant() == ANONYMOUS {
+        http::json(out, code, &json!({ "status": status }));
+        return;
+    }
     let plugins: Vec<_> = info
         .plugins
         .iter()

@@ -9,8 +9,9 @@ use std::time::Duration;
 mod sections;
 
 pub use sections::{
-    CgroupLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig, StorageConfig,
-    TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, WorkdirPolicy,
+    CgroupLimits, ConnectionLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig,
+    StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride,
+    WorkdirPolicy,
 };
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
@@ -57,6 +58,9 @@ pub struct Config {
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
     /// A file of `tenant:key` lines.
     pub api_keys_file: Option<PathBuf>,
+    /// Tenants that may read node-wide figures (`/metrics`). Without API keys, `local` is.
+    #[serde(default)]
+    pub operators: Vec<String>,
     /// `tenant:key` entries from `GANTRY_API_KEYS` (never from a file or flag).
     #[serde(skip)]
     pub api_keys_env: Option<Redacted>,
@@ -193,6 +197,23 @@ impl Config {
             );
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
+        for operator in &self.operators {
+            crate::tenants::TenantId::new(operator).context("in operators")?;
+        }
+        let conn = &self.http.connections;
+        if conn.max_connections_per_address == 0 {
+            bail!("http.max_connections_per_address must be at least 1");
+        }
+        // hyper's own floor for its read buffer.
+        const MIN_READ_BUFFER: usize = 8192;
+        if conn.read_buffer_bytes < MIN_READ_BUFFER.max(conn.max_header_bytes) {
+            bail!(
+                "http.read_buffer_bytes ({}) must be at least 8192 and at least \
+                 http.max_header_bytes ({})",
+                conn.read_buffer_bytes,
+                conn.max_header_bytes
+            );
+        }
         let rt = &self.runtime;
         if rt.max_instances == 0 {
             bail!("runtime.max_instances must be at least 1");
@@ -341,6 +362,29 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Config::from_layers(None, &bad_addr).is_err());
+    }
+
+    #[test]
+    fn connection_limits_and_operators() {
+        let o = Overrides::default();
+        let c = Config::from_layers(None, &o).unwrap();
+        assert_eq!(c.http.connections, ConnectionLimits::default());
+        assert!(c.operators.is_empty());
+        let file = "operators = [\"ops\"]\n[http]\nheader_read_timeout_ms = 250\n";
+        let c = Config::from_layers(Some(file), &o).unwrap();
+        assert_eq!(c.http.connections.header_read_timeout_ms, 250);
+        assert_eq!(c.http.connections.keep_alive_timeout_ms, 30_000);
+        assert_eq!(c.operators, ["ops"]);
+        for bad in [
+            // Flattened settings still refuse what they do not know.
+            "[http]\nheader_timeout_ms = 1",
+            "[http]\nmax_connections_per_address = 0",
+            "[http]\nread_buffer_bytes = 4096",
+            "[http]\nmax_header_bytes = 4000000",
+            "operators = [\"not a tenant\"]",
+        ] {
+            assert!(Config::from_layers(Some(bad), &o).is_err(), "{bad}");
+        }
     }
 
     #[test]

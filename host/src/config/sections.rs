@@ -49,6 +49,9 @@ pub struct HttpLimits {
     /// Per-tenant overrides of `rate_limit_per_minute` (0 exempts the tenant).
     #[serde(default)]
     pub rate_limit_tenants: BTreeMap<String, u32>,
+    /// Connection timeouts, caps and head sizes.
+    #[serde(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 impl Default for HttpLimits {
@@ -58,6 +61,40 @@ impl Default for HttpLimits {
             rate_limit_per_minute: 0,
             rate_limit_burst: 0,
             rate_limit_tenants: BTreeMap::new(),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// What one client connection may hold, from the `[http]` section. A timeout of 0 is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// From a connection's first byte of a request (or its opening) to the end of the request's
+    /// headers, in ms.
+    pub header_read_timeout_ms: u64,
+    /// From the end of a request's headers to the end of its body, in ms.
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request, in ms.
+    pub keep_alive_timeout_ms: u64,
+    /// Connections open at once from one IPv4 address or IPv6 /64.
+    pub max_connections_per_address: usize,
+    /// The largest request head (request line and headers) gantry answers, in bytes.
+    pub max_header_bytes: usize,
+    /// How much of a request head one connection buffers at most, in bytes; a longer head is
+    /// refused by the HTTP layer itself.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            keep_alive_timeout_ms: 30_000,
+            max_connections_per_address: 128,
+            max_header_bytes: 64 << 10,
+            read_buffer_bytes: 2 << 20,
         }
     }
 }

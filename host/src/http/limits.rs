@@ -228,7 +228,7 @@ impl RateLimiter {
 
 /// The network a client counts as: its IPv4 address, or its IPv6 /64 (what one host is
 /// usually given, and can pick addresses from at will).
-fn client_network(client: IpAddr) -> IpAddr {
+pub(crate) fn client_network(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -1,12 +1,14 @@
 //! The HTTP server: accept loop, routing to handler plugins, error answers, graceful drain.
 
 pub mod auth;
+pub mod conn;
 pub mod limits;
 pub mod router;
 
+use crate::config::ConnectionLimits;
 use crate::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
-use crate::tenants::ApiKeys;
+use crate::tenants::{ApiKeys, TenantId};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -18,6 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// What every request passes before a plugin sees it: authentication, the body size limit and
-/// the per-tenant rate limit.
+/// What every request passes before a plugin sees it: connection limits, authentication, the
+/// operator scope, the body size limit and the per-tenant rate limit.
 #[derive(Debug)]
 pub struct Gate {
     /// The API keys, by tenant.
@@ -35,6 +38,10 @@ pub struct Gate {
     pub limits: limits::RateLimiter,
     /// Failed keys per client address.
     pub failed_auth: auth::AuthThrottle,
+    /// Tenants that may call routes marked `operator` (besides `local`, without keys).
+    pub operators: HashSet<TenantId>,
+    /// Connection timeouts, caps and head sizes.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Gate {
@@ -43,12 +50,26 @@ impl Default for Gate {
             keys: ApiKeys::default(),
             limits: limits::RateLimiter::new(limits::HttpLimits::default()),
             failed_auth: auth::AuthThrottle::default(),
+            operators: HashSet::new(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
 
-/// A request body as a plugin receives it: streamed, or already read by the gate.
-pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+impl Gate {
+    /// Whether `tenant` may see node-wide figures: a configured operator, or the one tenant of a
+    /// node without keys.
+    pub fn is_operator(&self, tenant: &TenantId) -> bool {
+        if self.keys.is_empty() {
+            return *tenant == TenantId::local();
+        }
+        self.operators.contains(tenant)
+    }
+}
+
+/// A request body as a plugin receives it: streamed under its deadline, or already read by the
+/// gate.
+pub type RequestBody = UnsyncBoxBody<Bytes, conn::RequestBodyError>;
 
 /// Serve `runtime` on `listener` until `shutdown` resolves, then stop accepting and give
 /// in-flight requests up to `grace` to finish.
@@ -61,7 +82,22 @@ pub async fn serve(
 ) -> Result<()> {
     let router = Arc::new(router::Router::for_plugins(runtime.plugins().plugins())?);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = gate.connections;
+    let timeouts = conn::Timeouts::of(&limits);
+    let counts = conn::ConnectionCounts::new(limits.max_connections_per_address);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The connection's watchdog times heads and idleness (`conn`); hyper's own header timer
+    // would bound a kept-alive connection's idle time by the header timeout.
+    builder
+        .http1()
+        .header_read_timeout(Option::<Duration>::None)
+        .max_buf_size(limits.read_buffer_bytes);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.read_buffer_bytes).unwrap_or(u32::MAX));
+    // A connection over its address's cap is answered once, and needs no large heads for that.
+    let mut refusing = builder.clone();
+    refusing.http1().keep_alive(false).max_buf_size(8192);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -75,23 +111,47 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let (slot, refused) = match counts.admit(peer.ip()) {
+                    conn::Admission::Serve(slot) => (slot, false),
+                    conn::Admission::Refuse(slot) => (slot, true),
+                    conn::Admission::Close => {
+                        tracing::debug!(%peer, "connection closed: far over its address's cap");
+                        continue;
+                    }
+                };
+                let activity = conn::Activity::new(tokio::time::Instant::now());
                 let runtime = runtime.clone();
                 let router = router.clone();
                 let gate = gate.clone();
+                let watched = activity.clone();
                 let service = service_fn(move |req| {
+                    let in_flight = watched.request_started();
                     let runtime = runtime.clone();
                     let router = router.clone();
                     let gate = gate.clone();
                     async move {
-                        let answer = dispatch(&runtime, &router, &gate, peer.ip(), req).await;
+                        let answer = if refused {
+                            too_many_connections(&runtime, &router, &req)
+                        } else {
+                            dispatch(&runtime, &router, &gate, peer.ip(), req).await
+                        };
+                        let answer = answer.map(|body| conn::Answering::new(body, in_flight));
                         Ok::<_, Infallible>(answer)
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let io = TokioIo::new(conn::WatchedIo::new(stream, activity.clone()));
+                let serving = if refused { &refusing } else { &builder };
+                let conn = serving.serve_connection(io, service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended: {e}");
+                    let _slot = slot;
+                    tokio::select! {
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!(%peer, "connection ended: {e}");
+                        },
+                        () = activity.expired(&timeouts) => {
+                            tracing::debug!(%peer, "connection closed: a request's head was too slow, or it idled too long");
+                        }
                     }
                 });
             }
@@ -185,6 +245,19 @@ async fn gated(
     envelope: ErrorEnvelope,
     mut req: Request<Incoming>,
 ) -> Response<GuestBody> {
+    // Its head is in: the body is due within its own timeout from now.
+    let head_read = tokio::time::Instant::now();
+    let max_head = gate.connections.max_header_bytes;
+    if head_size(&req) > max_head {
+        let message = format!("the request's headers are larger than {max_head} bytes");
+        return error_response(
+            envelope,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &message,
+            None,
+        );
+    }
     let path = req.uri().path();
     let authenticated =
         auth::authenticate(&gate.keys, &gate.failed_auth, client, target, req.headers());
@@ -241,6 +314,16 @@ async fn gated(
         let message = format!("no plugin serves {path}");
         return error_response(envelope, StatusCode::NOT_FOUND, "no_route", &message, None);
     };
+    if target.operator && !gate.is_operator(&tenant) {
+        let message = format!("{path} is for the node's operators only");
+        return error_response(
+            envelope,
+            StatusCode::FORBIDDEN,
+            "operator_only",
+            &message,
+            None,
+        );
+    }
     let rate = gate.limits.check(&tenant, client, Instant::now());
     if let Some(decision) = rate.filter(|d| !d.allowed) {
         let message = format!(
@@ -260,8 +343,23 @@ async fn gated(
     // The credentials are the host's business; plugins see the tenant instead.
     req.headers_mut().remove(hyper::header::AUTHORIZATION);
     req.headers_mut().remove("x-api-key");
-    let req = match limit_body(req, gate.limits.max_body()).await {
+    let body_timeout = conn::Timeouts::of(&gate.connections).body_read;
+    let req = match limit_body(req, gate.limits.max_body(), head_read, body_timeout).await {
         Ok(req) => req,
+        Err(BodyRefusal::TimedOut(message)) => {
+            let mut response = error_response(
+                envelope,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &message,
+                None,
+            );
+            // What is left of the body would be read as the next request.
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         Err(BodyRefusal::TooLarge(message)) => {
             return error_response(
                 envelope,
@@ -294,21 +392,30 @@ async fn gated(
     response
 }
 
-/// Refuse a body over `max` bytes: at once when its length is declared, else by reading it
-/// (chunked bodies have no length; up to `max` bytes are held) so that a handler that never
-/// reads its body cannot let an oversized one through.
 /// Why a request body was refused.
 enum BodyRefusal {
     /// Over the limit (413).
     TooLarge(String),
     /// Not a valid body: bad chunk framing and the like (400).
     Malformed(String),
+    /// Not all there by its deadline (408).
+    TimedOut(String),
 }
 
-async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestBody>, BodyRefusal> {
+/// Refuse a body over `max` bytes: at once when its length is declared, else by reading it
+/// (chunked bodies have no length; up to `max` bytes are held) so that a handler that never
+/// reads its body cannot let an oversized one through. Either way the body is due `timeout`
+/// after `head_read`: a body read here that is late is refused; one a handler reads fails.
+async fn limit_body(
+    req: Request<Incoming>,
+    max: u64,
+    head_read: tokio::time::Instant,
+    timeout: Option<Duration>,
+) -> Result<Request<RequestBody>, BodyRefusal> {
     let too_large =
         || BodyRefusal::TooLarge(format!("the request body is larger than {max} bytes"));
     let (parts, body) = req.into_parts();
+    let body = conn::DeadlineBody::new(body, head_read, timeout);
     if let Some(declared) = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -328,6 +435,12 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestB
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e)
+            if e.downcast_ref::<conn::RequestBodyError>()
+                .is_some_and(|e| matches!(e, conn::RequestBodyError::TimedOut(_))) =>
+        {
+            return Err(BodyRefusal::TimedOut(e.to_string()));
+        }
         // Bad framing (a malformed chunk size); or the client went away mid-body, and then
         // whatever is answered goes nowhere.
         Err(e) => {
@@ -339,6 +452,48 @@ async fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<RequestB
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok(Request::from_parts(parts, body))
+}
+
+/// The size of a request's head as sent in HTTP/1.1: request line and header lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    // "METHOD TARGET HTTP/1.1\r\n", each "name: value\r\n", and the blank line.
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + target + 11;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
+}
+
+/// The one answer of a connection over its address's cap: 503 in the route's envelope, and the
+/// connection closes.
+fn too_many_connections<B>(
+    runtime: &Runtime,
+    router: &router::Router,
+    req: &Request<B>,
+) -> Response<GuestBody> {
+    let target = router.lookup(req.uri().path());
+    let envelope = target.map(|t| t.errors).unwrap_or_default();
+    let route = target.map_or(crate::metrics::UNROUTED, |t| t.pattern.as_str());
+    let message = "too many connections from this address; retry on one of those open";
+    let mut response = error_response(
+        envelope,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        message,
+        None,
+    );
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    let status = response.status().as_u16();
+    runtime
+        .services()
+        .metrics
+        .request(route, req.method().as_str(), status, Duration::ZERO);
+    response
 }
 
 fn rate_headers(response: &mut Response<GuestBody>, d: &limits::RateDecision) {
@@ -391,7 +546,8 @@ fn failure_response(
 }
 
 /// An error the host answers itself, in the route's envelope: gantry's
-/// `{"error": {"code", "message", "plugin"?}}` or the flat `{"error": code, "message"}`.
+/// `{"error": {"code", "message", "plugin"?}}`, the flat `{"error": code, "message"}`, or CLK's
+/// `{"ok": false, "error": {"code", "message"}}`.
 pub fn error_response(
     envelope: ErrorEnvelope,
     status: StatusCode,
@@ -408,6 +564,10 @@ pub fn error_response(
             serde_json::json!({ "error": error })
         }
         ErrorEnvelope::Flat => serde_json::json!({ "error": code, "message": message }),
+        ErrorEnvelope::Clk => serde_json::json!({
+            "ok": false,
+            "error": { "code": code, "message": message },
+        }),
     };
     let body = serde_json::to_vec(&value).expect("JSON values serialize");
     let mut response = Response::new(GuestBody::full(body));

@@ -15,6 +15,8 @@ pub struct RouteTarget {
     pub timeout: Option<Duration>,
     /// Served without an API key.
     pub public: bool,
+    /// Served to operators only.
+    pub operator: bool,
     /// How the host words its own errors on this route.
     pub errors: crate::manifest::ErrorEnvelope,
 }
@@ -41,6 +43,7 @@ impl Router {
                         pattern: route.pattern.clone(),
                         timeout: route.timeout,
                         public: route.public,
+                        operator: route.operator,
                         errors: manifest.error_envelope,
                     },
                 )?;
@@ -99,6 +102,7 @@ mod tests {
             pattern: pattern.into(),
             timeout: None,
             public: false,
+            operator: false,
             errors: Default::default(),
         }
     }
