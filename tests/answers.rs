@@ -49,7 +49,8 @@ async fn open(g: &Gantry, key: &str, path: &str) -> hyper::Response<hyper::body:
 async fn a_tenant_holding_200_streams_and_its_share_of_prompts_starves_no_one() {
     // Eight instances for tenants, four per tenant: the 200 streams below would need 25 times
     // the node's instances if a stream held one.
-    let config = "[runtime]\nmax_instances = 8\nmax_instances_per_tenant = 4\nmax_streams_per_tenant = 200\n";
+    // All from one address: the per-address connection cap is raised above them.
+    let config = "[runtime]\nmax_instances = 8\nmax_instances_per_tenant = 4\nmax_streams_per_tenant = 200\n\n[http]\nmax_connections_per_address = 1000\n";
     let (_setup, g) = start(
         &[
             ("system", plugin("system.toml")),

@@ -1027,43 +1027,6 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     assert!(String::from_utf8_lossy(&page).contains("/api/v1/prompt"));
 }
 
-/// schemathesis (pinned, from PyPI; installed by the script) fuzzes the clinvk and system
-/// routes against `/openapi.json`: no 5xx, and no answer the document does not allow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
-    let setup = Setup::new(&[
-        ("system", plugin("system.toml")),
-        ("clinvk-api", plugin("clinvk-api.toml")),
-        ("core-api", plugin("core-api.toml")),
-        // A trivial CLI, so that generated prompts naming it really run.
-        ("echo", "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n".into()),
-    ]);
-    let mut cmd = setup.command();
-    cmd.env("GANTRY_API_KEYS", format!("alice:{ALICE}"));
-    let g = Gantry::spawn(cmd);
-    let base = format!("http://{}", g.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg(root().join("tests/schemathesis/run.sh"))
-            .args([base.as_str(), ALICE])
-            .output()
-            .expect("running tests/schemathesis/run.sh")
-    })
-    .await
-    .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis failed:\n{report}\ngantry log:\n{}",
-        g.stderr()
-    );
-    assert!(report.contains("no failures"), "{report}");
-}
-
 /// Without a stream too: a client that gives up before the JSON answer cancels the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_before_the_answer_cancels_its_run() {

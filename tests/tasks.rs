@@ -509,7 +509,14 @@ fn tasks_left_running_are_interrupted_on_the_next_start() {
         let h = harness_in(dir, TaskLimits::default()).await;
         let t = h.sup.get(&alice(), &task).await.unwrap();
         assert_eq!(t.state, TaskState::Interrupted);
-        assert_eq!(h.store.read_events(&task, 1, 100).await.unwrap(), before);
+        // The log is what was logged before, then the final state.
+        let after = h.store.read_events(&task, 1, 100).await.unwrap();
+        assert_eq!(after[..before.len()], before[..]);
+        assert_eq!(after.len(), before.len() + 1);
+        let EventBody::State(end) = &after[before.len()].body else {
+            panic!("{:?}", after.last());
+        };
+        assert_eq!(end.state, TaskState::Interrupted);
         assert!(h.workspaces.get(&alice(), &ws).await.is_ok());
         // A subscriber of an interrupted task gets what was logged, then the end.
         let mut sub = h.sup.subscribe(&alice(), &task, 1).await.unwrap();

@@ -13,8 +13,9 @@
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
-# The operations tested. /api/v1/parallel, /chain and /compare are left out to keep it fast.
-INCLUDE='^/(api/v1/(backends|sessions|prompt)|health|metrics|openapi\.json)'
+# The operations tested (SCHEMATHESIS_INCLUDE, a regex over paths, to choose others).
+# /api/v1/parallel, /chain and /compare are left out by default to keep it fast.
+INCLUDE=${SCHEMATHESIS_INCLUDE:-'^/(api/v1/(backends|sessions|prompt)|health|metrics|openapi\.json)'}
 MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-25}
 
 if [[ $# -lt 2 ]]; then

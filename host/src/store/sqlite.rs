@@ -978,7 +978,17 @@ mod tests {
             db.get_task("alice", "ok").await.unwrap().unwrap().state,
             TaskState::Done
         );
-        assert_eq!(db.read_events("run", 1, 10).await.unwrap().len(), 1);
+        // The log is kept, and ends with the final state.
+        let log = db.read_events("run", 1, 10).await.unwrap();
+        assert_eq!(log.len(), 2);
+        let crate::contract::EventBody::State(end) = &log[1].body else {
+            panic!("{:?}", log[1]);
+        };
+        assert_eq!((log[1].seq, end.state), (2, TaskState::Interrupted));
+        assert_eq!(
+            db.get_task("alice", "run").await.unwrap().unwrap().last_seq,
+            2
+        );
     }
 
     #[tokio::test]

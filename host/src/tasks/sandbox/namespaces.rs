@@ -471,7 +471,8 @@ fn init(
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: keyctl with a null name: join a new anonymous session keyring.
     unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) };
-    std::env::set_current_dir(cwd).map_err(|e| fail(&format!("entering {}", cwd.display()), e))?;
+    // The message reaches the task's answer: it names no host path.
+    std::env::set_current_dir(cwd).map_err(|e| fail("entering the task's directory", e))?;
     doing(rustix::system::sethostname(HOSTNAME.as_bytes()), || {
         "setting the hostname".into()
     })?;
