@@ -27,13 +27,7 @@ fn sh_backend(settings: &str) -> String {
 /// Serve `manifests` for alice and bob, with `config` over the defaults.
 fn start(manifests: &[(&str, String)], config: &str) -> (Setup, Gantry) {
     let setup = Setup::new(manifests);
-    let file = setup.dir.path().join("gantry.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut cmd = setup.command();
-    cmd.arg("--config")
-        .arg(&file)
-        .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
-    let g = Gantry::spawn(cmd);
+    let g = setup.start_configured(config, &format!("alice:{ALICE},bob:{BOB}"));
     (setup, g)
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, Gantry, Setup};
+use common::{Client, Setup};
 use std::path::PathBuf;
 
 const OPS: &str = "ops-key-0123456789abcdef";
@@ -45,18 +45,12 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         // A trivial CLI, so that generated prompts naming it really run.
         ("echo", "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n".into()),
     ]);
-    let config = setup.dir.path().join("gantry.toml");
     // The fuzzing tenant is an operator, so that /metrics is fuzzed (and read) too. Generated
     // runs end within seconds (the document's own example starts CLK's endless `loop`), so
     // that a case following a task's stream is never left waiting on the fuzzer's timeout.
     let settings =
         "operators = [\"ops\"]\n[tasks]\ndefault_timeout_ms = 2000\nmax_running_per_tenant = 16\n";
-    std::fs::write(&config, settings).unwrap();
-    let mut cmd = setup.command();
-    cmd.arg("--config")
-        .arg(&config)
-        .env("GANTRY_API_KEYS", format!("ops:{OPS}"));
-    let g = Gantry::spawn(cmd);
+    let g = setup.start_configured(settings, &format!("ops:{OPS}"));
     let base = format!("http://{}", g.addr);
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("bash")
@@ -68,7 +62,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
                 "SCHEMATHESIS_INCLUDE",
                 r"^/(v1/.*|api/(healthz|capabilities|workflows|workspaces.*|research.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
             )
-            .env("SCHEMATHESIS_MAX_EXAMPLES", "300")
+            .env("SCHEMATHESIS_MAX_EXAMPLES", "600")
             .output()
             .expect("running tests/schemathesis/run.sh")
     })

@@ -44,13 +44,14 @@ fn node(config: &str) -> (Setup, Gantry) {
             test_handler_manifest("routes = [\"/t/...\"]\nimports = [\"gantry:plugin\"]"),
         ),
     ]);
-    let config_path = setup.dir.path().join("gantry.toml");
-    std::fs::write(&config_path, format!("operators = [\"alice\"]\n{config}")).unwrap();
-    let mut cmd = setup.command();
-    cmd.arg("--config")
-        .arg(&config_path)
-        .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
-    let g = Gantry::spawn(cmd);
+    let keys = format!("alice:{ALICE},bob:{BOB}");
+    let g = setup.start_configured(
+        &format!(
+            "operators = [\"alice\"]
+{config}"
+        ),
+        &keys,
+    );
     (setup, g)
 }
 

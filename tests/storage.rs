@@ -26,13 +26,7 @@ fn start(config: &str) -> (Setup, Gantry) {
             "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"/bin/sh\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"-c\", \"{prompt}\"]\n".into(),
         ),
     ]);
-    let file = setup.dir.path().join("gantry.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut cmd = setup.command();
-    cmd.arg("--config")
-        .arg(&file)
-        .env("GANTRY_API_KEYS", format!("alice:{ALICE},bob:{BOB}"));
-    let g = Gantry::spawn(cmd);
+    let g = setup.start_configured(config, &format!("alice:{ALICE},bob:{BOB}"));
     (setup, g)
 }
 

@@ -88,6 +88,16 @@ impl Setup {
         Gantry::spawn(self.command())
     }
 
+    /// Serve this setup with `config` as its config file and `keys` (`tenant:key,…`) as its
+    /// API keys.
+    pub fn start_configured(&self, config: &str, keys: &str) -> Gantry {
+        let file = self.dir.path().join("gantry.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = self.command();
+        cmd.arg("--config").arg(&file).env("GANTRY_API_KEYS", keys);
+        Gantry::spawn(cmd)
+    }
+
     /// Run a server that must fail to start; its exit status and stderr.
     pub fn start_failure(&self) -> (ExitStatus, String) {
         let out = self
