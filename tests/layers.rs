@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["runtime"],
     &["tasks"],
-    &["workspaces", "sessions", "backends", "events"],
+    &["workspaces", "sessions", "users", "backends", "events"],
     &["store"],
     &["config", "manifest", "contract", "tenants", "metrics"],
 ];

@@ -86,7 +86,12 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
         tasks,
         backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),
         adapters,
-        sessions: gantry::sessions::Sessions::new(store),
+        sessions: gantry::sessions::Sessions::new(store.clone()),
+        users: gantry::users::Users::new(
+            store,
+            gantry::users::tokens::SigningKeys::ephemeral().unwrap(),
+            Duration::from_secs(3600),
+        ),
         metrics,
     }
 }

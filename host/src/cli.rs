@@ -1,4 +1,4 @@
-//! The command line: `gantry serve` and `gantry plugin check`.
+//! The command line: `gantry serve`, `gantry users …` and `gantry plugin check`.
 
 use crate::config::{Config, Overrides, TelemetryConfig};
 use crate::manifest::{ComponentSource, PluginKind};
@@ -32,6 +32,55 @@ enum Command {
     /// Plugin author tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Users of the /api surface, in the data directory of the config (as `serve` sees it).
+    Users(UsersArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UsersArgs {
+    /// Data directory (as for `serve`).
+    #[arg(long, env = "GANTRY_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file over the embedded defaults (as for `serve`).
+    #[arg(long, env = "GANTRY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: UsersCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Add a user; its password is read from standard input (one line) when that is not a
+    /// terminal, else prompted for without echo.
+    Add {
+        /// The tenant the user acts as.
+        #[arg(long)]
+        tenant: String,
+        /// Its login name, unique on the node.
+        #[arg(long)]
+        username: String,
+        /// Its email.
+        #[arg(long)]
+        email: Option<String>,
+        /// May manage its tenant's users (besides read, write and execute).
+        #[arg(long)]
+        admin: bool,
+        /// Its permissions instead of read, write and execute (repeat, or comma-separate).
+        #[arg(long = "permission", value_delimiter = ',', conflicts_with = "admin")]
+        permissions: Vec<String>,
+    },
+    /// List every user on the node.
+    List,
+    /// Disable a user: it can no longer log in, and its tokens are refused.
+    Disable {
+        /// The user's name.
+        username: String,
+    },
+    /// Set a user's password (read as for `add`); its tokens issued before are refused.
+    Passwd {
+        /// The user's name.
+        username: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,6 +114,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Check { component }) => check(&component),
+        Command::Users(args) => users(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -231,6 +281,14 @@ fn serve(args: ServeArgs) -> Result<()> {
                 .with_workdirs(&config.workdirs),
         );
         let sessions = crate::sessions::Sessions::new(store.clone());
+        let signing_keys = crate::users::tokens::SigningKeys::load_or_create(
+            &config.users.signing_key_path(&config.data_dir),
+        )?;
+        let users = crate::users::Users::new(
+            store.clone(),
+            signing_keys,
+            Duration::from_secs(config.users.token_ttl_secs),
+        );
         // Bound before the isolation probe, which proves that a task cannot reach it.
         let (listener, local) = crate::http::bind(config.addr).await?;
         let launcher = crate::tasks::sandbox::launcher_for(
@@ -297,6 +355,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 backends,
                 adapters,
                 sessions,
+                users,
                 metrics,
             },
         ));
@@ -326,6 +385,135 @@ fn serve(args: ServeArgs) -> Result<()> {
         )
         .await
     })
+}
+
+/// `gantry users …`: on the store of the config's data directory. The signing keys are not
+/// read: these commands issue no token.
+fn users(args: UsersArgs) -> Result<()> {
+    use crate::users::{NewUser, Permission, Users};
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        ..Overrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
+            &config.data_dir.join("gantry.db"),
+        )?);
+        let users = Users::new(
+            store,
+            crate::users::tokens::SigningKeys::ephemeral()?,
+            Duration::from_secs(config.users.token_ttl_secs),
+        );
+        let mut out = std::io::stdout().lock();
+        match args.command {
+            UsersCommand::Add {
+                tenant,
+                username,
+                email,
+                admin,
+                permissions,
+            } => {
+                let tenant = crate::tenants::TenantId::new(&tenant)?;
+                let permissions = if admin {
+                    Permission::ALL.to_vec()
+                } else if permissions.is_empty() {
+                    Permission::default_set()
+                } else {
+                    permissions
+                        .iter()
+                        .map(|p| {
+                            Permission::parse(p.trim()).with_context(|| {
+                                format!("unknown permission {p:?}: read, write, execute or admin")
+                            })
+                        })
+                        .collect::<Result<_>>()?
+                };
+                let password = read_password(&format!("password for {username}: "))?;
+                let user = users
+                    .create(NewUser {
+                        tenant,
+                        username,
+                        email,
+                        password,
+                        permissions,
+                    })
+                    .await?;
+                writeln!(
+                    out,
+                    "added user {} ({}) to tenant {}",
+                    user.username, user.id, user.tenant
+                )?;
+            }
+            UsersCommand::List => {
+                writeln!(
+                    out,
+                    "{:<24} {:<16} {:<28} {:<8} {}",
+                    "USERNAME", "TENANT", "PERMISSIONS", "STATE", "ID"
+                )?;
+                for user in users.list_all().await? {
+                    let permissions: Vec<&str> =
+                        user.permissions.iter().map(|p| p.as_str()).collect();
+                    let state = if user.disabled { "disabled" } else { "enabled" };
+                    writeln!(
+                        out,
+                        "{:<24} {:<16} {:<28} {:<8} {}",
+                        user.username,
+                        user.tenant,
+                        permissions.join(","),
+                        state,
+                        user.id
+                    )?;
+                }
+            }
+            UsersCommand::Disable { username } => {
+                let user = users.by_name(&username).await?;
+                users.disable(&user.tenant, &user.id).await?;
+                writeln!(out, "disabled user {}", user.username)?;
+            }
+            UsersCommand::Passwd { username } => {
+                let user = users.by_name(&username).await?;
+                let password = read_password(&format!("new password for {}: ", user.username))?;
+                users
+                    .set_password(&user.tenant, &user.id, &password)
+                    .await?;
+                writeln!(
+                    out,
+                    "set the password of {}; its tokens issued before are refused",
+                    user.username
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A password: one line of standard input when it is not a terminal (scripts), else typed at
+/// a prompt without echo, twice. Refused when short; `users` checks it again.
+fn read_password(prompt: &str) -> Result<String> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).context("reading the password")?;
+        let again = rpassword::prompt_password("again: ").context("reading the password")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    crate::users::check_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(password)
 }
 
 async fn shutdown_signal() {

@@ -8,8 +8,9 @@
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
 //! - [`tasks`] — the process supervisor and each task's event log;
-//! - [`workspaces`], [`sessions`], [`backends`] — per-tenant directories (through cap-std),
-//!   resumable conversations, which backends can run here;
+//! - [`workspaces`], [`sessions`], [`users`], [`backends`] — per-tenant directories (through
+//!   cap-std), resumable conversations, users with passwords and access tokens, which backends
+//!   can run here;
 //! - [`store`] — persistence (SQLite by default);
 //! - [`config`], [`manifest`], [`contract`], [`tenants`], [`metrics`] — settings, plugin
 //!   manifests, the WIT's shared types, tenants and their keys, the node's counters.
@@ -28,6 +29,7 @@ pub mod sessions;
 pub mod store;
 pub mod tasks;
 pub mod tenants;
+pub mod users;
 pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.

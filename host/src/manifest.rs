@@ -84,6 +84,10 @@ pub struct Manifest {
     /// The backends a handler may start tasks on (`backends = [...]`), so that one API surface
     /// cannot run a backend meant for another; `None` (no `backends` key) means any.
     pub backends: Option<Vec<String>>,
+    /// `user_auth = true`: on this handler's routes, `Authorization: Bearer` may carry a user's
+    /// access token (a JWT) as well as an API key, and the handler learns the user through
+    /// `identity.user`. Refusals use the `/api` document's auth codes.
+    pub user_auth: bool,
 }
 
 /// How the host words its own errors (401, 403, 404, 413, 429, plugin failures) on a handler's
@@ -98,7 +102,13 @@ pub enum ErrorEnvelope {
     Flat,
     /// `{"ok": false, "error": {"code", "message"}}` (the CLK API's shape).
     Clk,
+    /// `{"data": null, "error": {"code", "message", "details"}, "meta": {"timestamp",
+    /// "request_id", "version"}}` (the Claude CLI Web UI API's shape), with `X-Request-ID`.
+    Webui,
 }
+
+/// The API version `meta.version` names in the `webui` envelope.
+pub const WEBUI_API_VERSION: &str = "1.0.0";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +135,8 @@ struct RawManifest {
     #[serde(default)]
     error_envelope: ErrorEnvelope,
     backends: Option<Vec<String>>,
+    #[serde(default)]
+    user_auth: bool,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +270,9 @@ impl Manifest {
         for import in &raw.imports {
             check_import_name(import)?;
         }
+        if raw.user_auth && raw.kind == PluginKind::Backend {
+            bail!("`user_auth` is about a handler's routes; a backend serves none");
+        }
         if let Some(backends) = &raw.backends {
             if raw.kind == PluginKind::Backend {
                 bail!("`backends` names what a handler may start; a backend starts nothing");
@@ -322,6 +337,7 @@ impl Manifest {
         Ok(Manifest {
             error_envelope: raw.error_envelope,
             backends: raw.backends,
+            user_auth: raw.user_auth,
             name,
             kind: raw.kind,
             component,
@@ -441,6 +457,13 @@ mod tests {
         assert_eq!(m.limits.cpu_ms, 1000);
         assert_eq!(m.settings["retries"], "3");
         assert_eq!(m.settings["args"], r#"["-c","say \"{prompt}\""]"#);
+        assert!(!m.user_auth, "off unless asked for");
+        let m = parse(
+            "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/api/auth/...\"]\nuser_auth = true\nerror_envelope = \"webui\"",
+        )
+        .unwrap();
+        assert!(m.user_auth);
+        assert_eq!(m.error_envelope, ErrorEnvelope::Webui);
     }
 
     #[test]
@@ -506,6 +529,14 @@ mod tests {
             (
                 "name = \"a b\"\nkind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]",
                 "plugin name",
+            ),
+            (
+                "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nuser_auth = true",
+                "`user_auth`",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nuser_auth = \"yes\"",
+                "user_auth",
             ),
         ];
         for (text, needle) in cases {

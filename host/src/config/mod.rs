@@ -10,7 +10,7 @@ mod sections;
 
 pub use sections::{
     CgroupLimits, ConnectionLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig,
-    StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride,
+    StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, UsersConfig,
     WorkdirPolicy,
 };
 
@@ -53,6 +53,9 @@ pub struct Config {
     /// Per-tenant caps on stored task output, and retention.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Users of the `/api` surface: token lifetime and signing keys.
+    #[serde(default)]
+    pub users: UsersConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -197,6 +200,7 @@ impl Config {
             );
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
+        self.users.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;
         }

@@ -380,3 +380,41 @@ impl StorageConfig {
         }
     }
 }
+
+/// `[users]`: the users of the `/api` surface and their access tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersConfig {
+    /// How long an access token is honoured, in seconds (its `expires_in`).
+    pub token_ttl_secs: u64,
+    /// The file of HS256 signing keys, one `KID:HEX` line each, the first signing and all
+    /// verifying; relative paths are under the data directory. Created (one random 32-byte
+    /// key, mode 0600) when missing; refused when others may read it.
+    pub signing_key_file: std::path::PathBuf,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        UsersConfig {
+            token_ttl_secs: 3600,
+            signing_key_file: "jwt-signing-keys".into(),
+        }
+    }
+}
+
+impl UsersConfig {
+    /// The signing key file, resolved against the data directory.
+    pub fn signing_key_path(&self, data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join(&self.signing_key_file)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 30 * 24 * 3600 {
+            return Err("users.token_ttl_secs must be between 1 and 2592000 (30 days)".into());
+        }
+        if self.signing_key_file.as_os_str().is_empty() {
+            return Err("users.signing_key_file must name a file".into());
+        }
+        Ok(())
+    }
+}

@@ -1,8 +1,10 @@
 //! Who is calling: the tenant a request's key names, refusing ambiguous credentials, and a
-//! per-address backoff on failed keys so that keys cannot be guessed at line rate.
+//! per-address backoff on failed keys so that keys cannot be guessed at line rate. On a
+//! `user_auth` route, a user's access token too.
 
 use super::router::RouteTarget;
 use crate::tenants::{AmbiguousCredentials, ApiKeys, TenantId, request_key};
+use crate::users::{Principal, TokenError, Users};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -27,6 +29,14 @@ pub enum Refusal {
     Ambiguous,
     /// Too many failed keys from this address lately (429, retry after this many seconds).
     Throttled(u64),
+    /// On a `user_auth` route: no credentials (401 `AUTH_TOKEN_MISSING`).
+    TokenMissing,
+    /// On a `user_auth` route: a token or key not honoured (401 `AUTH_TOKEN_INVALID`).
+    TokenInvalid,
+    /// On a `user_auth` route: the token's user is disabled (401 `AUTH_ACCOUNT_DISABLED`).
+    AccountDisabled,
+    /// The store could not say (503).
+    Unavailable,
 }
 
 /// Failed authentications per client address (an IPv6 client's /64), with exponential
@@ -125,9 +135,88 @@ pub fn authenticate(
     }
 }
 
+/// Whether a credential has a JWT's shape (three dot-separated parts); an API key does not
+/// need to avoid dots, so a known key is always tried first.
+fn looks_like_jwt(credential: &str) -> bool {
+    credential.split('.').count() == 3
+}
+
+/// The caller on a `user_auth` route: its tenant, and the user it acts as. An API key (in
+/// `Authorization: Bearer` or `X-Api-Key`) is its tenant's service user with every permission;
+/// any other bearer credential of a JWT's shape must be a valid, unrevoked access token of an
+/// enabled user. Without configured keys a request without credentials is tenant `local`'s
+/// service user, as everywhere else on such a node. A public route's caller without
+/// credentials is `anonymous`, with no user.
+pub async fn authenticate_user(
+    keys: &ApiKeys,
+    throttle: &AuthThrottle,
+    users: &Users,
+    client: IpAddr,
+    target: &RouteTarget,
+    headers: &hyper::HeaderMap,
+) -> Result<(TenantId, Option<Principal>), Refusal> {
+    let credential = request_key(headers).map_err(|AmbiguousCredentials| Refusal::Ambiguous)?;
+    let Some(credential) = credential else {
+        if keys.is_empty() {
+            let local = TenantId::local();
+            let service = Principal::service(&local);
+            return Ok((local, Some(service)));
+        }
+        if target.public {
+            return Ok((TenantId::anonymous(), None));
+        }
+        return Err(Refusal::TokenMissing);
+    };
+    if !looks_like_jwt(credential) && !keys.is_empty() {
+        // An API key, under the same backoff as on every other route.
+        let now = Instant::now();
+        if let Some(wait) = throttle.blocked(client, now) {
+            return Err(Refusal::Throttled(wait));
+        }
+        return match keys.resolve(credential) {
+            Some(tenant) => Ok((tenant.clone(), Some(Principal::service(tenant)))),
+            None => {
+                throttle.failed(client, now);
+                Err(Refusal::TokenInvalid)
+            }
+        };
+    }
+    if let Some(tenant) = keys.resolve(credential) {
+        return Ok((tenant.clone(), Some(Principal::service(tenant))));
+    }
+    if looks_like_jwt(credential) {
+        // A token is not counted against the address: guessing a 256-bit HMAC gains nothing
+        // from speed, and an expired token of a real client must not lock its address out.
+        return match users.authenticate(credential).await {
+            Ok(user) => Ok((user.tenant.clone(), Some(user))),
+            Err(TokenError::Invalid(reason)) => {
+                tracing::debug!(%client, reason, "access token refused");
+                Err(Refusal::TokenInvalid)
+            }
+            Err(TokenError::Disabled) => Err(Refusal::AccountDisabled),
+            Err(TokenError::Internal(e)) => {
+                tracing::error!("checking an access token: {e:#}");
+                Err(Refusal::Unavailable)
+            }
+        };
+    }
+    // No keys configured, and not a token: the node's one tenant, as everywhere else.
+    let local = TenantId::local();
+    let service = Principal::service(&local);
+    Ok((local, Some(service)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwts_have_three_parts() {
+        assert!(looks_like_jwt("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."));
+        assert!(looks_like_jwt("a.b.c"));
+        assert!(!looks_like_jwt("alice-key-0123456789abcdef"));
+        assert!(!looks_like_jwt("key.with.two.dots.more"));
+    }
 
     #[test]
     fn failed_keys_back_off_per_address() {

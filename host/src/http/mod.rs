@@ -182,12 +182,39 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 pub static SPANS_EXPORTED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+tokio::task_local! {
+    /// The request id of the request being answered, on routes in the `webui` envelope: every
+    /// answer the host writes for it carries the id in `meta.request_id`, without threading it
+    /// through each early return.
+    static REQUEST_ID: Option<String>;
+}
+
+/// The longest `X-Request-ID` taken from a request; a longer or odd one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request's `X-Request-ID` when it is a sane token (letters, digits, `-`, `_`, `.`, `:`),
+/// else a fresh UUID.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
 async fn dispatch(
     runtime: &Runtime,
     router: &router::Router,
     gate: &Gate,
     client: std::net::IpAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<GuestBody> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -214,11 +241,27 @@ async fn dispatch(
         otel.status_code = tracing::field::Empty,
         )
     };
-    let response = tracing::Instrument::instrument(
-        gated(runtime, gate, client, target.as_ref(), envelope, req),
-        span.clone(),
-    )
-    .await;
+    // On the `webui` envelope's routes, the handler sees the id it must answer with, and the
+    // answer carries it whoever wrote it.
+    let id = (envelope == ErrorEnvelope::Webui).then(|| {
+        let id = request_id(req.headers());
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert("x-request-id", value);
+        }
+        id
+    });
+    let mut response = REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(
+                gated(runtime, gate, client, target.as_ref(), envelope, req),
+                span.clone(),
+            ),
+        )
+        .await;
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     let status = response.status().as_u16();
     // A body cut short after a 2xx head is counted as failed too.
     let metrics = runtime.services().metrics.clone();
@@ -258,12 +301,54 @@ async fn gated(
             None,
         );
     }
+    let authenticated = match target.filter(|t| t.user_auth) {
+        Some(target) => {
+            let users = &runtime.services().users;
+            let headers = req.headers();
+            auth::authenticate_user(
+                &gate.keys,
+                &gate.failed_auth,
+                users,
+                client,
+                target,
+                headers,
+            )
+            .await
+        }
+        None => auth::authenticate(&gate.keys, &gate.failed_auth, client, target, req.headers())
+            .map(|tenant| (tenant, None)),
+    };
     let path = req.uri().path();
-    let authenticated =
-        auth::authenticate(&gate.keys, &gate.failed_auth, client, target, req.headers());
-    let tenant = match authenticated {
-        Ok(tenant) => tenant,
+    let (tenant, user) = match authenticated {
+        Ok(caller) => caller,
         Err(auth::Refusal::Unauthorized(message)) => return unauthorized(envelope, message),
+        Err(auth::Refusal::TokenMissing) => {
+            let message = "an access token is required: send Authorization: Bearer TOKEN \
+                           (from POST /api/auth/login) or an API key";
+            return refused_token(envelope, "AUTH_TOKEN_MISSING", message);
+        }
+        Err(auth::Refusal::TokenInvalid) => {
+            let message = "the access token is invalid, expired or revoked; log in again";
+            return refused_token(envelope, "AUTH_TOKEN_INVALID", message);
+        }
+        Err(auth::Refusal::AccountDisabled) => {
+            let message = "the account is disabled";
+            return refused_token(envelope, "AUTH_ACCOUNT_DISABLED", message);
+        }
+        Err(auth::Refusal::Unavailable) => {
+            let message = "credentials could not be checked now; retry shortly";
+            let mut response = error_response(
+                envelope,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                message,
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         Err(auth::Refusal::Ambiguous) => {
             let message = "the request names more than one API key: send one, in \
                            Authorization: Bearer KEY or X-Api-Key: KEY";
@@ -379,8 +464,13 @@ async fn gated(
             );
         }
     };
+    let caller = crate::runtime::Caller {
+        tenant,
+        user,
+        client: Some(client),
+    };
     let mut response = match runtime
-        .handle(&target.plugin, target.timeout, &tenant, req)
+        .handle(&target.plugin, target.timeout, &caller, req)
         .await
     {
         Ok(response) => response,
@@ -527,6 +617,30 @@ fn unauthorized(envelope: ErrorEnvelope, message: &str) -> Response<GuestBody> {
     response
 }
 
+/// A 401 of a `user_auth` route, with the document's code.
+fn refused_token(envelope: ErrorEnvelope, code: &str, message: &str) -> Response<GuestBody> {
+    let mut response = error_response(envelope, StatusCode::UNAUTHORIZED, code, message, None);
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// The `webui` envelope's code for one of the host's own: the document's where it has one.
+fn webui_code(code: &str) -> String {
+    match code {
+        "unauthorized" => "AUTH_TOKEN_INVALID".into(),
+        "rate_limited" | "auth_throttled" => "RATE_LIMIT_EXCEEDED".into(),
+        "operator_only" => "AUTH_INSUFFICIENT_PERMISSIONS".into(),
+        "no_route" => "RESOURCE_NOT_FOUND".into(),
+        "over_capacity" => "SYSTEM_OVERLOADED".into(),
+        "store_unavailable" => "DATABASE_ERROR".into(),
+        // The document's codes are upper case; the host's own become so.
+        other => other.to_ascii_uppercase(),
+    }
+}
+
 fn failure_response(
     envelope: ErrorEnvelope,
     failure: &CallFailure,
@@ -546,8 +660,9 @@ fn failure_response(
 }
 
 /// An error the host answers itself, in the route's envelope: gantry's
-/// `{"error": {"code", "message", "plugin"?}}`, the flat `{"error": code, "message"}`, or CLK's
-/// `{"ok": false, "error": {"code", "message"}}`.
+/// `{"error": {"code", "message", "plugin"?}}`, the flat `{"error": code, "message"}`, CLK's
+/// `{"ok": false, "error": {"code", "message"}}`, or the Web UI API's
+/// `{"data": null, "error": {"code", "message", "details"}, "meta": {…}}`.
 pub fn error_response(
     envelope: ErrorEnvelope,
     status: StatusCode,
@@ -568,6 +683,23 @@ pub fn error_response(
             "ok": false,
             "error": { "code": code, "message": message },
         }),
+        ErrorEnvelope::Webui => {
+            let request_id = REQUEST_ID
+                .try_with(Clone::clone)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let timestamp = rfc3339_utc(std::time::SystemTime::now());
+            serde_json::json!({
+                "data": null,
+                "error": { "code": webui_code(code), "message": message, "details": {} },
+                "meta": {
+                    "timestamp": timestamp,
+                    "request_id": request_id,
+                    "version": crate::manifest::WEBUI_API_VERSION,
+                },
+            })
+        }
     };
     let body = serde_json::to_vec(&value).expect("JSON values serialize");
     let mut response = Response::new(GuestBody::full(body));
@@ -577,4 +709,52 @@ pub fn error_response(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `at` as RFC 3339 UTC with seconds (`2025-07-30T12:00:00Z`), as the document's timestamps.
+fn rfc3339_utc(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_753_876_800);
+        assert_eq!(rfc3339_utc(at), "2025-07-30T12:00:00Z");
+        assert_eq!(rfc3339_utc(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert("x-request-id", HeaderValue::from_static("a b<script>"));
+        let fresh = request_id(&headers);
+        assert_eq!(fresh.len(), 36, "{fresh}");
+        assert_eq!(request_id(&hyper::HeaderMap::new()).len(), 36);
+    }
 }

@@ -19,6 +19,8 @@ pub struct RouteTarget {
     pub operator: bool,
     /// How the host words its own errors on this route.
     pub errors: crate::manifest::ErrorEnvelope,
+    /// A user's access token is accepted here besides an API key (`user_auth`).
+    pub user_auth: bool,
 }
 
 /// The route table; built once at startup.
@@ -45,6 +47,7 @@ impl Router {
                         public: route.public,
                         operator: route.operator,
                         errors: manifest.error_envelope,
+                        user_auth: manifest.user_auth,
                     },
                 )?;
             }
@@ -104,6 +107,7 @@ mod tests {
             public: false,
             operator: false,
             errors: Default::default(),
+            user_auth: false,
         }
     }
 

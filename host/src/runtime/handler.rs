@@ -7,6 +7,7 @@ use super::log_answer::LogPump;
 use super::registry::PluginInstance;
 use crate::metrics::Metrics;
 use crate::tenants::TenantId;
+use crate::users::Principal;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -200,22 +201,45 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Who a handler call acts for, as the front resolved it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The tenant every host call is scoped to.
+    pub tenant: TenantId,
+    /// On a `user_auth` route, the user (or an API key's service user); what `identity.user`
+    /// and `users` answer for.
+    pub user: Option<Principal>,
+    /// The client's address, for the login backoff.
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    /// A caller known by its tenant alone.
+    pub fn tenant(tenant: TenantId) -> Caller {
+        Caller {
+            tenant,
+            user: None,
+            client: None,
+        }
+    }
+}
+
 impl Runtime {
-    /// Serve `request` for `tenant` with the handler plugin named `plugin`: a fresh instance,
+    /// Serve `request` for `caller` with the handler plugin named `plugin`: a fresh instance,
     /// its limits (and the wall-clock `timeout`), and its response streamed back as the guest
     /// writes it.
     pub async fn handle<B>(
         &self,
         plugin: &str,
         timeout: Option<Duration>,
-        tenant: &TenantId,
+        caller: &Caller,
         request: hyper::Request<B>,
     ) -> Result<hyper::Response<GuestBody>, CallFailure>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let result = self.call_handler(plugin, timeout, tenant, request).await;
+        let result = self.call_handler(plugin, timeout, caller, request).await;
         // A failure of the call itself is counted where the call ends; these are the others.
         if let Err(
             failure @ (CallFailure::OverCapacity
@@ -232,13 +256,14 @@ impl Runtime {
         &self,
         plugin: &str,
         timeout: Option<Duration>,
-        tenant: &TenantId,
+        caller: &Caller,
         request: hyper::Request<B>,
     ) -> Result<hyper::Response<GuestBody>, CallFailure>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let tenant = &caller.tenant;
         let Some(plugin) = self.plugins().plugin(plugin) else {
             return Err(CallFailure::Trap(format!("no plugin named {plugin:?}")));
         };
@@ -252,7 +277,7 @@ impl Runtime {
             self.services().clone(),
             self.plugins().node().clone(),
             self.plugins().capacity().clone(),
-            tenant,
+            caller,
         );
         let (mut store, slot) = self.plugins().reserve(plugin, tenant, host)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -123,7 +123,8 @@ impl LogPump {
             self.services.clone(),
             self.plugins.node().clone(),
             self.plugins.capacity().clone(),
-            &self.tenant,
+            // A shaper formats bytes: it acts for the tenant, and no user.
+            &super::Caller::tenant(self.tenant.clone()),
         );
         let (mut store, _slot) = self.plugins.new_store(plugin, &self.tenant, host, permit);
         let call = async {

@@ -23,7 +23,7 @@ pub mod world;
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use capacity::Shares;
-pub use handler::{CallFailure, GuestBody};
+pub use handler::{CallFailure, Caller, GuestBody};
 pub use host::{NodeState, Services};
 pub use registry::Plugin;
 

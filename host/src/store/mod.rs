@@ -1,4 +1,4 @@
-//! Persistence: workspaces, tasks and their event logs, behind one trait so that a shared
+//! Persistence: workspaces, tasks and their event logs, sessions and users, behind one trait so that a shared
 //! PostgreSQL can be a second implementation. The default is [`Sqlite`]: one file in the data
 //! directory, in WAL mode, with versioned migrations.
 
@@ -325,6 +325,60 @@ pub trait SessionStore: Send + Sync {
     async fn count_sessions(&self) -> StoreResult<u64>;
 }
 
+/// A user row: someone who logs in with a password and acts as its tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Its id (random).
+    pub id: String,
+    /// The tenant it acts as.
+    pub tenant: String,
+    /// Its login name, unique on the node (case-insensitively).
+    pub username: String,
+    /// An address for people, if given.
+    pub email: Option<String>,
+    /// The argon2id hash of its password, as a PHC string; never the password.
+    pub password_hash: String,
+    /// Its permissions by their stored names (`users::Permission` owns the mapping).
+    pub permissions: Vec<String>,
+    /// A disabled user can neither log in nor use a token it holds.
+    pub disabled: bool,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Its last successful login, ms since the epoch.
+    pub last_login: Option<i64>,
+    /// Tokens issued before this time (s since the epoch) are no longer honoured: set when its
+    /// password changes or it is disabled.
+    pub tokens_after: i64,
+}
+
+/// Users and revoked tokens. Reads that reach one user by id take its tenant, so no query
+/// crosses tenants; only a login looks a user up by its node-wide name.
+#[async_trait::async_trait]
+pub trait UserStore: Send + Sync {
+    /// Add a user; a taken username is a [`StoreError::Conflict`].
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// One of a tenant's users.
+    async fn get_user(&self, tenant: &str, id: &str) -> StoreResult<Option<UserRecord>>;
+    /// The user with this name, on the whole node (names compare case-insensitively).
+    async fn find_user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// A tenant's users, oldest first.
+    async fn list_users(&self, tenant: &str) -> StoreResult<Vec<UserRecord>>;
+    /// Every user of the node, by tenant and then oldest first (for the operator's CLI).
+    async fn list_all_users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Write a user's email, password hash, permissions, disabled flag and `tokens_after`;
+    /// whether it existed.
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<bool>;
+    /// Note a successful login.
+    async fn record_login(&self, tenant: &str, id: &str, at: i64) -> StoreResult<()>;
+    /// Refuse the token `jti` from now on; it is kept until `expires_at` (s since the epoch),
+    /// after which the token is refused for its age anyway.
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
+    /// Whether `jti` was revoked.
+    async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Forget revocations of tokens that expired before `now` (s since the epoch); how many.
+    async fn prune_revoked_tokens(&self, now: i64) -> StoreResult<u64>;
+}
+
 /// A node that shares the store, as its lease says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -355,7 +409,14 @@ pub trait NodeStore: Send + Sync {
 
 /// Everything gantry persists.
 pub trait Store:
-    WorkspaceStore + TaskStore + RetentionStore + SessionStore + NodeStore + fmt::Debug + 'static
+    WorkspaceStore
+    + TaskStore
+    + RetentionStore
+    + SessionStore
+    + UserStore
+    + NodeStore
+    + fmt::Debug
+    + 'static
 {
 }
 
@@ -364,6 +425,7 @@ impl<T> Store for T where
         + TaskStore
         + RetentionStore
         + SessionStore
+        + UserStore
         + NodeStore
         + fmt::Debug
         + 'static

@@ -8,7 +8,7 @@
 use super::{
     Appended, EventRecord, NodeRecord, NodeStore, OutputQuota, RetentionStore, SessionPage,
     SessionQuery, SessionRecord, SessionStore, StoreError, StoreResult, StoredOutput, TaskRecord,
-    TaskState, TaskStore, WorkspaceRecord, WorkspaceStore, codec,
+    TaskState, TaskStore, UserRecord, UserStore, WorkspaceRecord, WorkspaceStore, codec,
 };
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -103,6 +103,28 @@ CREATE TRIGGER tasks_output_gone AFTER DELETE ON tasks BEGIN
     WHERE tenant = OLD.tenant;
 END;
 CREATE INDEX tasks_by_finish ON tasks (tenant, finished_at);
+"#,
+    // Users of the /api surface, and the tokens logged out before their expiry. A username is
+    // unique on the node, case-insensitively, so that a login names one user without a tenant.
+    r#"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    email TEXT,
+    password_hash TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    last_login INTEGER,
+    tokens_after INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX users_by_tenant ON users (tenant, created_at);
+CREATE TABLE revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);
 "#,
 ];
 
@@ -717,6 +739,128 @@ impl NodeStore for Sqlite {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+const USER_COLUMNS: &str = "id, tenant, username, email, password_hash, permissions, disabled, created_at, last_login, tokens_after";
+
+fn user(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    let permissions: String = row.get(5)?;
+    Ok(UserRecord {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        username: row.get(2)?,
+        email: row.get(3)?,
+        password_hash: row.get(4)?,
+        permissions: permissions
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        disabled: row.get(6)?,
+        created_at: row.get(7)?,
+        last_login: row.get(8)?,
+        tokens_after: row.get(9)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl UserStore for Sqlite {
+    async fn create_user(&self, u: &UserRecord) -> StoreResult<()> {
+        self.execute(
+            &format!(
+                "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            params![
+                u.id,
+                u.tenant,
+                u.username,
+                u.email,
+                u.password_hash,
+                u.permissions.join(","),
+                u.disabled,
+                u.created_at,
+                u.last_login,
+                u.tokens_after
+            ],
+        )?;
+        Ok(())
+    }
+    async fn get_user(&self, tenant: &str, id: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                user,
+            )
+            .optional()?)
+    }
+    async fn find_user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
+                [username],
+                user,
+            )
+            .optional()?)
+    }
+    async fn list_users(&self, tenant: &str) -> StoreResult<Vec<UserRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map([tenant], user)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+    async fn list_all_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY tenant, created_at, id"
+        ))?;
+        let rows = stmt.query_map([], user)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+    async fn update_user(&self, u: &UserRecord) -> StoreResult<bool> {
+        let n = self.execute(
+            "UPDATE users SET email = ?3, password_hash = ?4, permissions = ?5, disabled = ?6, tokens_after = ?7 WHERE tenant = ?1 AND id = ?2",
+            params![
+                u.tenant,
+                u.id,
+                u.email,
+                u.password_hash,
+                u.permissions.join(","),
+                u.disabled,
+                u.tokens_after
+            ],
+        )?;
+        Ok(n > 0)
+    }
+    async fn record_login(&self, tenant: &str, id: &str, at: i64) -> StoreResult<()> {
+        self.execute(
+            "UPDATE users SET last_login = ?3 WHERE tenant = ?1 AND id = ?2",
+            params![tenant, id, at],
+        )?;
+        Ok(())
+    }
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+        // Revoking twice is harmless: a token logged out twice stays logged out.
+        self.execute(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT (jti) DO NOTHING",
+            params![jti, expires_at],
+        )?;
+        Ok(())
+    }
+    async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool> {
+        Ok(self
+            .query_row("SELECT 1 FROM revoked_tokens WHERE jti = ?1", [jti], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+    async fn prune_revoked_tokens(&self, now: i64) -> StoreResult<u64> {
+        let n = self.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
+        Ok(n as u64)
     }
 }
 
@@ -1390,5 +1534,63 @@ mod tests {
             .unwrap();
         let err = Sqlite::open(&path).unwrap_err().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    fn a_user(id: &str, tenant: &str, username: &str) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            username: username.into(),
+            email: None,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            permissions: vec!["read".into(), "write".into()],
+            disabled: false,
+            created_at: 1,
+            last_login: None,
+            tokens_after: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_are_unique_per_node_and_read_within_their_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_user(&a_user("u1", "alice", "Ann")).await.unwrap();
+        let taken = db.create_user(&a_user("u2", "bob", "ann")).await;
+        assert!(
+            matches!(taken, Err(StoreError::Conflict(_))),
+            "names are unique across tenants, whatever their case"
+        );
+        db.create_user(&a_user("u3", "bob", "ben")).await.unwrap();
+        assert!(db.get_user("bob", "u1").await.unwrap().is_none());
+        let ann = db.get_user("alice", "u1").await.unwrap().unwrap();
+        assert_eq!(ann.permissions, ["read", "write"]);
+        assert_eq!(db.find_user_by_name("ANN").await.unwrap().unwrap().id, "u1");
+        assert_eq!(db.list_users("bob").await.unwrap().len(), 1);
+        assert_eq!(db.list_all_users().await.unwrap().len(), 2);
+        let mut changed = ann.clone();
+        changed.tenant = "bob".into();
+        changed.disabled = true;
+        assert!(
+            !db.update_user(&changed).await.unwrap(),
+            "an update names the user's own tenant"
+        );
+        changed.tenant = "alice".into();
+        assert!(db.update_user(&changed).await.unwrap());
+        assert!(db.get_user("alice", "u1").await.unwrap().unwrap().disabled);
+    }
+
+    #[tokio::test]
+    async fn revoked_tokens_are_kept_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.revoke_token("old", 100).await.unwrap();
+        db.revoke_token("new", 300).await.unwrap();
+        db.revoke_token("new", 300).await.unwrap();
+        assert!(db.is_token_revoked("old").await.unwrap());
+        assert!(!db.is_token_revoked("other").await.unwrap());
+        assert_eq!(db.prune_revoked_tokens(200).await.unwrap(), 1);
+        assert!(!db.is_token_revoked("old").await.unwrap());
+        assert!(db.is_token_revoked("new").await.unwrap());
     }
 }

@@ -98,9 +98,16 @@ pub mod config {
     pub use crate::backend::gantry::plugin::config::{entries, get};
 }
 
-/// The caller's tenant (needs the `gantry:plugin/identity` grant).
+/// The caller's tenant, and on a `user_auth` route its user (needs the
+/// `gantry:plugin/identity` grant).
 pub mod identity {
-    pub use crate::bindings::gantry::plugin::identity::tenant;
+    pub use crate::bindings::gantry::plugin::identity::{Permission, UserInfo, tenant, user};
+}
+
+/// Logging in, and the caller's tenant's users (needs the `gantry:plugin/users` grant; the
+/// host checks the caller's `admin` permission for managing users).
+pub mod users {
+    pub use crate::bindings::gantry::plugin::users::*;
 }
 
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).

@@ -15,6 +15,7 @@ mod metrics;
 mod responses;
 mod sessions;
 mod tasks;
+mod users;
 mod workspaces;
 
 use super::call::CallState;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::tasks::{Adapters, Supervisor};
 use crate::tenants::TenantId;
+use crate::users::{Principal, Users};
 use crate::workspaces::Workspaces;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -51,6 +53,7 @@ pub(crate) mod bindings {
             "gantry:plugin/sessions": async,
             "gantry:plugin/backends": async,
             "gantry:plugin/host-info": async,
+            "gantry:plugin/users": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -95,6 +98,8 @@ pub struct Services {
     pub adapters: Arc<dyn Adapters>,
     /// Resumable conversations.
     pub sessions: Sessions,
+    /// Users, their passwords and tokens.
+    pub users: Users,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
 }
@@ -166,6 +171,10 @@ pub struct HandlerHost {
     bound: BoundCall,
     /// The log the call handed to the host to answer with (`responses.stream-log`).
     handoff: Option<LogHandoff>,
+    /// The calling user, on a `user_auth` route.
+    user: Option<Principal>,
+    /// The client's address.
+    client: Option<std::net::IpAddr>,
 }
 
 impl HandlerHost {
@@ -173,15 +182,17 @@ impl HandlerHost {
         services: Services,
         node: Arc<NodeState>,
         capacity: Arc<Capacity>,
-        tenant: &TenantId,
+        caller: &super::Caller,
     ) -> Self {
         HandlerHost {
             http: WasiHttpCtx::new(),
-            bound: BoundCall::new(services.clone(), tenant.clone()),
+            bound: BoundCall::new(services.clone(), caller.tenant.clone()),
             services,
             node,
             capacity,
             handoff: None,
+            user: caller.user.clone(),
+            client: caller.client,
         }
     }
 
@@ -274,6 +285,21 @@ pub(crate) struct CallView<'a> {
     pub(crate) table: &'a mut wasmtime::component::ResourceTable,
 }
 
+/// Who is calling: the tenant, and the user on a `user_auth` route.
+pub(crate) struct IdentityView<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) user: Option<&'a Principal>,
+}
+
+/// The users service, for the caller: its tenant, its user (whose permissions the host
+/// checks) and its address (for the login backoff).
+pub(crate) struct UsersView<'a> {
+    pub(crate) users: &'a Users,
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) user: Option<&'a Principal>,
+    pub(crate) client: Option<std::net::IpAddr>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -300,9 +326,13 @@ struct HasResponses;
 impl HasData for HasResponses {
     type Data<'a> = responses::ResponsesView<'a>;
 }
-struct HasTenant;
-impl HasData for HasTenant {
-    type Data<'a> = &'a TenantId;
+struct HasIdentity;
+impl HasData for HasIdentity {
+    type Data<'a> = IdentityView<'a>;
+}
+struct HasUsers;
+impl HasData for HasUsers {
+    type Data<'a> = UsersView<'a>;
 }
 
 impl HandlerState {
@@ -333,6 +363,22 @@ impl HandlerState {
         }
     }
 
+    fn identity_view(&mut self) -> IdentityView<'_> {
+        IdentityView {
+            tenant: &self.tenant,
+            user: self.host.user.as_ref(),
+        }
+    }
+
+    fn users_view(&mut self) -> UsersView<'_> {
+        UsersView {
+            users: &self.host.services.users,
+            tenant: &self.tenant,
+            user: self.host.user.as_ref(),
+            client: self.host.client,
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -351,7 +397,8 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::config::add_to_linker::<_, HasPlugin>(linker, |s| s.plugin_view())?;
     gp::host_info::add_to_linker::<_, HasNode>(linker, |s| s.node_view())?;
     gp::metrics::add_to_linker::<_, HasNode>(linker, |s| s.node_view())?;
-    gp::identity::add_to_linker::<_, HasTenant>(linker, |s| &s.tenant)?;
+    gp::identity::add_to_linker::<_, HasIdentity>(linker, |s| s.identity_view())?;
+    gp::users::add_to_linker::<_, HasUsers>(linker, |s| s.users_view())?;
     gp::workspaces::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
     gp::tasks::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
@@ -437,7 +484,12 @@ mod tests {
             tasks,
             backends: Availability::new(vec![], dir).unwrap(),
             adapters,
-            sessions: Sessions::new(store),
+            sessions: Sessions::new(store.clone()),
+            users: Users::new(
+                store,
+                crate::users::tokens::SigningKeys::ephemeral().unwrap(),
+                std::time::Duration::from_secs(60),
+            ),
             metrics: Arc::default(),
         }
     }

@@ -1,0 +1,352 @@
+//! The Claude CLI Web UI API over gantry's core: its users and their access tokens, for now
+//! (`/api/auth/login`, `/refresh`, `/logout`; `/api/users`). Request and response shapes are
+//! the document's, in its envelope `{data, error, meta: {timestamp, request_id, version}}`.
+//! Unlike the original there is no default user or secret, a token's `alg` must be HS256,
+//! and logging out revokes the token for real: the host does all of that (`gantry:plugin/users`);
+//! this component checks shapes and words answers.
+
+use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
+use gantry_guest::http::{self, BodyError, Request};
+use gantry_guest::identity::{self, Permission, UserInfo};
+use gantry_guest::time::iso8601;
+use gantry_guest::users::{self, FieldIssue, Issued, NewUser, User, UserError};
+use serde_json::{Map, Value, json};
+
+/// The API version `meta.version` names (as the host's own answers on these routes do).
+const API_VERSION: &str = "1.0.0";
+/// The largest body read.
+const MAX_BODY: usize = 64 * 1024;
+/// The document's page sizes: 50 by default, at most 100.
+const DEFAULT_PAGE_SIZE: u64 = 50;
+const MAX_PAGE_SIZE: u64 = 100;
+
+struct WebUi;
+
+/// An answer's status, code, message and details.
+struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+    details: Value,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+            retry_after: None,
+        }
+    }
+
+    /// 422 `VALIDATION_ERROR` naming the field and what is wrong with it.
+    fn invalid(field: &str, issue: impl Into<String>) -> Self {
+        let issue = issue.into();
+        ApiError {
+            details: json!({ "field": field, "issue": issue }),
+            ..ApiError::new(
+                422,
+                "VALIDATION_ERROR",
+                format!("Invalid input data: {field}: {issue}"),
+            )
+        }
+    }
+}
+
+impl Guest for WebUi {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let request = Request::new(request);
+        // The host put the id to answer with in the request (taken from the client or new).
+        let request_id = request.header("x-request-id").unwrap_or_default();
+        let path = request.path().trim_end_matches('/').to_string();
+        let method = request.method().to_string();
+        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        let result = match (method.as_str(), segments.as_slice()) {
+            ("POST", ["auth", "login"]) => login(request),
+            ("POST", ["auth", "refresh"]) => refresh(),
+            ("POST", ["auth", "logout"]) => logout(),
+            ("POST", ["users"]) => create_user(request),
+            ("GET", ["users"]) => list_users(&request),
+            ("POST", ["users", id, "disable"]) => disable_user(id),
+            (_, ["auth", "login" | "refresh" | "logout"] | ["users"] | ["users", _, "disable"]) => {
+                Err(ApiError::new(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    format!("{method} is not allowed on {path}"),
+                ))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "RESOURCE_NOT_FOUND",
+                format!("no endpoint at {path}"),
+            )),
+        };
+        match result {
+            Ok((status, data)) => {
+                let body = json!({ "data": data, "error": null, "meta": meta(&request_id) });
+                http::json_with(out, status, &[("x-request-id", request_id.as_str())], &body);
+            }
+            Err(e) => fail(out, &request_id, e),
+        }
+    }
+}
+
+fn meta(request_id: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Whole seconds, as the document's timestamps.
+    let timestamp = iso8601(now as i64 * 1000);
+    let timestamp = match timestamp.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => timestamp,
+    };
+    json!({ "timestamp": timestamp, "request_id": request_id, "version": API_VERSION })
+}
+
+fn fail(out: ResponseOutparam, request_id: &str, e: ApiError) {
+    let retry = e.retry_after.map(|s| s.to_string());
+    let mut headers = vec![("x-request-id", request_id)];
+    if let Some(retry) = &retry {
+        headers.push(("retry-after", retry.as_str()));
+    }
+    if e.status == 401 {
+        headers.push(("www-authenticate", "Bearer"));
+    }
+    let body = json!({
+        "data": null,
+        "error": { "code": e.code, "message": e.message, "details": e.details },
+        "meta": meta(request_id),
+    });
+    http::json_with(out, e.status, &headers, &body);
+}
+
+type Answer = Result<(u16, Value), ApiError>;
+
+/// The request's JSON object; a body that is not one is a 422 naming `body`.
+fn object(request: Request) -> Result<Map<String, Value>, ApiError> {
+    let bytes = request.body(MAX_BODY).map_err(|e| match e {
+        BodyError::TooLarge => ApiError::new(
+            413,
+            "VALIDATION_VALUE_TOO_LONG",
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ),
+        BodyError::Unavailable => ApiError::new(400, "BAD_REQUEST", "the body could not be read"),
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+        Err(e) => Err(ApiError::invalid("body", format!("is not JSON: {e}"))),
+    }
+}
+
+/// A required string field.
+fn string(body: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(ApiError::invalid(field, "Field is required")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::invalid(field, "must be a string")),
+    }
+}
+
+/// An optional string field.
+fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(field, "must be a string")),
+    }
+}
+
+fn permission_name(p: Permission) -> &'static str {
+    match p {
+        Permission::Read => "read",
+        Permission::Write => "write",
+        Permission::Execute => "execute",
+        Permission::Admin => "admin",
+    }
+}
+
+fn permission(name: &str) -> Option<Permission> {
+    [
+        Permission::Read,
+        Permission::Write,
+        Permission::Execute,
+        Permission::Admin,
+    ]
+    .into_iter()
+    .find(|p| permission_name(*p) == name)
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "permissions": u.permissions.iter().map(|p| permission_name(*p)).collect::<Vec<_>>(),
+        "is_active": !u.disabled,
+        "created_at": iso8601(u.created_at),
+        "last_login": u.last_login.map(iso8601),
+    })
+}
+
+fn user_error(e: UserError) -> ApiError {
+    match e {
+        UserError::InvalidCredentials => ApiError::new(
+            401,
+            "AUTH_INVALID_CREDENTIALS",
+            "Invalid username or password.",
+        ),
+        UserError::AccountDisabled => {
+            ApiError::new(401, "AUTH_ACCOUNT_DISABLED", "The account is disabled.")
+        }
+        UserError::Throttled(seconds) => ApiError {
+            details: json!({ "retry_after": seconds }),
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                format!("Too many failed logins. Please try again in {seconds} s."),
+            )
+        },
+        UserError::Forbidden(m) => ApiError::new(403, "AUTH_INSUFFICIENT_PERMISSIONS", m),
+        UserError::NotFound => ApiError::new(404, "RESOURCE_NOT_FOUND", "User not found."),
+        UserError::Conflict(m) => ApiError::new(409, "RESOURCE_ALREADY_EXISTS", m),
+        UserError::Invalid(FieldIssue { field, issue }) => ApiError::invalid(&field, issue),
+        UserError::Internal(m) => ApiError::new(500, "DATABASE_ERROR", m),
+    }
+}
+
+/// The calling user, if it holds `needed`: 403 otherwise (the host checks again).
+fn caller_with(needed: Permission) -> Result<UserInfo, ApiError> {
+    let user = identity::user()
+        .ok_or_else(|| ApiError::new(401, "AUTH_TOKEN_MISSING", "An access token is required."))?;
+    if !user.permissions.contains(&needed) {
+        return Err(ApiError::new(
+            403,
+            "AUTH_INSUFFICIENT_PERMISSIONS",
+            format!("This needs the {} permission.", permission_name(needed)),
+        ));
+    }
+    Ok(user)
+}
+
+fn token_json(issued: &Issued, with_user: bool) -> Value {
+    let mut data = json!({
+        "access_token": issued.access_token,
+        "token_type": "bearer",
+        "expires_in": issued.expires_in,
+    });
+    if with_user {
+        data["user"] = json!({
+            "id": issued.user.id,
+            "username": issued.user.username,
+            "email": issued.user.email,
+        });
+    }
+    data
+}
+
+fn login(request: Request) -> Answer {
+    let body = object(request)?;
+    let username = string(&body, "username")?;
+    let password = string(&body, "password")?;
+    let issued = users::login(&username, &password).map_err(user_error)?;
+    Ok((200, token_json(&issued, true)))
+}
+
+fn refresh() -> Answer {
+    let issued = users::refresh().map_err(user_error)?;
+    Ok((200, token_json(&issued, false)))
+}
+
+fn logout() -> Answer {
+    users::logout().map_err(user_error)?;
+    Ok((
+        200,
+        json!({ "message": "Logged out; the token is revoked." }),
+    ))
+}
+
+fn create_user(request: Request) -> Answer {
+    caller_with(Permission::Admin)?;
+    let body = object(request)?;
+    let username = string(&body, "username")?;
+    let password = string(&body, "password")?;
+    let email = optional_string(&body, "email")?;
+    let permissions = match body.get("permissions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().and_then(permission).ok_or_else(|| {
+                    ApiError::invalid(
+                        "permissions",
+                        "each must be one of read, write, execute, admin",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::invalid("permissions", "must be a list")),
+    };
+    let user = users::create(&NewUser {
+        username,
+        email,
+        password,
+        permissions,
+    })
+    .map_err(user_error)?;
+    Ok((201, user_json(&user)))
+}
+
+/// A positive page query parameter, at most `max`.
+fn page_param(request: &Request, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    let Some(raw) = request.query(name) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(
+            name,
+            format!("must be a whole number from 1 to {max}"),
+        )),
+    }
+}
+
+fn list_users(request: &Request) -> Answer {
+    caller_with(Permission::Admin)?;
+    let page = page_param(request, "page", 1, u64::from(u32::MAX))?;
+    let page_size = page_param(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let all = users::list().map_err(user_error)?;
+    let total = all.len() as u64;
+    let pages = total.div_ceil(page_size);
+    let items: Vec<Value> = all
+        .iter()
+        .skip(((page - 1) * page_size) as usize)
+        .take(page_size as usize)
+        .map(user_json)
+        .collect();
+    Ok((
+        200,
+        json!({
+            "items": items,
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "pages": pages,
+            "has_next": page < pages,
+            "has_previous": page > 1,
+        }),
+    ))
+}
+
+fn disable_user(id: &str) -> Answer {
+    caller_with(Permission::Admin)?;
+    let user = users::disable(id).map_err(user_error)?;
+    Ok((200, user_json(&user)))
+}
+
+gantry_guest::bindings::export_handler!(WebUi);
