@@ -346,9 +346,9 @@ pub struct UserRecord {
     pub created_at: i64,
     /// Its last successful login, ms since the epoch.
     pub last_login: Option<i64>,
-    /// Tokens issued before this time (s since the epoch) are no longer honoured: set when its
-    /// password changes or it is disabled.
-    pub tokens_after: i64,
+    /// Bumped when its password changes or it is disabled; a token carries the generation it
+    /// was issued in and is honoured only while that is still the user's.
+    pub token_generation: i64,
 }
 
 /// Users and revoked tokens. Reads that reach one user by id take its tenant, so no query
@@ -365,7 +365,7 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self, tenant: &str) -> StoreResult<Vec<UserRecord>>;
     /// Every user of the node, by tenant and then oldest first (for the operator's CLI).
     async fn list_all_users(&self) -> StoreResult<Vec<UserRecord>>;
-    /// Write a user's email, password hash, permissions, disabled flag and `tokens_after`;
+    /// Write a user's email, password hash, permissions, disabled flag and `token_generation`;
     /// whether it existed.
     async fn update_user(&self, user: &UserRecord) -> StoreResult<bool>;
     /// Note a successful login.

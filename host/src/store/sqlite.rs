@@ -117,7 +117,7 @@ CREATE TABLE users (
     disabled INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     last_login INTEGER,
-    tokens_after INTEGER NOT NULL DEFAULT 0
+    token_generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX users_by_tenant ON users (tenant, created_at);
 CREATE TABLE revoked_tokens (
@@ -742,7 +742,7 @@ impl NodeStore for Sqlite {
     }
 }
 
-const USER_COLUMNS: &str = "id, tenant, username, email, password_hash, permissions, disabled, created_at, last_login, tokens_after";
+const USER_COLUMNS: &str = "id, tenant, username, email, password_hash, permissions, disabled, created_at, last_login, token_generation";
 
 fn user(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     let permissions: String = row.get(5)?;
@@ -760,7 +760,7 @@ fn user(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         disabled: row.get(6)?,
         created_at: row.get(7)?,
         last_login: row.get(8)?,
-        tokens_after: row.get(9)?,
+        token_generation: row.get(9)?,
     })
 }
 
@@ -781,7 +781,7 @@ impl UserStore for Sqlite {
                 u.disabled,
                 u.created_at,
                 u.last_login,
-                u.tokens_after
+                u.token_generation
             ],
         )?;
         Ok(())
@@ -822,7 +822,7 @@ impl UserStore for Sqlite {
     }
     async fn update_user(&self, u: &UserRecord) -> StoreResult<bool> {
         let n = self.execute(
-            "UPDATE users SET email = ?3, password_hash = ?4, permissions = ?5, disabled = ?6, tokens_after = ?7 WHERE tenant = ?1 AND id = ?2",
+            "UPDATE users SET email = ?3, password_hash = ?4, permissions = ?5, disabled = ?6, token_generation = ?7 WHERE tenant = ?1 AND id = ?2",
             params![
                 u.tenant,
                 u.id,
@@ -830,7 +830,7 @@ impl UserStore for Sqlite {
                 u.password_hash,
                 u.permissions.join(","),
                 u.disabled,
-                u.tokens_after
+                u.token_generation
             ],
         )?;
         Ok(n > 0)
@@ -1547,7 +1547,7 @@ mod tests {
             disabled: false,
             created_at: 1,
             last_login: None,
-            tokens_after: 0,
+            token_generation: 0,
         }
     }
 

@@ -313,7 +313,7 @@ impl Users {
             disabled: false,
             created_at: now_ms(),
             last_login: None,
-            tokens_after: 0,
+            token_generation: 0,
         };
         match self.store.create_user(&record).await {
             Ok(()) => User::of(&record),
@@ -352,7 +352,7 @@ impl Users {
     pub async fn disable(&self, tenant: &TenantId, id: &str) -> Result<User, UserError> {
         let mut record = self.record(tenant, id).await?;
         record.disabled = true;
-        record.tokens_after = now_secs();
+        record.token_generation += 1;
         if !self.store.update_user(&record).await? {
             return Err(UserError::NotFound);
         }
@@ -379,7 +379,7 @@ impl Users {
         check_password(password)?;
         let mut record = self.record(tenant, id).await?;
         record.password_hash = hash_password(password)?;
-        record.tokens_after = now_secs();
+        record.token_generation += 1;
         if !self.store.update_user(&record).await? {
             return Err(UserError::NotFound);
         }
@@ -431,16 +431,18 @@ impl Users {
             .await?;
         let mut user = User::of(&record)?;
         user.last_login = Some(login_at);
-        self.issue(user)
+        self.issue(user, record.token_generation)
     }
 
-    fn issue(&self, user: User) -> Result<Issued, UserError> {
+    /// A token for `user`, of its current token `generation`.
+    fn issue(&self, user: User, user_generation: i64) -> Result<Issued, UserError> {
         let iat = now_secs();
         let ttl = self.token_ttl.as_secs();
         let claims = Claims {
             sub: user.id.clone(),
             tenant: user.tenant.to_string(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            generation: user_generation,
             iat,
             exp: iat + ttl as i64,
         };
@@ -477,7 +479,7 @@ impl Users {
         if record.disabled {
             return Err(TokenError::Disabled);
         }
-        if claims.iat < record.tokens_after {
+        if claims.generation != record.token_generation {
             return Err(TokenError::Invalid("issued before the password changed"));
         }
         Ok(Principal {
@@ -505,7 +507,7 @@ impl Users {
         if record.disabled {
             return Err(UserError::Disabled);
         }
-        let issued = self.issue(User::of(&record)?)?;
+        let issued = self.issue(User::of(&record)?, record.token_generation)?;
         self.store
             .revoke_token(&token.jti, token.expires_at)
             .await?;

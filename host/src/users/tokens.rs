@@ -34,6 +34,10 @@ pub struct Claims {
     pub tenant: String,
     /// The token's own id, for revocation.
     pub jti: String,
+    /// The user's token generation when it was issued (`gen`): a password change or disabling
+    /// moves the user on, and ends every token of an earlier generation.
+    #[serde(rename = "gen")]
+    pub generation: i64,
     /// Issued at, s since the epoch.
     pub iat: i64,
     /// Expires at, s since the epoch.
@@ -297,6 +301,7 @@ mod tests {
             sub: "u1".into(),
             tenant: "alice".into(),
             jti: "j1".into(),
+            generation: 0,
             iat: exp - 60,
             exp,
         }
