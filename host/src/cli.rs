@@ -454,8 +454,8 @@ fn users(args: UsersArgs) -> Result<()> {
             UsersCommand::List => {
                 writeln!(
                     out,
-                    "{:<24} {:<16} {:<28} {:<8} {}",
-                    "USERNAME", "TENANT", "PERMISSIONS", "STATE", "ID"
+                    "{:<24} {:<16} {:<28} {:<8} ID",
+                    "USERNAME", "TENANT", "PERMISSIONS", "STATE"
                 )?;
                 for user in users.list_all().await? {
                     let permissions: Vec<&str> =

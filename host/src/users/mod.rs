@@ -719,7 +719,8 @@ mod tests {
     async fn bad_fields_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let users = users(dir.path()).await;
-        let cases: [(fn(&mut NewUser), &str); 4] = [
+        type Change = fn(&mut NewUser);
+        let cases: [(Change, &str); 4] = [
             (|u| u.username = "a".into(), "username"),
             (|u| u.username = "ann smith".into(), "username"),
             (|u| u.password = "short".into(), "password"),
