@@ -465,7 +465,7 @@ fn users(args: UsersArgs) -> Result<()> {
                         out,
                         "{:<24} {:<16} {:<28} {:<8} {}",
                         user.username,
-                        user.tenant,
+                        user.tenant.as_str(),
                         permissions.join(","),
                         state,
                         user.id
