@@ -629,3 +629,77 @@ async fn bad_input_is_a_422_and_writes_nothing() {
     let (_, listed, _) = users_cli(&setup, &["list"], "");
     assert!(!listed.contains("fay"), "{listed}");
 }
+
+#[tokio::test]
+async fn a_configured_key_file_signs_rotates_and_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = setup();
+    add_user(&setup, "alice", "ann", true);
+    // Two keys: `new` signs, `old` still verifies.
+    let keys = setup.dir.path().join("keys");
+    let old_secret = [0x11u8; 32];
+    let text = format!(
+        "new:{}\nold:{}\n",
+        hex::encode([0x22u8; 32]),
+        hex::encode(old_secret)
+    );
+    std::fs::write(&keys, text).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        "[users]\ntoken_ttl_secs = 120\nsigning_key_file = {:?}\n",
+        keys.display().to_string()
+    );
+    let g = setup.start_configured(&config, &format!("alice:{ALICE}"));
+    let (status, _, body) = login(&g, "ann", PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["expires_in"], 120);
+    let token = body["data"]["access_token"].as_str().unwrap().to_string();
+    let header: Value = serde_json::from_slice(&decode_b64(
+        &token
+            .split('.')
+            .next()
+            .unwrap()
+            .replace('-', "+")
+            .replace('_', "/"),
+    ))
+    .unwrap();
+    assert_eq!(header["kid"], "new");
+    assert_eq!(header["alg"], "HS256");
+    // A token of the older key is still honoured.
+    let claims: Value = serde_json::from_slice(&decode_b64(
+        &token
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .replace('-', "+")
+            .replace('_', "/"),
+    ))
+    .unwrap();
+    let by_old = forge(
+        &json!({ "alg": "HS256", "typ": "JWT", "kid": "old" }),
+        &claims,
+        &old_secret,
+    );
+    let (status, _, body) = call(&g, "GET", "/api/users", Some(&by_old), Value::Null, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !setup.data().join("jwt-signing-keys").exists(),
+        "no key is generated when the config names one"
+    );
+    drop(g);
+
+    // A key file others may read stops the start.
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = setup.dir.path().join("gantry.toml");
+    let out = setup
+        .command()
+        .arg("--config")
+        .arg(&file)
+        .env("GANTRY_API_KEYS", format!("alice:{ALICE}"))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
