@@ -466,6 +466,13 @@ async fn repeated_wrong_passwords_back_off() {
     assert_envelope(&body, "RATE_LIMIT_EXCEEDED");
     let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=300).contains(&wait), "{wait}");
+    assert_eq!(body["error"]["details"]["retry_after"], wait, "{body}");
+    assert!(
+        body["error"]["details"]["reset_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
     assert!(!g.stderr().contains("wrong password"));
 }
 

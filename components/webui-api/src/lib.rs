@@ -94,17 +94,24 @@ impl Guest for WebUi {
     }
 }
 
-fn meta(request_id: &str) -> Value {
-    let now = std::time::SystemTime::now()
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Whole seconds, as the document's timestamps.
-    let timestamp = iso8601(now as i64 * 1000);
-    let timestamp = match timestamp.split_once('.') {
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `secs` since the epoch in whole seconds, as the document's timestamps
+/// (`2025-07-30T12:00:00Z`).
+fn timestamp(secs: u64) -> String {
+    let full = iso8601(secs as i64 * 1000);
+    match full.split_once('.') {
         Some((seconds, _)) => format!("{seconds}Z"),
-        None => timestamp,
-    };
-    json!({ "timestamp": timestamp, "request_id": request_id, "version": API_VERSION })
+        None => full,
+    }
+}
+
+fn meta(request_id: &str) -> Value {
+    json!({ "timestamp": timestamp(now_secs()), "request_id": request_id, "version": API_VERSION })
 }
 
 fn fail(out: ResponseOutparam, request_id: &str, e: ApiError) {
@@ -204,7 +211,10 @@ fn user_error(e: UserError) -> ApiError {
             ApiError::new(401, "AUTH_ACCOUNT_DISABLED", "The account is disabled.")
         }
         UserError::Throttled(seconds) => ApiError {
-            details: json!({ "retry_after": seconds }),
+            details: json!({
+                "retry_after": seconds,
+                "reset_at": timestamp(now_secs() + u64::from(seconds)),
+            }),
             retry_after: Some(seconds),
             ..ApiError::new(
                 429,

@@ -511,6 +511,7 @@ impl Users {
         self.store
             .revoke_token(&token.jti, token.expires_at)
             .await?;
+        self.prune_revoked().await;
         Ok(issued)
     }
 
@@ -525,11 +526,16 @@ impl Users {
         self.store
             .revoke_token(&token.jti, token.expires_at)
             .await?;
-        // Pruning here keeps the table to the tokens still alive, without a timer.
+        self.prune_revoked().await;
+        Ok(())
+    }
+
+    /// Forget revocations of tokens that have expired anyway. Done at each revocation, which
+    /// keeps the table to the tokens still alive without a timer of its own.
+    async fn prune_revoked(&self) {
         if let Err(e) = self.store.prune_revoked_tokens(now_secs()).await {
             tracing::warn!("pruning revoked tokens: {e}");
         }
-        Ok(())
     }
 
     /// Seconds a token is honoured.
