@@ -477,6 +477,23 @@ async fn repeated_wrong_passwords_back_off() {
 }
 
 #[tokio::test]
+async fn many_names_failing_from_one_address_back_off_that_address() {
+    let setup = setup();
+    add_user(&setup, "alice", "ann", false);
+    let g = serve(&setup);
+    // Each name fails once only: the address's count is what grows.
+    for i in 0..21 {
+        let (status, _, body) = login(&g, &format!("nobody{i}"), "wrong password").await;
+        assert_eq!(status, 401, "{i}: {body}");
+        assert_envelope(&body, "AUTH_INVALID_CREDENTIALS");
+    }
+    let (status, headers, body) = login(&g, "ann", PASSWORD).await;
+    assert_eq!(status, 429, "{body}");
+    assert_envelope(&body, "RATE_LIMIT_EXCEEDED");
+    assert!(headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
 async fn permissions_and_tenants_bound_what_a_caller_sees() {
     let setup = setup();
     add_user(&setup, "alice", "ann", true);
