@@ -171,6 +171,11 @@ async fn a_cli_user_logs_in_refreshes_and_logs_out_for_real() {
         body["meta"]["request_id"].as_str().unwrap()
     );
 
+    // A token is no API key: a plugin that did not opt in to user_auth refuses it.
+    let (status, _, body) = call(&g, "GET", "/health", Some(&first), Value::Null, &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "unauthorized", "{body}");
+
     // Refresh: a new token; the old one is revoked.
     let (status, _, body) = call(
         &g,
