@@ -732,3 +732,30 @@ async fn a_configured_key_file_signs_rotates_and_must_be_private() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_hosts_rate_limit_answers_in_the_documents_envelope() {
+    let setup = setup();
+    let config = "[http]\nrate_limit_per_minute = 2\n";
+    let g = setup.start_configured(config, &format!("alice:{ALICE}"));
+    let mut last = (0, hyper::HeaderMap::new(), Value::Null);
+    for _ in 0..3 {
+        last = call(&g, "GET", "/api/users", Some(ALICE), Value::Null, &[]).await;
+    }
+    let (status, headers, body) = last;
+    assert_eq!(status, 429, "{body}");
+    assert_envelope(&body, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(body["error"]["details"]["limit"], 2, "{body}");
+    assert_eq!(body["error"]["details"]["window"], 60, "{body}");
+    assert!(
+        body["error"]["details"]["reset_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        headers["x-request-id"].to_str().unwrap(),
+        body["meta"]["request_id"].as_str().unwrap()
+    );
+}

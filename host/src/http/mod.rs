@@ -415,12 +415,21 @@ async fn gated(
             "more than {} requests a minute; retry in {} s",
             decision.limit, decision.retry_after_secs
         );
-        let mut response = error_response(
+        // The Web UI API's document says what a 429 carries: the limit, its window and when
+        // the budget is whole again.
+        let reset_at = std::time::SystemTime::now() + Duration::from_secs(decision.reset_secs);
+        let details = serde_json::json!({
+            "limit": decision.limit,
+            "window": 60,
+            "reset_at": rfc3339_utc(reset_at),
+        });
+        let mut response = error_response_with(
             envelope,
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             &message,
             None,
+            details,
         );
         rate_headers(&mut response, &decision);
         return response;
@@ -670,6 +679,25 @@ pub fn error_response(
     message: &str,
     plugin: Option<&str>,
 ) -> Response<GuestBody> {
+    error_response_with(
+        envelope,
+        status,
+        code,
+        message,
+        plugin,
+        serde_json::json!({}),
+    )
+}
+
+/// [`error_response`] with `details`, which only the `webui` envelope has room for.
+fn error_response_with(
+    envelope: ErrorEnvelope,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    plugin: Option<&str>,
+    details: serde_json::Value,
+) -> Response<GuestBody> {
     let value = match envelope {
         ErrorEnvelope::Gantry => {
             let mut error = serde_json::json!({ "code": code, "message": message });
@@ -692,7 +720,7 @@ pub fn error_response(
             let timestamp = rfc3339_utc(std::time::SystemTime::now());
             serde_json::json!({
                 "data": null,
-                "error": { "code": webui_code(code), "message": message, "details": {} },
+                "error": { "code": webui_code(code), "message": message, "details": details },
                 "meta": {
                     "timestamp": timestamp,
                     "request_id": request_id,
