@@ -4,10 +4,9 @@
 
 use super::router::RouteTarget;
 use crate::tenants::{AmbiguousCredentials, ApiKeys, TenantId, request_key};
+use crate::users::backoff::{Backoff, address_key};
 use crate::users::{Principal, TokenError, Users};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failed keys an address may present before it has to wait.
@@ -16,9 +15,6 @@ const FREE_FAILURES: u32 = 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// After this long without a failure an address starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Addresses tracked at most; past that, entries that no longer block are dropped first, then
-/// the least recently failed ones, so many addresses cannot grow the map without bound.
-const MAX_TRACKED: usize = 4096;
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,26 +37,16 @@ pub enum Refusal {
 
 /// Failed authentications per client address (an IPv6 client's /64), with exponential
 /// backoff: after [`FREE_FAILURES`], each further failure doubles the wait, up to
-/// [`MAX_BACKOFF`]. Hand-written because the rate-limit crate has quotas but no backoff.
-#[derive(Debug, Default)]
+/// [`MAX_BACKOFF`].
+#[derive(Debug)]
 pub struct AuthThrottle {
-    by_address: Mutex<HashMap<IpAddr, Failures>>,
+    by_address: Backoff<IpAddr>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    blocked_until: Instant,
-}
-
-/// The key an address is tracked under: IPv4 as is, IPv6 by its /64.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            by_address: Backoff::new(FREE_FAILURES, MAX_BACKOFF, FORGET_AFTER),
         }
     }
 }
@@ -68,39 +54,12 @@ fn address_key(ip: IpAddr) -> IpAddr {
 impl AuthThrottle {
     /// Seconds `client` still has to wait before presenting a key, if any.
     pub fn blocked(&self, client: IpAddr, now: Instant) -> Option<u64> {
-        let map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let f = map.get(&address_key(client))?;
-        (f.blocked_until > now).then(|| (f.blocked_until - now).as_secs().max(1))
+        self.by_address.blocked(&address_key(client), now)
     }
 
     /// Count a failed key from `client`.
     pub fn failed(&self, client: IpAddr, now: Instant) {
-        let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, f| f.blocked_until > now && now - f.last < FORGET_AFTER);
-        }
-        if map.len() >= MAX_TRACKED {
-            // Every tracked address is blocking: forget the oldest failures.
-            let mut lasts: Vec<Instant> = map.values().map(|f| f.last).collect();
-            let cut = lasts.len() - MAX_TRACKED / 2;
-            let (_, &mut oldest_kept, _) = lasts.select_nth_unstable(cut);
-            map.retain(|_, f| f.last >= oldest_kept);
-        }
-        let f = map.entry(address_key(client)).or_insert(Failures {
-            count: 0,
-            last: now,
-            blocked_until: now,
-        });
-        if now - f.last > FORGET_AFTER {
-            f.count = 0;
-        }
-        f.count += 1;
-        f.last = now;
-        if f.count > FREE_FAILURES {
-            let doublings = (f.count - FREE_FAILURES - 1).min(16);
-            let wait = Duration::from_secs(1 << doublings).min(MAX_BACKOFF);
-            f.blocked_until = now + wait;
-        }
+        self.by_address.failed(&address_key(client), now);
     }
 }
 
@@ -209,6 +168,7 @@ pub async fn authenticate_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::users::backoff::MAX_TRACKED;
 
     #[test]
     fn jwts_have_three_parts() {
@@ -263,7 +223,7 @@ mod tests {
                 throttle.failed(ip, at);
             }
         }
-        let tracked = throttle.by_address.lock().unwrap().len();
+        let tracked = throttle.by_address.tracked();
         assert!(tracked <= MAX_TRACKED, "{tracked} addresses tracked");
         // The newest offender is still held back.
         let newest = IpAddr::V4(std::net::Ipv4Addr::from(

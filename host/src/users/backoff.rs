@@ -1,8 +1,9 @@
 //! Exponential backoff on failed logins, per key (a username, a client address).
 //!
-//! The shape of `http::auth::AuthThrottle` (which counts failed API keys per address), over any
-//! key: a few failures are free, then each further one doubles the wait up to a cap, and a key
-//! that has not failed for a while starts afresh.
+//! A few failures are free, then each further one doubles the wait up to a cap, and a key that
+//! has not failed for a while starts afresh. Logins use it per username and per address;
+//! `http::auth::AuthThrottle` per address for failed API keys. Hand-written because the
+//! rate-limit crate has quotas but no backoff.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -10,17 +11,16 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// After this long without a failure a key starts afresh.
-const FORGET_AFTER: Duration = Duration::from_secs(900);
 /// Keys tracked at most; past that, keys that no longer block are dropped first, then the
 /// least recently failed ones, so many keys cannot grow the map without bound.
-const MAX_TRACKED: usize = 4096;
+pub const MAX_TRACKED: usize = 4096;
 
 /// Failures per key, with exponential backoff.
 #[derive(Debug)]
 pub struct Backoff<K> {
     free: u32,
     max_wait: Duration,
+    forget_after: Duration,
     failures: Mutex<HashMap<K, Failures>>,
 }
 
@@ -33,11 +33,12 @@ struct Failures {
 
 impl<K: Hash + Eq + Clone> Backoff<K> {
     /// `free` failures per key before it waits; then 1 s, doubling each failure, up to
-    /// `max_wait`.
-    pub fn new(free: u32, max_wait: Duration) -> Self {
+    /// `max_wait`. A key without a failure for `forget_after` starts afresh.
+    pub fn new(free: u32, max_wait: Duration, forget_after: Duration) -> Self {
         Backoff {
             free,
             max_wait,
+            forget_after,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -53,7 +54,7 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
     pub fn failed(&self, key: &K, now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED {
-            map.retain(|_, f| f.blocked_until > now && now - f.last < FORGET_AFTER);
+            map.retain(|_, f| f.blocked_until > now && now - f.last < self.forget_after);
         }
         if map.len() >= MAX_TRACKED {
             let mut lasts: Vec<Instant> = map.values().map(|f| f.last).collect();
@@ -66,7 +67,7 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
             last: now,
             blocked_until: now,
         });
-        if now - f.last > FORGET_AFTER {
+        if now - f.last > self.forget_after {
             f.count = 0;
         }
         f.count += 1;
@@ -76,6 +77,14 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
             let wait = Duration::from_secs(1 << doublings).min(self.max_wait);
             f.blocked_until = now + wait;
         }
+    }
+
+    /// How many keys are tracked.
+    pub fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Forget `key`'s failures (it succeeded).
@@ -102,7 +111,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_per_key_and_a_success_clears_them() {
-        let backoff = Backoff::new(3, Duration::from_secs(300));
+        let backoff = Backoff::new(3, Duration::from_secs(300), Duration::from_secs(900));
         let t0 = Instant::now();
         for _ in 0..3 {
             backoff.failed(&"ann", t0);

@@ -29,6 +29,8 @@ const USERNAME_MAX_WAIT: Duration = Duration::from_secs(300);
 /// wait.
 const ADDRESS_FREE_FAILURES: u32 = 20;
 const ADDRESS_MAX_WAIT: Duration = Duration::from_secs(300);
+/// After this long without a failed login, a name or address starts afresh.
+const FORGET_FAILURES_AFTER: Duration = Duration::from_secs(900);
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -286,8 +288,16 @@ impl Users {
             store,
             keys: Arc::new(keys),
             token_ttl,
-            by_name: Arc::new(Backoff::new(USERNAME_FREE_FAILURES, USERNAME_MAX_WAIT)),
-            by_address: Arc::new(Backoff::new(ADDRESS_FREE_FAILURES, ADDRESS_MAX_WAIT)),
+            by_name: Arc::new(Backoff::new(
+                USERNAME_FREE_FAILURES,
+                USERNAME_MAX_WAIT,
+                FORGET_FAILURES_AFTER,
+            )),
+            by_address: Arc::new(Backoff::new(
+                ADDRESS_FREE_FAILURES,
+                ADDRESS_MAX_WAIT,
+                FORGET_FAILURES_AFTER,
+            )),
             decoy: decoy.into(),
         }
     }
