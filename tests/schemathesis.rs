@@ -1,7 +1,7 @@
 //! schemathesis (pinned, from PyPI; installed by `tests/schemathesis/run.sh`) fuzzes every
-//! surface gantry serves (`/v1`, CLK, clinvk, and the node's own routes) against its own
-//! `/openapi.json`: no 5xx, and no answer the document does not allow. At least 10,000
-//! requests, counted by gantry itself.
+//! surface gantry serves (`/v1`, CLK, clinvk, the Web UI API's users and tokens, and the
+//! node's own routes) against its own `/openapi.json`: no 5xx, and no answer the document
+//! does not allow. At least 10,000 requests, counted by gantry itself.
 
 mod common;
 
@@ -41,6 +41,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         ("clinvk-api", plugin("clinvk-api.toml")),
         ("core-api", plugin("core-api.toml")),
         ("clk-api", plugin("clk-api.toml")),
+        ("webui-api", plugin("webui-api.toml")),
         ("clk", clk),
         // A trivial CLI, so that generated prompts naming it really run.
         ("echo", "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n".into()),
@@ -60,7 +61,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             // several prompts per case.
             .env(
                 "SCHEMATHESIS_INCLUDE",
-                r"^/(v1/.*|api/(healthz|capabilities|workflows|workspaces.*|research.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
+                r"^/(v1/.*|api/(healthz|capabilities|workflows|workspaces.*|research.*|auth/.*|users.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
             )
             .env("SCHEMATHESIS_MAX_EXAMPLES", "600")
             .output()
