@@ -12,7 +12,14 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["runtime"],
     &["tasks"],
-    &["workspaces", "sessions", "users", "backends", "events"],
+    &[
+        "workspaces",
+        "sessions",
+        "users",
+        "projects",
+        "backends",
+        "events",
+    ],
     &["store"],
     &["config", "manifest", "contract", "tenants", "metrics"],
 ];

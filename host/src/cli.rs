@@ -326,6 +326,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         }
         let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
+        let projects = crate::projects::Projects::new(store.clone(), workspaces.clone());
         let tasks = crate::tasks::Supervisor::new(
             adapters.clone(),
             store,
@@ -350,6 +351,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {
+                projects,
                 workspaces,
                 tasks,
                 backends,

@@ -8,9 +8,9 @@
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
 //! - [`tasks`] — the process supervisor and each task's event log;
-//! - [`workspaces`], [`sessions`], [`users`], [`backends`] — per-tenant directories (through
-//!   cap-std), resumable conversations, users with passwords and access tokens, which backends
-//!   can run here;
+//! - [`workspaces`], [`sessions`], [`users`], [`projects`], [`backends`] — per-tenant
+//!   directories (through cap-std), resumable conversations, users with passwords and access
+//!   tokens, the Web UI API's projects and their tasks, which backends can run here;
 //! - [`store`] — persistence (SQLite by default);
 //! - [`config`], [`manifest`], [`contract`], [`tenants`], [`metrics`] — settings, plugin
 //!   manifests, the WIT's shared types, tenants and their keys, the node's counters.
@@ -24,6 +24,7 @@ pub mod contract;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod projects;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

@@ -388,6 +388,23 @@ impl Workspaces {
         Ok(Some(record))
     }
 
+    /// Copy the regular files and directories of workspace `from` into workspace `to` (both
+    /// the tenant's); symlinks and special files are skipped, so nothing outside `from` is
+    /// reached. How many files were copied.
+    pub async fn copy_files(
+        &self,
+        tenant: &TenantId,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, WorkspaceError> {
+        let (source, _) = self.dir(tenant, from).await?;
+        let (target, _) = self.dir(tenant, to).await?;
+        tokio::task::spawn_blocking(move || copy_tree(&source, &target))
+            .await
+            .map_err(|e| WorkspaceError::Internal(e.into()))?
+            .map_err(io)
+    }
+
     /// Every regular file in the workspace (symlinks are not followed), sorted by path.
     pub async fn list_files(
         &self,
@@ -466,6 +483,27 @@ impl Workspaces {
         }
         Ok((file, meta))
     }
+}
+
+fn copy_tree(source: &Dir, target: &Dir) -> std::io::Result<u64> {
+    let mut copied = 0;
+    for entry in source.entries()? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            match target.create_dir(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            copied += copy_tree(&entry.open_dir()?, &target.open_dir(&name)?)?;
+        } else if ty.is_file() {
+            source.copy(&name, target, &name)?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 fn walk(dir: &Dir, prefix: &str, out: &mut Vec<FileEntry>) -> std::io::Result<()> {

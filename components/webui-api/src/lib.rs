@@ -1,9 +1,17 @@
-//! The Claude CLI Web UI API over gantry's core: its users and their access tokens, for now
-//! (`/api/auth/login`, `/refresh`, `/logout`; `/api/users`). Request and response shapes are
-//! the document's, in its envelope `{data, error, meta: {timestamp, request_id, version}}`.
-//! Unlike the original there is no default user or secret, a token's `alg` must be HS256,
-//! and logging out revokes the token for real: the host does all of that (`gantry:plugin/users`);
-//! this component checks shapes and words answers.
+//! The Claude CLI Web UI API over gantry's core: users and their access tokens
+//! (`/api/auth/login`, `/refresh`, `/logout`; `/api/users`), the caller's profile and
+//! preferences, health and system information, and the board — projects and the tasks planned
+//! in them, with filters, search, history and bulk changes (`/api/projects`, `/api/tasks`).
+//! Request and response shapes are the document's, in its envelope
+//! `{data, error, meta: {timestamp, request_id, version}}`. Unlike the original there is no
+//! default user or secret, a token's `alg` must be HS256, logging out revokes the token for
+//! real, and every read and change is scoped to the caller's tenant and permissions: the host
+//! does all of that (`gantry:plugin/users`, `gantry:plugin/projects`); this component checks
+//! shapes and words answers.
+
+mod board;
+mod input;
+mod system;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, BodyError, Request};
@@ -15,7 +23,7 @@ use serde_json::{Map, Value, json};
 /// The API version `meta.version` names (as the host's own answers on these routes do).
 const API_VERSION: &str = "1.0.0";
 /// The largest body read.
-const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// The document's page sizes: 50 by default, at most 100.
 const DEFAULT_PAGE_SIZE: u64 = 50;
 const MAX_PAGE_SIZE: u64 = 100;
@@ -23,16 +31,16 @@ const MAX_PAGE_SIZE: u64 = 100;
 struct WebUi;
 
 /// An answer's status, code, message and details.
-struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
-    details: Value,
-    retry_after: Option<u32>,
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) details: Value,
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -42,8 +50,16 @@ impl ApiError {
         }
     }
 
+    /// The same validation error about a field named otherwise (a nested field's full name).
+    pub(crate) fn renamed(self, field: &str) -> Self {
+        match self.details.get("issue").and_then(Value::as_str) {
+            Some(issue) if self.code == "VALIDATION_ERROR" => ApiError::invalid(field, issue),
+            _ => self,
+        }
+    }
+
     /// 422 `VALIDATION_ERROR` naming the field and what is wrong with it.
-    fn invalid(field: &str, issue: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, issue: impl Into<String>) -> Self {
         let issue = issue.into();
         ApiError {
             details: json!({ "field": field, "issue": issue }),
@@ -63,27 +79,7 @@ impl Guest for WebUi {
         let request_id = request.header("x-request-id").unwrap_or_default();
         let path = request.path().trim_end_matches('/').to_string();
         let method = request.method().to_string();
-        let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        let result = match (method.as_str(), segments.as_slice()) {
-            ("POST", ["auth", "login"]) => login(request),
-            ("POST", ["auth", "refresh"]) => refresh(),
-            ("POST", ["auth", "logout"]) => logout(),
-            ("POST", ["users"]) => create_user(request),
-            ("GET", ["users"]) => list_users(&request),
-            ("POST", ["users", id, "disable"]) => disable_user(id),
-            (_, ["auth", "login" | "refresh" | "logout"] | ["users"] | ["users", _, "disable"]) => {
-                Err(ApiError::new(
-                    405,
-                    "METHOD_NOT_ALLOWED",
-                    format!("{method} is not allowed on {path}"),
-                ))
-            }
-            _ => Err(ApiError::new(
-                404,
-                "RESOURCE_NOT_FOUND",
-                format!("no endpoint at {path}"),
-            )),
-        };
+        let result = dispatch(request, &method, &path);
         match result {
             Ok((status, data)) => {
                 let body = json!({ "data": data, "error": null, "meta": meta(&request_id) });
@@ -94,10 +90,80 @@ impl Guest for WebUi {
     }
 }
 
+/// The route for a request: the method and the path's segments after `/api/`.
+fn dispatch(request: Request, method: &str, path: &str) -> Answer {
+    let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+    let not_allowed = || {
+        Err(ApiError::new(
+            405,
+            "METHOD_NOT_ALLOWED",
+            format!("{method} is not allowed on {path}"),
+        ))
+    };
+    match (method, segments.as_slice()) {
+        ("POST", ["auth", "login"]) => login(request),
+        ("POST", ["auth", "refresh"]) => refresh(),
+        ("POST", ["auth", "logout"]) => logout(),
+        ("GET", ["health"]) => system::health(),
+        ("GET", ["system", "info"]) => system::info(),
+        ("GET", ["users", "profile"]) => system::profile(),
+        ("PUT", ["users", "preferences"]) => system::set_preferences(request),
+        ("POST", ["users"]) => create_user(request),
+        ("GET", ["users"]) => list_users(&request),
+        ("POST", ["users", id, "disable"]) => disable_user(id),
+        ("POST", ["projects"]) => board::create_project(request),
+        ("GET", ["projects"]) => board::list_projects(&request),
+        ("GET", ["projects", id]) => board::get_project(id),
+        ("PUT", ["projects", id]) => board::update_project(request, id),
+        ("DELETE", ["projects", id]) => board::delete_project(id),
+        ("GET", ["projects", id, "tasks"]) => board::list_tasks(&request, Some(id)),
+        ("POST", ["projects", id, "clone"]) => board::clone_project(request, id),
+        ("POST", ["tasks"]) => board::create_task(request),
+        ("GET", ["tasks"]) => board::list_tasks(&request, None),
+        ("POST", ["tasks", "bulk"]) => board::bulk(request),
+        ("GET", ["tasks", id]) => board::get_task(id),
+        ("PUT", ["tasks", id]) => board::update_task(request, id),
+        ("DELETE", ["tasks", id]) => board::delete_task(id),
+        ("GET", ["tasks", id, "history"]) => board::task_history(id),
+        (
+            _,
+            ["auth", "login" | "refresh" | "logout"]
+            | ["health"]
+            | ["system", "info"]
+            | ["users"]
+            | ["users", "profile" | "preferences"]
+            | ["users", _, "disable"]
+            | ["projects"]
+            | ["projects", _]
+            | ["projects", _, "tasks" | "clone"]
+            | ["tasks"]
+            | ["tasks", _]
+            | ["tasks", _, "history"],
+        ) => not_allowed(),
+        _ => Err(ApiError::new(
+            404,
+            "RESOURCE_NOT_FOUND",
+            format!("no endpoint at {path}"),
+        )),
+    }
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An instant in ms since the epoch as the document's timestamps, to the second.
+pub(crate) fn timestamp_ms(ms: i64) -> String {
+    timestamp(ms.max(0) as u64 / 1000)
 }
 
 /// `secs` since the epoch in whole seconds, as the document's timestamps
@@ -131,10 +197,10 @@ fn fail(out: ResponseOutparam, request_id: &str, e: ApiError) {
     http::json_with(out, e.status, &headers, &body);
 }
 
-type Answer = Result<(u16, Value), ApiError>;
+pub(crate) type Answer = Result<(u16, Value), ApiError>;
 
 /// The request's JSON object; a body that is not one is a 422 naming `body`.
-fn object(request: Request) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn object(request: Request) -> Result<Map<String, Value>, ApiError> {
     let bytes = request.body(MAX_BODY).map_err(|e| match e {
         BodyError::TooLarge => ApiError::new(
             413,
@@ -151,7 +217,7 @@ fn object(request: Request) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// A required string field.
-fn string(body: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
+pub(crate) fn string(body: &Map<String, Value>, field: &str) -> Result<String, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Err(ApiError::invalid(field, "Field is required")),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -168,7 +234,7 @@ fn optional_string(body: &Map<String, Value>, field: &str) -> Result<Option<Stri
     }
 }
 
-fn permission_name(p: Permission) -> &'static str {
+pub(crate) fn permission_name(p: Permission) -> &'static str {
     match p {
         Permission::Read => "read",
         Permission::Write => "write",
@@ -200,7 +266,7 @@ fn user_json(u: &User) -> Value {
     })
 }
 
-fn user_error(e: UserError) -> ApiError {
+pub(crate) fn user_error(e: UserError) -> ApiError {
     match e {
         UserError::InvalidCredentials => ApiError::new(
             401,

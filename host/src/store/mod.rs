@@ -3,7 +3,10 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+mod projects;
 mod sqlite;
+
+pub use projects::*;
 
 pub use sqlite::Sqlite;
 
@@ -377,6 +380,21 @@ pub trait UserStore: Send + Sync {
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool>;
     /// Forget revocations of tokens that expired before `now` (s since the epoch); how many.
     async fn prune_revoked_tokens(&self, now: i64) -> StoreResult<u64>;
+    /// A user's preferences (a JSON object as text) and when they were set. The user may be
+    /// an API key's service user, which has no row.
+    async fn get_preferences(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<(String, i64)>>;
+    /// Replace a user's preferences.
+    async fn set_preferences(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        json: &str,
+        at: i64,
+    ) -> StoreResult<()>;
 }
 
 /// A node that shares the store, as its lease says.
@@ -414,6 +432,7 @@ pub trait Store:
     + RetentionStore
     + SessionStore
     + UserStore
+    + BoardStore
     + NodeStore
     + fmt::Debug
     + 'static
@@ -426,6 +445,7 @@ impl<T> Store for T where
         + RetentionStore
         + SessionStore
         + UserStore
+        + BoardStore
         + NodeStore
         + fmt::Debug
         + 'static

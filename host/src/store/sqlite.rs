@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod board;
+
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -125,6 +127,103 @@ CREATE TABLE revoked_tokens (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at);
+"#,
+    // The Web UI API's board: projects, their tasks (searched through FTS5 indexes kept by
+    // triggers), each task's history, and users' preferences. Deleting is soft: a deleted row
+    // keeps its history and is skipped by every read.
+    r#"
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    status TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    settings TEXT NOT NULL,
+    max_tasks INTEGER,
+    max_concurrent_tasks INTEGER,
+    storage_limit_bytes INTEGER,
+    deleted_at INTEGER
+);
+CREATE INDEX projects_by_tenant ON projects (tenant, created_at);
+CREATE VIRTUAL TABLE projects_fts USING fts5(name, description, content='projects');
+CREATE TRIGGER projects_fts_add AFTER INSERT ON projects BEGIN
+    INSERT INTO projects_fts (rowid, name, description) VALUES (new.rowid, new.name, new.description);
+END;
+CREATE TRIGGER projects_fts_change AFTER UPDATE OF name, description ON projects BEGIN
+    INSERT INTO projects_fts (projects_fts, rowid, name, description)
+        VALUES ('delete', old.rowid, old.name, old.description);
+    INSERT INTO projects_fts (rowid, name, description) VALUES (new.rowid, new.name, new.description);
+END;
+CREATE TABLE board_tasks (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    title TEXT NOT NULL,
+    description TEXT,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    progress INTEGER NOT NULL,
+    estimated_duration_secs INTEGER,
+    assigned_to TEXT,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    tags TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    retry_attempt INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    deleted_at INTEGER
+);
+CREATE INDEX board_tasks_by_tenant ON board_tasks (tenant, created_at);
+CREATE INDEX board_tasks_by_project ON board_tasks (project_id, status);
+CREATE VIRTUAL TABLE board_tasks_fts USING fts5(title, description, tags, content='board_tasks');
+CREATE TRIGGER board_tasks_fts_add AFTER INSERT ON board_tasks BEGIN
+    INSERT INTO board_tasks_fts (rowid, title, description, tags)
+        VALUES (new.rowid, new.title, new.description,
+                (SELECT group_concat(value, ' ') FROM json_each(new.tags)));
+END;
+CREATE TRIGGER board_tasks_fts_change AFTER UPDATE OF title, description, tags ON board_tasks BEGIN
+    INSERT INTO board_tasks_fts (board_tasks_fts, rowid, title, description, tags)
+        VALUES ('delete', old.rowid, old.title, old.description,
+                (SELECT group_concat(value, ' ') FROM json_each(old.tags)));
+    INSERT INTO board_tasks_fts (rowid, title, description, tags)
+        VALUES (new.rowid, new.title, new.description,
+                (SELECT group_concat(value, ' ') FROM json_each(new.tags)));
+END;
+CREATE TABLE board_task_dependencies (
+    task_id TEXT NOT NULL REFERENCES board_tasks (id),
+    depends_on TEXT NOT NULL REFERENCES board_tasks (id),
+    PRIMARY KEY (task_id, depends_on)
+) WITHOUT ROWID;
+CREATE TABLE board_task_history (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    field TEXT,
+    old_value TEXT,
+    new_value TEXT,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    note TEXT
+);
+CREATE INDEX board_task_history_by_task ON board_task_history (task_id, at);
+CREATE INDEX board_task_history_by_project ON board_task_history (project_id, at);
+CREATE TABLE user_preferences (
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    preferences TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, user_id)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -861,6 +960,33 @@ impl UserStore for Sqlite {
     async fn prune_revoked_tokens(&self, now: i64) -> StoreResult<u64> {
         let n = self.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
         Ok(n as u64)
+    }
+    async fn get_preferences(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<(String, i64)>> {
+        Ok(self
+            .query_row(
+                "SELECT preferences, updated_at FROM user_preferences WHERE tenant = ?1 AND user_id = ?2",
+                params![tenant, user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+    async fn set_preferences(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        json: &str,
+        at: i64,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO user_preferences (tenant, user_id, preferences, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, user_id) DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+            params![tenant, user_id, json, at],
+        )?;
+        Ok(())
     }
 }
 

@@ -19,6 +19,8 @@ use tokens::{Claims, SigningKeys, TokenFault};
 pub const MIN_PASSWORD_LEN: usize = 8;
 /// The longest password accepted, in bytes (argon2 hashes whatever it is given).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The largest preferences object, in bytes of JSON.
+pub const MAX_PREFERENCES_BYTES: usize = 16 * 1024;
 /// The longest email accepted.
 const MAX_EMAIL_LEN: usize = 254;
 
@@ -546,6 +548,42 @@ impl Users {
         if let Err(e) = self.store.prune_revoked_tokens(now_secs()).await {
             tracing::warn!("pruning revoked tokens: {e}");
         }
+    }
+
+    /// The preferences of `who` (a JSON object as text, `{}` until set) and when they were
+    /// set.
+    pub async fn preferences(&self, who: &Principal) -> Result<(String, Option<i64>), UserError> {
+        Ok(
+            match self
+                .store
+                .get_preferences(who.tenant.as_str(), &who.id)
+                .await?
+            {
+                Some((json, at)) => (json, Some(at)),
+                None => ("{}".into(), None),
+            },
+        )
+    }
+
+    /// Replace the preferences of `who` with `json`, a JSON object of at most
+    /// [`MAX_PREFERENCES_BYTES`]; when they were stored.
+    pub async fn set_preferences(&self, who: &Principal, json: &str) -> Result<i64, UserError> {
+        if json.len() > MAX_PREFERENCES_BYTES {
+            return Err(invalid(
+                "preferences",
+                format!("must be at most {MAX_PREFERENCES_BYTES} bytes of JSON"),
+            ));
+        }
+        let compact = match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v @ serde_json::Value::Object(_)) => v.to_string(),
+            Ok(_) => return Err(invalid("preferences", "must be a JSON object")),
+            Err(e) => return Err(invalid("preferences", format!("is not JSON: {e}"))),
+        };
+        let at = now_ms();
+        self.store
+            .set_preferences(who.tenant.as_str(), &who.id, &compact, at)
+            .await?;
+        Ok(at)
     }
 
     /// Seconds a token is honoured.

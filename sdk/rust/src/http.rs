@@ -51,6 +51,11 @@ impl Request {
         &self.path
     }
 
+    /// The query as sent (without the `?`), not decoded.
+    pub fn query_string(&self) -> &str {
+        &self.query
+    }
+
     /// The first value of a query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
         query_value(&self.query, name)

@@ -110,6 +110,13 @@ pub mod users {
     pub use crate::bindings::gantry::plugin::users::*;
 }
 
+/// The caller's tenant's projects and their tasks, as the calling user (needs the
+/// `gantry:plugin/projects` grant on a `user_auth` route; the host checks the user's `read` and
+/// `write` permissions).
+pub mod projects {
+    pub use crate::bindings::gantry::plugin::projects::*;
+}
+
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).
 pub mod host_info {
     pub use crate::bindings::gantry::plugin::host_info::*;

@@ -12,6 +12,7 @@ mod host_info;
 mod identity;
 mod log;
 mod metrics;
+mod projects;
 mod responses;
 mod sessions;
 mod tasks;
@@ -23,6 +24,7 @@ use super::capacity::Capacity;
 use super::registry::PluginContext;
 use crate::backends::Availability;
 use crate::metrics::Metrics;
+use crate::projects::Projects;
 use crate::sessions::Sessions;
 use crate::tasks::{Adapters, Supervisor};
 use crate::tenants::TenantId;
@@ -54,6 +56,7 @@ pub(crate) mod bindings {
             "gantry:plugin/backends": async,
             "gantry:plugin/host-info": async,
             "gantry:plugin/users": async,
+            "gantry:plugin/projects": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -100,6 +103,8 @@ pub struct Services {
     pub sessions: Sessions,
     /// Users, their passwords and tokens.
     pub users: Users,
+    /// Projects and their tasks.
+    pub projects: Projects,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
 }
@@ -300,6 +305,12 @@ pub(crate) struct UsersView<'a> {
     pub(crate) client: Option<std::net::IpAddr>,
 }
 
+/// The board, for the calling user (whose tenant and permissions the host applies).
+pub(crate) struct ProjectsView<'a> {
+    pub(crate) projects: &'a Projects,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -333,6 +344,10 @@ impl HasData for HasIdentity {
 struct HasUsers;
 impl HasData for HasUsers {
     type Data<'a> = UsersView<'a>;
+}
+struct HasProjects;
+impl HasData for HasProjects {
+    type Data<'a> = ProjectsView<'a>;
 }
 
 impl HandlerState {
@@ -379,6 +394,13 @@ impl HandlerState {
         }
     }
 
+    fn projects_view(&mut self) -> ProjectsView<'_> {
+        ProjectsView {
+            projects: &self.host.services.projects,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -399,6 +421,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::metrics::add_to_linker::<_, HasNode>(linker, |s| s.node_view())?;
     gp::identity::add_to_linker::<_, HasIdentity>(linker, |s| s.identity_view())?;
     gp::users::add_to_linker::<_, HasUsers>(linker, |s| s.users_view())?;
+    gp::projects::add_to_linker::<_, HasProjects>(linker, |s| s.projects_view())?;
     gp::workspaces::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
     gp::tasks::add_to_linker::<_, HasCall>(linker, |s| s.call_view())?;
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
@@ -480,6 +503,7 @@ mod tests {
         .await
         .unwrap();
         Services {
+            projects: Projects::new(store.clone(), workspaces.clone()),
             workspaces,
             tasks,
             backends: Availability::new(vec![], dir).unwrap(),

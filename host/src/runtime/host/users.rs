@@ -130,6 +130,32 @@ impl wit::Host for UsersView<'_> {
             .map(user)
             .map_err(user_error)
     }
+
+    async fn me(&mut self) -> Result<Option<wit::User>, wit::UserError> {
+        let me = self.token_holder()?;
+        if me.service {
+            return Ok(None);
+        }
+        self.users
+            .get(self.tenant, &me.id)
+            .await
+            .map(|u| Some(user(u)))
+            .map_err(user_error)
+    }
+
+    async fn preferences(&mut self) -> Result<String, wit::UserError> {
+        let me = self.caller_with(Permission::Read)?;
+        let (json, _) = self.users.preferences(me).await.map_err(user_error)?;
+        Ok(json)
+    }
+
+    async fn set_preferences(&mut self, json: String) -> Result<i64, wit::UserError> {
+        let me = self.caller_with(Permission::Read)?;
+        self.users
+            .set_preferences(me, &json)
+            .await
+            .map_err(user_error)
+    }
 }
 
 #[cfg(test)]
