@@ -72,12 +72,13 @@ impl Router {
         Ok(())
     }
 
-    /// The target for a request path: an exact route, else the longest matching prefix.
+    /// The target for a request path: an exact route (with or without a trailing `/`, as the
+    /// APIs write `/api/health/`), else the longest matching prefix.
     pub fn lookup(&self, path: &str) -> Option<&RouteTarget> {
-        if let Some(t) = self.exact.get(path) {
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        if let Some(t) = self.exact.get(path).or_else(|| self.exact.get(candidate)) {
             return Some(t);
         }
-        let mut candidate = path.strip_suffix('/').unwrap_or(path);
         loop {
             if let Some(t) = self.prefix.get(candidate) {
                 return Some(t);
@@ -133,6 +134,7 @@ mod tests {
             ("exact", "/api/v1/special"),
         ]);
         assert_eq!(hit(&r, "/health").as_deref(), Some("health"));
+        assert_eq!(hit(&r, "/health/").as_deref(), Some("health"));
         assert_eq!(hit(&r, "/health/x").as_deref(), Some("root"));
         assert_eq!(hit(&r, "/api").as_deref(), Some("api"));
         assert_eq!(hit(&r, "/api/").as_deref(), Some("api"));

@@ -1,0 +1,800 @@
+//! The Web UI API's board from outside: projects and their tasks through the real binary —
+//! filters, search, history, bulk changes, soft deletes, clones — scoped to the caller's tenant
+//! and permissions, with bad input refused in the document's envelope and nothing half-written.
+
+mod common;
+
+use common::webui::*;
+use serde_json::{Value, json};
+
+/// Ann (alice, admin) logged in on a fresh gantry.
+async fn started() -> (common::Setup, common::Gantry, String) {
+    let setup = setup();
+    add_user(&setup, "alice", "ann", true);
+    let g = serve(&setup);
+    let ann = token(&g, "ann").await;
+    (setup, g, ann)
+}
+
+/// A successful call's `data`.
+async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Value) -> Value {
+    let (status, headers, answer) = call(g, method, path, Some(bearer), body, &[]).await;
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
+    assert!(answer["error"].is_null(), "{answer}");
+    assert!(headers.contains_key("x-request-id"), "{method} {path}");
+    answer["data"].clone()
+}
+
+/// A refused call: its status and error code, in the document's envelope.
+async fn refused(
+    g: &common::Gantry,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let (status, _, answer) = call(g, method, path, bearer, body, &[]).await;
+    assert!(status >= 400, "{method} {path}: {status} {answer}");
+    assert!(status < 500, "{method} {path}: {status} {answer}");
+    assert_envelope(&answer, answer["error"]["code"].as_str().unwrap_or("?"));
+    (status, answer["error"].clone())
+}
+
+async fn project(g: &common::Gantry, bearer: &str, name: &str) -> Value {
+    ok(g, "POST", "/api/projects/", bearer, json!({ "name": name })).await
+}
+
+async fn task(g: &common::Gantry, bearer: &str, body: Value) -> Value {
+    ok(g, "POST", "/api/tasks/", bearer, body).await
+}
+
+fn titles(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_project_and_its_tasks_keep_every_change() {
+    let (setup, g, ann) = started().await;
+    let p = ok(
+        &g,
+        "POST",
+        "/api/projects/",
+        &ann,
+        json!({
+            "name": "E-commerce Platform",
+            "description": "Full-stack e-commerce platform with React and FastAPI",
+            "settings": { "theme": "dark", "backend": "claude" },
+            "resource_limits": { "max_tasks": 5, "max_concurrent_tasks": 2, "storage_limit": "1GB" },
+        }),
+    )
+    .await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    assert_eq!(p["status"], "active");
+    assert_eq!(p["settings"]["theme"], "dark");
+    assert_eq!(p["resource_limits"]["storage_limit"], "1GB");
+    assert_eq!(p["statistics"]["total_tasks"], 0);
+
+    // Three tasks; the third waits for the first.
+    let auth = task(
+        &g,
+        &ann,
+        json!({
+            "title": "Implement user authentication",
+            "description": "Add JWT-based authentication to the API",
+            "project_id": pid,
+            "priority": 3,
+            "estimated_duration": "02:30:00",
+            "tags": ["authentication", "security"],
+            "metadata": { "component": "backend" },
+        }),
+    )
+    .await;
+    assert_eq!(auth["status"], "pending");
+    assert_eq!(auth["estimated_duration"], "02:30:00");
+    assert_eq!(auth["progress_percentage"], 0);
+    let auth_id = auth["id"].as_str().unwrap().to_string();
+    task(
+        &g,
+        &ann,
+        json!({ "title": "Dark theme", "project_id": pid, "priority": 1, "tags": ["ui"] }),
+    )
+    .await;
+    let tests = task(
+        &g,
+        &ann,
+        json!({
+            "title": "Authentication tests", "project_id": pid, "priority": 2,
+            "tags": ["security", "tests"], "dependencies": [auth_id],
+        }),
+    )
+    .await;
+    let tests_id = tests["id"].as_str().unwrap().to_string();
+    assert_eq!(tests["dependencies"][0]["depends_on_task_id"], auth_id);
+    assert_eq!(tests["dependencies"][0]["task"]["status"], "pending");
+
+    // Filters: minimum priority, tags (all of them), sort and order; pages with links.
+    let page = ok(
+        &g,
+        "GET",
+        "/api/tasks/?priority=2&sort=priority&order=desc",
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        titles(&page),
+        ["Implement user authentication", "Authentication tests"]
+    );
+    let page = ok(
+        &g,
+        "GET",
+        "/api/tasks/?tags=security,tests",
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(titles(&page), ["Authentication tests"]);
+    let page = ok(
+        &g,
+        "GET",
+        &format!("/api/projects/{pid}/tasks?sort=title&order=asc&page=2&page_size=1"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(titles(&page), ["Dark theme"]);
+    assert_eq!(
+        (
+            &page["total"],
+            &page["pages"],
+            &page["has_next"],
+            &page["has_previous"]
+        ),
+        (&json!(3), &json!(3), &json!(true), &json!(true))
+    );
+    let links = &page["pagination"]["links"];
+    assert!(
+        links["next"]
+            .as_str()
+            .unwrap()
+            .ends_with("sort=title&order=asc&page=3&page_size=1"),
+        "{links}"
+    );
+
+    // Changes, by hand and in bulk; each in the history with who made it.
+    let changed = ok(
+        &g,
+        "PUT",
+        &format!("/api/tasks/{auth_id}"),
+        &ann,
+        json!({ "status": "completed", "priority": 4, "assigned_to": null }),
+    )
+    .await;
+    assert_eq!(changed["status"], "completed");
+    assert_eq!(changed["progress_percentage"], 100);
+    assert!(changed["completed_at"].is_string());
+    let bulk = ok(
+        &g,
+        "POST",
+        "/api/tasks/bulk",
+        &ann,
+        json!({
+            "operation": "add_tags",
+            "task_ids": [auth_id, tests_id, "no-such-task"],
+            "data": { "tags": ["sprint-1"] },
+        }),
+    )
+    .await;
+    assert_eq!(bulk["affected_count"], 2, "{bulk}");
+    assert_eq!(bulk["failed"], json!(["no-such-task"]));
+    assert_eq!(bulk["errors"][0]["code"], "TASK_NOT_FOUND");
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{auth_id}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let actions: Vec<&str> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "created",
+            "status_changed",
+            "priority_changed",
+            "progress_changed",
+            "tags_changed"
+        ],
+        "{history}"
+    );
+    let status_change = &history["history"][1];
+    assert_eq!(status_change["user_name"], "ann");
+    assert_eq!(status_change["details"]["old_value"], "pending");
+    assert_eq!(status_change["details"]["new_value"], "completed");
+    assert_eq!(
+        history["history"][0]["details"]["initial_data"]["title"],
+        "Implement user authentication"
+    );
+    let got = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{tests_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(got["dependencies"][0]["task"]["status"], "completed");
+    assert_eq!(got["tags"], json!(["security", "tests", "sprint-1"]));
+    assert_eq!(got["history"].as_array().unwrap().len(), 2);
+
+    // The project counts them, shows its recent activity, and holds at most max_tasks.
+    let p = ok(
+        &g,
+        "GET",
+        &format!("/api/projects/{pid}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(p["statistics"]["total_tasks"], 3);
+    assert_eq!(p["statistics"]["completed_tasks"], 1);
+    assert_eq!(p["statistics"]["pending_tasks"], 2);
+    assert_eq!(p["recent_activity"][0]["action"], "task_tags_changed");
+    assert!(
+        p["recent_activity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "task_completed"),
+        "{p}"
+    );
+    task(&g, &ann, json!({ "title": "four", "project_id": pid })).await;
+    task(&g, &ann, json!({ "title": "five", "project_id": pid })).await;
+    let (status, error) = refused(
+        &g,
+        "POST",
+        "/api/tasks/",
+        Some(&ann),
+        json!({ "title": "six", "project_id": pid }),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("PROJECT_LIMIT_EXCEEDED"))
+    );
+
+    // Clone: the workspace's files and, when asked, the tasks.
+    let ws = setup
+        .data()
+        .join("workspaces/alice")
+        .join(p["workspace_id"].as_str().unwrap());
+    std::fs::create_dir_all(ws.join("src")).unwrap();
+    std::fs::write(ws.join("src/main.py"), "print('hi')\n").unwrap();
+    let copy = ok(
+        &g,
+        "POST",
+        &format!("/api/projects/{pid}/clone"),
+        &ann,
+        json!({ "name": "Copy", "include_tasks": true, "include_settings": false }),
+    )
+    .await;
+    assert_eq!(copy["statistics"]["total_tasks"], 5);
+    assert_eq!(copy["statistics"]["pending_tasks"], 5);
+    assert_eq!(copy["settings"], json!({}));
+    let copied = setup
+        .data()
+        .join("workspaces/alice")
+        .join(copy["workspace_id"].as_str().unwrap())
+        .join("src/main.py");
+    assert_eq!(std::fs::read_to_string(copied).unwrap(), "print('hi')\n");
+
+    // Soft deletes: gone from every read, the history kept.
+    let deleted = ok(
+        &g,
+        "DELETE",
+        &format!("/api/tasks/{tests_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert!(deleted["deleted_at"].is_string());
+    let (status, error) = refused(
+        &g,
+        "GET",
+        &format!("/api/tasks/{tests_id}"),
+        Some(&ann),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("TASK_NOT_FOUND"))
+    );
+    ok(
+        &g,
+        "DELETE",
+        &format!("/api/projects/{pid}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let (status, error) = refused(
+        &g,
+        "GET",
+        &format!("/api/projects/{pid}"),
+        Some(&ann),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("PROJECT_NOT_FOUND"))
+    );
+    let listed = ok(&g, "GET", "/api/projects/", &ann, Value::Null).await;
+    assert_eq!(listed["total"], 1, "only the copy is left: {listed}");
+
+    // The profile counts what ann made, from the store; preferences are kept as given.
+    let profile = ok(&g, "GET", "/api/users/profile", &ann, Value::Null).await;
+    assert_eq!(profile["username"], "ann");
+    assert_eq!(profile["role"], "admin");
+    assert_eq!(profile["statistics"]["projects_created"], 2);
+    assert_eq!(profile["statistics"]["tasks_created"], 10, "{profile}");
+    assert!(profile["last_login"].is_string());
+    let prefs = json!({ "theme": "light", "notifications": { "email": false } });
+    let stored = ok(&g, "PUT", "/api/users/preferences", &ann, prefs.clone()).await;
+    assert_eq!(stored["preferences"], prefs);
+    let profile = ok(&g, "GET", "/api/users/profile", &ann, Value::Null).await;
+    assert_eq!(profile["preferences"], prefs);
+}
+
+#[tokio::test]
+async fn search_speaks_the_documents_syntax() {
+    let (_setup, g, ann) = started().await;
+    let p = project(&g, &ann, "site").await;
+    let pid = p["id"].as_str().unwrap();
+    for (title, description, tags) in [
+        (
+            "Implement user authentication",
+            "JWT for the API",
+            json!(["security"]),
+        ),
+        (
+            "Authentication tests",
+            "cover the login flow",
+            json!(["tests"]),
+        ),
+        (
+            "Dark theme",
+            "user authentication screens too",
+            json!(["ui"]),
+        ),
+        ("Legacy auth cleanup", "remove old sessions", json!([])),
+    ] {
+        task(
+            &g,
+            &ann,
+            json!({ "title": title, "description": description, "project_id": pid, "tags": tags }),
+        )
+        .await;
+    }
+    let search = |q: &str| {
+        let q = q.to_string();
+        let g = &g;
+        let ann = &ann;
+        async move {
+            let path = format!(
+                "/api/tasks/?sort=title&order=asc&search={}",
+                q.replace('%', "%25")
+                    .replace(' ', "%20")
+                    .replace('"', "%22")
+                    .replace(':', "%3A")
+                    .replace('*', "%2A")
+            );
+            titles(&ok(g, "GET", &path, ann, Value::Null).await)
+        }
+    };
+    assert_eq!(
+        search("authentication").await,
+        [
+            "Authentication tests",
+            "Dark theme",
+            "Implement user authentication"
+        ]
+    );
+    assert_eq!(
+        search("\"user authentication\"").await,
+        ["Dark theme", "Implement user authentication"]
+    );
+    assert_eq!(
+        search("title:authentication").await,
+        ["Authentication tests", "Implement user authentication"]
+    );
+    assert_eq!(
+        search("auth* AND NOT legacy").await,
+        [
+            "Authentication tests",
+            "Dark theme",
+            "Implement user authentication"
+        ]
+    );
+    assert_eq!(
+        search("tags:ui OR tags:tests").await,
+        ["Authentication tests", "Dark theme"]
+    );
+    assert_eq!(search("auth*").await.len(), 4);
+    for malformed in [
+        "\"unclosed",
+        "auth AND",
+        "(auth",
+        "owner:me",
+        "NOT auth",
+        "*",
+    ] {
+        let path = format!(
+            "/api/tasks/?search={}",
+            malformed
+                .replace(' ', "%20")
+                .replace('"', "%22")
+                .replace('(', "%28")
+                .replace(':', "%3A")
+                .replace('*', "%2A")
+        );
+        let (status, error) = refused(&g, "GET", &path, Some(&ann), Value::Null).await;
+        assert_eq!(status, 422, "{malformed}");
+        assert_eq!(error["code"], "VALIDATION_ERROR");
+        assert_eq!(error["details"]["field"], "search", "{malformed}: {error}");
+    }
+    // Projects are searched by name and description the same way.
+    project(&g, &ann, "Marketing site").await;
+    let found = ok(
+        &g,
+        "GET",
+        "/api/projects/?search=name%3Amarket%2A",
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(found["total"], 1, "{found}");
+}
+
+#[tokio::test]
+async fn tenants_and_permissions_bound_the_board() {
+    let (_setup, g, ann) = started().await;
+    let p = project(&g, &ann, "site").await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let t = task(&g, &ann, json!({ "title": "secret", "project_id": pid })).await;
+    let tid = t["id"].as_str().unwrap().to_string();
+
+    // Bob's key: alice's ids are unknown ids, on every route.
+    for (method, path) in [
+        ("GET", format!("/api/projects/{pid}")),
+        ("PUT", format!("/api/projects/{pid}")),
+        ("DELETE", format!("/api/projects/{pid}")),
+        ("GET", format!("/api/projects/{pid}/tasks")),
+        ("GET", format!("/api/tasks/{tid}")),
+        ("PUT", format!("/api/tasks/{tid}")),
+        ("DELETE", format!("/api/tasks/{tid}")),
+        ("GET", format!("/api/tasks/{tid}/history")),
+    ] {
+        let body = if method == "PUT" {
+            json!({ "name": "mine", "title": "mine" })
+        } else {
+            Value::Null
+        };
+        let (status, _, answer) = call(&g, method, &path, Some(BOB), body, &[]).await;
+        assert!(
+            status == 404 || (method == "PUT" && status == 422),
+            "{method} {path}: {status} {answer}"
+        );
+    }
+    let listed = ok(&g, "GET", "/api/tasks/", BOB, Value::Null).await;
+    assert_eq!(listed["total"], 0);
+    let (status, error) = refused(
+        &g,
+        "POST",
+        "/api/tasks/",
+        Some(BOB),
+        json!({ "title": "in yours", "project_id": pid }),
+    )
+    .await;
+    assert_eq!(
+        (status, error["details"]["field"].as_str()),
+        (422, Some("project_id"))
+    );
+    let bulk = ok(
+        &g,
+        "POST",
+        "/api/tasks/bulk",
+        BOB,
+        json!({ "operation": "delete", "task_ids": [tid] }),
+    )
+    .await;
+    assert_eq!(bulk["affected_count"], 0);
+    assert!(
+        ok(&g, "GET", &format!("/api/tasks/{tid}"), &ann, Value::Null).await["id"] == tid.as_str()
+    );
+
+    // A reader reads and changes nothing.
+    ok(
+        &g,
+        "POST",
+        "/api/users",
+        &ann,
+        json!({ "username": "rita", "password": PASSWORD, "permissions": ["read"] }),
+    )
+    .await;
+    let rita = token(&g, "rita").await;
+    ok(&g, "GET", &format!("/api/tasks/{tid}"), &rita, Value::Null).await;
+    for (method, path, body) in [
+        ("POST", "/api/projects/".to_string(), json!({ "name": "x" })),
+        (
+            "POST",
+            "/api/tasks/".to_string(),
+            json!({ "title": "x", "project_id": pid }),
+        ),
+        ("PUT", format!("/api/tasks/{tid}"), json!({ "priority": 9 })),
+        ("DELETE", format!("/api/projects/{pid}"), Value::Null),
+    ] {
+        let (status, error) = refused(&g, method, &path, Some(&rita), body).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (403, Some("AUTH_INSUFFICIENT_PERMISSIONS")),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        ok(
+            &g,
+            "GET",
+            &format!("/api/tasks/{tid}/history"),
+            &ann,
+            Value::Null
+        )
+        .await["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing changed"
+    );
+
+    // Health is public and says little; system information needs credentials.
+    let (status, _, health) = call(&g, "GET", "/api/health/", None, Value::Null, &[]).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["data"]["status"], "healthy");
+    assert!(health["data"]["uptime"].is_u64());
+    let (status, _) = refused(&g, "GET", "/api/system/info", None, Value::Null).await;
+    assert_eq!(status, 401);
+    let info = ok(&g, "GET", "/api/system/info", &rita, Value::Null).await;
+    assert_eq!(info["limits"]["max_page_size"], 100);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_in_the_envelope_and_writes_nothing() {
+    let (_setup, g, ann) = started().await;
+    let p = project(&g, &ann, "site").await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let t = task(&g, &ann, json!({ "title": "one", "project_id": pid })).await;
+    let tid = t["id"].as_str().unwrap().to_string();
+
+    let bodies: Vec<(&str, String, Value, &str)> = vec![
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "project_id": pid }),
+            "title",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": 7, "project_id": pid }),
+            "title",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x" }),
+            "project_id",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "priority": "high" }),
+            "priority",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "priority": 101 }),
+            "priority",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "tags": "a,b" }),
+            "tags",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "metadata": [1] }),
+            "metadata",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "estimated_duration": "2h" }),
+            "estimated_duration",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x", "project_id": pid, "colour": "red" }),
+            "colour",
+        ),
+        (
+            "POST",
+            "/api/tasks/".into(),
+            json!({ "title": "x".repeat(501), "project_id": pid }),
+            "title",
+        ),
+        ("POST", "/api/tasks/".into(), json!([1, 2]), "body"),
+        (
+            "PUT",
+            format!("/api/tasks/{tid}"),
+            json!({ "status": "done" }),
+            "status",
+        ),
+        (
+            "PUT",
+            format!("/api/tasks/{tid}"),
+            json!({ "status": "running" }),
+            "status",
+        ),
+        (
+            "PUT",
+            format!("/api/tasks/{tid}"),
+            json!({ "progress_percentage": -1 }),
+            "progress_percentage",
+        ),
+        (
+            "PUT",
+            format!("/api/tasks/{tid}"),
+            json!({ "title": "ok", "priority": 1000 }),
+            "priority",
+        ),
+        (
+            "POST",
+            "/api/tasks/bulk".into(),
+            json!({ "operation": "explode", "task_ids": [tid] }),
+            "operation",
+        ),
+        (
+            "POST",
+            "/api/tasks/bulk".into(),
+            json!({ "operation": "set_priority", "task_ids": [tid] }),
+            "data.priority",
+        ),
+        (
+            "POST",
+            "/api/tasks/bulk".into(),
+            json!({ "operation": "delete", "task_ids": [] }),
+            "task_ids",
+        ),
+        (
+            "POST",
+            "/api/projects/".into(),
+            json!({ "name": "" }),
+            "name",
+        ),
+        (
+            "POST",
+            "/api/projects/".into(),
+            json!({ "name": "x", "resource_limits": { "max_tasks": 0 } }),
+            "resource_limits.max_tasks",
+        ),
+        (
+            "POST",
+            "/api/projects/".into(),
+            json!({ "name": "x", "resource_limits": { "storage_limit": "lots" } }),
+            "resource_limits.storage_limit",
+        ),
+        (
+            "PUT",
+            format!("/api/projects/{pid}"),
+            json!({ "status": "deleted" }),
+            "status",
+        ),
+        (
+            "POST",
+            format!("/api/projects/{pid}/clone"),
+            json!({ "include_tasks": "yes", "name": "c" }),
+            "include_tasks",
+        ),
+        (
+            "PUT",
+            "/api/users/preferences".into(),
+            json!("dark"),
+            "body",
+        ),
+    ];
+    for (method, path, body, field) in bodies {
+        let (status, error) = refused(&g, method, &path, Some(&ann), body.clone()).await;
+        assert_eq!(status, 422, "{method} {path} {body}: {error}");
+        assert_eq!(error["code"], "VALIDATION_ERROR", "{body}");
+        assert_eq!(
+            error["details"]["field"], field,
+            "{method} {path} {body}: {error}"
+        );
+    }
+    for query in [
+        "page_size=0",
+        "page_size=101",
+        "page_size=-1",
+        "page=0",
+        "page=x",
+        "status=pending,nope",
+        "sort=colour",
+        "order=sideways",
+        "priority=high",
+        "created_after=yesterday",
+    ] {
+        let (status, error) = refused(
+            &g,
+            "GET",
+            &format!("/api/tasks/?{query}"),
+            Some(&ann),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (422, Some("VALIDATION_ERROR")),
+            "{query}"
+        );
+    }
+    // Oversize: refused before any of it is read as JSON.
+    let huge = json!({ "title": "x", "project_id": pid, "description": "y".repeat(70_000) });
+    let (status, _) = refused(&g, "POST", "/api/tasks/", Some(&ann), huge).await;
+    assert_eq!(status, 413);
+    // Nothing above wrote anything: one task, its one history entry, one project.
+    let listed = ok(&g, "GET", "/api/tasks/", &ann, Value::Null).await;
+    assert_eq!(listed["total"], 1);
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{tid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(history["history"].as_array().unwrap().len(), 1, "{history}");
+    let projects = ok(&g, "GET", "/api/projects/", &ann, Value::Null).await;
+    assert_eq!(projects["total"], 1);
+    // Unknown routes and methods are answered in the envelope too.
+    let (status, _) = refused(
+        &g,
+        "PATCH",
+        &format!("/api/tasks/{tid}"),
+        Some(&ann),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, _) = refused(&g, "GET", "/api/tasks/x/y/z", Some(&ann), Value::Null).await;
+    assert_eq!(status, 404);
+}
