@@ -82,6 +82,7 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .unwrap()
     .with_metrics(metrics.clone());
     Services {
+        projects: gantry::projects::Projects::new(store.clone(), workspaces.clone()),
         workspaces,
         tasks,
         backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),

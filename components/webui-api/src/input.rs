@@ -164,7 +164,7 @@ pub fn parse_size(name: &str, value: &Value) -> Result<u64, ApiError> {
 /// Bytes in the largest unit that divides them exactly.
 pub fn format_size(bytes: u64) -> String {
     for (unit, factor) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }

@@ -31,6 +31,7 @@ const MAX_PAGE_SIZE: u64 = 100;
 struct WebUi;
 
 /// An answer's status, code, message and details.
+#[derive(Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: u16,
     pub(crate) code: &'static str,

@@ -122,18 +122,28 @@ fn direction(descending: bool) -> &'static str {
     if descending { "DESC" } else { "ASC" }
 }
 
-/// A page of rows of `select` (with `where_sql` and its `args`) and how many match.
+/// A list query: its columns, table, filter (with `?N` arguments) and order.
+struct Listing<'a> {
+    select: &'a str,
+    from: &'a str,
+    where_sql: &'a str,
+    order: &'a str,
+}
+
+/// A page of a listing's rows (`args` fill its filter) and how many match.
 fn page<T>(
     conn: &rusqlite::Connection,
-    select: &str,
-    from: &str,
-    where_sql: &str,
-    order: &str,
+    listing: Listing<'_>,
     args: Vec<Sql>,
-    offset: u32,
-    limit: u32,
+    (offset, limit): (u32, u32),
     f: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<(Vec<T>, u64)> {
+    let Listing {
+        select,
+        from,
+        where_sql,
+        order,
+    } = listing;
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM {from} WHERE {where_sql}"),
         params_from_iter(args.iter()),
@@ -218,17 +228,13 @@ impl BoardStore for Sqlite {
         let dir = direction(q.descending);
         let order = format!("{column} {dir}, p.id {dir}");
         let conn = self.conn();
-        Ok(page(
-            &conn,
-            PROJECT_COLUMNS,
-            "projects p",
-            &where_sql,
-            &order,
-            args,
-            q.offset,
-            q.limit,
-            project,
-        )?)
+        let listing = Listing {
+            select: PROJECT_COLUMNS,
+            from: "projects p",
+            where_sql: &where_sql,
+            order: &order,
+        };
+        Ok(page(&conn, listing, args, (q.offset, q.limit), project)?)
     }
 
     async fn update_project(&self, p: &ProjectRecord) -> StoreResult<bool> {
@@ -442,17 +448,13 @@ impl BoardStore for Sqlite {
         let dir = direction(q.descending);
         let order = format!("{column} {dir}, t.created_at {dir}, t.id {dir}");
         let conn = self.conn();
-        Ok(page(
-            &conn,
-            TASK_COLUMNS,
-            "board_tasks t",
-            &where_sql,
-            &order,
-            args,
-            q.offset,
-            q.limit,
-            task,
-        )?)
+        let listing = Listing {
+            select: TASK_COLUMNS,
+            from: "board_tasks t",
+            where_sql: &where_sql,
+            order: &order,
+        };
+        Ok(page(&conn, listing, args, (q.offset, q.limit), task)?)
     }
 
     async fn update_board_task(
