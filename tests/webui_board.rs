@@ -798,3 +798,474 @@ async fn bad_input_is_refused_in_the_envelope_and_writes_nothing() {
     let (status, _) = refused(&g, "GET", "/api/tasks/x/y/z", Some(&ann), Value::Null).await;
     assert_eq!(status, 404);
 }
+
+/// A gantry whose tasks run the stand-in agent `tests/fixtures/board/board-agent` (backend
+/// `board`), one task per tenant at a time, with Ann (alice, admin) logged in.
+async fn running() -> (common::Setup, common::Gantry, String) {
+    let setup = board_setup();
+    add_user(&setup, "alice", "ann", true);
+    let g = start_board(&setup);
+    let ann = token(&g, "ann").await;
+    (setup, g, ann)
+}
+
+fn board_setup() -> common::Setup {
+    let agent = common::agents::root().join("tests/fixtures/board/board-agent");
+    common::Setup::new(&[
+        (
+            "webui-api",
+            include_str!("../plugins/webui-api.toml").to_string(),
+        ),
+        ("system", include_str!("../plugins/system.toml").to_string()),
+        (
+            "board",
+            format!(
+                "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = {:?}\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{{prompt}}\"]\n",
+                agent.display().to_string()
+            ),
+        ),
+    ])
+}
+
+fn start_board(setup: &common::Setup) -> common::Gantry {
+    setup.start_configured(
+        "[tasks]\nmax_running_per_tenant = 1\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    )
+}
+
+/// A project whose tasks run on the stand-in agent.
+async fn board_project(g: &common::Gantry, bearer: &str, name: &str) -> String {
+    let p = ok(
+        g,
+        "POST",
+        "/api/projects/",
+        bearer,
+        json!({ "name": name, "settings": { "backend": "board" } }),
+    )
+    .await;
+    p["id"].as_str().unwrap().to_string()
+}
+
+async fn new_task(g: &common::Gantry, bearer: &str, project: &str, title: &str) -> String {
+    let t = task(g, bearer, json!({ "title": title, "project_id": project })).await;
+    t["id"].as_str().unwrap().to_string()
+}
+
+/// The task once `done` says so, polling; panics after 60 s.
+async fn until(g: &common::Gantry, bearer: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = ok(g, "GET", &format!("/api/tasks/{id}"), bearer, Value::Null).await;
+        if done(&t) {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} never got there: {t}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
+    move |t: &Value| t["status"] == status
+}
+
+fn actions(history: &Value) -> Vec<String> {
+    history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let new = &h["details"]["new_value"];
+            match new.as_str() {
+                Some(v) if h["action"] == "status_changed" => format!("->{v}"),
+                _ => h["action"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn queues_start_higher_first_and_failed_runs_retry() {
+    let (_setup, g, ann) = running().await;
+    let pid = board_project(&g, &ann, "queued").await;
+    // Paused, the queues take work and start none of it.
+    ok(&g, "POST", "/api/queues/pause", &ann, json!({})).await;
+    let low = new_task(&g, &ann, &pid, "low one").await;
+    let normal = new_task(&g, &ann, &pid, "normal one").await;
+    let high = new_task(&g, &ann, &pid, "high one").await;
+    for (id, priority, position) in [(&low, "low", 1), (&normal, "normal", 1), (&high, "high", 1)] {
+        let queued = ok(
+            &g,
+            "POST",
+            &format!("/api/tasks/{id}/execute"),
+            &ann,
+            json!({ "priority": priority }),
+        )
+        .await;
+        assert_eq!(queued["status"], "queued", "{queued}");
+        assert_eq!(queued["queue_position"], position, "{queued}");
+    }
+    let status = ok(&g, "GET", "/api/queues/status", &ann, Value::Null).await;
+    for queue in ["high_priority", "normal_priority", "low_priority"] {
+        assert_eq!(status["queues"][queue]["size"], 1, "{status}");
+        assert_eq!(status["queues"][queue]["paused"], true, "{status}");
+    }
+    assert_eq!(status["workers"]["total"], 1);
+    let (status, error) = refused(
+        &g,
+        "POST",
+        &format!("/api/tasks/{low}/execute"),
+        Some(&ann),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (409, Some("TASK_ALREADY_RUNNING"))
+    );
+    // Over a dispatcher tick later, still nothing has started.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let waiting = ok(&g, "GET", "/api/tasks/?status=queued", &ann, Value::Null).await;
+    assert_eq!(waiting["total"], 3, "{waiting}");
+
+    // Resumed: high, then normal, then low, one at a time.
+    ok(&g, "POST", "/api/queues/resume", &ann, json!({})).await;
+    let mut started = Vec::new();
+    for id in [&high, &normal, &low] {
+        let t = until(&g, &ann, id, status_is("completed")).await;
+        assert_eq!(t["progress_percentage"], 100, "{t}");
+        assert!(t["actual_duration"].is_string(), "{t}");
+        started.push(t["started_at"].as_str().unwrap().to_string());
+    }
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{low}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        actions(&history),
+        [
+            "created",
+            "->queued",
+            "executed",
+            "->running",
+            "->completed"
+        ],
+        "{history}"
+    );
+    assert!(
+        started[0] <= started[1] && started[1] <= started[2],
+        "{started:?}"
+    );
+
+    // A failing run without retries fails; `retry` queues it again and it completes.
+    let flaky = new_task(&g, &ann, &pid, "fail-once please").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{flaky}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    let failed = until(&g, &ann, &flaky, status_is("failed")).await;
+    assert_eq!(failed["retry_attempt"], 0, "{failed}");
+    let retried = ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{flaky}/retry"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (&retried["status"], &retried["retry_attempt"]),
+        (&json!("queued"), &json!(1))
+    );
+    until(&g, &ann, &flaky, status_is("completed")).await;
+    // With retry_attempts, a failed run is queued again by itself.
+    let other = board_project(&g, &ann, "retried").await;
+    let auto = new_task(&g, &ann, &other, "fail-once again").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{auto}/execute"),
+        &ann,
+        json!({ "priority": "high", "options": { "retry_attempts": 2, "timeout": 60 } }),
+    )
+    .await;
+    let done = until(&g, &ann, &auto, status_is("completed")).await;
+    assert_eq!(done["retry_attempt"], 1, "{done}");
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{auto}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        actions(&history),
+        [
+            "created",
+            "->queued",
+            "executed",
+            "->running",
+            "->failed",
+            "retried",
+            "->queued",
+            "->running",
+            "->completed"
+        ],
+        "{history}"
+    );
+    // The figures count them, from the store.
+    let status = ok(&g, "GET", "/api/queues/status", &ann, Value::Null).await;
+    let completed_today: u64 = ["high_priority", "normal_priority", "low_priority"]
+        .iter()
+        .map(|q| status["queues"][q]["completed_today"].as_u64().unwrap())
+        .sum();
+    assert_eq!(completed_today, 5, "{status}");
+    let metrics = ok(
+        &g,
+        "GET",
+        "/api/queues/metrics?period=1h",
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(metrics["completed"], 5, "{metrics}");
+    assert!(metrics["success_rate"].as_f64().unwrap() < 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn dependencies_hold_a_task_until_they_complete_and_cancel_stops_a_run() {
+    let (_setup, g, ann) = running().await;
+    let pid = board_project(&g, &ann, "deps").await;
+    let first = new_task(&g, &ann, &pid, "first").await;
+    let second = task(
+        &g,
+        &ann,
+        json!({ "title": "second", "project_id": pid, "dependencies": [first] }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queued = ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{second}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        queued["blocked_by"]["code"], "TASK_DEPENDENCY_NOT_MET",
+        "{queued}"
+    );
+    assert_eq!(queued["waiting_on"], json!([first]));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let still = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{second}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(still["status"], "queued", "{still}");
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{first}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    let a = until(&g, &ann, &first, status_is("completed")).await;
+    let b = until(&g, &ann, &second, status_is("completed")).await;
+    assert!(
+        a["completed_at"].as_str() <= b["started_at"].as_str(),
+        "{a} {b}"
+    );
+
+    // Cancel a running task: its process stops, the reason is in its history.
+    let slow = new_task(&g, &ann, &pid, "slow work").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{slow}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    until(&g, &ann, &slow, status_is("running")).await;
+    let cancelled = ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{slow}/cancel"),
+        &ann,
+        json!({ "reason": "Requirements changed" }),
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["reason"], "Requirements changed");
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{slow}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let last = history["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "cancelled", "{history}");
+    assert_eq!(last["details"]["reason"], "Requirements changed");
+    // The queue goes on: a task after it runs (one at a time, so the run really ended).
+    let after = new_task(&g, &ann, &pid, "after").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{after}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    until(&g, &ann, &after, status_is("completed")).await;
+    let t = ok(&g, "GET", &format!("/api/tasks/{slow}"), &ann, Value::Null).await;
+    assert_eq!(
+        t["status"], "cancelled",
+        "a late end of the run does not undo the cancel"
+    );
+    // Cancelling what is not queued or running is refused; clearing needs confirm.
+    let (status, _) = refused(
+        &g,
+        "POST",
+        &format!("/api/tasks/{after}/cancel"),
+        Some(&ann),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, error) = refused(&g, "DELETE", "/api/queues/clear", Some(&ann), json!({})).await;
+    assert_eq!(
+        (status, error["details"]["field"].as_str()),
+        (422, Some("confirm"))
+    );
+    // Bob's key cannot run, cancel or move alice's tasks.
+    for (path, body) in [
+        (format!("/api/tasks/{after}/execute"), json!({})),
+        (format!("/api/tasks/{after}/retry"), Value::Null),
+        (format!("/api/tasks/{after}/cancel"), json!({})),
+    ] {
+        let (status, _, answer) = call(&g, "POST", &path, Some(BOB), body, &[]).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn queues_survive_a_restart_and_interrupted_runs_are_retried() {
+    let setup = board_setup();
+    add_user(&setup, "alice", "ann", true);
+    let mut g = start_board(&setup);
+    let ann = token(&g, "ann").await;
+    let pid = board_project(&g, &ann, "restart").await;
+    let slow = new_task(&g, &ann, &pid, "slow then restart").await;
+    let waiting = new_task(&g, &ann, &pid, "waiting behind it").await;
+    let lone = new_task(&g, &ann, &pid, "slow without retries").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{slow}/execute"),
+        &ann,
+        json!({ "priority": "high", "options": { "retry_attempts": 1 } }),
+    )
+    .await;
+    until(&g, &ann, &slow, status_is("running")).await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{waiting}/execute"),
+        &ann,
+        json!({}),
+    )
+    .await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{lone}/execute"),
+        &ann,
+        json!({ "priority": "low" }),
+    )
+    .await;
+    // gantry dies mid-run.
+    g.signal("KILL");
+    g.wait_exit(std::time::Duration::from_secs(10))
+        .expect("gantry stops on KILL");
+    drop(g);
+
+    let g = start_board(&setup);
+    let ann = token(&g, "ann").await;
+    // The running one was interrupted and, having a retry left, is queued again (and runs);
+    // the queued ones stayed queued and run too.
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/tasks/{slow}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let seen = actions(&history);
+    assert!(
+        seen.starts_with(&[
+            "created".to_string(),
+            "->queued".into(),
+            "executed".into(),
+            "->running".into(),
+            "->interrupted".into(),
+            "retried".into(),
+            "->queued".into(),
+        ]),
+        "{history}"
+    );
+    let waited = until(&g, &ann, &waiting, |t| t["status"] != "queued").await;
+    assert!(["running", "completed"].contains(&waited["status"].as_str().unwrap()));
+    let t = ok(&g, "GET", &format!("/api/tasks/{slow}"), &ann, Value::Null).await;
+    assert_eq!(t["retry_attempt"], 1, "{t}");
+    until(&g, &ann, &waiting, status_is("completed")).await;
+    // Cancel what is left so that the test ends quickly.
+    ok(
+        &g,
+        "DELETE",
+        "/api/queues/clear",
+        &ann,
+        json!({ "confirm": true }),
+    )
+    .await;
+    for id in [&slow, &lone] {
+        let t = ok(&g, "GET", &format!("/api/tasks/{id}"), &ann, Value::Null).await;
+        if t["status"] == "running" {
+            ok(
+                &g,
+                "POST",
+                &format!("/api/tasks/{id}/cancel"),
+                &ann,
+                json!({}),
+            )
+            .await;
+        }
+    }
+}

@@ -83,6 +83,9 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .with_metrics(metrics.clone());
     Services {
         projects: gantry::projects::Projects::new(store.clone(), workspaces.clone()),
+        queues: gantry::tasks::queue::BoardQueues::start(store.clone(), tasks.clone())
+            .await
+            .unwrap(),
         workspaces,
         tasks,
         backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),

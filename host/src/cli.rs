@@ -329,7 +329,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let projects = crate::projects::Projects::new(store.clone(), workspaces.clone());
         let tasks = crate::tasks::Supervisor::new(
             adapters.clone(),
-            store,
+            store.clone(),
             workspaces.clone(),
             &config.data_dir,
             config.tasks.clone(),
@@ -339,6 +339,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
+        let queues = crate::tasks::queue::BoardQueues::start(store, tasks.clone()).await?;
         let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.
@@ -352,6 +353,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             plugins,
             crate::runtime::Services {
                 projects,
+                queues,
                 workspaces,
                 tasks,
                 backends,

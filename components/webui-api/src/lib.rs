@@ -11,6 +11,7 @@
 
 mod board;
 mod input;
+mod queues;
 mod system;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
@@ -119,6 +120,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("DELETE", ["projects", id]) => board::delete_project(id),
         ("GET", ["projects", id, "tasks"]) => board::list_tasks(&request, Some(id)),
         ("POST", ["projects", id, "clone"]) => board::clone_project(request, id),
+        ("GET", ["projects", id, "analytics"]) => board::analytics(&request, id),
         ("POST", ["tasks"]) => board::create_task(request),
         ("GET", ["tasks"]) => board::list_tasks(&request, None),
         ("POST", ["tasks", "bulk"]) => board::bulk(request),
@@ -126,6 +128,15 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("PUT", ["tasks", id]) => board::update_task(request, id),
         ("DELETE", ["tasks", id]) => board::delete_task(id),
         ("GET", ["tasks", id, "history"]) => board::task_history(id),
+        ("POST", ["tasks", id, "execute"]) => queues::execute(request, id),
+        ("POST", ["tasks", id, "cancel"]) => queues::cancel(request, id),
+        ("POST", ["tasks", id, "retry"]) => queues::retry(id),
+        ("GET", ["queues", "status"]) => queues::status(),
+        ("GET", ["queues", "metrics"]) => queues::metrics(&request),
+        ("POST", ["queues", "pause"]) => queues::pause_or_resume(request, true),
+        ("POST", ["queues", "resume"]) => queues::pause_or_resume(request, false),
+        ("DELETE", ["queues", "clear"]) => queues::clear(request),
+        ("POST", ["queues", "priority"]) => queues::set_priority(request),
         (
             _,
             ["auth", "login" | "refresh" | "logout"]
@@ -136,10 +147,14 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
             | ["users", _, "disable"]
             | ["projects"]
             | ["projects", _]
-            | ["projects", _, "tasks" | "clone"]
+            | ["projects", _, "tasks" | "clone" | "analytics"]
             | ["tasks"]
             | ["tasks", _]
-            | ["tasks", _, "history"],
+            | ["tasks", _, "history" | "execute" | "cancel" | "retry"]
+            | [
+                "queues",
+                "status" | "metrics" | "pause" | "resume" | "clear" | "priority",
+            ],
         ) => not_allowed(),
         _ => Err(ApiError::new(
             404,
@@ -202,19 +217,36 @@ pub(crate) type Answer = Result<(u16, Value), ApiError>;
 
 /// The request's JSON object; a body that is not one is a 422 naming `body`.
 pub(crate) fn object(request: Request) -> Result<Map<String, Value>, ApiError> {
-    let bytes = request.body(MAX_BODY).map_err(|e| match e {
+    parse_object(&read_body(request)?)
+}
+
+fn read_body(request: Request) -> Result<Vec<u8>, ApiError> {
+    request.body(MAX_BODY).map_err(|e| match e {
         BodyError::TooLarge => ApiError::new(
             413,
             "VALIDATION_VALUE_TOO_LONG",
             format!("the body is larger than {MAX_BODY} bytes"),
         ),
         BodyError::Unavailable => ApiError::new(400, "BAD_REQUEST", "the body could not be read"),
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
         Err(e) => Err(ApiError::invalid("body", format!("is not JSON: {e}"))),
     }
+}
+
+/// The request's JSON object, or an empty one for an empty body (for actions whose fields
+/// are all optional).
+pub(crate) fn object_or_empty(request: Request) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read_body(request)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    parse_object(&bytes)
 }
 
 /// A required string field.

@@ -261,6 +261,30 @@ pub struct Projects {
     workspaces: Arc<Workspaces>,
 }
 
+/// A history entry of `task` by the user `user_id` (`user_name` at the time).
+pub fn history_entry(
+    user_id: &str,
+    user_name: &str,
+    task: &BoardTaskRecord,
+    at: i64,
+    action: HistoryAction,
+) -> HistoryRecord {
+    HistoryRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: task.tenant.clone(),
+        task_id: task.id.clone(),
+        project_id: task.project_id.clone(),
+        at,
+        action,
+        field: None,
+        old_value: None,
+        new_value: None,
+        user_id: user_id.to_string(),
+        user_name: user_name.to_string(),
+        note: None,
+    }
+}
+
 /// The caller, checked for a permission.
 fn check(who: &Principal, needed: Permission) -> Result<(), ProjectError> {
     if who.may(needed) {
@@ -414,20 +438,7 @@ impl Projects {
         at: i64,
         action: HistoryAction,
     ) -> HistoryRecord {
-        HistoryRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            tenant: task.tenant.clone(),
-            task_id: task.id.clone(),
-            project_id: task.project_id.clone(),
-            at,
-            action,
-            field: None,
-            old_value: None,
-            new_value: None,
-            user_id: who.id.clone(),
-            user_name: who.username.clone(),
-            note: None,
-        }
+        history_entry(&who.id, &who.username, task, at, action)
     }
 
     async fn project_record(
@@ -616,9 +627,19 @@ impl Projects {
             },
         };
         let copy = self.create_project(who, new).await?;
-        self.workspaces
+        match self
+            .workspaces
             .copy_files(&who.tenant, &source.workspace_id, &copy.record.workspace_id)
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // The source's workspace was deleted through another API: there are no files to
+            // copy, and the copy is a project like any new one.
+            Err(WorkspaceError::NotFound) => {
+                tracing::info!(project = %source.id, "cloning a project whose workspace is gone");
+            }
+            Err(e) => return Err(e.into()),
+        }
         if include_tasks {
             let mut offset = 0;
             loop {
@@ -734,6 +755,12 @@ impl Projects {
             metadata,
             retry_attempt: 0,
             version: 0,
+            queue: None,
+            queued_at: None,
+            run_id: None,
+            retries_left: 0,
+            timeout_secs: None,
+            backend: None,
         };
         let mut created = Self::entry(who, &record, now, HistoryAction::Created);
         created.new_value = json(&serde_json::json!({
@@ -996,11 +1023,191 @@ impl Projects {
         Ok(self.store.board_task_history(Self::tenant(who), id).await?)
     }
 
+    /// A project's figures over the `days` days that end today (UTC), from its tasks.
+    pub async fn analytics(
+        &self,
+        who: &Principal,
+        id: &str,
+        days: u32,
+    ) -> Result<Analytics, ProjectError> {
+        check(who, Permission::Read)?;
+        if !(1..=366).contains(&days) {
+            return Err(invalid("period", "must be from 1 to 366 days"));
+        }
+        self.project_record(who, id).await?;
+        let mut tasks = Vec::new();
+        let mut offset = 0;
+        loop {
+            let query = BoardTaskQuery {
+                project_id: Some(id.to_string()),
+                offset,
+                limit: MAX_PAGE,
+                ..BoardTaskQuery::default()
+            };
+            let (page, _) = self
+                .store
+                .list_board_tasks(Self::tenant(who), &query)
+                .await?;
+            let full = page.len() == MAX_PAGE as usize;
+            tasks.extend(page);
+            if !full {
+                break;
+            }
+            offset += MAX_PAGE;
+        }
+        let mut figures = analytics_of(&tasks, days, now_ms());
+        for user in &mut figures.users {
+            user.user_name = match self
+                .store
+                .get_user(Self::tenant(who), &user.user_id)
+                .await?
+            {
+                Some(u) => Some(u.username),
+                None if user.user_id == who.id => Some(who.username.clone()),
+                None => None,
+            };
+        }
+        Ok(figures)
+    }
+
     /// What the caller made and completed.
     pub async fn user_counts(&self, who: &Principal) -> Result<UserCounts, ProjectError> {
         check(who, Permission::Read)?;
         Ok(self.store.user_counts(Self::tenant(who), &who.id).await?)
     }
+}
+
+/// A project's figures over a period, computed from its tasks' rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Analytics {
+    /// Days in the period, today (UTC) the last.
+    pub days: u32,
+    /// Tasks made on each day, oldest first.
+    pub created_per_day: Vec<u32>,
+    /// Tasks completed on each day, oldest first.
+    pub completed_per_day: Vec<u32>,
+    /// Tasks made in the period.
+    pub created: u32,
+    /// Tasks completed in the period.
+    pub completed: u32,
+    /// Mean run time of the runs completed in the period.
+    pub average_duration_ms: Option<u64>,
+    /// Their median.
+    pub median_duration_ms: Option<u64>,
+    /// Of the tasks made in the period, the share completed.
+    pub completion_rate: Option<f64>,
+    /// Of the completed tasks with an estimate, the share that ran within it.
+    pub on_time_rate: Option<f64>,
+    /// Per user (the assignee, else the maker).
+    pub users: Vec<UserFigures>,
+}
+
+/// One user's part of a project's period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFigures {
+    /// The user's id.
+    pub user_id: String,
+    /// Their name, when known.
+    pub user_name: Option<String>,
+    /// Tasks of theirs made in the period.
+    pub tasks: u32,
+    /// Of those, completed.
+    pub completed: u32,
+    /// Mean run time of their completed ones.
+    pub average_duration_ms: Option<u64>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The figures of `tasks` over the `days` days that end with today (UTC) at `now`.
+pub fn analytics_of(tasks: &[BoardTaskRecord], days: u32, now: i64) -> Analytics {
+    let first_day = now.div_euclid(DAY_MS) - i64::from(days) + 1;
+    let since = first_day * DAY_MS;
+    let day_of = |at: i64| usize::try_from(at.div_euclid(DAY_MS) - first_day).ok();
+    let mut a = Analytics {
+        days,
+        created_per_day: vec![0; days as usize],
+        completed_per_day: vec![0; days as usize],
+        ..Analytics::default()
+    };
+    let mut durations = Vec::new();
+    let (mut estimated, mut on_time) = (0u32, 0u32);
+    let mut users: Vec<(UserFigures, Vec<u64>)> = Vec::new();
+    for t in tasks {
+        let owner = t
+            .assigned_to
+            .clone()
+            .unwrap_or_else(|| t.created_by.clone());
+        let slot = match users.iter().position(|(u, _)| u.user_id == owner) {
+            Some(i) => i,
+            None => {
+                users.push((
+                    UserFigures {
+                        user_id: owner,
+                        ..UserFigures::default()
+                    },
+                    Vec::new(),
+                ));
+                users.len() - 1
+            }
+        };
+        if t.created_at >= since
+            && let Some(day) = day_of(t.created_at).filter(|d| *d < days as usize)
+        {
+            a.created_per_day[day] += 1;
+            a.created += 1;
+            users[slot].0.tasks += 1;
+            if t.status == BoardTaskStatus::Completed {
+                users[slot].0.completed += 1;
+            }
+        }
+        let Some(done) = t.completed_at.filter(|at| *at >= since) else {
+            continue;
+        };
+        if t.status != BoardTaskStatus::Completed {
+            continue;
+        }
+        if let Some(day) = day_of(done).filter(|d| *d < days as usize) {
+            a.completed_per_day[day] += 1;
+        }
+        a.completed += 1;
+        if let Some(start) = t.started_at {
+            let ran = done.saturating_sub(start).max(0) as u64;
+            durations.push(ran);
+            users[slot].1.push(ran);
+            if let Some(estimate) = t.estimated_duration_secs {
+                estimated += 1;
+                if ran <= estimate.saturating_mul(1000) {
+                    on_time += 1;
+                }
+            }
+        }
+    }
+    let mean = |v: &[u64]| (!v.is_empty()).then(|| v.iter().sum::<u64>() / v.len() as u64);
+    a.average_duration_ms = mean(&durations);
+    durations.sort_unstable();
+    a.median_duration_ms = (!durations.is_empty()).then(|| {
+        let n = durations.len();
+        if n % 2 == 1 {
+            durations[n / 2]
+        } else {
+            (durations[n / 2 - 1] + durations[n / 2]) / 2
+        }
+    });
+    a.completion_rate = (a.created > 0).then(|| {
+        let done_of_created = users.iter().map(|(u, _)| u.completed).sum::<u32>();
+        f64::from(done_of_created) / f64::from(a.created)
+    });
+    a.on_time_rate = (estimated > 0).then(|| f64::from(on_time) / f64::from(estimated));
+    a.users = users
+        .into_iter()
+        .filter(|(u, runs)| u.tasks > 0 || !runs.is_empty())
+        .map(|(mut u, runs)| {
+            u.average_duration_ms = mean(&runs);
+            u
+        })
+        .collect();
+    a
 }
 
 /// Whether a person may set `status` by hand (the others come from runs).
@@ -1392,5 +1599,81 @@ mod tests {
             find("owner:me").await,
             Err(ProjectError::BadSearch(_))
         ));
+    }
+
+    #[test]
+    fn analytics_count_days_durations_and_people() {
+        let day = 86_400_000;
+        let now = 100 * day + 3_600_000;
+        let base = BoardTaskRecord {
+            id: String::new(),
+            tenant: "alice".into(),
+            project_id: "p".into(),
+            title: "t".into(),
+            description: None,
+            status: BoardTaskStatus::Pending,
+            priority: 0,
+            progress: 0,
+            estimated_duration_secs: None,
+            assigned_to: None,
+            created_by: "ann".into(),
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            completed_at: None,
+            tags: vec![],
+            metadata: "{}".into(),
+            retry_attempt: 0,
+            version: 0,
+            queue: None,
+            queued_at: None,
+            run_id: None,
+            retries_left: 0,
+            timeout_secs: None,
+            backend: None,
+        };
+        let done =
+            |created: i64, ran_ms: i64, estimate: Option<u64>, who: Option<&str>| BoardTaskRecord {
+                status: BoardTaskStatus::Completed,
+                created_at: created,
+                started_at: Some(created + 1000),
+                completed_at: Some(created + 1000 + ran_ms),
+                estimated_duration_secs: estimate,
+                assigned_to: who.map(String::from),
+                ..base.clone()
+            };
+        let tasks = vec![
+            done(now - 1000 * 60, 10_000, Some(60), None),
+            done(now - day, 30_000, Some(10), Some("bob")),
+            done(now - 2 * day, 20_000, None, None),
+            // Made before the period: not counted as made, nor completed (it ended then too).
+            done(now - 30 * day, 5_000, None, None),
+            BoardTaskRecord {
+                created_at: now - 10,
+                ..base.clone()
+            },
+        ];
+        let a = analytics_of(&tasks, 7, now);
+        assert_eq!(a.created_per_day, [0, 0, 0, 0, 1, 1, 2]);
+        assert_eq!(a.completed_per_day, [0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!((a.created, a.completed), (4, 3));
+        assert_eq!(a.average_duration_ms, Some(20_000));
+        assert_eq!(a.median_duration_ms, Some(20_000));
+        assert_eq!(a.completion_rate, Some(0.75));
+        assert_eq!(a.on_time_rate, Some(0.5));
+        let bob = a.users.iter().find(|u| u.user_id == "bob").unwrap();
+        assert_eq!(
+            (bob.tasks, bob.completed, bob.average_duration_ms),
+            (1, 1, Some(30_000))
+        );
+        let ann = a.users.iter().find(|u| u.user_id == "ann").unwrap();
+        assert_eq!((ann.tasks, ann.completed), (3, 2));
+        // Nothing in the period: no rates, no durations, zeros per day.
+        let empty = analytics_of(&[], 30, now);
+        assert_eq!(empty.created_per_day.len(), 30);
+        assert_eq!(
+            (empty.completion_rate, empty.median_duration_ms),
+            (None, None)
+        );
     }
 }

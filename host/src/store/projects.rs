@@ -84,6 +84,18 @@ impl BoardTaskStatus {
 }
 
 stored_names! {
+    /// The queues that feed the supervisor, highest first.
+    QueueName {
+        /// Started before the others.
+        High => "high",
+        /// The default.
+        Normal => "normal",
+        /// Started when nothing else waits.
+        Low => "low",
+    }
+}
+
+stored_names! {
     /// What a history entry records.
     HistoryAction {
         /// The task was made.
@@ -239,6 +251,18 @@ pub struct BoardTaskRecord {
     pub retry_attempt: u32,
     /// Bumped by every write; a write that names an older version changes nothing.
     pub version: i64,
+    /// The queue it waits in (or last waited in).
+    pub queue: Option<QueueName>,
+    /// When it joined its queue (its place within the queue).
+    pub queued_at: Option<i64>,
+    /// The gantry task of its current or last run.
+    pub run_id: Option<String>,
+    /// Automatic retries left after a failed run.
+    pub retries_left: u32,
+    /// Its runs' timeout, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// The backend its runs use, as chosen when it was queued.
+    pub backend: Option<String>,
 }
 
 /// How to order tasks.
@@ -346,6 +370,36 @@ pub struct UserCounts {
     pub projects_created: u64,
 }
 
+/// One queue's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// The queue.
+    pub name: QueueName,
+    /// Waiting in it now.
+    pub waiting: u64,
+    /// From it, running now.
+    pub running: u64,
+    /// From it, completed in the period.
+    pub completed: u64,
+}
+
+/// Figures of a tenant's queues, from the rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueFigures {
+    /// Per queue, in order.
+    pub queues: Vec<QueueCounts>,
+    /// Tasks that completed in the period.
+    pub completed: u64,
+    /// Tasks that failed or timed out in the period.
+    pub failed: u64,
+    /// Mean run time of those, in ms.
+    pub average_run_ms: Option<f64>,
+    /// Mean wait in the queue of the tasks that started in the period, in ms.
+    pub average_wait_ms: Option<f64>,
+    /// Tasks that started in the period.
+    pub started: u64,
+}
+
 /// Why a board write was refused by what is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoardRefusal {
@@ -435,4 +489,29 @@ pub trait BoardStore: Send + Sync {
     ) -> StoreResult<Vec<HistoryView>>;
     /// What a user made and completed.
     async fn user_counts(&self, tenant: &str, user_id: &str) -> StoreResult<UserCounts>;
+    /// Queued tasks of every tenant that may start now — their queue is not paused and every
+    /// task they wait for has completed (or was deleted) — in queue order: high, normal, low,
+    /// then first queued first.
+    async fn startable_board_tasks(&self, limit: u32) -> StoreResult<Vec<BoardTaskRecord>>;
+    /// A project's running tasks.
+    async fn running_in_project(&self, tenant: &str, project_id: &str) -> StoreResult<u32>;
+    /// Every tenant's undeleted tasks with `status`.
+    async fn board_tasks_with_status(
+        &self,
+        status: BoardTaskStatus,
+    ) -> StoreResult<Vec<BoardTaskRecord>>;
+    /// Pause or resume one of a tenant's queues.
+    async fn set_queue_paused(
+        &self,
+        tenant: &str,
+        queue: QueueName,
+        paused: bool,
+    ) -> StoreResult<()>;
+    /// A tenant's paused queues.
+    async fn paused_queues(&self, tenant: &str) -> StoreResult<Vec<QueueName>>;
+    /// How many of the tenant's queued tasks start before `task` (queued now).
+    async fn queue_position(&self, task: &BoardTaskRecord) -> StoreResult<u64>;
+    /// A tenant's queue figures: waiting and running now, and what ended or started since
+    /// `since` (ms since the epoch).
+    async fn queue_figures(&self, tenant: &str, since: i64) -> StoreResult<QueueFigures>;
 }

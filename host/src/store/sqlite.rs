@@ -178,8 +178,15 @@ CREATE TABLE board_tasks (
     metadata TEXT NOT NULL,
     retry_attempt INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0,
-    deleted_at INTEGER
+    deleted_at INTEGER,
+    queue TEXT,
+    queued_at INTEGER,
+    run_id TEXT,
+    retries_left INTEGER NOT NULL DEFAULT 0,
+    timeout_secs INTEGER,
+    backend TEXT
 );
+CREATE INDEX board_tasks_queued ON board_tasks (status, queued_at) WHERE deleted_at IS NULL;
 CREATE INDEX board_tasks_by_tenant ON board_tasks (tenant, created_at);
 CREATE INDEX board_tasks_by_project ON board_tasks (project_id, status);
 CREATE VIRTUAL TABLE board_tasks_fts USING fts5(title, description, tags, content='board_tasks');
@@ -217,6 +224,12 @@ CREATE TABLE board_task_history (
 );
 CREATE INDEX board_task_history_by_task ON board_task_history (task_id, at);
 CREATE INDEX board_task_history_by_project ON board_task_history (project_id, at);
+CREATE TABLE board_queues (
+    tenant TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    PRIMARY KEY (tenant, queue)
+) WITHOUT ROWID;
 CREATE TABLE user_preferences (
     tenant TEXT NOT NULL,
     user_id TEXT NOT NULL,

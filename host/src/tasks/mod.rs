@@ -22,6 +22,7 @@ mod lease;
 mod lines;
 mod log;
 mod process;
+pub mod queue;
 mod retention;
 mod run;
 pub mod sandbox;
@@ -97,6 +98,7 @@ pub struct StartTask {
 /// A task that is pending or running on this node.
 #[derive(Debug)]
 struct Live {
+    tenant: String,
     workspace_id: String,
     cancel: watch::Sender<bool>,
     progress: watch::Receiver<LogProgress>,
@@ -337,6 +339,7 @@ impl Supervisor {
         inner.live.lock().unwrap().insert(
             task.id.clone(),
             Live {
+                tenant: tenant.to_string(),
                 workspace_id: workspace.id.clone(),
                 cancel: cancel_tx,
                 progress: progress_rx,
@@ -429,6 +432,25 @@ impl Supervisor {
             progress,
             tail,
         ))
+    }
+
+    /// Whether a task of `tenant` started now would run at once rather than wait for a slot:
+    /// fewer than the node's and the tenant's running limits are pending or running. A queue
+    /// that feeds the supervisor asks this, so that it hands over work in its own order
+    /// instead of lining it up behind the supervisor's.
+    pub fn has_room(&self, tenant: &TenantId) -> bool {
+        let live = self.inner.live.lock().unwrap();
+        let of_tenant = live
+            .values()
+            .filter(|l| l.tenant == tenant.as_str())
+            .count();
+        live.len() < self.inner.limits.max_running.max(1)
+            && of_tenant < self.inner.limits.max_running_per_tenant.max(1)
+    }
+
+    /// The most tasks of one tenant that run at once.
+    pub fn tenant_workers(&self) -> usize {
+        self.inner.limits.max_running_per_tenant.max(1)
     }
 
     /// Tasks pending or running now, over all tenants.

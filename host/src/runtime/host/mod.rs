@@ -26,6 +26,7 @@ use crate::backends::Availability;
 use crate::metrics::Metrics;
 use crate::projects::Projects;
 use crate::sessions::Sessions;
+use crate::tasks::queue::BoardQueues;
 use crate::tasks::{Adapters, Supervisor};
 use crate::tenants::TenantId;
 use crate::users::{Principal, Users};
@@ -105,6 +106,8 @@ pub struct Services {
     pub users: Users,
     /// Projects and their tasks.
     pub projects: Projects,
+    /// The queues that run the projects' tasks.
+    pub queues: BoardQueues,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
 }
@@ -308,6 +311,7 @@ pub(crate) struct UsersView<'a> {
 /// The board, for the calling user (whose tenant and permissions the host applies).
 pub(crate) struct ProjectsView<'a> {
     pub(crate) projects: &'a Projects,
+    pub(crate) queues: &'a BoardQueues,
     pub(crate) user: Option<&'a Principal>,
 }
 
@@ -397,6 +401,7 @@ impl HandlerState {
     fn projects_view(&mut self) -> ProjectsView<'_> {
         ProjectsView {
             projects: &self.host.services.projects,
+            queues: &self.host.services.queues,
             user: self.host.user.as_ref(),
         }
     }
@@ -504,6 +509,9 @@ mod tests {
         .unwrap();
         Services {
             projects: Projects::new(store.clone(), workspaces.clone()),
+            queues: BoardQueues::start(store.clone(), tasks.clone())
+                .await
+                .unwrap(),
             workspaces,
             tasks,
             backends: Availability::new(vec![], dir).unwrap(),

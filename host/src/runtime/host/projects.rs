@@ -9,10 +9,12 @@ use crate::projects::{
     BoardTask, BulkOperation, Limits, NewProject, NewTask, Project, ProjectChange, ProjectError,
     ProjectListing, TaskChange, TaskListing,
 };
+use crate::store::QueueName;
 use crate::store::{
     BoardTaskOrder, BoardTaskQuery, BoardTaskRecord, BoardTaskStatus, HistoryAction, HistoryView,
     ProjectOrder, ProjectQuery, ProjectStatus,
 };
+use crate::tasks::queue::{ExecuteOptions, Queued};
 use crate::users::Principal;
 
 fn error(e: ProjectError) -> wit::ProjectError {
@@ -163,7 +165,52 @@ fn task_of(r: BoardTaskRecord, dependencies: Vec<wit::Dependency>) -> wit::Proje
         metadata_json: r.metadata,
         dependencies,
         retry_attempt: r.retry_attempt,
+        queue: r.queue.map(queue_name),
+        run_id: r.run_id,
+        retries_left: r.retries_left,
+        backend: r.backend,
     }
+}
+
+fn queue_name(q: QueueName) -> wit::QueueName {
+    match q {
+        QueueName::High => wit::QueueName::High,
+        QueueName::Normal => wit::QueueName::Normal,
+        QueueName::Low => wit::QueueName::Low,
+    }
+}
+
+fn from_queue_name(q: wit::QueueName) -> QueueName {
+    match q {
+        wit::QueueName::High => QueueName::High,
+        wit::QueueName::Normal => QueueName::Normal,
+        wit::QueueName::Low => QueueName::Low,
+    }
+}
+
+fn queued(q: Queued) -> wit::Queued {
+    wit::Queued {
+        task: task_of(q.task, Vec::new()),
+        position: q.position,
+        waiting_on: q.waiting_on,
+    }
+}
+
+fn outcome(results: Vec<(String, Result<(), ProjectError>)>) -> wit::BulkOutcome {
+    let mut out = wit::BulkOutcome {
+        succeeded: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (id, result) in results {
+        match result {
+            Ok(()) => out.succeeded.push(id),
+            Err(e) => out.failed.push(wit::BulkFailure {
+                id,
+                error: error(e),
+            }),
+        }
+    }
+    out
 }
 
 fn task(t: BoardTask) -> wit::ProjectTask {
@@ -330,6 +377,41 @@ impl wit::Host for ProjectsView<'_> {
             .map_err(error)
     }
 
+    async fn project_analytics(
+        &mut self,
+        id: String,
+        days: u32,
+    ) -> Result<wit::Analytics, wit::ProjectError> {
+        let who = self.who()?;
+        let a = self
+            .projects
+            .analytics(who, &id, days)
+            .await
+            .map_err(error)?;
+        Ok(wit::Analytics {
+            days: a.days,
+            created_per_day: a.created_per_day,
+            completed_per_day: a.completed_per_day,
+            created: a.created,
+            completed: a.completed,
+            average_duration_ms: a.average_duration_ms,
+            median_duration_ms: a.median_duration_ms,
+            completion_rate: a.completion_rate,
+            on_time_rate: a.on_time_rate,
+            users: a
+                .users
+                .into_iter()
+                .map(|u| wit::UserFigures {
+                    user_id: u.user_id,
+                    user_name: u.user_name,
+                    tasks: u.tasks,
+                    completed: u.completed,
+                    average_duration_ms: u.average_duration_ms,
+                })
+                .collect(),
+        })
+    }
+
     async fn project_activity(
         &mut self,
         id: String,
@@ -486,5 +568,105 @@ impl wit::Host for ProjectsView<'_> {
             tasks_completed: c.tasks_completed,
             projects_created: c.projects_created,
         })
+    }
+
+    async fn execute(
+        &mut self,
+        id: String,
+        o: wit::ExecuteOptions,
+    ) -> Result<wit::Queued, wit::ProjectError> {
+        let who = self.who()?;
+        let options = ExecuteOptions {
+            queue: from_queue_name(o.queue),
+            timeout_secs: o.timeout_secs,
+            retry_attempts: o.retry_attempts,
+            backend: o.backend,
+        };
+        self.queues
+            .execute(who, &id, options)
+            .await
+            .map(queued)
+            .map_err(error)
+    }
+
+    async fn retry(&mut self, id: String) -> Result<wit::Queued, wit::ProjectError> {
+        let who = self.who()?;
+        self.queues.retry(who, &id).await.map(queued).map_err(error)
+    }
+
+    async fn cancel(
+        &mut self,
+        id: String,
+        reason: Option<String>,
+    ) -> Result<wit::ProjectTask, wit::ProjectError> {
+        let who = self.who()?;
+        self.queues
+            .cancel(who, &id, reason)
+            .await
+            .map(|t| task_of(t, Vec::new()))
+            .map_err(error)
+    }
+
+    async fn report_queues(&mut self, since: i64) -> Result<wit::QueueReport, wit::ProjectError> {
+        let who = self.who()?;
+        let (figures, paused) = self.queues.report(who, since).await.map_err(error)?;
+        Ok(wit::QueueReport {
+            queues: figures
+                .queues
+                .iter()
+                .map(|q| wit::QueueState {
+                    name: queue_name(q.name),
+                    waiting: q.waiting,
+                    running: q.running,
+                    completed: q.completed,
+                    paused: paused.contains(&q.name),
+                })
+                .collect(),
+            workers: u32::try_from(self.queues.workers()).unwrap_or(u32::MAX),
+            completed: figures.completed,
+            failed: figures.failed,
+            started: figures.started,
+            average_run_ms: figures.average_run_ms,
+            average_wait_ms: figures.average_wait_ms,
+        })
+    }
+
+    async fn pause_queues(&mut self, queues: Vec<wit::QueueName>) -> Result<(), wit::ProjectError> {
+        let who = self.who()?;
+        let queues: Vec<QueueName> = queues.into_iter().map(from_queue_name).collect();
+        self.queues.pause(who, &queues).await.map_err(error)
+    }
+
+    async fn resume_queues(
+        &mut self,
+        queues: Vec<wit::QueueName>,
+    ) -> Result<(), wit::ProjectError> {
+        let who = self.who()?;
+        let queues: Vec<QueueName> = queues.into_iter().map(from_queue_name).collect();
+        self.queues.resume(who, &queues).await.map_err(error)
+    }
+
+    async fn clear_queues(
+        &mut self,
+        queues: Vec<wit::QueueName>,
+        reason: Option<String>,
+    ) -> Result<Vec<String>, wit::ProjectError> {
+        let who = self.who()?;
+        let queues: Vec<QueueName> = queues.into_iter().map(from_queue_name).collect();
+        self.queues.clear(who, &queues, reason).await.map_err(error)
+    }
+
+    async fn move_to_queue(
+        &mut self,
+        ids: Vec<String>,
+        queue: wit::QueueName,
+    ) -> Result<wit::BulkOutcome, wit::ProjectError> {
+        let who = self.who()?;
+        let results = self
+            .queues
+            .move_to(who, &ids, from_queue_name(queue))
+            .await
+            .map_err(error)?;
+        Ok(outcome(results))
     }
 }

@@ -6,14 +6,18 @@ use super::Sqlite;
 use crate::store::{
     BoardRefusal, BoardStore, BoardTaskOrder, BoardTaskQuery, BoardTaskRecord, BoardTaskStatus,
     DependencyRecord, HistoryAction, HistoryRecord, HistoryView, ProjectCounts, ProjectOrder,
-    ProjectQuery, ProjectRecord, ProjectStatus, StoreResult, UserCounts,
+    ProjectQuery, ProjectRecord, ProjectStatus, QueueCounts, QueueFigures, QueueName, StoreResult,
+    UserCounts,
 };
 use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 const PROJECT_COLUMNS: &str = "p.id, p.tenant, p.name, p.description, p.status, p.workspace_id, p.created_by, p.created_at, p.updated_at, p.settings, p.max_tasks, p.max_concurrent_tasks, p.storage_limit_bytes";
 
-const TASK_COLUMNS: &str = "t.id, t.tenant, t.project_id, t.title, t.description, t.status, t.priority, t.progress, t.estimated_duration_secs, t.assigned_to, t.created_by, t.created_at, t.updated_at, t.started_at, t.completed_at, t.tags, t.metadata, t.retry_attempt, t.version";
+const TASK_COLUMNS: &str = "t.id, t.tenant, t.project_id, t.title, t.description, t.status, t.priority, t.progress, t.estimated_duration_secs, t.assigned_to, t.created_by, t.created_at, t.updated_at, t.started_at, t.completed_at, t.tags, t.metadata, t.retry_attempt, t.version, t.queue, t.queued_at, t.run_id, t.retries_left, t.timeout_secs, t.backend";
+
+/// The queues' order as SQL: high first.
+const QUEUE_RANK: &str = "CASE t.queue WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END";
 
 const HISTORY_COLUMNS: &str = "h.id, h.tenant, h.task_id, h.project_id, h.at, h.action, h.field, h.old_value, h.new_value, h.user_id, h.user_name, h.note, t.title";
 
@@ -66,7 +70,20 @@ fn task(row: &rusqlite::Row<'_>) -> rusqlite::Result<BoardTaskRecord> {
         metadata: row.get(16)?,
         retry_attempt: row.get(17)?,
         version: row.get(18)?,
+        queue: match row.get::<_, Option<String>>(19)? {
+            Some(q) => Some(QueueName::parse(&q).ok_or_else(|| bad_name(19, "queue", &q))?),
+            None => None,
+        },
+        queued_at: row.get(20)?,
+        run_id: row.get(21)?,
+        retries_left: row.get(22)?,
+        timeout_secs: row.get::<_, Option<i64>>(23)?.map(|n| n.max(0) as u64),
+        backend: row.get(24)?,
     })
+}
+
+fn secs(n: Option<u64>) -> Option<i64> {
+    n.map(|n| n.min(i64::MAX as u64) as i64)
 }
 
 fn history(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryView> {
@@ -341,8 +358,8 @@ impl BoardStore for Sqlite {
             }
         }
         tx.prepare_cached(
-            "INSERT INTO board_tasks (id, tenant, project_id, title, description, status, priority, progress, estimated_duration_secs, assigned_to, created_by, created_at, updated_at, started_at, completed_at, tags, metadata, retry_attempt, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            "INSERT INTO board_tasks (id, tenant, project_id, title, description, status, priority, progress, estimated_duration_secs, assigned_to, created_by, created_at, updated_at, started_at, completed_at, tags, metadata, retry_attempt, version, queue, queued_at, run_id, retries_left, timeout_secs, backend)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         )?
         .execute(params![
             t.id,
@@ -363,7 +380,13 @@ impl BoardStore for Sqlite {
             tags_json(&t.tags),
             t.metadata,
             t.retry_attempt,
-            t.version
+            t.version,
+            t.queue.map(QueueName::as_str),
+            t.queued_at,
+            t.run_id,
+            t.retries_left,
+            secs(t.timeout_secs),
+            t.backend
         ])?;
         for dep in depends_on {
             tx.prepare_cached(
@@ -466,7 +489,7 @@ impl BoardStore for Sqlite {
         let tx = conn.transaction()?;
         let n = tx
             .prepare_cached(
-                "UPDATE board_tasks SET title = ?4, description = ?5, status = ?6, priority = ?7, progress = ?8, estimated_duration_secs = ?9, assigned_to = ?10, updated_at = ?11, started_at = ?12, completed_at = ?13, tags = ?14, metadata = ?15, retry_attempt = ?16, version = version + 1
+                "UPDATE board_tasks SET title = ?4, description = ?5, status = ?6, priority = ?7, progress = ?8, estimated_duration_secs = ?9, assigned_to = ?10, updated_at = ?11, started_at = ?12, completed_at = ?13, tags = ?14, metadata = ?15, retry_attempt = ?16, queue = ?17, queued_at = ?18, run_id = ?19, retries_left = ?20, timeout_secs = ?21, backend = ?22, version = version + 1
                  WHERE tenant = ?1 AND id = ?2 AND version = ?3 AND deleted_at IS NULL",
             )?
             .execute(params![
@@ -485,7 +508,13 @@ impl BoardStore for Sqlite {
                 t.completed_at,
                 tags_json(&t.tags),
                 t.metadata,
-                t.retry_attempt
+                t.retry_attempt,
+                t.queue.map(QueueName::as_str),
+                t.queued_at,
+                t.run_id,
+                t.retries_left,
+                secs(t.timeout_secs),
+                t.backend
             ])?;
         if n == 0 {
             return Ok(Err(BoardRefusal::Stale));
@@ -591,5 +620,130 @@ impl BoardStore for Sqlite {
             tasks_completed: completed.max(0) as u64,
             projects_created: projects.max(0) as u64,
         })
+    }
+
+    async fn startable_board_tasks(&self, limit: u32) -> StoreResult<Vec<BoardTaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM board_tasks t
+             WHERE t.status = 'queued' AND t.deleted_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM board_queues q
+                               WHERE q.tenant = t.tenant AND q.queue = t.queue AND q.paused)
+               AND NOT EXISTS (SELECT 1 FROM board_task_dependencies d
+                               JOIN board_tasks x ON x.id = d.depends_on
+                               WHERE d.task_id = t.id AND x.deleted_at IS NULL AND x.status != 'completed')
+             ORDER BY {QUEUE_RANK}, t.queued_at, t.rowid LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit], task)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn running_in_project(&self, tenant: &str, project_id: &str) -> StoreResult<u32> {
+        Ok(self.query_row(
+            "SELECT COUNT(*) FROM board_tasks WHERE tenant = ?1 AND project_id = ?2 AND status = 'running' AND deleted_at IS NULL",
+            params![tenant, project_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn board_tasks_with_status(
+        &self,
+        status: BoardTaskStatus,
+    ) -> StoreResult<Vec<BoardTaskRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM board_tasks t WHERE t.status = ?1 AND t.deleted_at IS NULL ORDER BY t.rowid"
+        ))?;
+        let rows = stmt.query_map([status.as_str()], task)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn set_queue_paused(
+        &self,
+        tenant: &str,
+        queue: QueueName,
+        paused: bool,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO board_queues (tenant, queue, paused) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tenant, queue) DO UPDATE SET paused = excluded.paused",
+            params![tenant, queue.as_str(), paused],
+        )?;
+        Ok(())
+    }
+
+    async fn paused_queues(&self, tenant: &str) -> StoreResult<Vec<QueueName>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT queue FROM board_queues WHERE tenant = ?1 AND paused")?;
+        let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
+        let names = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(QueueName::ALL
+            .iter()
+            .copied()
+            .filter(|q| names.iter().any(|n| n == q.as_str()))
+            .collect())
+    }
+
+    async fn queue_position(&self, t: &BoardTaskRecord) -> StoreResult<u64> {
+        let rank = match t.queue {
+            Some(QueueName::High) => 0,
+            Some(QueueName::Normal) | None => 1,
+            Some(QueueName::Low) => 2,
+        };
+        let ahead: i64 = self.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM board_tasks t
+                 WHERE t.tenant = ?1 AND t.status = 'queued' AND t.deleted_at IS NULL AND t.id != ?2
+                   AND ({QUEUE_RANK} < ?3 OR ({QUEUE_RANK} = ?3 AND t.queued_at <= ?4))"
+            ),
+            params![t.tenant, t.id, rank, t.queued_at.unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?;
+        Ok(ahead.max(0) as u64)
+    }
+
+    async fn queue_figures(&self, tenant: &str, since: i64) -> StoreResult<QueueFigures> {
+        let conn = self.conn();
+        let mut figures = QueueFigures::default();
+        let mut per_queue = conn.prepare_cached(
+            "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0),
+                    COALESCE(SUM(status = 'completed' AND completed_at >= ?3), 0)
+             FROM board_tasks WHERE tenant = ?1 AND queue = ?2 AND deleted_at IS NULL",
+        )?;
+        for queue in QueueName::ALL {
+            let (waiting, running, completed): (i64, i64, i64) = per_queue
+                .query_row(params![tenant, queue.as_str(), since], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            figures.queues.push(QueueCounts {
+                name: *queue,
+                waiting: waiting.max(0) as u64,
+                running: running.max(0) as u64,
+                completed: completed.max(0) as u64,
+            });
+        }
+        let (completed, failed, average_run): (i64, i64, Option<f64>) = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(status = 'completed'), 0),
+                        COALESCE(SUM(status IN ('failed', 'timed_out')), 0),
+                        AVG(completed_at - started_at)
+                 FROM board_tasks
+                 WHERE tenant = ?1 AND queue IS NOT NULL AND completed_at >= ?2 AND started_at IS NOT NULL
+                   AND status IN ('completed', 'failed', 'timed_out')",
+            )?
+            .query_row(params![tenant, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (started, average_wait): (i64, Option<f64>) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), AVG(started_at - queued_at) FROM board_tasks
+                 WHERE tenant = ?1 AND queue IS NOT NULL AND started_at >= ?2 AND queued_at IS NOT NULL",
+            )?
+            .query_row(params![tenant, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        figures.completed = completed.max(0) as u64;
+        figures.failed = failed.max(0) as u64;
+        figures.average_run_ms = average_run;
+        figures.started = started.max(0) as u64;
+        figures.average_wait_ms = average_wait;
+        Ok(figures)
     }
 }
