@@ -388,15 +388,15 @@ pub struct QueueCounts {
 pub struct QueueFigures {
     /// Per queue, in order.
     pub queues: Vec<QueueCounts>,
-    /// Tasks that completed in the period.
+    /// Runs that completed in the period (from the history).
     pub completed: u64,
-    /// Tasks that failed or timed out in the period.
+    /// Runs that failed or timed out in the period.
     pub failed: u64,
     /// Mean run time of those, in ms.
     pub average_run_ms: Option<f64>,
     /// Mean wait in the queue of the tasks that started in the period, in ms.
     pub average_wait_ms: Option<f64>,
-    /// Tasks that started in the period.
+    /// Runs that started in the period.
     pub started: u64,
 }
 

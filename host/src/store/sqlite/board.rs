@@ -723,22 +723,31 @@ impl BoardStore for Sqlite {
                 completed: completed.max(0) as u64,
             });
         }
-        let (completed, failed, average_run): (i64, i64, Option<f64>) = conn
+        // Runs, from the history: a task that failed and then completed counts both.
+        let (completed, failed, started): (i64, i64, i64) = conn
             .prepare_cached(
-                "SELECT COALESCE(SUM(status = 'completed'), 0),
-                        COALESCE(SUM(status IN ('failed', 'timed_out')), 0),
-                        AVG(completed_at - started_at)
-                 FROM board_tasks
+                "SELECT COALESCE(SUM(new_value = '\"completed\"'), 0),
+                        COALESCE(SUM(new_value IN ('\"failed\"', '\"timed_out\"')), 0),
+                        COALESCE(SUM(new_value = '\"running\"'), 0)
+                 FROM board_task_history
+                 WHERE tenant = ?1 AND action = 'status_changed' AND at >= ?2",
+            )?
+            .query_row(params![tenant, since], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let average_run: Option<f64> = conn
+            .prepare_cached(
+                "SELECT AVG(completed_at - started_at) FROM board_tasks
                  WHERE tenant = ?1 AND queue IS NOT NULL AND completed_at >= ?2 AND started_at IS NOT NULL
                    AND status IN ('completed', 'failed', 'timed_out')",
             )?
-            .query_row(params![tenant, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let (started, average_wait): (i64, Option<f64>) = conn
+            .query_row(params![tenant, since], |r| r.get(0))?;
+        let average_wait: Option<f64> = conn
             .prepare_cached(
-                "SELECT COUNT(*), AVG(started_at - queued_at) FROM board_tasks
+                "SELECT AVG(started_at - queued_at) FROM board_tasks
                  WHERE tenant = ?1 AND queue IS NOT NULL AND started_at >= ?2 AND queued_at IS NOT NULL",
             )?
-            .query_row(params![tenant, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(params![tenant, since], |r| r.get(0))?;
         figures.completed = completed.max(0) as u64;
         figures.failed = failed.max(0) as u64;
         figures.average_run_ms = average_run;
