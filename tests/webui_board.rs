@@ -1269,3 +1269,43 @@ async fn queues_survive_a_restart_and_interrupted_runs_are_retried() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_documents_curl_examples_run_a_real_agent() {
+    use common::agents::{CLAUDE, FakeModel, backend_manifest, bodies, root};
+    let fake = FakeModel::start();
+    let setup = common::Setup::new(&[
+        (
+            "webui-api",
+            include_str!("../plugins/webui-api.toml").to_string(),
+        ),
+        ("system", include_str!("../plugins/system.toml").to_string()),
+        ("claude", backend_manifest(CLAUDE, &fake)),
+    ]);
+    add_user(&setup, "alice", "ann", false);
+    let g = serve(&setup);
+    let base = format!("http://{}", g.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(root().join("tests/webui/curl-examples.sh"))
+            .args([base.as_str(), "ann", PASSWORD, "claude"])
+            .output()
+            .expect("running tests/webui/curl-examples.sh")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\ngantry log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        g.stderr()
+    );
+    // The agent asked the model about the task: its title was the prompt.
+    assert!(
+        bodies(&fake)
+            .iter()
+            .any(|b| b.contains("Implement user authentication")),
+        "the model never saw the task"
+    );
+}
