@@ -49,8 +49,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     // The fuzzing tenant is an operator, so that /metrics is fuzzed (and read) too. Generated
     // runs end within seconds (the document's own example starts CLK's endless `loop`), so
     // that a case following a task's stream is never left waiting on the fuzzer's timeout.
-    let settings =
-        "operators = [\"ops\"]\n[tasks]\ndefault_timeout_ms = 2000\nmax_running_per_tenant = 16\n";
+    let settings = "operators = [\"ops\"]\n[tasks]\ndefault_timeout_ms = 2000\nmax_running_per_tenant = 16\n[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\n";
     let g = setup.start_configured(settings, &format!("ops:{OPS}"));
     let base = format!("http://{}", g.addr);
     let out = tokio::task::spawn_blocking(move || {
@@ -61,7 +60,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             // several prompts per case.
             .env(
                 "SCHEMATHESIS_INCLUDE",
-                r"^/(v1/.*|api/(healthz|health|system/info|capabilities|workflows|workspaces.*|research.*|auth/.*|users.*|projects.*|tasks.*|queues/.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
+                r"^/(v1/.*|api/(healthz|health.*|system/info|capabilities|workflows|workspaces.*|research.*|auth/.*|users.*|projects.*|tasks.*|queues/.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
             )
             .env("SCHEMATHESIS_MAX_EXAMPLES", "400")
             .output()

@@ -581,6 +581,25 @@ async fn tenants_and_permissions_bound_the_board() {
     assert_eq!(status, 401);
     let info = ok(&g, "GET", "/api/system/info", &rita, Value::Null).await;
     assert_eq!(info["limits"]["max_page_size"], 100);
+    // The detailed report: the store timed now, the last minute's requests from the metrics.
+    let (status, _) = refused(&g, "GET", "/api/health/detailed", None, Value::Null).await;
+    assert_eq!(status, 401);
+    let detailed = ok(&g, "GET", "/api/health/detailed", &rita, Value::Null).await;
+    assert_eq!(
+        detailed["checks"]["database"]["status"], "healthy",
+        "{detailed}"
+    );
+    assert!(
+        detailed["checks"]["database"]["response_time"]
+            .as_f64()
+            .unwrap()
+            >= 0.0
+    );
+    let per_minute = detailed["metrics"]["requests_per_minute"].as_u64().unwrap();
+    assert!(per_minute >= 20, "{detailed}");
+    let client_errors = detailed["metrics"]["client_error_rate"].as_f64().unwrap();
+    assert!(client_errors > 0.0 && client_errors < 1.0, "{detailed}");
+    assert_eq!(detailed["metrics"]["error_rate"], 0.0, "{detailed}");
 }
 
 #[tokio::test]
@@ -731,6 +750,60 @@ async fn bad_input_is_refused_in_the_envelope_and_writes_nothing() {
             json!("dark"),
             "body",
         ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/execute"),
+            json!({ "priority": "urgent" }),
+            "priority",
+        ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/execute"),
+            json!({ "options": { "retry_attempts": 11 } }),
+            "options.retry_attempts",
+        ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/execute"),
+            json!({ "options": { "timeout": "1h" } }),
+            "options.timeout",
+        ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/execute"),
+            json!({ "options": { "colour": 1 } }),
+            "options.colour",
+        ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/retry"),
+            Value::Null,
+            "status",
+        ),
+        (
+            "POST",
+            format!("/api/tasks/{tid}/cancel"),
+            json!({ "reason": 5 }),
+            "reason",
+        ),
+        (
+            "POST",
+            "/api/queues/pause".into(),
+            json!({ "queue_name": "urgent" }),
+            "queue_name",
+        ),
+        (
+            "DELETE",
+            "/api/queues/clear".into(),
+            json!({ "confirm": "yes" }),
+            "confirm",
+        ),
+        (
+            "POST",
+            "/api/queues/priority".into(),
+            json!({ "task_ids": [tid], "priority": "top" }),
+            "priority",
+        ),
     ];
     for (method, path, body, field) in bodies {
         let (status, error) = refused(&g, method, &path, Some(&ann), body.clone()).await;
@@ -765,6 +838,17 @@ async fn bad_input_is_refused_in_the_envelope_and_writes_nothing() {
             (status, error["code"].as_str()),
             (422, Some("VALIDATION_ERROR")),
             "{query}"
+        );
+    }
+    for path in [
+        "/api/queues/metrics?period=2h".to_string(),
+        format!("/api/projects/{pid}/analytics?period=2w"),
+    ] {
+        let (status, error) = refused(&g, "GET", &path, Some(&ann), Value::Null).await;
+        assert_eq!(
+            (status, error["details"]["field"].as_str()),
+            (422, Some("period")),
+            "{path}"
         );
     }
     // Oversize: refused before any of it is read as JSON.
@@ -829,7 +913,8 @@ fn board_setup() -> common::Setup {
 
 fn start_board(setup: &common::Setup) -> common::Gantry {
     setup.start_configured(
-        "[tasks]\nmax_running_per_tenant = 1\n",
+        // Polling tasks until they end takes more than the default 200 requests a minute.
+        "[tasks]\nmax_running_per_tenant = 1\n[http]\nuser_rate_limit_per_minute = 6000\n",
         &format!("alice:{ALICE}, bob:{BOB}"),
     )
 }
@@ -866,6 +951,55 @@ async fn until(g: &common::Gantry, bearer: &str, id: &str, done: impl Fn(&Value)
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn each_user_has_a_request_budget_told_on_every_answer() {
+    let setup = setup();
+    add_user(&setup, "alice", "ann", false);
+    let g = setup.start_configured(
+        "[http]\nuser_rate_limit_per_minute = 3\npublic_rate_limit_per_minute = 2\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    );
+    // Logging in is a public call: the address's budget (2), not the user's.
+    let ann = token(&g, "ann").await;
+    for remaining in [2, 1, 0] {
+        let (status, headers, body) =
+            call(&g, "GET", "/api/projects/", Some(&ann), Value::Null, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["x-ratelimit-limit"], "3");
+        assert_eq!(
+            headers["x-ratelimit-remaining"],
+            remaining.to_string().as_str()
+        );
+        assert_eq!(headers["x-ratelimit-window"], "60");
+        assert!(headers.contains_key("x-ratelimit-reset"));
+    }
+    let (status, headers, body) =
+        call(&g, "GET", "/api/projects/", Some(&ann), Value::Null, &[]).await;
+    assert_eq!(status, 429, "{body}");
+    assert_envelope(&body, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(body["error"]["details"]["limit"], 3);
+    assert_eq!(body["error"]["details"]["window"], 60);
+    assert!(body["error"]["details"]["reset_at"].is_string());
+    assert!(headers.contains_key("retry-after"));
+    // Another user of the same tenant is not held back by Ann, nor is another tenant.
+    let (status, _, body) = call(&g, "GET", "/api/projects/", Some(ALICE), Value::Null, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = call(&g, "GET", "/api/projects/", Some(BOB), Value::Null, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    // Public calls of one address share a budget: the login used one of two.
+    let (status, headers, _) = call(&g, "GET", "/api/health/", None, Value::Null, &[]).await;
+    assert_eq!(
+        (status, &headers["x-ratelimit-remaining"]),
+        (200, &"0".parse().unwrap())
+    );
+    let (status, _, body) = call(&g, "GET", "/api/health/", None, Value::Null, &[]).await;
+    assert_eq!(status, 429, "{body}");
+    // Other surfaces are not the Web UI API's: no user budget there.
+    let (status, headers, _) = call(&g, "GET", "/health", None, Value::Null, &[]).await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("x-ratelimit-limit"));
 }
 
 fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {

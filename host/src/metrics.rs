@@ -77,6 +77,8 @@ struct StreamLabels {
 #[derive(Debug)]
 pub struct Metrics {
     families: Families,
+    /// The last minute's requests, per second.
+    recent: RecentTraffic,
     /// The store whose size each scrape reads, once one is watched.
     store: std::sync::OnceLock<std::sync::Arc<dyn StoreGauges>>,
 }
@@ -92,9 +94,86 @@ impl Default for Metrics {
                 streaming: Gauge::default(),
                 failed_streams: Family::default(),
             },
+            recent: RecentTraffic::default(),
             store: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// What this node answered in the last minute (a sliding window of whole seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of those, answered 5xx.
+    pub server_errors: u64,
+    /// Of those, answered 4xx.
+    pub client_errors: u64,
+    /// Mean time to the response head, in ms.
+    pub average_ms: Option<f64>,
+}
+
+/// One second of traffic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Second {
+    /// Which second (since the epoch) the counts are of.
+    at: u64,
+    requests: u64,
+    server_errors: u64,
+    client_errors: u64,
+    micros: u64,
+}
+
+/// The last 60 seconds of requests: a ring of per-second counts, each slot reset when a new
+/// second reaches it, so the window costs 60 slots however busy the node is.
+#[derive(Debug)]
+struct RecentTraffic {
+    seconds: std::sync::Mutex<[Second; 60]>,
+}
+
+impl Default for RecentTraffic {
+    fn default() -> Self {
+        RecentTraffic {
+            seconds: std::sync::Mutex::new([Second::default(); 60]),
+        }
+    }
+}
+
+impl RecentTraffic {
+    fn record(&self, now: u64, status: u16, elapsed: Duration) {
+        let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut seconds[(now % 60) as usize];
+        if slot.at != now {
+            *slot = Second {
+                at: now,
+                ..Second::default()
+            };
+        }
+        slot.requests += 1;
+        slot.server_errors += u64::from(status >= 500);
+        slot.client_errors += u64::from((400..500).contains(&status));
+        slot.micros += u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    }
+
+    fn last_minute(&self, now: u64) -> Traffic {
+        let seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = Traffic::default();
+        let mut micros = 0u64;
+        for s in seconds.iter().filter(|s| s.at + 60 > now && s.at <= now) {
+            t.requests += s.requests;
+            t.server_errors += s.server_errors;
+            t.client_errors += s.client_errors;
+            micros = micros.saturating_add(s.micros);
+        }
+        t.average_ms = (t.requests > 0).then(|| micros as f64 / 1000.0 / t.requests as f64);
+        t
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A store that can say how large it is; read at each scrape, so the figures are the store's
@@ -153,6 +232,7 @@ pub const UNROUTED: &str = "unrouted";
 impl Metrics {
     /// Count one answered request; `elapsed` is the time to its response head.
     pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.recent.record(unix_secs(), status, elapsed);
         self.families
             .requests
             .get_or_create(&RequestLabels {
@@ -168,6 +248,11 @@ impl Metrics {
                 method: method.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// What this node answered in the last minute.
+    pub fn last_minute(&self) -> Traffic {
+        self.recent.last_minute(unix_secs())
     }
 
     /// Count one task that ended in `state`.
@@ -517,5 +602,23 @@ gantry_component_instances_max 64
             assert!(!text.contains(&format!("\n{name}")), "{text}");
         }
         assert!(text.contains("\ngantry_active_streams 0\n"), "{text}");
+    }
+
+    #[test]
+    fn the_last_minute_slides_by_the_second() {
+        let recent = RecentTraffic::default();
+        let ms = Duration::from_millis;
+        recent.record(1000, 200, ms(2));
+        recent.record(1000, 503, ms(4));
+        recent.record(1030, 404, ms(6));
+        let t = recent.last_minute(1030);
+        assert_eq!((t.requests, t.server_errors, t.client_errors), (3, 1, 1));
+        assert_eq!(t.average_ms, Some(4.0));
+        // A minute on, the first second has left the window; its slot is reused.
+        let t = recent.last_minute(1060);
+        assert_eq!((t.requests, t.client_errors), (1, 1));
+        recent.record(1060, 200, ms(1));
+        assert_eq!(recent.last_minute(1060).requests, 2);
+        assert_eq!(recent.last_minute(2000), Traffic::default());
     }
 }

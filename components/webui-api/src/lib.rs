@@ -107,6 +107,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("POST", ["auth", "refresh"]) => refresh(),
         ("POST", ["auth", "logout"]) => logout(),
         ("GET", ["health"]) => system::health(),
+        ("GET", ["health", "detailed"]) => system::detailed(),
         ("GET", ["system", "info"]) => system::info(),
         ("GET", ["users", "profile"]) => system::profile(),
         ("PUT", ["users", "preferences"]) => system::set_preferences(request),
@@ -141,6 +142,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
             _,
             ["auth", "login" | "refresh" | "logout"]
             | ["health"]
+            | ["health", "detailed"]
             | ["system", "info"]
             | ["users"]
             | ["users", "profile" | "preferences"]

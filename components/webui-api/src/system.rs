@@ -30,6 +30,47 @@ pub fn health() -> Answer {
     }
 }
 
+/// `GET /api/health/detailed`: the store asked and timed now, and the node's last minute of
+/// requests, from its metrics.
+pub fn detailed() -> Answer {
+    let store = host_info::check_store();
+    let traffic = host_info::recent_traffic();
+    let node = host_info::info();
+    let error_rate =
+        (traffic.requests > 0).then(|| traffic.server_errors as f64 / traffic.requests as f64);
+    Ok((
+        200,
+        json!({
+            "status": if store.available { "healthy" } else { "unhealthy" },
+            "timestamp": timestamp_ms(crate::now_ms()),
+            "uptime": node.uptime_ms / 1000,
+            "version": node.version,
+            "checks": {
+                "database": {
+                    "status": if store.available { "healthy" } else { "unhealthy" },
+                    "response_time": store.response_ms,
+                },
+                "websocket": {
+                    // Served with the next part of the API: no connections to count yet.
+                    "status": "not_served",
+                    "active_connections": 0,
+                },
+                "component_instances": {
+                    "active": node.active_instances,
+                },
+                "sandbox": { "status": node.sandbox },
+            },
+            "metrics": {
+                "requests_per_minute": traffic.requests,
+                "average_response_time": traffic.average_response_ms,
+                "error_rate": error_rate,
+                "client_error_rate": (traffic.requests > 0)
+                    .then(|| traffic.client_errors as f64 / traffic.requests as f64),
+            },
+        }),
+    ))
+}
+
 /// `GET /api/system/info`: the version, what this node has, and the limits it applies.
 pub fn info() -> Answer {
     let node = host_info::info();
@@ -46,6 +87,7 @@ pub fn info() -> Answer {
             "environment": "production",
             "features": {
                 "websocket_enabled": false,
+                "task_queues": true,
                 "redis_enabled": false,
                 "monitoring_enabled": true,
                 "full_text_search": true,

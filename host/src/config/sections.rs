@@ -49,6 +49,14 @@ pub struct HttpLimits {
     /// Per-tenant overrides of `rate_limit_per_minute` (0 exempts the tenant).
     #[serde(default)]
     pub rate_limit_tenants: BTreeMap<String, u32>,
+    /// On `user_auth` routes (the Web UI API), requests per minute per user (an API key's
+    /// service user counts as one); 0 turns it off.
+    #[serde(default = "default_user_rate")]
+    pub user_rate_limit_per_minute: u32,
+    /// On `user_auth` routes, requests per minute per client network of callers without
+    /// credentials (logging in, health); 0 turns it off.
+    #[serde(default = "default_public_rate")]
+    pub public_rate_limit_per_minute: u32,
     /// Connection timeouts, caps and head sizes.
     #[serde(flatten)]
     pub connections: ConnectionLimits,
@@ -61,9 +69,20 @@ impl Default for HttpLimits {
             rate_limit_per_minute: 0,
             rate_limit_burst: 0,
             rate_limit_tenants: BTreeMap::new(),
+            user_rate_limit_per_minute: default_user_rate(),
+            public_rate_limit_per_minute: default_public_rate(),
             connections: ConnectionLimits::default(),
         }
     }
+}
+
+/// The Web UI API document's budgets: 200 requests a minute per user, 100 per address.
+fn default_user_rate() -> u32 {
+    200
+}
+
+fn default_public_rate() -> u32 {
+    100
 }
 
 /// What one client connection may hold, from the `[http]` section. A timeout of 0 is none.

@@ -187,6 +187,10 @@ pub struct RateLimiter {
     default: Option<Tier>,
     /// Per tenant with an override; `None` for those exempt (an override of 0).
     overrides: HashMap<String, Option<Tier>>,
+    /// Per user on `user_auth` routes; `None` when off.
+    users: Option<Tier>,
+    /// Per client network on `user_auth` routes, for callers without credentials.
+    public: Option<Tier>,
 }
 
 impl RateLimiter {
@@ -201,6 +205,32 @@ impl RateLimiter {
                 .iter()
                 .map(|(tenant, &per_minute)| (tenant.clone(), Tier::new(per_minute, burst)))
                 .collect(),
+            users: Tier::new(limits.user_rate_limit_per_minute, 0),
+            public: Tier::new(limits.public_rate_limit_per_minute, 0),
+        }
+    }
+
+    /// On a `user_auth` route: take one request from the bucket of `user` (a principal's id),
+    /// or of `client`'s network for a caller without credentials; `None` when that budget is
+    /// off.
+    pub fn check_user(
+        &self,
+        user: Option<&str>,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<RateDecision> {
+        match user {
+            Some(id) => self
+                .users
+                .as_ref()
+                .map(|tier| tier.take(format!("user:{id}"), || "user@overflow".into(), now)),
+            None => self.public.as_ref().map(|tier| {
+                tier.take(
+                    format!("public@{}", client_network(client)),
+                    || "public@overflow".into(),
+                    now,
+                )
+            }),
         }
     }
 
@@ -432,5 +462,31 @@ mod tests {
             workers.into_iter().map(|w| w.join().unwrap()).sum()
         });
         assert_eq!(allowed, 10);
+    }
+
+    #[test]
+    fn users_have_their_own_budget_and_anonymous_callers_one_per_address() {
+        let limits = RateLimiter::new(HttpLimits {
+            user_rate_limit_per_minute: 2,
+            public_rate_limit_per_minute: 1,
+            ..HttpLimits::default()
+        });
+        let now = Instant::now();
+        for _ in 0..2 {
+            assert!(limits.check_user(Some("ann"), HERE, now).unwrap().allowed);
+        }
+        let refused = limits.check_user(Some("ann"), HERE, now).unwrap();
+        assert!(!refused.allowed && refused.retry_after_secs >= 1);
+        // Another user of the same tenant and address is not held back by Ann.
+        assert!(limits.check_user(Some("bob"), HERE, now).unwrap().allowed);
+        assert!(limits.check_user(None, HERE, now).unwrap().allowed);
+        assert!(!limits.check_user(None, HERE, now).unwrap().allowed);
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+        assert!(limits.check_user(None, elsewhere, now).unwrap().allowed);
+        let off = RateLimiter::new(HttpLimits {
+            user_rate_limit_per_minute: 0,
+            ..HttpLimits::default()
+        });
+        assert!(off.check_user(Some("ann"), HERE, now).is_none());
     }
 }

@@ -409,7 +409,22 @@ async fn gated(
             None,
         );
     }
-    let rate = gate.limits.check(&tenant, client, Instant::now());
+    let now = Instant::now();
+    let tenant_rate = gate.limits.check(&tenant, client, now);
+    // A user_auth route has budgets per user too (the Web UI API's): a refusal of either
+    // refuses, and its answers tell the user's budget.
+    let user_rate = target
+        .user_auth
+        .then(|| {
+            let id = user.as_ref().map(|u| u.id.as_str());
+            gate.limits.check_user(id, client, now)
+        })
+        .flatten();
+    let rate = match (tenant_rate, user_rate) {
+        (Some(t), _) if !t.allowed => Some(t),
+        (_, Some(u)) => Some(u),
+        (t, None) => t,
+    };
     if let Some(decision) = rate.filter(|d| !d.allowed) {
         let message = format!(
             "more than {} requests a minute; retry in {} s",
@@ -603,6 +618,7 @@ fn rate_headers(response: &mut Response<GuestBody>, d: &limits::RateDecision) {
     set("x-ratelimit-limit", u64::from(d.limit));
     set("x-ratelimit-remaining", u64::from(d.remaining));
     set("x-ratelimit-reset", d.reset_secs);
+    set("x-ratelimit-window", 60);
     if !d.allowed {
         set("retry-after", d.retry_after_secs);
     }

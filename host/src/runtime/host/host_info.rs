@@ -19,4 +19,23 @@ impl host_info::Host for NodeView<'_> {
             },
         }
     }
+
+    async fn recent_traffic(&mut self) -> host_info::Traffic {
+        let t = self.services.metrics.last_minute();
+        host_info::Traffic {
+            requests: t.requests,
+            server_errors: t.server_errors,
+            client_errors: t.client_errors,
+            average_response_ms: t.average_ms,
+        }
+    }
+
+    async fn check_store(&mut self) -> host_info::StoreCheck {
+        let started = std::time::Instant::now();
+        let (available, _) = self.services.sessions.health().await;
+        host_info::StoreCheck {
+            available,
+            response_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
 }
