@@ -272,7 +272,9 @@ fn main() {
         )
         .await;
 
-        // Create + execute, then wait for every run to complete.
+        // Create + execute, then wait for every run to complete (on a fresh connection: the
+        // first one has idled past the keep-alive timeout meanwhile).
+        let mut sender = connect(addr).await;
         let mut pairs = Vec::with_capacity(RUNS);
         let mut ids = Vec::with_capacity(RUNS);
         let start = Instant::now();
