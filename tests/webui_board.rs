@@ -1179,6 +1179,57 @@ async fn queues_start_higher_first_and_failed_runs_retry() {
 }
 
 #[tokio::test]
+async fn a_full_queue_refuses_more_and_writes_nothing() {
+    let setup = board_setup();
+    add_user(&setup, "alice", "ann", true);
+    let g = setup.start_configured(
+        "[tasks]\nmax_queued_per_tenant = 2\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    );
+    let ann = token(&g, "ann").await;
+    let pid = board_project(&g, &ann, "full").await;
+    ok(&g, "POST", "/api/queues/pause", &ann, json!({})).await;
+    for title in ["one", "two"] {
+        let id = new_task(&g, &ann, &pid, title).await;
+        ok(
+            &g,
+            "POST",
+            &format!("/api/tasks/{id}/execute"),
+            &ann,
+            json!({}),
+        )
+        .await;
+    }
+    let third = new_task(&g, &ann, &pid, "three").await;
+    let (status, headers, body) = call(
+        &g,
+        "POST",
+        &format!("/api/tasks/{third}/execute"),
+        Some(&ann),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_envelope(&body, "QUEUE_FULL");
+    assert_eq!(body["error"]["details"]["max_queued"], 2);
+    assert!(headers.contains_key("retry-after"));
+    let t = ok(&g, "GET", &format!("/api/tasks/{third}"), &ann, Value::Null).await;
+    assert_eq!(t["status"], "pending", "nothing was written: {t}");
+    // Another tenant's queue is its own.
+    let theirs = board_project(&g, BOB, "bob's").await;
+    let id = new_task(&g, BOB, &theirs, "bob's one").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{id}/execute"),
+        BOB,
+        json!({}),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn dependencies_hold_a_task_until_they_complete_and_cancel_stops_a_run() {
     let (_setup, g, ann) = running().await;
     let pid = board_project(&g, &ann, "deps").await;

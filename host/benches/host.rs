@@ -83,7 +83,7 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .with_metrics(metrics.clone());
     Services {
         projects: gantry::projects::Projects::new(store.clone(), workspaces.clone()),
-        queues: gantry::tasks::queue::BoardQueues::start(store.clone(), tasks.clone())
+        queues: gantry::tasks::queue::BoardQueues::start(store.clone(), tasks.clone(), 10_000)
             .await
             .unwrap(),
         workspaces,

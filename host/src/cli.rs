@@ -339,7 +339,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
-        let queues = crate::tasks::queue::BoardQueues::start(store, tasks.clone()).await?;
+        let queues = crate::tasks::queue::BoardQueues::start(
+            store,
+            tasks.clone(),
+            config.tasks.max_queued_per_tenant,
+        )
+        .await?;
         let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
         {
             // Probe in the background: a slow binary must not hold up serving.

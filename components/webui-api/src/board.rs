@@ -38,6 +38,15 @@ pub fn error(e: ProjectError) -> ApiError {
             "TASK_ALREADY_RUNNING",
             "The task is queued or running.",
         ),
+        ProjectError::QueueFull(max) => ApiError {
+            details: json!({ "max_queued": max }),
+            retry_after: Some(30),
+            ..ApiError::new(
+                503,
+                "QUEUE_FULL",
+                format!("The queues hold their maximum of {max} tasks; retry once some have run."),
+            )
+        },
         ProjectError::Internal(m) => ApiError::new(500, "DATABASE_ERROR", m),
     }
 }

@@ -21,6 +21,14 @@ pub struct TaskLimits {
     pub default_timeout_ms: u64,
     /// Longer output lines are split into pieces of this many bytes.
     pub max_line_bytes: usize,
+    /// Board tasks (the Web UI API's) one tenant may have waiting in its queues; more are
+    /// refused with 503 `QUEUE_FULL`.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_per_tenant: u32,
+}
+
+fn default_max_queued() -> u32 {
+    10_000
 }
 
 impl Default for TaskLimits {
@@ -31,6 +39,7 @@ impl Default for TaskLimits {
             kill_grace_ms: 5000,
             default_timeout_ms: 0,
             max_line_bytes: 64 * 1024,
+            max_queued_per_tenant: default_max_queued(),
         }
     }
 }

@@ -80,6 +80,9 @@ pub enum ProjectError {
     /// The task is queued or running.
     #[error("the task is queued or running")]
     AlreadyRunning,
+    /// The tenant's queues hold their maximum of tasks.
+    #[error("the queues hold their maximum of {0} tasks")]
+    QueueFull(u32),
     /// Storage failed.
     #[error(transparent)]
     Internal(anyhow::Error),
@@ -286,7 +289,7 @@ pub fn history_entry(
 }
 
 /// The caller, checked for a permission.
-fn check(who: &Principal, needed: Permission) -> Result<(), ProjectError> {
+pub fn check(who: &Principal, needed: Permission) -> Result<(), ProjectError> {
     if who.may(needed) {
         Ok(())
     } else {

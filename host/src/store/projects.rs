@@ -507,6 +507,8 @@ pub trait BoardStore: Send + Sync {
         queue: QueueName,
         paused: bool,
     ) -> StoreResult<()>;
+    /// How many of a tenant's tasks are queued.
+    async fn queued_count(&self, tenant: &str) -> StoreResult<u64>;
     /// A tenant's paused queues.
     async fn paused_queues(&self, tenant: &str) -> StoreResult<Vec<QueueName>>;
     /// How many of the tenant's queued tasks start before `task` (queued now).

@@ -14,7 +14,7 @@
 
 use super::{StartTask, Supervisor, TaskError};
 use crate::contract::{EventBody, TaskState, plain_request};
-use crate::projects::{ProjectError, history_entry};
+use crate::projects::{ProjectError, check, history_entry};
 use crate::store::{
     BoardRefusal, BoardTaskRecord, BoardTaskStatus, HistoryAction, HistoryRecord, QueueFigures,
     QueueName, Store, now_ms,
@@ -73,17 +73,8 @@ struct Inner {
     store: Arc<dyn Store>,
     supervisor: Supervisor,
     wake: Notify,
-}
-
-fn check(who: &Principal, needed: Permission) -> Result<(), ProjectError> {
-    if who.may(needed) {
-        Ok(())
-    } else {
-        Err(ProjectError::Forbidden(format!(
-            "this needs the {} permission",
-            needed.as_str()
-        )))
-    }
+    /// Tasks one tenant may have waiting.
+    max_queued: u32,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Option<String> {
@@ -120,11 +111,17 @@ impl BoardQueues {
     /// The queues over `store`, feeding `supervisor`: tasks left running by the previous
     /// process become interrupted (and queued again when they have retries left), then the
     /// dispatcher starts.
-    pub async fn start(store: Arc<dyn Store>, supervisor: Supervisor) -> anyhow::Result<Self> {
+    /// At most `max_queued` tasks of one tenant wait at once.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        supervisor: Supervisor,
+        max_queued: u32,
+    ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
             store,
             supervisor,
             wake: Notify::new(),
+            max_queued,
         });
         inner.recover().await?;
         let weak = Arc::downgrade(&inner);
@@ -153,6 +150,7 @@ impl BoardQueues {
             if before.status.is_active() {
                 return Err(ProjectError::AlreadyRunning);
             }
+            self.room_for_one(who).await?;
             let now = now_ms();
             let mut after = before.clone();
             queue_again(&mut after, &options, now);
@@ -174,6 +172,16 @@ impl BoardQueues {
             }
         }
         Err(raced())
+    }
+
+    /// Refuse one more queued task of `who`'s tenant when its queues are full. (Checked
+    /// before the write, not with it: concurrent requests may pass the cap by a few.)
+    async fn room_for_one(&self, who: &Principal) -> Result<(), ProjectError> {
+        let queued = self.inner.store.queued_count(who.tenant.as_str()).await?;
+        if queued >= u64::from(self.inner.max_queued) {
+            return Err(ProjectError::QueueFull(self.inner.max_queued));
+        }
+        Ok(())
     }
 
     /// A queued task with its place.
@@ -220,6 +228,7 @@ impl BoardQueues {
                     ),
                 });
             }
+            self.room_for_one(who).await?;
             let now = now_ms();
             let options = ExecuteOptions {
                 queue: before.queue.unwrap_or(QueueName::Normal),

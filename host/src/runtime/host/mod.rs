@@ -509,7 +509,7 @@ mod tests {
         .unwrap();
         Services {
             projects: Projects::new(store.clone(), workspaces.clone()),
-            queues: BoardQueues::start(store.clone(), tasks.clone())
+            queues: BoardQueues::start(store.clone(), tasks.clone(), 100)
                 .await
                 .unwrap(),
             workspaces,

@@ -30,6 +30,7 @@ fn error(e: ProjectError) -> wit::ProjectError {
         ProjectError::InUse(m) => wit::ProjectError::InUse(m),
         ProjectError::LimitExceeded(m) => wit::ProjectError::LimitExceeded(m),
         ProjectError::AlreadyRunning => wit::ProjectError::AlreadyRunning,
+        ProjectError::QueueFull(n) => wit::ProjectError::QueueFull(n),
         ProjectError::Internal(e) => {
             tracing::error!("board operation failed: {e:#}");
             wit::ProjectError::Internal("internal error".into())

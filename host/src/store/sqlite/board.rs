@@ -672,6 +672,15 @@ impl BoardStore for Sqlite {
         Ok(())
     }
 
+    async fn queued_count(&self, tenant: &str) -> StoreResult<u64> {
+        let n: i64 = self.query_row(
+            "SELECT COUNT(*) FROM board_tasks WHERE tenant = ?1 AND status = 'queued' AND deleted_at IS NULL",
+            [tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn paused_queues(&self, tenant: &str) -> StoreResult<Vec<QueueName>> {
         let conn = self.conn();
         let mut stmt =
