@@ -1176,6 +1176,46 @@ async fn queues_start_higher_first_and_failed_runs_retry() {
     .await;
     assert_eq!(metrics["completed"], 5, "{metrics}");
     assert!(metrics["success_rate"].as_f64().unwrap() < 1.0, "{metrics}");
+    // The project's analytics count its four tasks, all made and completed today, by Ann.
+    let a = ok(
+        &g,
+        "GET",
+        &format!("/api/projects/{pid}/analytics?period=7d"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(a["summary"]["total_tasks"], 4, "{a}");
+    assert_eq!(a["summary"]["completed_tasks"], 4, "{a}");
+    assert_eq!(
+        a["task_trends"]["created_per_day"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+    // Summed: around midnight (UTC) the days may split them.
+    let sum = |key: &str| -> u64 {
+        a["task_trends"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("created_per_day"), sum("completed_per_day")),
+        (4, 4),
+        "{a}"
+    );
+    assert_eq!(a["performance_metrics"]["completion_rate"], 1.0, "{a}");
+    assert!(
+        a["performance_metrics"]["median_task_duration"].is_string(),
+        "{a}"
+    );
+    assert_eq!(a["team_performance"][0]["user_name"], "ann", "{a}");
+    assert_eq!(a["team_performance"][0]["tasks_completed"], 4, "{a}");
+    assert!(a["summary"]["productivity_score"].is_null());
 }
 
 #[tokio::test]
