@@ -1534,3 +1534,59 @@ async fn the_documents_curl_examples_run_a_real_agent() {
         "the model never saw the task"
     );
 }
+
+#[tokio::test]
+async fn one_tenants_backlog_does_not_hide_anothers_tasks() {
+    let (_setup, g, ann) = running().await;
+    // Alice runs one slow task (her only slot) with 300 more waiting behind it.
+    let pid = board_project(&g, &ann, "backlog").await;
+    let slow = new_task(&g, &ann, &pid, "slow work").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{slow}/execute"),
+        &ann,
+        json!({ "priority": "high" }),
+    )
+    .await;
+    until(&g, &ann, &slow, status_is("running")).await;
+    for i in 0..300 {
+        let id = new_task(&g, &ann, &pid, &format!("waiting {i}")).await;
+        ok(
+            &g,
+            "POST",
+            &format!("/api/tasks/{id}/execute"),
+            &ann,
+            json!({ "priority": "high" }),
+        )
+        .await;
+    }
+    // Bob's one low task, queued after all of them, still starts: it is his slot, not hers.
+    let theirs = board_project(&g, BOB, "bob's").await;
+    let id = new_task(&g, BOB, &theirs, "bob's task").await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{id}/execute"),
+        BOB,
+        json!({ "priority": "low" }),
+    )
+    .await;
+    until(&g, BOB, &id, status_is("completed")).await;
+    ok(
+        &g,
+        "DELETE",
+        "/api/queues/clear",
+        &ann,
+        json!({ "confirm": true }),
+    )
+    .await;
+    ok(
+        &g,
+        "POST",
+        &format!("/api/tasks/{slow}/cancel"),
+        &ann,
+        json!({}),
+    )
+    .await;
+}

@@ -490,9 +490,9 @@ pub trait BoardStore: Send + Sync {
     /// What a user made and completed.
     async fn user_counts(&self, tenant: &str, user_id: &str) -> StoreResult<UserCounts>;
     /// Queued tasks of every tenant that may start now — their queue is not paused and every
-    /// task they wait for has completed (or was deleted) — in queue order: high, normal, low,
-    /// then first queued first.
-    async fn startable_board_tasks(&self, limit: u32) -> StoreResult<Vec<BoardTaskRecord>>;
+    /// task they wait for has completed (or was deleted) — at most `per_project` of each
+    /// project, in queue order: high, normal, low, then first queued first.
+    async fn startable_board_tasks(&self, per_project: u32) -> StoreResult<Vec<BoardTaskRecord>>;
     /// A project's running tasks.
     async fn running_in_project(&self, tenant: &str, project_id: &str) -> StoreResult<u32>;
     /// Every tenant's undeleted tasks with `status`.

@@ -28,8 +28,9 @@ use tokio::sync::Notify;
 /// How often the queues are looked at without being woken (a dependency completed by hand,
 /// say).
 const TICK: Duration = Duration::from_secs(1);
-/// Queued tasks looked at per round.
-const ROUND: u32 = 256;
+/// Queued tasks of each project looked at per round: enough to fill the slots a round can
+/// hand over, so that a project held back by its own limits hides no one else's.
+const PER_PROJECT: u32 = 16;
 /// Who gantry's own changes are by, in a task's history.
 const SYSTEM_ID: &str = "system";
 const SYSTEM_NAME: &str = "gantry";
@@ -571,7 +572,7 @@ impl Inner {
 
     /// Start what may start now.
     async fn dispatch(self: &Arc<Self>) -> anyhow::Result<()> {
-        let candidates = self.store.startable_board_tasks(ROUND).await?;
+        let candidates = self.store.startable_board_tasks(PER_PROJECT).await?;
         let mut full: Vec<String> = Vec::new();
         for task in candidates {
             if full.contains(&task.tenant) {

@@ -622,19 +622,28 @@ impl BoardStore for Sqlite {
         })
     }
 
-    async fn startable_board_tasks(&self, limit: u32) -> StoreResult<Vec<BoardTaskRecord>> {
+    async fn startable_board_tasks(&self, per_project: u32) -> StoreResult<Vec<BoardTaskRecord>> {
+        // The first few of each project, not the first few overall: one tenant's (or one
+        // project's) thousands of queued tasks, held back by its own limits, must not hide
+        // everyone else's from the dispatcher.
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM board_tasks t
-             WHERE t.status = 'queued' AND t.deleted_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM board_queues q
-                               WHERE q.tenant = t.tenant AND q.queue = t.queue AND q.paused)
-               AND NOT EXISTS (SELECT 1 FROM board_task_dependencies d
-                               JOIN board_tasks x ON x.id = d.depends_on
-                               WHERE d.task_id = t.id AND x.deleted_at IS NULL AND x.status != 'completed')
-             ORDER BY {QUEUE_RANK}, t.queued_at, t.rowid LIMIT ?1"
+            "SELECT {TASK_COLUMNS} FROM (
+                 SELECT t.*, t.rowid AS rid, ROW_NUMBER() OVER (
+                     PARTITION BY t.tenant, t.project_id
+                     ORDER BY {QUEUE_RANK}, t.queued_at, t.rowid) AS place
+                 FROM board_tasks t
+                 WHERE t.status = 'queued' AND t.deleted_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM board_queues q
+                                   WHERE q.tenant = t.tenant AND q.queue = t.queue AND q.paused)
+                   AND NOT EXISTS (SELECT 1 FROM board_task_dependencies d
+                                   JOIN board_tasks x ON x.id = d.depends_on
+                                   WHERE d.task_id = t.id AND x.deleted_at IS NULL AND x.status != 'completed')
+             ) t
+             WHERE t.place <= ?1
+             ORDER BY {QUEUE_RANK}, t.queued_at, t.rid"
         ))?;
-        let rows = stmt.query_map([limit], task)?;
+        let rows = stmt.query_map([per_project], task)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
