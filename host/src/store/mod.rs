@@ -3,9 +3,12 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+#[macro_use]
 mod projects;
+mod events;
 mod sqlite;
 
+pub use events::*;
 pub use projects::*;
 
 pub use sqlite::Sqlite;
@@ -433,6 +436,7 @@ pub trait Store:
     + SessionStore
     + UserStore
     + BoardStore
+    + EventStore
     + NodeStore
     + fmt::Debug
     + 'static
@@ -446,6 +450,7 @@ impl<T> Store for T where
         + SessionStore
         + UserStore
         + BoardStore
+        + EventStore
         + NodeStore
         + fmt::Debug
         + 'static
