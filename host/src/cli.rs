@@ -389,6 +389,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             failed_auth: Default::default(),
             operators,
             connections: config.http.connections,
+            websocket: config.websocket.clone(),
+            sockets: Default::default(),
         });
         crate::http::serve(
             listener,

@@ -47,6 +47,10 @@ pub struct RouteSpec {
     pub public: bool,
     /// Served only to operators (the config's `operators`): node-wide figures.
     pub operator: bool,
+    /// A WebSocket endpoint: an upgrade request here opens a connection that the plugin's
+    /// `websocket-handler` export serves; `timeout` then limits each call, not the
+    /// connection.
+    pub websocket: bool,
 }
 
 /// A validated manifest.
@@ -150,6 +154,8 @@ enum RawRoute {
         public: bool,
         #[serde(default)]
         operator: bool,
+        #[serde(default)]
+        websocket: bool,
     },
 }
 
@@ -211,18 +217,20 @@ impl Manifest {
             .routes
             .into_iter()
             .map(|r| {
-                let (pattern, timeout_ms, public, operator) = match r {
-                    RawRoute::Path(p) => (p, limits.timeout_ms, false, false),
+                let (pattern, timeout_ms, public, operator, websocket) = match r {
+                    RawRoute::Path(p) => (p, limits.timeout_ms, false, false, false),
                     RawRoute::Table {
                         path,
                         timeout_ms,
                         public,
                         operator,
+                        websocket,
                     } => (
                         path,
                         timeout_ms.unwrap_or(limits.timeout_ms),
                         public,
                         operator,
+                        websocket,
                     ),
                 };
                 check_route(&pattern)?;
@@ -234,6 +242,7 @@ impl Manifest {
                     timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
                     public,
                     operator,
+                    websocket,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -269,6 +278,14 @@ impl Manifest {
         }
         for import in &raw.imports {
             check_import_name(import)?;
+        }
+        if let Some(ws) = routes.iter().find(|r| r.websocket)
+            && !raw.imports.iter().any(|i| i == "gantry:plugin/websocket")
+        {
+            bail!(
+                "route {:?} is a WebSocket endpoint: add \"gantry:plugin/websocket\" to `imports`",
+                ws.pattern
+            );
         }
         if raw.user_auth && raw.kind == PluginKind::Backend {
             bail!("`user_auth` is about a handler's routes; a backend serves none");

@@ -64,6 +64,8 @@ struct Families {
     plugin_errors: Family<PluginErrorLabels, Counter>,
     /// Responses whose body is still being sent.
     streaming: Gauge,
+    /// Open WebSocket connections.
+    websockets: Gauge,
     /// By route pattern: responses cut short after their head was sent.
     failed_streams: Family<StreamLabels, Counter>,
 }
@@ -92,6 +94,7 @@ impl Default for Metrics {
                 runs: Family::default(),
                 plugin_errors: Family::default(),
                 streaming: Gauge::default(),
+                websockets: Gauge::default(),
                 failed_streams: Family::default(),
             },
             recent: RecentTraffic::default(),
@@ -292,6 +295,16 @@ impl Metrics {
         self.families.streaming.inc_by(delta);
     }
 
+    /// One more (`1`) or one fewer (`-1`) open WebSocket connection.
+    pub fn websocket(&self, delta: i64) {
+        self.families.websockets.inc_by(delta);
+    }
+
+    /// Open WebSocket connections.
+    pub fn open_websockets(&self) -> u64 {
+        self.families.websockets.get().max(0).unsigned_abs()
+    }
+
     /// Read `store`'s size at each scrape. Only the first store given is watched.
     pub fn watch_store(&self, store: std::sync::Arc<dyn StoreGauges>) {
         let _ = self.store.set(store);
@@ -362,7 +375,13 @@ impl Collector for Exposition {
             &f.failed_streams,
         )?;
         let streaming = f.streaming.get().max(0).unsigned_abs();
+        let websockets = f.websockets.get().max(0).unsigned_abs();
         for (name, help, value) in [
+            (
+                "gantry_websocket_connections",
+                "Open WebSocket connections.",
+                websockets,
+            ),
             (
                 "gantry_active_runs",
                 "Backend runs pending or running.",

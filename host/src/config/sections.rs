@@ -471,7 +471,8 @@ pub struct WebSocketConfig {
     /// Open connections per user (per key for callers without a user); more are closed with
     /// 1008 (policy violation).
     pub max_connections_per_user: u32,
-    /// Open connections on the node; more are refused with 503 before the upgrade.
+    /// Open connections on the node; more are refused with 503 before the upgrade. Each holds
+    /// one component instance for its life, so the engine's pool keeps a slot for each.
     pub max_connections: u32,
     /// A connection that has not authenticated within this many ms is closed with 4401.
     pub auth_timeout_ms: u64,
@@ -492,7 +493,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
             max_connections_per_user: 50,
-            max_connections: 20_000,
+            max_connections: 1024,
             auth_timeout_ms: 10_000,
             max_message_bytes: 64 * 1024,
             ping_interval_ms: 30_000,

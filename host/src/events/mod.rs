@@ -127,6 +127,8 @@ struct Inner {
     store: Arc<dyn Store>,
     /// The newest global event id, so waiters wake on each publish.
     latest: watch::Sender<i64>,
+    /// Each tenant's newest sequence number, so a tenant's followers wake on its events alone.
+    tenants: std::sync::Mutex<std::collections::HashMap<TenantId, watch::Sender<u64>>>,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -145,6 +147,7 @@ impl EventBus {
             inner: Arc::new(Inner {
                 store,
                 latest: watch::channel(last).0,
+                tenants: Default::default(),
             }),
         })
     }
@@ -168,6 +171,21 @@ impl EventBus {
                 },
             )
             .await?;
+        if let Some(tx) = self
+            .inner
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+        {
+            tx.send_if_modified(|head| {
+                let newer = seq > *head;
+                if newer {
+                    *head = seq;
+                }
+                newer
+            });
+        }
         self.inner.latest.send_if_modified(|latest| {
             let newer = id > *latest;
             if newer {
@@ -252,6 +270,19 @@ impl EventBus {
     /// The newest global id so far; `changed().await` wakes after each publish.
     pub fn watch(&self) -> watch::Receiver<i64> {
         self.inner.latest.subscribe()
+    }
+
+    /// `tenant`'s newest sequence number as publishes happen on this node: `changed().await`
+    /// wakes after each of its events (and no other tenant's). Its first value may be behind
+    /// the store; a follower reads the store from its own cursor anyway.
+    pub fn watch_tenant(&self, tenant: &TenantId) -> watch::Receiver<u64> {
+        self.inner
+            .tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Forget events older than `config.retention_secs`, in the background, every

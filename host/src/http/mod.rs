@@ -4,8 +4,9 @@ pub mod auth;
 pub mod conn;
 pub mod limits;
 pub mod router;
+pub mod websocket;
 
-use crate::config::ConnectionLimits;
+use crate::config::{ConnectionLimits, WebSocketConfig};
 use crate::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
 use crate::tenants::{ApiKeys, TenantId};
@@ -42,6 +43,10 @@ pub struct Gate {
     pub operators: HashSet<TenantId>,
     /// Connection timeouts, caps and head sizes.
     pub connections: ConnectionLimits,
+    /// WebSocket connections' limits.
+    pub websocket: WebSocketConfig,
+    /// Open WebSocket connections per user.
+    pub sockets: websocket::UserSockets,
 }
 
 impl Default for Gate {
@@ -52,6 +57,8 @@ impl Default for Gate {
             failed_auth: auth::AuthThrottle::default(),
             operators: HashSet::new(),
             connections: ConnectionLimits::default(),
+            websocket: WebSocketConfig::default(),
+            sockets: websocket::UserSockets::default(),
         }
     }
 }
@@ -141,7 +148,8 @@ pub async fn serve(
                 });
                 let io = TokioIo::new(conn::WatchedIo::new(stream, activity.clone()));
                 let serving = if refused { &refusing } else { &builder };
-                let conn = serving.serve_connection(io, service).into_owned();
+                // With upgrades: a `websocket = true` route takes the connection over.
+                let conn = serving.serve_connection_with_upgrades(io, service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _slot = slot;
@@ -210,9 +218,9 @@ fn request_id(headers: &hyper::HeaderMap) -> String {
 }
 
 async fn dispatch(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     router: &router::Router,
-    gate: &Gate,
+    gate: &Arc<Gate>,
     client: std::net::IpAddr,
     mut req: Request<Incoming>,
 ) -> Response<GuestBody> {
@@ -281,8 +289,8 @@ async fn dispatch(
 }
 
 async fn gated(
-    runtime: &Runtime,
-    gate: &Gate,
+    runtime: &Arc<Runtime>,
+    gate: &Arc<Gate>,
     client: std::net::IpAddr,
     target: Option<&router::RouteTarget>,
     envelope: ErrorEnvelope,
@@ -449,6 +457,14 @@ async fn gated(
         rate_headers(&mut response, &decision);
         return response;
     }
+    if target.websocket {
+        let caller = crate::runtime::Caller {
+            tenant,
+            user,
+            client: Some(client),
+        };
+        return websocket_answer(runtime, gate, target, envelope, caller, req).await;
+    }
     // The credentials are the host's business; plugins see the tenant instead.
     req.headers_mut().remove(hyper::header::AUTHORIZATION);
     req.headers_mut().remove("x-api-key");
@@ -504,6 +520,52 @@ async fn gated(
         rate_headers(&mut response, decision);
     }
     response
+}
+
+/// A request on a `websocket = true` route: the upgrade, or why not.
+async fn websocket_answer(
+    runtime: &Arc<Runtime>,
+    gate: &Arc<Gate>,
+    target: &router::RouteTarget,
+    envelope: ErrorEnvelope,
+    caller: crate::runtime::Caller,
+    req: Request<Incoming>,
+) -> Response<GuestBody> {
+    if !websocket::is_upgrade(req.method(), req.headers()) {
+        let message = format!(
+            "{} is a WebSocket endpoint: connect with GET and Upgrade: websocket",
+            target.pattern
+        );
+        let mut response = error_response(
+            envelope,
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            &message,
+            None,
+        );
+        response.headers_mut().insert(
+            hyper::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        return response;
+    }
+    match websocket::upgrade(runtime, gate, target, caller, req).await {
+        Ok(response) => response,
+        Err(websocket::Refused::TokenInUrl) => error_response(
+            envelope,
+            StatusCode::BAD_REQUEST,
+            "token_in_url",
+            "credentials never go in a URL (logs and histories keep it): connect without \
+             them and send {\"type\":\"authenticate\",\"token\":…} as the first message",
+            None,
+        ),
+        Err(websocket::Refused::BadRequest(code, message)) => {
+            error_response(envelope, StatusCode::BAD_REQUEST, code, &message, None)
+        }
+        Err(websocket::Refused::Failed(failure)) => {
+            failure_response(envelope, &failure, &target.plugin)
+        }
+    }
 }
 
 /// Why a request body was refused.

@@ -21,6 +21,8 @@ pub struct RouteTarget {
     pub errors: crate::manifest::ErrorEnvelope,
     /// A user's access token is accepted here besides an API key (`user_auth`).
     pub user_auth: bool,
+    /// A WebSocket endpoint (`websocket = true`).
+    pub websocket: bool,
 }
 
 /// The route table; built once at startup.
@@ -48,6 +50,7 @@ impl Router {
                         operator: route.operator,
                         errors: manifest.error_envelope,
                         user_auth: manifest.user_auth,
+                        websocket: route.websocket,
                     },
                 )?;
             }
@@ -109,6 +112,7 @@ mod tests {
             operator: false,
             errors: Default::default(),
             user_auth: false,
+            websocket: false,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Shares {
     pub max_streams: u32,
     /// Log readers per tenant.
     pub streams_per_tenant: u32,
+    /// WebSocket connections, node-wide: each holds one handler instance for its life.
+    pub sockets: u32,
 }
 
 impl Shares {
@@ -47,7 +49,14 @@ impl Shares {
             adapters: rt.max_adapter_instances,
             max_streams: rt.max_streams,
             streams_per_tenant: rt.max_streams_per_tenant.min(rt.max_streams),
+            sockets: 0,
         }
+    }
+
+    /// The same, with room for `n` WebSocket connections.
+    pub fn with_sockets(mut self, n: u32) -> Shares {
+        self.sockets = n;
+        self
     }
 
     /// `max_instances` for everything, and no per-tenant share below it: one tenant may use
@@ -60,6 +69,7 @@ impl Shares {
             adapters: max_instances,
             max_streams: u32::MAX >> 3,
             streams_per_tenant: u32::MAX >> 3,
+            sockets: max_instances,
         }
     }
 
@@ -68,6 +78,7 @@ impl Shares {
         self.max_instances
             .saturating_add(self.public_reserve)
             .saturating_add(self.adapters)
+            .saturating_add(self.sockets)
     }
 }
 
@@ -83,6 +94,7 @@ pub(crate) struct Capacity {
     public: Arc<Semaphore>,
     adapters: Arc<Semaphore>,
     streams: Arc<Semaphore>,
+    sockets: Arc<Semaphore>,
     /// Per tenant: its instance share and its log readers. Tenants are the configured keys'
     /// (plus `local` and `anonymous`), so the map stays small.
     tenants: Mutex<HashMap<TenantId, TenantShare>>,
@@ -115,6 +127,7 @@ impl Capacity {
             public: permits(shares.public_reserve),
             adapters: permits(shares.adapters),
             streams: permits(shares.max_streams),
+            sockets: permits(shares.sockets),
             tenants: Mutex::default(),
         }
     }
@@ -128,6 +141,17 @@ impl Capacity {
                 streams: permits(self.shares.streams_per_tenant),
             })
             .clone()
+    }
+
+    /// An instance for one WebSocket connection's life, now or never. Connections have their
+    /// own pool, so open ones never take the slots requests need (and each user's share of
+    /// them is held where the connection authenticates).
+    pub(crate) fn socket(&self) -> Result<Permit, Busy> {
+        let node = self.sockets.clone().try_acquire_owned().map_err(|_| Busy)?;
+        Ok(Permit {
+            _node: node,
+            _tenant: None,
+        })
     }
 
     /// A handler instance for `tenant`, now or never. A caller without a key takes the

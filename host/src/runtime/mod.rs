@@ -18,14 +18,16 @@ mod handler;
 mod host;
 mod log_answer;
 pub mod registry;
+mod socket;
 pub mod world;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use capacity::Shares;
 pub use handler::{CallFailure, Caller, GuestBody};
-pub use host::{NodeState, Services};
+pub use host::{NodeState, Services, SocketAuth, SocketHost, Topic, truncate_reason};
 pub use registry::Plugin;
+pub use socket::{ClientMessage, ConnectionInfo, Socket};
 
 use crate::backends::BackendPlugin;
 use crate::config::{Config, RuntimeConfig};
@@ -107,7 +109,7 @@ impl Plugins {
     pub async fn start(config: &Config) -> Result<Plugins> {
         let rt = &config.runtime;
         let manifests = plugin_manifests(config)?;
-        let shares = Shares::from_config(rt);
+        let shares = Shares::from_config(rt).with_sockets(config.websocket.max_connections);
         let engine = engine_for(rt, shares)?;
         start_epoch_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms));
         let cache = ComponentCache::open(&config.data_dir.join("cache"), &engine)?;

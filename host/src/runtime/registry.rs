@@ -5,6 +5,7 @@ use super::cache::ComponentCache;
 use super::call::AdapterState;
 use super::host::HandlerState;
 use super::host::log_shaping_bindings::LogShapingPre;
+use super::host::websocket_bindings::WebsocketServingPre;
 use super::world;
 use crate::config::PluginLimits;
 use crate::manifest::{ComponentSource, Manifest, PluginKind};
@@ -137,6 +138,9 @@ pub(crate) enum PluginInstance {
         proxy: ProxyPre<HandlerState>,
         /// Its `log-shaper` export, when it has one (`world log-handler`).
         shaper: Option<LogShapingPre<HandlerState>>,
+        /// Its `websocket-handler` export, when it has one (`world websocket-serving`):
+        /// required by a manifest with a `websocket = true` route.
+        socket: Option<WebsocketServingPre<HandlerState>>,
     },
     Backend {
         pre: backend_bindings::BackendPre<AdapterState>,
@@ -290,9 +294,19 @@ pub(crate) async fn load(
             // A handler that shapes logs exports `log-shaper`; one that does not simply cannot
             // answer with `responses.stream-log` (the call traps if it tries).
             let shaper = LogShapingPre::new(pre.clone()).ok();
+            let socket = WebsocketServingPre::new(pre.clone()).ok();
+            if let Some(route) = manifest.routes.iter().find(|r| r.websocket)
+                && socket.is_none()
+            {
+                return Err(anyhow!(
+                    "plugin {name}: route {:?} says `websocket = true` but the component does not export gantry:plugin/websocket-handler (build it for world websocket-serving too)",
+                    route.pattern
+                ));
+            }
             PluginInstance::Handler {
                 proxy: ProxyPre::new(pre).map_err(misfit)?,
                 shaper,
+                socket,
             }
         }
         PluginKind::Backend => {

@@ -25,7 +25,7 @@ pub(crate) fn from_permission(p: identity::Permission) -> Permission {
     }
 }
 
-fn user_info(p: &Principal) -> identity::UserInfo {
+pub(crate) fn user_info(p: &Principal) -> identity::UserInfo {
     identity::UserInfo {
         id: p.id.clone(),
         username: p.username.clone(),

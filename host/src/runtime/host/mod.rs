@@ -17,6 +17,7 @@ mod responses;
 mod sessions;
 mod tasks;
 mod users;
+mod websocket;
 mod workspaces;
 
 use super::call::CallState;
@@ -59,6 +60,7 @@ pub(crate) mod bindings {
             "gantry:plugin/host-info": async,
             "gantry:plugin/users": async,
             "gantry:plugin/projects": async,
+            "gantry:plugin/websocket": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -87,8 +89,26 @@ pub(crate) mod log_shaping_bindings {
     });
 }
 
+/// Host bindings of `world websocket-serving`: the `websocket-handler` export of a handler
+/// that serves WebSocket connections; its types are [`bindings`]'.
+pub(crate) mod websocket_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gantry:plugin/websocket-serving",
+        require_store_data_send: true,
+        exports: { default: async },
+        with: {
+            "gantry:plugin/identity": super::bindings::gantry::plugin::identity,
+            "gantry:plugin/websocket": super::bindings::gantry::plugin::websocket,
+        },
+    });
+}
+
 pub(crate) use responses::LogHandoff;
 pub(crate) use tasks::{next_batch, task as wit_task};
+pub use websocket::truncate_reason;
+pub(crate) use websocket::wit_event;
+pub use websocket::{SocketAuth, SocketHost, Topic};
 
 /// The core services a handler reaches through its host interfaces.
 #[derive(Debug, Clone)]
@@ -186,6 +206,8 @@ pub struct HandlerHost {
     user: Option<Principal>,
     /// The client's address.
     client: Option<std::net::IpAddr>,
+    /// The WebSocket connection this store serves, if it serves one.
+    pub(crate) socket: Option<SocketHost>,
 }
 
 impl HandlerHost {
@@ -204,7 +226,19 @@ impl HandlerHost {
             handoff: None,
             user: caller.user.clone(),
             client: caller.client,
+            socket: None,
         }
+    }
+
+    /// The same, serving the WebSocket connection `socket`.
+    pub(crate) fn with_socket(mut self, socket: SocketHost) -> Self {
+        self.socket = Some(socket);
+        self
+    }
+
+    /// The calling user (on a connection, once it authenticated).
+    pub(crate) fn user(&self) -> Option<&Principal> {
+        self.user.as_ref()
     }
 
     /// The log the call handed over, with what the call bound to itself: both now live as
@@ -238,6 +272,14 @@ impl BoundCall {
             tasks: Vec::new(),
             workspaces: Vec::new(),
         }
+    }
+}
+
+impl BoundCall {
+    /// Act for `tenant` from now on (a connection that authenticated); nothing is bound yet.
+    fn retarget(&mut self, tenant: TenantId) {
+        debug_assert!(self.tasks.is_empty() && self.workspaces.is_empty());
+        self.tenant = tenant;
     }
 }
 
@@ -318,6 +360,16 @@ pub(crate) struct ProjectsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// The calling WebSocket connection: its state, and what authenticating changes (the tenant
+/// and user every later host call acts for).
+pub(crate) struct WebSocketView<'a> {
+    pub(crate) services: &'a Services,
+    pub(crate) tenant: &'a mut TenantId,
+    pub(crate) user: &'a mut Option<Principal>,
+    pub(crate) bound: &'a mut BoundCall,
+    pub(crate) socket: &'a mut Option<SocketHost>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -355,6 +407,10 @@ impl HasData for HasUsers {
 struct HasProjects;
 impl HasData for HasProjects {
     type Data<'a> = ProjectsView<'a>;
+}
+struct HasWebSocket;
+impl HasData for HasWebSocket {
+    type Data<'a> = WebSocketView<'a>;
 }
 
 impl HandlerState {
@@ -409,6 +465,16 @@ impl HandlerState {
         }
     }
 
+    fn websocket_view(&mut self) -> WebSocketView<'_> {
+        WebSocketView {
+            services: &self.host.services,
+            tenant: &mut self.tenant,
+            user: &mut self.host.user,
+            bound: &mut self.host.bound,
+            socket: &mut self.host.socket,
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -435,6 +501,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
+    gp::websocket::add_to_linker::<_, HasWebSocket>(linker, |s| s.websocket_view())?;
     Ok(())
 }
 
