@@ -378,11 +378,6 @@ impl Collector for Exposition {
         let websockets = f.websockets.get().max(0).unsigned_abs();
         for (name, help, value) in [
             (
-                "gantry_websocket_connections",
-                "Open WebSocket connections.",
-                websockets,
-            ),
-            (
                 "gantry_active_runs",
                 "Backend runs pending or running.",
                 self.gauges.active_runs,
@@ -401,6 +396,11 @@ impl Collector for Exposition {
                 "gantry_component_instances_max",
                 "The cap on component instances alive at once.",
                 self.gauges.max_instances,
+            ),
+            (
+                "gantry_websocket_connections",
+                "Open WebSocket connections.",
+                websockets,
             ),
         ] {
             family(&mut encoder, name, help, &ConstGauge::new(value))?;
@@ -460,6 +460,78 @@ fn family(
 ) -> Result<(), std::fmt::Error> {
     let samples = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
     metric.encode(samples)
+}
+
+/// The machine's CPU time counters (`/proc/stat`'s first line): busy and total jiffies.
+fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user and nice).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Percent of memory in use, from `/proc/meminfo`: what is not available to new programs.
+fn memory_used(meminfo: &str) -> Option<f64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let total = field("MemTotal:")?;
+    let available = field("MemAvailable:")?;
+    (total > 0.0).then(|| ((total - available) / total * 100.0).clamp(0.0, 100.0))
+}
+
+/// The previous CPU reading, so a reading covers the time since the last one.
+static LAST_CPU: std::sync::Mutex<Option<(std::time::Instant, u64, u64)>> =
+    std::sync::Mutex::new(None);
+
+/// The machine's CPU use since the last reading (at least 100 ms ago: a first reading waits
+/// that long) and its memory use, in percent; none where `/proc` does not tell.
+pub async fn machine_load() -> (Option<f64>, Option<f64>) {
+    let read = || {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(cpu_times)
+    };
+    let previous = *LAST_CPU.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, busy0, total0) = match previous {
+        Some(p) if p.0.elapsed() >= Duration::from_millis(100) => p,
+        _ => {
+            let Some((busy, total)) = read() else {
+                return (None, memory());
+            };
+            let at = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (at, busy, total)
+        }
+    };
+    let cpu = read().and_then(|(busy, total)| {
+        *LAST_CPU.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), busy, total));
+        let dt = total.checked_sub(total0)?;
+        (dt > 0).then(|| (busy.saturating_sub(busy0) as f64 / dt as f64 * 100.0).clamp(0.0, 100.0))
+    });
+    (cpu, memory())
+}
+
+fn memory() -> Option<f64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .as_deref()
+        .and_then(memory_used)
 }
 
 #[cfg(test)]
@@ -558,6 +630,9 @@ gantry_component_instances 4
 # HELP gantry_component_instances_max The cap on component instances alive at once.
 # TYPE gantry_component_instances_max gauge
 gantry_component_instances_max 64
+# HELP gantry_websocket_connections Open WebSocket connections.
+# TYPE gantry_websocket_connections gauge
+gantry_websocket_connections 0
 "
         );
         assert_eq!(text, expected);
@@ -639,5 +714,15 @@ gantry_component_instances_max 64
         recent.record(1060, 200, ms(1));
         assert_eq!(recent.last_minute(1060).requests, 2);
         assert_eq!(recent.last_minute(2000), Traffic::default());
+    }
+
+    #[test]
+    fn machine_load_is_read_from_proc_formats() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(cpu_times(stat), Some((150, 1000)));
+        assert_eq!(cpu_times("intr 1 2"), None);
+        let meminfo = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(memory_used(meminfo), Some(75.0));
+        assert_eq!(memory_used("MemTotal: 0 kB\nMemAvailable: 0 kB\n"), None);
     }
 }

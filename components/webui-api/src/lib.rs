@@ -13,6 +13,7 @@ mod board;
 mod input;
 mod queues;
 mod system;
+mod ws;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, BodyError, Request};
@@ -460,4 +461,25 @@ fn disable_user(id: &str) -> Answer {
     Ok((200, user_json(&user)))
 }
 
+impl gantry_guest::websocket::Guest for WebUi {
+    fn on_open(connection: gantry_guest::websocket::Connection) -> Result<(), (u16, String)> {
+        ws::open(&connection)
+    }
+
+    fn on_message(message: gantry_guest::websocket::Message) {
+        ws::message(message);
+    }
+
+    fn on_events(events: Vec<gantry_guest::websocket::Event>) {
+        ws::events(events);
+    }
+
+    fn on_timer() {
+        ws::timer();
+    }
+
+    fn on_close(_code: u16, _reason: String) {}
+}
+
 gantry_guest::bindings::export_handler!(WebUi);
+gantry_guest::websocket_serving::export_websocket_handler!(WebUi);

@@ -20,7 +20,7 @@ const MAX_TIMEOUT_SECS: i64 = 86_400;
 
 const QUEUES: [QueueName; 3] = [QueueName::High, QueueName::Normal, QueueName::Low];
 
-fn queue_short(q: QueueName) -> &'static str {
+pub(crate) fn queue_short_name(q: QueueName) -> &'static str {
     match q {
         QueueName::High => "high",
         QueueName::Normal => "normal",
@@ -30,14 +30,14 @@ fn queue_short(q: QueueName) -> &'static str {
 
 /// The document's name of a queue (`high_priority`).
 pub(crate) fn queue_key(q: QueueName) -> String {
-    format!("{}_priority", queue_short(q))
+    format!("{}_priority", queue_short_name(q))
 }
 
 /// A queue named either way (`high` or `high_priority`).
-fn queue(field: &str, name: &str) -> Result<QueueName, ApiError> {
+pub(crate) fn queue(field: &str, name: &str) -> Result<QueueName, ApiError> {
     QUEUES
         .into_iter()
-        .find(|q| name == queue_short(*q) || name == queue_key(*q))
+        .find(|q| name == queue_short_name(*q) || name == queue_key(*q))
         .ok_or_else(|| {
             ApiError::invalid(
                 field,
@@ -84,7 +84,7 @@ fn estimated_start(ahead: u64, waiting_on: &[String]) -> Option<String> {
     Some(timestamp_ms(now_ms() + (average * rounds as f64) as i64))
 }
 
-fn queued_json(q: &projects::Queued) -> Value {
+pub(crate) fn queued_json(q: &projects::Queued) -> Value {
     let mut data = json!({
         "task_id": q.task.id,
         "execution_id": execution_id(&q.task.id, q.task.retry_attempt),
@@ -130,6 +130,17 @@ pub fn execute(request: Request, id: &str) -> Answer {
     let retry_attempts = opt_int(&options, "retry_attempts", 0..=MAX_RETRY_ATTEMPTS)
         .map_err(|e| e.renamed("options.retry_attempts"))?
         .unwrap_or(0);
+    let queued = execute_task(id, queue, timeout.map(|t| t as u64), retry_attempts as u32)?;
+    Ok((200, queued_json(&queued)))
+}
+
+/// Queue task `id` in `queue` on the backend the document's way picks.
+pub(crate) fn execute_task(
+    id: &str,
+    queue: QueueName,
+    timeout_secs: Option<u64>,
+    retry_attempts: u32,
+) -> Result<projects::Queued, ApiError> {
     let task = projects::get_task(id).map_err(error)?;
     let backend = match backend_in(&task.metadata_json) {
         Some(b) => b,
@@ -138,17 +149,16 @@ pub fn execute(request: Request, id: &str) -> Answer {
             backend_in(&project.settings_json).unwrap_or_else(|| DEFAULT_BACKEND.into())
         }
     };
-    let queued = projects::execute(
+    projects::execute(
         id,
         &ExecuteOptions {
             queue,
-            timeout_secs: timeout.map(|t| t as u64),
-            retry_attempts: retry_attempts as u32,
+            timeout_secs,
+            retry_attempts,
             backend,
         },
     )
-    .map_err(error)?;
-    Ok((200, queued_json(&queued)))
+    .map_err(error)
 }
 
 /// `POST /api/tasks/{id}/retry`.

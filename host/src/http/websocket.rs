@@ -49,8 +49,9 @@ const TOKEN_PARAMETERS: &[&str] = &[
 /// Events read from the store per round for one connection.
 const EVENT_BATCH: usize = 128;
 
-/// How long a closing connection's last frames may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a closing connection's last frames may take (a slow consumer's close frame waits
+/// behind what its socket already holds).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether `headers` ask for a WebSocket upgrade (RFC 6455 4.2.1).
 pub fn is_upgrade(method: &hyper::Method, headers: &HeaderMap) -> bool {
@@ -288,24 +289,37 @@ async fn refuse(mut stream: Stream, code: u16, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_GRACE, stream.close(Some(frame))).await;
 }
 
-/// Write what the component sends, and the loop's control frames first; end after a close.
+/// Write what the component sends, then the loop's control frames; end after a close.
 async fn writer(
     mut sink: futures::stream::SplitSink<Stream, Message>,
     mut texts: mpsc::Receiver<String>,
     mut control: mpsc::Receiver<Message>,
 ) {
+    let mut texts_open = true;
     loop {
+        // What the component sent goes before the loop's frames, so a close never overtakes
+        // the messages sent before it.
         let message = tokio::select! {
             biased;
+            t = texts.recv(), if texts_open => match t {
+                Some(t) => Message::text(t),
+                // The instance is gone; its close frame may still come.
+                None => {
+                    texts_open = false;
+                    continue;
+                }
+            },
             c = control.recv() => match c {
                 Some(m) => m,
                 None => break,
             },
-            t = texts.recv() => match t {
-                Some(t) => Message::text(t),
-                None => break,
-            },
         };
+        if let Message::Close(None) = message {
+            // The answer to the client's close, which the library queued: closing flushes it
+            // (sending would be refused after the client's close).
+            let _ = sink.close().await;
+            break;
+        }
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() || closing {
             break;
@@ -434,6 +448,9 @@ async fn serve(
             reason: truncate_reason(&ending.reason).into(),
         };
         let _ = control.send(Message::Close(Some(frame))).await;
+    } else if ending.code != 1006 {
+        // The library queued the answer to the client's close; writing a close flushes it.
+        let _ = control.send(Message::Close(None)).await;
     }
     drop(control);
     if tokio::time::timeout(CLOSE_GRACE, &mut writing)

@@ -236,7 +236,23 @@ mod tests {
             adapters: 1,
             max_streams: 3,
             streams_per_tenant: 2,
+            sockets: 2,
         }
+    }
+
+    #[test]
+    fn connections_have_their_own_pool() {
+        let c = Capacity::new(shares());
+        let a = TenantId::new("a").unwrap();
+        let held = [c.handler(&a).unwrap(), c.handler(&a).unwrap()];
+        // The tenant's instance share is used up; connections are not counted in it.
+        assert!(c.handler(&a).is_err());
+        let sockets = [c.socket().unwrap(), c.socket().unwrap()];
+        assert!(c.socket().is_err());
+        drop(sockets);
+        assert!(c.socket().is_ok());
+        drop(held);
+        assert_eq!(shares().pool_slots(), 4 + 1 + 1 + 2);
     }
 
     #[test]

@@ -63,6 +63,32 @@ pub mod log_shaping {
     });
 }
 
+/// Bindings for `world websocket-serving`: the `websocket-handler` export of a handler that
+/// serves WebSocket connections (a manifest route with `websocket = true`). Register it with
+/// `websocket_serving::export_websocket_handler!` beside `bindings::export_handler!`.
+pub mod websocket_serving {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "gantry:plugin/websocket-serving",
+        with: {
+            "gantry:plugin/identity@0.3.0": crate::bindings::gantry::plugin::identity,
+            "gantry:plugin/websocket@0.3.0": crate::bindings::gantry::plugin::websocket,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_websocket_handler",
+        default_bindings_module: "gantry_guest::websocket_serving",
+    });
+}
+
+/// A WebSocket connection: the calling connection's host functions (needs the
+/// `gantry:plugin/websocket` grant) and the export that serves it ([`websocket::Guest`]).
+pub mod websocket {
+    pub use crate::bindings::gantry::plugin::websocket::*;
+    pub use crate::websocket_serving::exports::gantry::plugin::websocket_handler::{
+        Connection, Guest, Message,
+    };
+}
+
 /// Answers the host writes for a handler (needs the `gantry:plugin/responses` grant): a task's
 /// log, shaped batch by batch by the handler's [`log_shaper::Guest`] export, and a workspace
 /// file streamed from disk with `Range` and `ETag`.

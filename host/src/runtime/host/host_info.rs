@@ -38,4 +38,13 @@ impl host_info::Host for NodeView<'_> {
             response_ms: started.elapsed().as_secs_f64() * 1000.0,
         }
     }
+
+    async fn node_load(&mut self) -> host_info::Load {
+        let (cpu_usage, memory_usage) = crate::metrics::machine_load().await;
+        host_info::Load {
+            cpu_usage,
+            memory_usage,
+            websocket_connections: self.services.metrics.open_websockets(),
+        }
+    }
 }

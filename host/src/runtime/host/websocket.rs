@@ -72,8 +72,11 @@ pub struct SocketHost {
     pub(crate) topics: Vec<Topic>,
     /// When `on-timer` is due.
     pub(crate) wake_at: Option<tokio::time::Instant>,
-    /// A close asked for (by the component, or by the host after a refusal).
+    /// A close asked for (by the component, or by the host after a refusal). Messages sent
+    /// before the call returns still go out first.
     pub(crate) closing: Option<(u16, String)>,
+    /// The client stopped taking messages: every further send fails at once.
+    stalled: bool,
 }
 
 impl std::fmt::Debug for SocketHost {
@@ -99,6 +102,7 @@ impl SocketHost {
             topics: Vec::new(),
             wake_at: None,
             closing: None,
+            stalled: false,
         }
     }
 
@@ -187,8 +191,8 @@ impl WebSocketView<'_> {
 impl wit::Host for WebSocketView<'_> {
     async fn send_text(&mut self, text: String) -> Result<(), wit::SocketError> {
         let socket = self.socket()?;
-        if socket.closing.is_some() {
-            return Err(wit::SocketError::Closed);
+        if socket.stalled {
+            return Err(wit::SocketError::TooSlow);
         }
         match tokio::time::timeout(socket.send_wait, socket.out.send(text)).await {
             Ok(Ok(())) => Ok(()),
@@ -197,6 +201,8 @@ impl wit::Host for WebSocketView<'_> {
                 Err(wit::SocketError::Closed)
             }
             Err(_) => {
+                socket.stalled = true;
+                socket.closing = None;
                 socket.close(
                     4408,
                     "too slow: messages piled up; reconnect and resume from the last event_id you received",

@@ -1,0 +1,329 @@
+//! WebSocket connections served by a component, seen from outside: the real binary on
+//! loopback, the purpose-built `test-socket` component, a real WebSocket client.
+
+mod common;
+
+use common::webui::{ALICE, BOB, call};
+use common::{Gantry, Setup, test_component};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The test component at `/sock/...` (public for the upgrade: it authenticates in a message),
+/// and the Web UI API for making projects.
+fn setup() -> Setup {
+    Setup::new(&[
+        (
+            "test-socket",
+            format!(
+                "kind = \"handler\"\ncomponent = {:?}\nroutes = [{{ path = \"/sock/...\", public = true, websocket = true }}]\nimports = [\"gantry:plugin/websocket\", \"gantry:plugin/identity\"]\n[limits]\ncpu_ms = 200\ntimeout_ms = 2000\n",
+                test_component("test-socket").display().to_string()
+            ),
+        ),
+        (
+            "webui-api",
+            include_str!("../plugins/webui-api.toml").to_string(),
+        ),
+    ])
+}
+
+fn serve(setup: &Setup) -> Gantry {
+    setup.start_configured(
+        "[websocket]\nauth_timeout_ms = 400\nmax_connections_per_user = 3\nmax_message_bytes = 4096\nsend_queue = 4\nslow_consumer_ms = 300\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    )
+}
+
+async fn connect(g: &Gantry, path: &str) -> Client {
+    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}{path}", g.addr))
+        .await
+        .expect("connecting");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn say(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+/// The next text message, within 10 s.
+async fn hear(ws: &mut Client) -> String {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s");
+        match next {
+            Some(Ok(Message::Text(t))) => return t.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Read until the connection closes; its close code and reason.
+async fn closed(ws: &mut Client) -> (u16, String) {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close within 10 s");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("the connection failed instead of closing: {e}"),
+        }
+    }
+}
+
+async fn authed(g: &Gantry, key: &str) -> Client {
+    let mut ws = connect(g, "/sock/a").await;
+    say(&mut ws, &format!("auth {key}")).await;
+    let user = hear(&mut ws).await;
+    assert!(user.starts_with("user service:"), "{user}");
+    ws
+}
+
+#[tokio::test]
+async fn one_instance_serves_a_connection_for_its_life() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut ws = authed(&g, ALICE).await;
+    say(&mut ws, "echo hello").await;
+    assert_eq!(hear(&mut ws).await, "hello");
+    // The instance's memory is the connection's: auth, echo and this make three.
+    say(&mut ws, "count").await;
+    assert_eq!(hear(&mut ws).await, "3");
+    say(&mut ws, "timer 20").await;
+    assert_eq!(hear(&mut ws).await, "timer");
+    // A WebSocket ping is answered by the host.
+    ws.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(&p[..], b"p");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    say(&mut ws, "close 4000").await;
+    assert_eq!(closed(&mut ws).await.0, 4000);
+}
+
+#[tokio::test]
+async fn upgrades_are_refused_with_a_reason_before_anything_opens() {
+    let setup = setup();
+    let g = serve(&setup);
+    // A token in the URL ends up in logs: refused before the upgrade.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/sock/a?token={ALICE}", g.addr))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), 400);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("token_in_url"), "{body}");
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+    // A plain request on a WebSocket route is told to upgrade.
+    let (status, body) = g.call("GET", "/sock/a", &[], "").await;
+    assert_eq!(status, 426, "{body:?}");
+    // The component may refuse in on-open, with its own code.
+    let mut ws = connect(&g, "/sock/refuse").await;
+    assert_eq!(closed(&mut ws).await.0, 4403);
+    // A key is never written to the log.
+    assert!(!g.stderr().contains(ALICE));
+}
+
+#[tokio::test]
+async fn unauthenticated_connections_close_with_4401_and_bad_tokens_are_told() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut ws = connect(&g, "/sock/a").await;
+    say(&mut ws, "auth not-a-key").await;
+    let refused = hear(&mut ws).await;
+    assert!(refused.contains("BadToken"), "{refused}");
+    // Nothing else is allowed before authenticating.
+    say(&mut ws, "follow").await;
+    assert!(hear(&mut ws).await.contains("NotAuthenticated"));
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("authenticate"), "{reason}");
+}
+
+#[tokio::test]
+async fn each_user_has_a_cap_and_the_next_is_closed_with_a_policy_code() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(authed(&g, ALICE).await);
+    }
+    let mut fourth = connect(&g, "/sock/a").await;
+    say(&mut fourth, &format!("auth {ALICE}")).await;
+    assert!(hear(&mut fourth).await.contains("TooManyConnections(3)"));
+    let (code, reason) = closed(&mut fourth).await;
+    assert_eq!(code, 1008, "{reason}");
+    // Another tenant's users have their own.
+    let _bob = authed(&g, BOB).await;
+    // Closing one makes room.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    let _ = closed(&mut first).await;
+    let mut again = None;
+    for _ in 0..50 {
+        let mut ws = connect(&g, "/sock/a").await;
+        say(&mut ws, &format!("auth {ALICE}")).await;
+        if hear(&mut ws).await.starts_with("user ") {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a closed connection's slot came back");
+}
+
+#[tokio::test]
+async fn a_failing_component_ends_its_connection_only() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut other = authed(&g, BOB).await;
+    for (command, what) in [("trap", "plugin_trap"), ("spin", "plugin_deadline")] {
+        let mut ws = authed(&g, ALICE).await;
+        say(&mut ws, command).await;
+        let (code, reason) = closed(&mut ws).await;
+        assert_eq!(code, 1011, "{reason}");
+        assert!(reason.contains(what), "{reason}");
+    }
+    // Too big a message closes with 1009.
+    let mut ws = authed(&g, ALICE).await;
+    say(&mut ws, &format!("echo {}", "x".repeat(5000))).await;
+    assert_eq!(closed(&mut ws).await.0, 1009);
+    // The node and the other connection serve on.
+    say(&mut other, "echo still here").await;
+    assert_eq!(hear(&mut other).await, "still here");
+    let fresh = authed(&g, ALICE).await;
+    drop(fresh);
+}
+
+#[tokio::test]
+async fn a_consumer_too_slow_is_closed_with_a_reason_not_handed_a_gap() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut ws = authed(&g, ALICE).await;
+    // Far more than the socket buffers and the queue of 4 hold, while the client reads
+    // nothing for longer than slow_consumer_ms.
+    say(&mut ws, "burst 20000").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut received = 0u32;
+    let (code, reason) = loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => {
+                // What arrives arrives in order, without a hole.
+                assert!(t.starts_with(&format!("burst {received} ")), "{received}");
+                received += 1;
+            }
+            Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected messages then a close: {other:?}"),
+        }
+    };
+    assert_eq!(code, 4408, "{reason}");
+    assert!(reason.contains("resume"), "{reason}");
+    assert!(received < 20000);
+}
+
+#[tokio::test]
+async fn events_reach_the_tenants_followers_only_and_resume_from_where_they_were() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut alice = authed(&g, ALICE).await;
+    say(&mut alice, "follow").await;
+    assert_eq!(hear(&mut alice).await, "following 0");
+    say(&mut alice, "sub kind project.created").await;
+    assert_eq!(hear(&mut alice).await, "subscribed");
+    let mut bob = authed(&g, BOB).await;
+    say(&mut bob, "follow").await;
+    assert_eq!(hear(&mut bob).await, "following 0");
+    say(&mut bob, "sub kind project.created").await;
+    assert_eq!(hear(&mut bob).await, "subscribed");
+    // Alice's project is her event.
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/projects/",
+        Some(ALICE),
+        json!({"name": "p1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(hear(&mut alice).await, "event 1 project.created");
+    // Bob's project reaches Bob alone; Alice's next message is her own echo.
+    call(
+        &g,
+        "POST",
+        "/api/projects/",
+        Some(BOB),
+        json!({"name": "b1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(hear(&mut bob).await, "event 1 project.created");
+    say(&mut alice, "echo nothing of bob's").await;
+    assert_eq!(hear(&mut alice).await, "nothing of bob's");
+    // Subscribing to another tenant's project is as to no project.
+    say(&mut bob, &format!("sub project {project}")).await;
+    assert!(hear(&mut bob).await.contains("NotFound"));
+    // A task in Alice's project: its events follow the project's topic.
+    say(&mut alice, &format!("sub project {project}")).await;
+    assert_eq!(hear(&mut alice).await, "subscribed");
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/tasks/",
+        Some(ALICE),
+        json!({"title": "t1", "project_id": project}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(hear(&mut alice).await, "event 2 task.created");
+    // A client that comes back with the last event it saw gets what it missed, in order.
+    drop(alice);
+    call(
+        &g,
+        "POST",
+        "/api/projects/",
+        Some(ALICE),
+        json!({"name": "p2"}),
+        &[],
+    )
+    .await;
+    let mut back = authed(&g, ALICE).await;
+    say(&mut back, "sub kind project.created").await;
+    assert_eq!(hear(&mut back).await, "subscribed");
+    say(&mut back, "follow 0").await;
+    assert_eq!(hear(&mut back).await, "following 0");
+    assert_eq!(hear(&mut back).await, "event 1 project.created");
+    assert_eq!(hear(&mut back).await, "event 3 project.created");
+    // Following from beyond the newest is following from the newest.
+    say(&mut back, "follow 99").await;
+    assert_eq!(hear(&mut back).await, "following 3");
+}
