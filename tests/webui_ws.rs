@@ -1,0 +1,233 @@
+//! `/ws/{session_id}`, the Web UI API document's WebSocket protocol, from outside: the real
+//! binary, users made with `gantry users`, a board task run by a stand-in agent, a real
+//! WebSocket client.
+
+mod common;
+
+use common::webui::{ALICE, add_user, board_setup, call, serve, token};
+use common::{Gantry, Setup};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Client = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn connect(g: &Gantry) -> Client {
+    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws/s-1", g.addr))
+        .await
+        .expect("connecting");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn send(ws: &mut Client, message: Value) {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+}
+
+/// The next JSON message, within `limit`; none when the connection closed first.
+async fn next_within(ws: &mut Client, limit: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(limit, ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(_) => return None,
+        }
+    }
+}
+
+async fn next(ws: &mut Client) -> Value {
+    next_within(ws, Duration::from_secs(20))
+        .await
+        .expect("a message within 20 s")
+}
+
+/// Messages until one of `kind`; that one and those before it.
+async fn until(ws: &mut Client, kind: &str) -> (Value, Vec<Value>) {
+    let mut before = Vec::new();
+    loop {
+        let m = next(ws).await;
+        if m["type"] == kind {
+            return (m, before);
+        }
+        before.push(m);
+    }
+}
+
+async fn close_code(ws: &mut Client, limit: Duration) -> u16 {
+    loop {
+        match tokio::time::timeout(limit, ws.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(Message::Close(None))) | None => return 1005,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("the connection failed instead of closing: {e}"),
+        }
+    }
+}
+
+async fn signed_in(g: &Gantry, token: &str) -> Client {
+    let mut ws = connect(g).await;
+    send(&mut ws, json!({"type": "authenticate", "token": token})).await;
+    let m = next(&mut ws).await;
+    assert_eq!(m["type"], "authenticated", "{m}");
+    ws
+}
+
+fn users(setup: &Setup) {
+    add_user(setup, "alice", "ada", false);
+    add_user(setup, "bob", "bert", false);
+}
+
+#[tokio::test]
+async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_none_of_it() {
+    let setup = board_setup();
+    users(&setup);
+    let g = serve(&setup);
+    let ada = token(&g, "ada").await;
+    let bert = token(&g, "bert").await;
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/projects/",
+        Some(&ada),
+        json!({"name": "live", "settings": {"backend": "board"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["data"]["id"].as_str().unwrap().to_string();
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/tasks/",
+        Some(&ada),
+        json!({"title": "steps to take", "project_id": project}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let task = body["data"]["id"].as_str().unwrap().to_string();
+
+    let mut bob = signed_in(&g, &bert).await;
+    send(&mut bob, json!({"type": "subscribe", "channel": "queue_status"})).await;
+    assert_eq!(until(&mut bob, "subscribed").await.0["data"]["channel"], "queue_status");
+    // Another tenant's project is no project.
+    send(&mut bob, json!({"type": "subscribe", "channel": "project_updates", "project_id": project})).await;
+    let (refused, _) = until(&mut bob, "error").await;
+    assert_eq!(refused["data"]["code"], "PROJECT_NOT_FOUND", "{refused}");
+
+    let mut ws = signed_in(&g, &ada).await;
+    send(&mut ws, json!({"type": "ping", "timestamp": 1690725600000u64})).await;
+    let pong = next(&mut ws).await;
+    assert_eq!(pong, json!({"type": "pong", "timestamp": 1690725600000u64}));
+    send(&mut ws, json!({"type": "subscribe", "channel": "project_updates", "project_id": project})).await;
+    let (subscribed, _) = until(&mut ws, "subscribed").await;
+    assert_eq!(subscribed["data"]["project_id"], project.as_str());
+    send(&mut ws, json!({"type": "execute_task", "task_id": task, "priority": "high"})).await;
+    let (done, updates) = until(&mut ws, "task_completed").await;
+    assert_eq!(done["data"]["task_id"], task.as_str());
+    assert_eq!(done["data"]["status"], "completed", "{done}");
+    assert_eq!(done["data"]["exit_code"], 0, "{done}");
+    assert!(done["data"]["duration"].as_str().unwrap().starts_with("00:00:0"), "{done}");
+    let progress: Vec<u64> = updates
+        .iter()
+        .filter(|m| m["type"] == "task_update" && m["data"]["status"] == "running")
+        .map(|m| m["data"]["progress_percentage"].as_u64().unwrap())
+        .collect();
+    assert!(progress.len() >= 3, "{updates:?}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "rising: {progress:?}");
+    // Each event's message carries its id, rising without a gap for this connection's view.
+    let ids: Vec<u64> = updates
+        .iter()
+        .chain([&done])
+        .filter_map(|m| m["event_id"].as_u64())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // Bob heard his own queues' snapshots at most: nothing about Ada's task.
+    while let Some(m) = next_within(&mut bob, Duration::from_millis(1500)).await {
+        assert!(!m.to_string().contains(&task), "{m}");
+        assert!(!m.to_string().contains(&project), "{m}");
+    }
+
+    // Coming back with the last event seen replays what followed it.
+    let first = ids[0];
+    drop(ws);
+    let mut back = connect(&g).await;
+    send(&mut back, json!({"type": "authenticate", "token": ada, "resume_from": first})).await;
+    let (auth, _) = until(&mut back, "authenticated").await;
+    assert_eq!(auth["data"]["event_id"], first);
+    send(&mut back, json!({"type": "subscribe", "channel": "task_updates", "task_id": task})).await;
+    let (replayed, _) = until(&mut back, "task_completed").await;
+    assert_eq!(replayed["event_id"], done["event_id"]);
+
+    // Real figures of the node and the tenant's queues.
+    send(&mut back, json!({"type": "get_metrics", "metrics": ["performance"]})).await;
+    let (perf, _) = until(&mut back, "performance_data").await;
+    let data = &perf["data"];
+    assert!(data["cpu_usage"].as_f64().is_some_and(|c| (0.0..=100.0).contains(&c)), "{perf}");
+    assert!(data["memory_usage"].as_f64().is_some_and(|m| m > 0.0 && m <= 100.0), "{perf}");
+    assert!(data["active_connections"].as_u64().unwrap() >= 2, "{perf}");
+    assert_eq!(data["tasks_per_minute"], 1.0, "{perf}");
+    assert_eq!(data["queue_sizes"], json!({"high": 0, "normal": 0, "low": 0}), "{perf}");
+}
+
+#[tokio::test]
+async fn connections_must_authenticate_in_time_and_never_in_the_url() {
+    let setup = board_setup();
+    users(&setup);
+    let g = serve(&setup);
+    let ada = token(&g, "ada").await;
+    // A token in the URL is refused before anything opens.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/s-1?token={ada}", g.addr))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 400),
+        other => panic!("expected 400, got {other}"),
+    }
+    assert!(!g.stderr().contains(&ada));
+    // Any other first message closes the connection with 4401.
+    let mut ws = connect(&g).await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    let m = next(&mut ws).await;
+    assert_eq!(m["data"]["code"], "AUTH_TOKEN_MISSING", "{m}");
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4401);
+    // A bad token too.
+    let mut ws = connect(&g).await;
+    send(&mut ws, json!({"type": "authenticate", "token": "a.b.c"})).await;
+    assert_eq!(next(&mut ws).await["data"]["code"], "AUTH_TOKEN_INVALID");
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4401);
+    // Saying nothing for the default 10 s does too.
+    let mut ws = connect(&g).await;
+    let started = std::time::Instant::now();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(15)).await, 4401);
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_fifty_first_connection_of_a_user_is_closed() {
+    let setup = board_setup();
+    users(&setup);
+    let g = serve(&setup);
+    let ada = token(&g, "ada").await;
+    let mut open = Vec::new();
+    for _ in 0..50 {
+        open.push(signed_in(&g, &ada).await);
+    }
+    let mut extra = connect(&g).await;
+    send(&mut extra, json!({"type": "authenticate", "token": ada})).await;
+    let m = next(&mut extra).await;
+    assert_eq!(m["data"]["code"], "WEBSOCKET_CONNECTION_FAILED", "{m}");
+    assert_eq!(m["data"]["limit"], 50, "{m}");
+    assert_eq!(close_code(&mut extra, Duration::from_secs(5)).await, 1008);
+    // The tenant's API key is another caller, with its own 50.
+    let _key = signed_in(&g, ALICE).await;
+    // The fifty stay served.
+    let last = open.last_mut().unwrap();
+    send(last, json!({"type": "ping", "timestamp": 1})).await;
+    assert_eq!(next(last).await["type"], "pong");
+}
