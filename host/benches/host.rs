@@ -81,7 +81,17 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .await
     .unwrap()
     .with_metrics(metrics.clone());
+    let commands = gantry::commands::Commands::new(
+        store.clone(),
+        tasks.clone(),
+        gantry::projects::Projects::new(store.clone(), workspaces.clone()),
+        workspaces.clone(),
+        config.commands.clone(),
+    )
+    .await
+    .unwrap();
     Services {
+        commands,
         projects: gantry::projects::Projects::new(store.clone(), workspaces.clone()),
         queues: gantry::tasks::queue::BoardQueues::start(store.clone(), tasks.clone(), 10_000)
             .await

@@ -339,6 +339,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
+        let commands = crate::commands::Commands::new(
+            store.clone(),
+            tasks.clone(),
+            projects.clone(),
+            workspaces.clone(),
+            config.commands.clone(),
+        )
+        .await?;
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -357,6 +365,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {
+                commands,
                 projects,
                 queues,
                 workspaces,

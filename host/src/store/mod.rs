@@ -3,9 +3,11 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+mod commands;
 mod projects;
 mod sqlite;
 
+pub use commands::*;
 pub use projects::*;
 
 pub use sqlite::Sqlite;
@@ -434,6 +436,7 @@ pub trait Store:
     + UserStore
     + BoardStore
     + NodeStore
+    + CommandStore
     + fmt::Debug
     + 'static
 {
@@ -447,6 +450,7 @@ impl<T> Store for T where
         + UserStore
         + BoardStore
         + NodeStore
+        + CommandStore
         + fmt::Debug
         + 'static
 {

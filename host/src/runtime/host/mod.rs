@@ -7,6 +7,7 @@
 //! tested without an engine. Every view that reaches data is scoped to the caller's tenant.
 
 mod backends;
+mod commands;
 mod config;
 mod host_info;
 mod identity;
@@ -58,6 +59,7 @@ pub(crate) mod bindings {
             "gantry:plugin/host-info": async,
             "gantry:plugin/users": async,
             "gantry:plugin/projects": async,
+            "gantry:plugin/commands": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -110,6 +112,8 @@ pub struct Services {
     pub queues: BoardQueues,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
+    /// The Web UI API's command lines.
+    pub commands: crate::commands::Commands,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -315,6 +319,13 @@ pub(crate) struct ProjectsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// The Web UI API's commands, for the calling user (whose tenant and permissions the host
+/// applies).
+pub(crate) struct CommandsView<'a> {
+    pub(crate) commands: &'a crate::commands::Commands,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -352,6 +363,10 @@ impl HasData for HasUsers {
 struct HasProjects;
 impl HasData for HasProjects {
     type Data<'a> = ProjectsView<'a>;
+}
+struct HasCommands;
+impl HasData for HasCommands {
+    type Data<'a> = CommandsView<'a>;
 }
 
 impl HandlerState {
@@ -406,6 +421,13 @@ impl HandlerState {
         }
     }
 
+    fn commands_view(&mut self) -> CommandsView<'_> {
+        CommandsView {
+            commands: &self.host.services.commands,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -432,6 +454,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
+    gp::commands::add_to_linker::<_, HasCommands>(linker, |s| s.commands_view())?;
     Ok(())
 }
 
@@ -507,7 +530,17 @@ mod tests {
         )
         .await
         .unwrap();
+        let commands = crate::commands::Commands::new(
+            store.clone(),
+            tasks.clone(),
+            Projects::new(store.clone(), workspaces.clone()),
+            workspaces.clone(),
+            crate::config::CommandsConfig::default(),
+        )
+        .await
+        .unwrap();
         Services {
+            commands,
             projects: Projects::new(store.clone(), workspaces.clone()),
             queues: BoardQueues::start(store.clone(), tasks.clone(), 100)
                 .await
