@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 const SECRET_VAR: &str = "GANTRY_TEST_SECRET_VALUE";
 const SECRET: &str = "s3cr3t-0f-gantry-itself";
 
-/// A gantry with users ann (alice, admin), rita (alice, read only) and bo (bob, admin).
+/// A gantry with users ann (alice, admin), rita (alice, read only) and bobby (bob, admin).
 async fn started() -> (common::Setup, common::Gantry, String) {
     let setup = setup();
     add_user(&setup, "alice", "ann", true);
-    add_user(&setup, "bob", "bo", true);
+    add_user(&setup, "bob", "bobby", true);
     let (ok, out, err) = users_cli(
         &setup,
         &[
@@ -288,7 +288,7 @@ async fn validate_flags_risks_and_suggestions_rank_the_catalogue_and_history() {
 async fn another_tenant_sees_nothing_and_execute_needs_its_permission() {
     let (_setup, g, ann) = started().await;
     let id = execute(&g, &ann, json!({ "command": "sleep 30" })).await;
-    let bo = token(&g, "bo").await;
+    let bo = token(&g, "bobby").await;
     for (method, path) in [
         ("GET", format!("/api/commands/{id}/status")),
         ("POST", format!("/api/commands/{id}/cancel")),

@@ -196,22 +196,18 @@ impl RunningCommand {
 
 impl Drop for RunningCommand {
     fn drop(&mut self) {
-        // Whatever is left in its group goes with it; its cgroup and scratch space too (off
-        // the caller's path: removing a cgroup may wait for the kernel).
+        // Whatever is left in its group goes with it, and its home and temp directory at once
+        // (small, and whoever sees the command ended must not find them); its cgroup off the
+        // caller's path (removing one may wait for the kernel).
         signal_group(self.spawned.pgid, libc::SIGKILL);
-        let sandbox = self.spawned.sandbox.take();
-        let scratch = std::mem::take(&mut self.scratch);
-        let cleanup = move || {
-            drop(sandbox);
-            if !scratch.as_os_str().is_empty() {
-                let _ = std::fs::remove_dir_all(&scratch);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        if let Some(sandbox) = self.spawned.sandbox.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || drop(sandbox));
+                }
+                Err(_) => drop(sandbox),
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn_blocking(cleanup);
-            }
-            Err(_) => cleanup(),
         }
     }
 }
