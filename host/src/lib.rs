@@ -23,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contract;
+pub mod events;
 pub mod http;
 pub mod manifest;
 pub mod metrics;

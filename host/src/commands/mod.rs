@@ -19,6 +19,8 @@ pub mod validate;
 
 use crate::config::CommandsConfig;
 use crate::contract::OutputStream;
+use crate::events::{EventBus, EventKind, NewEvent};
+use crate::projects::events::rfc3339;
 use crate::projects::{ProjectError, Projects};
 use crate::store::{CommandOutputRecord, CommandRecord, CommandStatus, Store, now_ms};
 use crate::tasks::command::{CommandEnd, CommandLaunch};
@@ -146,6 +148,8 @@ struct Inner {
     projects: Projects,
     workspaces: Arc<Workspaces>,
     config: CommandsConfig,
+    /// Where streamed output and ends are published.
+    events: EventBus,
     /// The commands running on this node, by id.
     live: Mutex<HashMap<String, Live>>,
 }
@@ -168,6 +172,7 @@ impl Commands {
         projects: Projects,
         workspaces: Arc<Workspaces>,
         config: CommandsConfig,
+        events: EventBus,
     ) -> anyhow::Result<Commands> {
         let interrupted = store
             .interrupt_commands_of(tasks.node_id(), now_ms())
@@ -185,6 +190,7 @@ impl Commands {
                 projects,
                 workspaces,
                 config,
+                events,
                 live: Mutex::new(HashMap::new()),
             }),
         })
@@ -619,7 +625,11 @@ impl Run {
         let store = self.inner.store.clone();
         let tenant = self.record.tenant.clone();
         let id = self.record.id.clone();
-        let publish = self.stream_output.then(|| self.publisher());
+        let publish = if self.stream_output {
+            self.publisher()
+        } else {
+            None
+        };
         async move {
             if records.is_empty() {
                 return;
@@ -637,17 +647,21 @@ impl Run {
         }
     }
 
-    fn publisher(&self) -> Publisher {
-        Publisher {
-            tenant: self.record.tenant.clone(),
+    fn publisher(&self) -> Option<Publisher> {
+        // The tenant was a checked id when the command was made.
+        let tenant = crate::tenants::TenantId::new(&self.record.tenant).ok()?;
+        Some(Publisher {
+            events: self.inner.events.clone(),
+            tenant,
             command_id: self.record.id.clone(),
             project_id: self.record.project_id.clone(),
-        }
+        })
     }
 
     fn publish_finished(&self) {
-        if self.stream_output {
-            let publisher = self.publisher();
+        if self.stream_output
+            && let Some(publisher) = self.publisher()
+        {
             let record = self.record.clone();
             tokio::spawn(async move { publisher.finished(&record).await });
         }
@@ -655,20 +669,47 @@ impl Run {
 }
 
 /// Publishes a command's lines and end on the event bus (only when the request asked for
-/// `stream_output`).
+/// `stream_output`), in the document's `command_output` shape; the integrator's WebSocket
+/// forwards them. A line is published after it is stored, so the bus never tells of output
+/// that status would not show.
 struct Publisher {
-    tenant: String,
+    events: EventBus,
+    tenant: crate::tenants::TenantId,
     command_id: String,
     project_id: Option<String>,
 }
 
 impl Publisher {
+    fn event(&self, kind: EventKind, data: serde_json::Value) -> NewEvent {
+        let event = NewEvent::new(kind, data).command(&self.command_id);
+        match &self.project_id {
+            Some(project) => event.project(project),
+            None => event,
+        }
+    }
+
     async fn output(&self, lines: &[CommandOutputRecord]) {
-        let _ = (&self.tenant, &self.command_id, &self.project_id, lines);
+        for line in lines {
+            let data = serde_json::json!({
+                "command_id": self.command_id,
+                "stream": line.stream,
+                "content": line.content,
+                "timestamp": rfc3339(line.at),
+            });
+            let event = self.event(EventKind::CommandOutput, data);
+            self.events.announce(&self.tenant, event).await;
+        }
     }
 
     async fn finished(&self, record: &CommandRecord) {
-        let _ = record;
+        let data = serde_json::json!({
+            "command_id": self.command_id,
+            "status": record.status.as_str(),
+            "exit_code": record.exit_code,
+            "completed_at": record.completed_at.map(rfc3339),
+        });
+        let event = self.event(EventKind::CommandFinished, data);
+        self.events.announce(&self.tenant, event).await;
     }
 }
 

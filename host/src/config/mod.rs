@@ -12,9 +12,9 @@ mod sections;
 pub use commands::CommandsConfig;
 
 pub use sections::{
-    CgroupLimits, ConnectionLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig,
-    StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, UsersConfig,
-    WorkdirPolicy,
+    CgroupLimits, ConnectionLimits, EgressConfig, EventsConfig, HttpLimits, IsolationMode,
+    SandboxConfig, StorageConfig, TaskLimits, TelemetryConfig, TenantStorage,
+    TenantStorageOverride, UsersConfig, WebSocketConfig, WorkdirPolicy,
 };
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
@@ -62,6 +62,12 @@ pub struct Config {
     /// The Web UI API's command lines.
     #[serde(default)]
     pub commands: CommandsConfig,
+    /// The event bus: how long events are kept.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// WebSocket connections: caps, timeouts, sizes.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -208,6 +214,7 @@ impl Config {
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
         self.users.validate().map_err(anyhow::Error::msg)?;
         self.commands.validate().map_err(anyhow::Error::msg)?;
+        self.websocket.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;
         }

@@ -4,10 +4,13 @@
 
 pub mod codec;
 mod commands;
+#[macro_use]
 mod projects;
+mod events;
 mod sqlite;
 
 pub use commands::*;
+pub use events::*;
 pub use projects::*;
 
 pub use sqlite::Sqlite;
@@ -435,6 +438,7 @@ pub trait Store:
     + SessionStore
     + UserStore
     + BoardStore
+    + EventStore
     + NodeStore
     + CommandStore
     + fmt::Debug
@@ -449,6 +453,7 @@ impl<T> Store for T where
         + SessionStore
         + UserStore
         + BoardStore
+        + EventStore
         + NodeStore
         + CommandStore
         + fmt::Debug
