@@ -49,16 +49,26 @@ async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Va
     answer["data"].clone()
 }
 
-async fn refused(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Value) -> (u16, String) {
+async fn refused(
+    g: &common::Gantry,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Value,
+) -> (u16, String) {
     let (status, _, answer) = call(g, method, path, Some(bearer), body, &[]).await;
-    assert!((400..500).contains(&status), "{method} {path}: {status} {answer}");
+    assert!(
+        (400..500).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
     let code = answer["error"]["code"].as_str().unwrap_or("?").to_string();
     assert_envelope(&answer, &code);
     (status, code)
 }
 
 async fn execute(g: &common::Gantry, bearer: &str, body: Value) -> String {
-    let (status, _, answer) = call(g, "POST", "/api/commands/execute", Some(bearer), body, &[]).await;
+    let (status, _, answer) =
+        call(g, "POST", "/api/commands/execute", Some(bearer), body, &[]).await;
     assert_eq!(status, 202, "{answer}");
     let data = &answer["data"];
     assert_eq!(data["status"], "running", "{answer}");
@@ -76,7 +86,14 @@ async fn status_until(
 ) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = ok(g, "GET", &format!("/api/commands/{id}/status"), bearer, Value::Null).await;
+        let status = ok(
+            g,
+            "GET",
+            &format!("/api/commands/{id}/status"),
+            bearer,
+            Value::Null,
+        )
+        .await;
         if done(&status) {
             return status;
         }
@@ -101,24 +118,52 @@ fn contents(status: &Value) -> Vec<String> {
 #[tokio::test]
 async fn output_is_shown_while_it_runs_and_cancel_timeout_and_exit_codes_are_reported() {
     let (_setup, g, ann) = started().await;
-    let id = execute(&g, &ann, json!({ "command": "echo a; sleep 30", "stream_output": true })).await;
-    let running = status_until(&g, &ann, &id, |s| !s["output"].as_array().unwrap().is_empty()).await;
+    let id = execute(
+        &g,
+        &ann,
+        json!({ "command": "echo a; sleep 30", "stream_output": true }),
+    )
+    .await;
+    let running = status_until(&g, &ann, &id, |s| {
+        !s["output"].as_array().unwrap().is_empty()
+    })
+    .await;
     assert_eq!(running["status"], "running", "{running}");
     assert!(running["exit_code"].is_null());
     assert_eq!(running["command"], "echo a; sleep 30");
     let line = &running["output"][0];
-    assert_eq!((line["stream"].as_str(), line["content"].as_str()), (Some("stdout"), Some("a\n")));
+    assert_eq!(
+        (line["stream"].as_str(), line["content"].as_str()),
+        (Some("stdout"), Some("a\n"))
+    );
     assert!(line["timestamp"].is_string());
     let list = ok(&g, "GET", "/api/commands/running", &ann, Value::Null).await;
     assert_eq!(list["total_running"], 1, "{list}");
     assert_eq!(list["commands"][0]["command_id"], id.as_str());
 
-    let cancelled = ok(&g, "POST", &format!("/api/commands/{id}/cancel"), &ann, Value::Null).await;
+    let cancelled = ok(
+        &g,
+        "POST",
+        &format!("/api/commands/{id}/cancel"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["exit_code"], -15);
     assert!(cancelled["cancelled_at"].is_string());
-    let after = ok(&g, "GET", &format!("/api/commands/{id}/status"), &ann, Value::Null).await;
-    assert_eq!((after["status"].as_str(), after["exit_code"].as_i64()), (Some("cancelled"), Some(-15)));
+    let after = ok(
+        &g,
+        "GET",
+        &format!("/api/commands/{id}/status"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (after["status"].as_str(), after["exit_code"].as_i64()),
+        (Some("cancelled"), Some(-15))
+    );
     assert_eq!(contents(&after), ["a\n"]);
     let list = ok(&g, "GET", "/api/commands/running", &ann, Value::Null).await;
     assert_eq!(list["total_running"], 0, "{list}");
@@ -129,25 +174,73 @@ async fn output_is_shown_while_it_runs_and_cancel_timeout_and_exit_codes_are_rep
     assert_eq!(timed_out["exit_code"], -15);
     assert!(timed_out["error"].as_str().unwrap().contains("timed out"));
 
-    let failing = execute(&g, &ann, json!({ "command": "echo out; echo err >&2; exit 3" })).await;
+    let failing = execute(
+        &g,
+        &ann,
+        json!({ "command": "echo out; echo err >&2; exit 3" }),
+    )
+    .await;
     let failed = ended(&g, &ann, &failing).await;
-    assert_eq!((failed["status"].as_str(), failed["exit_code"].as_i64()), (Some("failed"), Some(3)), "{failed}");
+    assert_eq!(
+        (failed["status"].as_str(), failed["exit_code"].as_i64()),
+        (Some("failed"), Some(3)),
+        "{failed}"
+    );
     let mut streams: Vec<(String, String)> = failed["output"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["stream"].as_str().unwrap().into(), l["content"].as_str().unwrap().into()))
+        .map(|l| {
+            (
+                l["stream"].as_str().unwrap().into(),
+                l["content"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     streams.sort();
-    assert_eq!(streams, [("stderr".into(), "err\n".into()), ("stdout".into(), "out\n".to_string())]);
+    assert_eq!(
+        streams,
+        [
+            ("stderr".into(), "err\n".into()),
+            ("stdout".into(), "out\n".to_string())
+        ]
+    );
 
-    let history = ok(&g, "GET", "/api/commands/history?limit=2&offset=0", &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        "/api/commands/history?limit=2&offset=0",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history["total"], 3, "{history}");
-    assert_eq!((history["limit"].as_u64(), history["offset"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (history["limit"].as_u64(), history["offset"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert_eq!(history["commands"][0]["command_id"], failing.as_str());
-    let rest = ok(&g, "GET", "/api/commands/history?limit=2&offset=2", &ann, Value::Null).await;
+    let rest = ok(
+        &g,
+        "GET",
+        "/api/commands/history?limit=2&offset=2",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(rest["commands"][0]["command_id"], id.as_str(), "{rest}");
-    assert_eq!(refused(&g, "GET", "/api/commands/history?limit=0", &ann, Value::Null).await.0, 422);
+    assert_eq!(
+        refused(
+            &g,
+            "GET",
+            "/api/commands/history?limit=0",
+            &ann,
+            Value::Null
+        )
+        .await
+        .0,
+        422
+    );
 }
 
 #[tokio::test]
@@ -172,7 +265,12 @@ async fn a_command_writes_nowhere_outside_its_workspace() {
         assert_ne!(end["status"], "running", "{line}: {end}");
     }
     // A write inside is fine and lands in the user's own workspace.
-    let id = execute(&g, &ann, json!({ "command": "mkdir -p sub && echo inside > sub/inside.txt && pwd" })).await;
+    let id = execute(
+        &g,
+        &ann,
+        json!({ "command": "mkdir -p sub && echo inside > sub/inside.txt && pwd" }),
+    )
+    .await;
     let end = ended(&g, &ann, &id).await;
     assert_eq!(end["status"], "completed", "{end}");
     let workspaces = setup.data().join("workspaces").join("alice");
@@ -183,18 +281,35 @@ async fn a_command_writes_nowhere_outside_its_workspace() {
         .collect();
     assert_eq!(inside.len(), 1, "the write inside the workspace is missing");
     // …and the working directory is resolved inside it.
-    let id = execute(&g, &ann, json!({ "command": "cat inside.txt", "working_directory": "sub" })).await;
+    let id = execute(
+        &g,
+        &ann,
+        json!({ "command": "cat inside.txt", "working_directory": "sub" }),
+    )
+    .await;
     assert_eq!(contents(&ended(&g, &ann, &id).await), ["inside\n"]);
 
-    assert!(!std::path::Path::new(&tmp_target).exists(), "{tmp_target} was written");
-    assert!(!std::path::Path::new(&home_target).exists(), "{home_target} was written");
+    assert!(
+        !std::path::Path::new(&tmp_target).exists(),
+        "{tmp_target} was written"
+    );
+    assert!(
+        !std::path::Path::new(&home_target).exists(),
+        "{home_target} was written"
+    );
     assert!(!data_target.exists(), "the data directory was written");
-    for dir in [setup.data(), setup.data().join("workspaces"), workspaces.clone()] {
+    for dir in [
+        setup.data(),
+        setup.data().join("workspaces"),
+        workspaces.clone(),
+    ] {
         let escaped = dir.join(format!("escape-{unique}"));
         assert!(!escaped.exists(), "{} was written", escaped.display());
     }
     // The command's own home went with it.
-    let kept = walk(&setup.data()).into_iter().find(|p| p.ends_with(format!("kept-{unique}")));
+    let kept = walk(&setup.data())
+        .into_iter()
+        .find(|p| p.ends_with(format!("kept-{unique}")));
     assert!(kept.is_none(), "{kept:?} outlived its command");
 
     // Paths that leave the workspace are refused before anything runs.
@@ -225,13 +340,24 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn the_environment_is_clean_and_loader_variables_are_refused() {
     let (_setup, g, ann) = started().await;
-    let id = execute(&g, &ann, json!({ "command": "env", "environment": { "GREETING": "hi there" } })).await;
+    let id = execute(
+        &g,
+        &ann,
+        json!({ "command": "env", "environment": { "GREETING": "hi there" } }),
+    )
+    .await;
     let end = ended(&g, &ann, &id).await;
     assert_eq!(end["status"], "completed", "{end}");
     let lines = contents(&end);
-    assert!(lines.contains(&"GREETING=hi there\n".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"GREETING=hi there\n".to_string()),
+        "{lines:?}"
+    );
     for line in &lines {
-        assert!(!line.contains(SECRET) && !line.starts_with("GANTRY_") && !line.starts_with("RUST_LOG"), "{line}");
+        assert!(
+            !line.contains(SECRET) && !line.starts_with("GANTRY_") && !line.starts_with("RUST_LOG"),
+            "{line}"
+        );
     }
     for (name, value) in [
         ("LD_PRELOAD", "/tmp/evil.so"),
@@ -263,23 +389,83 @@ async fn the_environment_is_clean_and_loader_variables_are_refused() {
 async fn validate_flags_risks_and_suggestions_rank_the_catalogue_and_history() {
     let (_setup, g, ann) = started().await;
     let check = |command: &str| json!({ "command": command, "check_safety": true });
-    let v = ok(&g, "POST", "/api/commands/validate", &ann, check("rm -rf /")).await;
-    assert_eq!((v["valid"].as_bool(), v["safe"].as_bool()), (Some(true), Some(false)), "{v}");
-    assert!(!v["warnings"].as_array().unwrap().is_empty() && !v["suggestions"].as_array().unwrap().is_empty());
-    assert!(v["risks"].as_array().unwrap().contains(&json!("destructive")));
-    let v = ok(&g, "POST", "/api/commands/validate", &ann, check(":(){ :|:& };:")).await;
-    assert!(v["risks"].as_array().unwrap().contains(&json!("fork_bomb")), "{v}");
-    let v = ok(&g, "POST", "/api/commands/validate", &ann, check("echo 'open")).await;
+    let v = ok(
+        &g,
+        "POST",
+        "/api/commands/validate",
+        &ann,
+        check("rm -rf /"),
+    )
+    .await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["safe"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    assert!(
+        !v["warnings"].as_array().unwrap().is_empty()
+            && !v["suggestions"].as_array().unwrap().is_empty()
+    );
+    assert!(
+        v["risks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("destructive"))
+    );
+    let v = ok(
+        &g,
+        "POST",
+        "/api/commands/validate",
+        &ann,
+        check(":(){ :|:& };:"),
+    )
+    .await;
+    assert!(
+        v["risks"].as_array().unwrap().contains(&json!("fork_bomb")),
+        "{v}"
+    );
+    let v = ok(
+        &g,
+        "POST",
+        "/api/commands/validate",
+        &ann,
+        check("echo 'open"),
+    )
+    .await;
     assert_eq!(v["valid"], false, "{v}");
     let v = ok(&g, "POST", "/api/commands/validate", &ann, check("ls -la")).await;
-    assert_eq!((v["valid"].as_bool(), v["safe"].as_bool()), (Some(true), Some(true)), "{v}");
+    assert_eq!(
+        (v["valid"].as_bool(), v["safe"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
 
-    let s = ok(&g, "GET", "/api/commands/suggestions?context=git&prefix=git%20", &ann, Value::Null).await;
-    let first: Vec<&str> = s["suggestions"].as_array().unwrap().iter().take(3).map(|x| x["command"].as_str().unwrap()).collect();
+    let s = ok(
+        &g,
+        "GET",
+        "/api/commands/suggestions?context=git&prefix=git%20",
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let first: Vec<&str> = s["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|x| x["command"].as_str().unwrap())
+        .collect();
     assert_eq!(first, ["git status", "git add .", "git commit -m"], "{s}");
     let id = execute(&g, &ann, json!({ "command": "git log --graph" })).await;
     ended(&g, &ann, &id).await;
-    let s = ok(&g, "GET", "/api/commands/suggestions?context=git&prefix=git%20l", &ann, Value::Null).await;
+    let s = ok(
+        &g,
+        "GET",
+        "/api/commands/suggestions?context=git&prefix=git%20l",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(s["suggestions"][0]["command"], "git log --graph", "{s}");
     assert_eq!(s["suggestions"][0]["category"], "history");
 }
@@ -294,31 +480,78 @@ async fn another_tenant_sees_nothing_and_execute_needs_its_permission() {
         ("POST", format!("/api/commands/{id}/cancel")),
     ] {
         let (status, code) = refused(&g, method, &path, &bo, Value::Null).await;
-        assert_eq!((status, code.as_str()), (404, "RESOURCE_NOT_FOUND"), "{method} {path}");
+        assert_eq!(
+            (status, code.as_str()),
+            (404, "RESOURCE_NOT_FOUND"),
+            "{method} {path}"
+        );
     }
     let list = ok(&g, "GET", "/api/commands/running", &bo, Value::Null).await;
     assert_eq!(list["total_running"], 0);
     let history = ok(&g, "GET", "/api/commands/history", &bo, Value::Null).await;
     assert_eq!(history["total"], 0);
     // Bob's cancel did nothing: it still runs.
-    let still = ok(&g, "GET", &format!("/api/commands/{id}/status"), &ann, Value::Null).await;
+    let still = ok(
+        &g,
+        "GET",
+        &format!("/api/commands/{id}/status"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(still["status"], "running");
 
     let rita = token(&g, "rita").await;
     for (method, path, body) in [
-        ("POST", "/api/commands/execute".to_string(), json!({ "command": "id" })),
+        (
+            "POST",
+            "/api/commands/execute".to_string(),
+            json!({ "command": "id" }),
+        ),
         ("GET", "/api/commands/running".into(), Value::Null),
         ("GET", "/api/commands/history".into(), Value::Null),
         ("GET", format!("/api/commands/{id}/status"), Value::Null),
         ("POST", format!("/api/commands/{id}/cancel"), Value::Null),
     ] {
         let (status, code) = refused(&g, method, &path, &rita, body).await;
-        assert_eq!((status, code.as_str()), (403, "AUTH_INSUFFICIENT_PERMISSIONS"), "{path}");
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "AUTH_INSUFFICIENT_PERMISSIONS"),
+            "{path}"
+        );
     }
-    ok(&g, "POST", "/api/commands/validate", &rita, json!({ "command": "ls" })).await;
-    ok(&g, "GET", "/api/commands/suggestions?prefix=ls", &rita, Value::Null).await;
-    let (status, _) = refused(&g, "GET", "/api/commands/not-a-uuid/status", &ann, Value::Null).await;
+    ok(
+        &g,
+        "POST",
+        "/api/commands/validate",
+        &rita,
+        json!({ "command": "ls" }),
+    )
+    .await;
+    ok(
+        &g,
+        "GET",
+        "/api/commands/suggestions?prefix=ls",
+        &rita,
+        Value::Null,
+    )
+    .await;
+    let (status, _) = refused(
+        &g,
+        "GET",
+        "/api/commands/not-a-uuid/status",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 404);
-    let cancelled = ok(&g, "POST", &format!("/api/commands/{id}/cancel"), &ann, Value::Null).await;
+    let cancelled = ok(
+        &g,
+        "POST",
+        &format!("/api/commands/{id}/cancel"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(cancelled["exit_code"], -15);
 }

@@ -26,22 +26,22 @@ pub(crate) fn dispatch(request: Request, method: &str, rest: &[&str]) -> Answer 
         ("POST", ["validate"]) => validate(request),
         ("GET", [id, "status"]) => status(&request, id),
         ("POST", [id, "cancel"]) => cancel(id),
-        (_, ["execute" | "running" | "history" | "suggestions" | "validate"] | [_, "status" | "cancel"]) => {
-            Err(ApiError::new(
-                405,
-                "METHOD_NOT_ALLOWED",
-                format!("{method} is not allowed here"),
-            ))
-        }
+        (
+            _,
+            ["execute" | "running" | "history" | "suggestions" | "validate"]
+            | [_, "status" | "cancel"],
+        ) => Err(ApiError::new(
+            405,
+            "METHOD_NOT_ALLOWED",
+            format!("{method} is not allowed here"),
+        )),
         _ => Err(ApiError::new(404, "RESOURCE_NOT_FOUND", "no such endpoint")),
     }
 }
 
 fn error(e: CommandError) -> ApiError {
     match e {
-        CommandError::NotFound => {
-            ApiError::new(404, "RESOURCE_NOT_FOUND", "Command not found.")
-        }
+        CommandError::NotFound => ApiError::new(404, "RESOURCE_NOT_FOUND", "Command not found."),
         CommandError::ProjectNotFound => {
             ApiError::new(404, "PROJECT_NOT_FOUND", "Project not found.")
         }
@@ -151,7 +151,11 @@ fn execute(request: Request) -> Answer {
     };
     let c = commands::execute(&request).map_err(error)?;
     // 202 while it runs on; 201 when it is already over (it could not start).
-    let code = if c.status == CommandStatus::Running { 202 } else { 201 };
+    let code = if c.status == CommandStatus::Running {
+        202
+    } else {
+        201
+    };
     Ok((
         code,
         json!({

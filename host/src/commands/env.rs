@@ -60,7 +60,9 @@ pub fn refusal(name: &str) -> Option<String> {
         ));
     }
     if DENIED.contains(&name) || DENIED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Some(format!("{name} may not be set: it changes how programs load or how the shell or sandbox behaves"));
+        return Some(format!(
+            "{name} may not be set: it changes how programs load or how the shell or sandbox behaves"
+        ));
     }
     None
 }

@@ -480,7 +480,12 @@ impl Commands {
             .store
             .frequent_commands(who.tenant.as_str(), &who.id, 200)
             .await?;
-        Ok(suggest::rank(&history, context, prefix, suggest::MAX_SUGGESTIONS))
+        Ok(suggest::rank(
+            &history,
+            context,
+            prefix,
+            suggest::MAX_SUGGESTIONS,
+        ))
     }
 
     /// The static checks of a command line (see [`validate`]).

@@ -48,7 +48,12 @@ fn program(command: &str) -> &str {
 
 /// Suggestions for `prefix` in `context` from `history` (command, times run; most first) and
 /// the catalogue, at most `limit`, without repeats.
-pub fn rank(history: &[(String, u64)], context: &str, prefix: &str, limit: usize) -> Vec<Suggestion> {
+pub fn rank(
+    history: &[(String, u64)],
+    context: &str,
+    prefix: &str,
+    limit: usize,
+) -> Vec<Suggestion> {
     let context = normal(context);
     let prefix = normal(prefix);
     let matches = |command: &str| normal(command).starts_with(&prefix);
@@ -130,11 +135,23 @@ mod tests {
 
     #[test]
     fn prefix_and_context_filter() {
-        assert!(rank(&[], "", "pyt", 50).iter().all(|s| s.command.starts_with("pyt")));
+        assert!(
+            rank(&[], "", "pyt", 50)
+                .iter()
+                .all(|s| s.command.starts_with("pyt"))
+        );
         assert!(!rank(&[], "", "pytest", 50).is_empty());
-        assert!(rank(&[], "python", "", 50).iter().all(|s| s.category == "python"));
+        assert!(
+            rank(&[], "python", "", 50)
+                .iter()
+                .all(|s| s.category == "python")
+        );
         assert!(rank(&[], "nonsense", "", 50).is_empty());
-        assert!(rank(&[], "", "CARGO  T", 50).iter().any(|s| s.command == "cargo test"));
+        assert!(
+            rank(&[], "", "CARGO  T", 50)
+                .iter()
+                .any(|s| s.command == "cargo test")
+        );
         assert_eq!(rank(&[], "", "", 5).len(), 5);
     }
 }

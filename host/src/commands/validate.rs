@@ -96,8 +96,9 @@ fn scan(line: &str) -> Result<Vec<Token>, String> {
                 word.extend(&chars[i..=j.min(chars.len() - 1)]);
                 i = j;
             }
-            '$' if chars.get(i + 1) == Some(&'(') => {
-                // A command substitution stays inside its word, nested parentheses and all.
+            '$' | '<' | '>' if chars.get(i + 1) == Some(&'(') => {
+                // A command or process substitution stays inside its word, nested parentheses
+                // and all.
                 let mut depth = 0usize;
                 let mut j = i + 1;
                 loop {
@@ -207,8 +208,9 @@ fn commands(tokens: &[Token]) -> Result<Vec<Simple>, String> {
                 let separator = matches!(*op, ";" | "\n" | "&" | "(" | ")");
                 if current.words.is_empty() && current.writes.is_empty() {
                     // `a ; ; b`, `| b`, `a && && b`: nothing where a command must be.
-                    let allowed = separator || last_op.is_none() && out.is_empty() && *op == "(";
-                    if !allowed && !(last_op.is_some_and(|l| matches!(l, ")" | "\n" | ";"))) {
+                    // A separator may follow anything; `&&`, `||` and `|` may follow a
+                    // subshell's `)`.
+                    if !separator && last_op != Some(")") {
                         return Err(format!("`{op}` has no command before it"));
                     }
                 } else {
@@ -280,9 +282,10 @@ fn program(words: &[String]) -> Option<(&str, &[String])> {
     while let Some(w) = words.get(i) {
         let name = w.rsplit('/').next().unwrap_or(w);
         let is_assignment = w.contains('=')
-            && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if is_assignment || matches!(name, "env" | "nice" | "command" | "exec" | "time" | "nohup")
-        {
+            && w.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if is_assignment || matches!(name, "env" | "nice" | "command" | "exec" | "time" | "nohup") {
             i += 1;
             continue;
         }
@@ -342,9 +345,11 @@ fn is_block_device(path: &str) -> bool {
     let Some(name) = path.strip_prefix("/dev/") else {
         return false;
     };
-    ["sd", "hd", "vd", "xvd", "nvme", "mmcblk", "disk", "loop", "md", "dm-", "mapper/"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "sd", "hd", "vd", "xvd", "nvme", "mmcblk", "disk", "loop", "md", "dm-", "mapper/",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// Targets whose recursive removal takes everything: the root, the home, all of the current
@@ -359,8 +364,7 @@ fn is_sweeping(target: &str) -> bool {
 
 fn has_flag(args: &[String], short: char, long: &str) -> bool {
     args.iter().any(|a| {
-        a == long
-            || (a.starts_with('-') && !a.starts_with("--") && a[1..].contains(short))
+        a == long || (a.starts_with('-') && !a.starts_with("--") && a[1..].contains(short))
     })
 }
 
@@ -389,7 +393,8 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
     };
     match name {
         "rm" => {
-            let recursive = has_flag(args, 'r', "--recursive") || has_flag(args, 'R', "--recursive");
+            let recursive =
+                has_flag(args, 'r', "--recursive") || has_flag(args, 'R', "--recursive");
             if recursive && let Some(t) = operands(args).find(|t| is_sweeping(t)) {
                 v.flag(
                     "destructive",
@@ -421,7 +426,9 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
         "dd" => {
             for a in args {
                 if let Some(of) = a.strip_prefix("of=") {
-                    if is_block_device(of) || of.starts_with("/dev/") && !HARMLESS_DEVICES.contains(&of) {
+                    if is_block_device(of)
+                        || of.starts_with("/dev/") && !HARMLESS_DEVICES.contains(&of)
+                    {
                         v.flag(
                             "destructive",
                             format!("dd writes to the device {of}"),
@@ -449,7 +456,10 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
             if recursive && ops.iter().skip(1).any(|t| is_sweeping(t)) {
                 v.flag(
                     "destructive",
-                    format!("{name} -R changes the whole of {}", ops.last().map_or("/", |s| s.as_str())),
+                    format!(
+                        "{name} -R changes the whole of {}",
+                        ops.last().map_or("/", |s| s.as_str())
+                    ),
                     "Change the permissions of specific files inside the workspace",
                 );
             }
@@ -460,7 +470,11 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
                     "Do not make programs setuid or setgid",
                 );
             }
-            if name != "chmod" && ops.first().is_some_and(|o| o.starts_with("root") || o.starts_with("0:") || *o == "0") {
+            if name != "chmod"
+                && ops
+                    .first()
+                    .is_some_and(|o| o.starts_with("root") || o.starts_with("0:") || *o == "0")
+            {
                 v.flag(
                     "privilege_escalation",
                     format!("{name} gives files to root"),
@@ -476,6 +490,26 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
                 format!("{name} tries to run with other privileges"),
                 "Run the command without sudo; it runs as your sandbox's user",
             );
+            if matches!(name, "sudo" | "doas") {
+                // What it would run is checked too (`sudo rm -rf /`): past its options, and
+                // the values of those that take one.
+                let mut rest = args;
+                while let Some((first, tail)) = rest.split_first()
+                    && first.starts_with('-')
+                {
+                    let takes_value = matches!(first.as_str(), "-u" | "-g" | "-C" | "-h" | "-p");
+                    rest = if takes_value {
+                        tail.get(1..).unwrap_or(&[])
+                    } else {
+                        tail
+                    };
+                }
+                let inner = Simple {
+                    words: rest.to_vec(),
+                    ..Simple::default()
+                };
+                check_simple(&inner, v);
+            }
         }
         "setcap" => {
             v.flag(
@@ -494,7 +528,8 @@ fn check_simple(simple: &Simple, v: &mut Validation) {
                     args.iter()
                         .find_map(|a| a.strip_prefix("--target-directory=").map(|_| a))
                 });
-            let destination = target_dir.or_else(|| (ops.len() >= 2).then(|| *ops.last().unwrap_or(&ops[0])));
+            let destination =
+                target_dir.or_else(|| (ops.len() >= 2).then(|| *ops.last().unwrap_or(&ops[0])));
             if let Some(d) = destination {
                 let d = d.strip_prefix("--target-directory=").unwrap_or(d);
                 write_targets(std::iter::once(&d.to_string()), v);
@@ -530,8 +565,11 @@ fn is_setid_mode(mode: &str) -> bool {
         return mode.len() == 4 && matches!(mode.as_bytes()[0], b'2' | b'4' | b'6' | b'7');
     }
     // `s` in a symbolic mode is setuid for `u`, setgid for `g` (and both for `a` or none).
-    mode.split(',')
-        .any(|clause| clause.split_once(['+', '=']).is_some_and(|(_, perms)| perms.contains('s')))
+    mode.split(',').any(|clause| {
+        clause
+            .split_once(['+', '='])
+            .is_some_and(|(_, perms)| perms.contains('s'))
+    })
 }
 
 /// A function that calls itself twice, one in the background, then is called: `:(){ :|:& };:`
@@ -545,7 +583,9 @@ fn fork_bomb(line: &str, v: &mut Validation) {
         let head = &compact[..open];
         // `name()` or `functionname` (the keyword and the name ran together once spaces went).
         let name = if let Some(h) = head.strip_suffix("()") {
-            h.rsplit([';', '&', '|', '\n', '(', ')', '{', '}']).next().unwrap_or("")
+            h.rsplit([';', '&', '|', '\n', '(', ')', '{', '}'])
+                .next()
+                .unwrap_or("")
         } else if let Some(i) = head.rfind("function") {
             &head[i + "function".len()..]
         } else {
@@ -628,7 +668,10 @@ mod tests {
     fn assert_flags(risk: &str, lines: &[&str]) {
         for line in lines {
             let found = risks(line);
-            assert!(found.contains(&risk), "{line:?} is not flagged {risk}: {found:?}");
+            assert!(
+                found.contains(&risk),
+                "{line:?} is not flagged {risk}: {found:?}"
+            );
         }
     }
 
@@ -717,7 +760,11 @@ mod tests {
         );
         let v = validate("rm -rf /", true);
         assert!(!v.safe && v.valid);
-        assert!(v.warnings.iter().any(|w| w.contains("potentially destructive")));
+        assert!(
+            v.warnings
+                .iter()
+                .any(|w| w.contains("potentially destructive"))
+        );
         assert!(!v.suggestions.is_empty());
     }
 

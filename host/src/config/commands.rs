@@ -40,7 +40,10 @@ impl CommandsConfig {
             );
         }
         if self.max_running_per_user == 0 || self.max_running_per_tenant == 0 {
-            return Err("commands.max_running_per_user and max_running_per_tenant must be at least 1".into());
+            return Err(
+                "commands.max_running_per_user and max_running_per_tenant must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }

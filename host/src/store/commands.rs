@@ -46,7 +46,10 @@ impl CommandStatus {
 
     /// The value named `name`.
     pub fn parse(name: &str) -> Option<CommandStatus> {
-        CommandStatus::ALL.iter().copied().find(|s| s.as_str() == name)
+        CommandStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.as_str() == name)
     }
 }
 

@@ -194,8 +194,7 @@ pub(super) async fn spawn_sandboxed(
     )> = None;
     let mut cmd = match isolation.launcher() {
         Some(launcher) => {
-            let built =
-                isolation.task(id, tenant.as_str(), &program, read_only, &writable);
+            let built = isolation.task(id, tenant.as_str(), &program, read_only, &writable);
             let mut built = match built {
                 Ok(built) => built,
                 Err(e) => {
@@ -283,8 +282,7 @@ pub(super) async fn spawn_sandboxed(
                     let _ = child.start_kill();
                     let _ = child.wait().await;
                     return Ok(Err(
-                        "the task's sandbox did not hand over its proxy listener in 10 s"
-                            .into(),
+                        "the task's sandbox did not hand over its proxy listener in 10 s".into(),
                     ));
                 }
                 None => {}
@@ -339,7 +337,6 @@ pub(super) async fn spawn_sandboxed(
     }))
 }
 
-
 /// A task's egress and model proxy: what it may reach, the per-task token its CLI holds in
 /// place of the key, and where it listens (inside the task's network namespace, or on the
 /// host's loopback when tasks share the host's network).
@@ -390,7 +387,15 @@ impl TaskProxy {
             // refused here, before anything runs.
             patterns.push(route.egress_pattern().map_err(anyhow::Error::msg)?);
         }
-        TaskProxy::with_policy(inner, tenant, task_id, &backend.name, patterns, key_vars, model)
+        TaskProxy::with_policy(
+            inner,
+            tenant,
+            task_id,
+            &backend.name,
+            patterns,
+            key_vars,
+            model,
+        )
     }
 
     /// The proxy of a command line run for the Web UI API: the node's and the tenant's
@@ -401,7 +406,15 @@ impl TaskProxy {
         command_id: &str,
     ) -> anyhow::Result<TaskProxy> {
         let patterns = base_patterns(inner, tenant);
-        TaskProxy::with_policy(inner, tenant, command_id, "command", patterns, Vec::new(), None)
+        TaskProxy::with_policy(
+            inner,
+            tenant,
+            command_id,
+            "command",
+            patterns,
+            Vec::new(),
+            None,
+        )
     }
 
     fn with_policy(

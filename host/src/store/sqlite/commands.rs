@@ -2,9 +2,7 @@
 //! command workspace.
 
 use super::Sqlite;
-use crate::store::{
-    CommandOutputRecord, CommandRecord, CommandStatus, CommandStore, StoreResult,
-};
+use crate::store::{CommandOutputRecord, CommandRecord, CommandStatus, CommandStore, StoreResult};
 use rusqlite::{OptionalExtension, params};
 
 const COLUMNS: &str = "id, tenant, user_id, command, project_id, session_id, workspace_id, working_directory, status, pid, exit_code, started_at, completed_at, error, node, output_bytes, truncated";
@@ -202,10 +200,7 @@ impl CommandStore for Sqlite {
             ],
             command,
         )?;
-        Ok((
-            rows.collect::<rusqlite::Result<_>>()?,
-            total.max(0) as u64,
-        ))
+        Ok((rows.collect::<rusqlite::Result<_>>()?, total.max(0) as u64))
     }
 
     async fn frequent_commands(
