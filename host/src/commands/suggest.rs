@@ -65,7 +65,7 @@ pub fn rank(
     let mut out: Vec<Suggestion> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut ranked: Vec<&(String, u64)> = history.iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|h| std::cmp::Reverse(h.1));
     for (command, runs) in ranked {
         let category = catalogue()
             .find(|(_, c, _)| program(c) == program(command))
