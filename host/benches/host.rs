@@ -82,7 +82,19 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .unwrap()
     .with_metrics(metrics.clone());
     let events = gantry::events::EventBus::open(store.clone()).await.unwrap();
+    let commands = gantry::commands::Commands::new(
+        store.clone(),
+        tasks.clone(),
+        gantry::projects::Projects::new(store.clone(), workspaces.clone(), events.clone()),
+        workspaces.clone(),
+        config.commands.clone(),
+        events.clone(),
+    )
+    .await
+    .unwrap();
+    let events = gantry::events::EventBus::open(store.clone()).await.unwrap();
     Services {
+        commands,
         projects: gantry::projects::Projects::new(
             store.clone(),
             workspaces.clone(),

@@ -342,6 +342,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
+        let commands = crate::commands::Commands::new(
+            store.clone(),
+            tasks.clone(),
+            projects.clone(),
+            workspaces.clone(),
+            config.commands.clone(),
+            events.clone(),
+        )
+        .await?;
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -361,6 +370,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {
+                commands,
                 projects,
                 queues,
                 events,

@@ -7,7 +7,8 @@
 //! - [`http`] — the server, router, authentication, limits and error answers;
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
-//! - [`tasks`] — the process supervisor and each task's event log;
+//! - [`tasks`] — the process supervisor and each task's event log; beside it [`commands`] —
+//!   the Web UI API's command lines, run in the tasks' sandbox;
 //! - [`workspaces`], [`sessions`], [`users`], [`projects`], [`backends`] — per-tenant
 //!   directories (through cap-std), resumable conversations, users with passwords and access
 //!   tokens, the Web UI API's projects and their tasks, which backends can run here;
@@ -19,6 +20,7 @@
 
 pub mod backends;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod contract;
 pub mod events;

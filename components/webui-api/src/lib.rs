@@ -10,6 +10,7 @@
 //! shapes and words answers.
 
 mod board;
+mod commands;
 mod input;
 mod queues;
 mod system;
@@ -104,6 +105,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ))
     };
     match (method, segments.as_slice()) {
+        (_, ["commands", rest @ ..]) => commands::dispatch(request, method, rest),
         ("POST", ["auth", "login"]) => login(request),
         ("POST", ["auth", "refresh"]) => refresh(),
         ("POST", ["auth", "logout"]) => logout(),

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod commands;
 mod sections;
+
+pub use commands::CommandsConfig;
 
 pub use sections::{
     CgroupLimits, ConnectionLimits, EgressConfig, EventsConfig, HttpLimits, IsolationMode,
@@ -56,6 +59,9 @@ pub struct Config {
     /// Users of the `/api` surface: token lifetime and signing keys.
     #[serde(default)]
     pub users: UsersConfig,
+    /// The Web UI API's command lines.
+    #[serde(default)]
+    pub commands: CommandsConfig,
     /// The event bus: how long events are kept.
     #[serde(default)]
     pub events: EventsConfig,
@@ -207,6 +213,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
         self.users.validate().map_err(anyhow::Error::msg)?;
+        self.commands.validate().map_err(anyhow::Error::msg)?;
         self.websocket.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;

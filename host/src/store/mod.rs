@@ -3,11 +3,13 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+mod commands;
 #[macro_use]
 mod projects;
 mod events;
 mod sqlite;
 
+pub use commands::*;
 pub use events::*;
 pub use projects::*;
 
@@ -438,6 +440,7 @@ pub trait Store:
     + BoardStore
     + EventStore
     + NodeStore
+    + CommandStore
     + fmt::Debug
     + 'static
 {
@@ -452,6 +455,7 @@ impl<T> Store for T where
         + BoardStore
         + EventStore
         + NodeStore
+        + CommandStore
         + fmt::Debug
         + 'static
 {

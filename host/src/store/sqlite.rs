@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 mod board;
+mod commands;
 mod events;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
@@ -260,8 +261,44 @@ CREATE TABLE bus_heads (
     seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    command TEXT NOT NULL,
+    project_id TEXT,
+    session_id TEXT,
+    workspace_id TEXT NOT NULL,
+    working_directory TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    exit_code INTEGER,
+    started_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    error TEXT,
+    node TEXT NOT NULL,
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX commands_by_user ON commands (tenant, user_id, started_at);
+CREATE INDEX commands_running ON commands (node) WHERE status = 'running';
+CREATE TABLE command_output (
+    command_id TEXT NOT NULL REFERENCES commands (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    content TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (command_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE command_workspaces (
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, user_id)
+) WITHOUT ROWID;
+"#,
 ];
-
 /// How long a statement waits for a lock another process holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The same, for the health probe.

@@ -16,10 +16,11 @@
 //! - [`adapter`]: the narrow trait through which the supervisor reaches backend adapters.
 
 pub mod adapter;
+pub mod command;
 pub mod egress;
 pub mod isolation;
 mod lease;
-mod lines;
+pub mod lines;
 mod log;
 mod process;
 pub mod queue;

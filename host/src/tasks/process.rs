@@ -76,167 +76,21 @@ impl TaskRun {
             );
             return Ok(Err(message));
         };
-        let program = sandbox::paths::launch_path(&program);
-        let writable = [root.as_path(), tmp.as_path(), home.as_path()];
-        let isolation = &self.inner.isolation;
-        // The task's sandbox (its cgroup lives as long as this), and the socket to its
-        // launcher: its network namespace hands back the proxy listener over it, and its
-        // closing (gantry gone) ends the task.
-        let mut task_sandbox = None;
-        let mut sync: Option<(
-            std::os::unix::net::UnixStream,
-            std::os::unix::net::UnixStream,
-        )> = None;
-        let mut cmd = match isolation.launcher() {
-            Some(launcher) => {
-                let built = isolation.task(
-                    &self.record.id,
-                    self.tenant.as_str(),
-                    &program,
-                    &backend.read_only,
-                    &writable,
-                );
-                let mut built = match built {
-                    Ok(built) => built,
-                    Err(e) => {
-                        let message = format!("could not prepare the task's sandbox: {e:#}");
-                        return Ok(Err(message));
-                    }
-                };
-                if isolation.namespaced() {
-                    use std::os::fd::AsRawFd;
-                    let pair = std::os::unix::net::UnixStream::pair()?;
-                    built.spec.sync_fd = Some(pair.1.as_raw_fd());
-                    sync = Some(pair);
-                }
-                let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
-                task_sandbox = Some(built);
-                cmd
-            }
-            None => {
-                let restriction =
-                    sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
-                let mut cmd = tokio::process::Command::new(&program);
-                // SAFETY: the closure makes only async-signal-safe calls (see
-                // `apply_in_child`).
-                unsafe {
-                    cmd.pre_exec(move || restriction.apply_in_child());
-                }
-                cmd
-            }
+        let launch = Launch {
+            id: &self.record.id,
+            tenant: &self.tenant,
+            name: &self.binary,
+            program,
+            args,
+            env,
+            stdin,
+            read_only: &backend.read_only,
+            root: &root,
+            cwd: &cwd,
+            home: &home,
+            tmp: &tmp,
         };
-        self.proxy.serve_host_listener()?;
-
-        cmd.args(&args)
-            .env_clear()
-            .env("PATH", crate::backends::CHILD_PATH)
-            .env("HOME", &home)
-            .env("TMPDIR", &tmp)
-            .env("LANG", "C.UTF-8")
-            .envs(self.proxy.env())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&cwd)
-            .process_group(0)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let spawned = {
-            use std::os::fd::AsFd;
-            // The launcher's end of the socket is inherited by it alone.
-            let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, theirs)) = &sync {
-                set_inheritable(theirs.as_fd(), true)?;
-            }
-            let spawned = cmd.spawn();
-            if let Some((_, theirs)) = &sync {
-                set_inheritable(theirs.as_fd(), false)?;
-            }
-            spawned
-        };
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let message = format!("could not start {}: {e}", self.binary);
-                return Ok(Err(message));
-            }
-        };
-        // Held until the step ends: the launcher kills the task when it closes.
-        let mut lifeline = None;
-        let mut proxy = None;
-        if let Some((ours, theirs)) = sync.take() {
-            drop(theirs);
-            if isolation.own_network() {
-                let (socket, listener) = receive_listener(ours).await;
-                lifeline = Some(socket);
-                match listener {
-                    Some(listener) => {
-                        proxy = Some(egress::serve(listener, self.proxy.egress.clone())?);
-                    }
-                    // The launcher failed (its reason is in the output, read below), or is
-                    // stuck: never run a task without its proxy.
-                    None if child.try_wait()?.is_none() => {
-                        let _ = child.start_kill();
-                        let _ = child.wait().await;
-                        return Ok(Err(
-                            "the task's sandbox did not hand over its proxy listener in 10 s"
-                                .into(),
-                        ));
-                    }
-                    None => {}
-                }
-            } else {
-                lifeline = Some(ours);
-            }
-        }
-        let pgid = child.id().map(|p| p as i32);
-        if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
-            tokio::spawn(async move {
-                let _ = stdin.write_all(text.as_bytes()).await;
-            });
-        }
-        let (line_tx, lines) = mpsc::channel::<(OutputStream, lines::Line)>(1024);
-        let limit = self.inner.limits.max_line_bytes.max(1);
-        for (stream, pipe) in [
-            (
-                OutputStream::Stdout,
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ),
-            (
-                OutputStream::Stderr,
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ),
-        ] {
-            let Some(pipe) = pipe else { continue };
-            let tx = line_tx.clone();
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(pipe);
-                while let Ok(Some(line)) = lines::next_line(&mut reader, limit).await {
-                    if tx.send((stream, line)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(line_tx);
-        Ok(Ok(Spawned {
-            child,
-            pgid,
-            lines,
-            sandbox: task_sandbox,
-            lifeline,
-            proxy,
-        }))
+        spawn_sandboxed(&self.inner, launch, &mut self.proxy).await
     }
 
     /// The run's home directory, one per tenant and backend so that a CLI's sessions outlive
@@ -280,6 +134,209 @@ impl TaskRun {
     }
 }
 
+/// What to start in a sandbox: a backend's CLI for a task's step, or a command line for the
+/// Web UI API's commands. Everything here is already checked (the program resolved, the
+/// directories inside the tenant's own).
+pub(super) struct Launch<'a> {
+    /// The task's or command's id: its sandbox's and cgroup's name.
+    pub(super) id: &'a str,
+    pub(super) tenant: &'a TenantId,
+    /// What to call the program in messages.
+    pub(super) name: &'a str,
+    /// The program's host path.
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<String>,
+    /// Set on top of the clean environment (PATH, HOME, TMPDIR, LANG, the proxy's).
+    pub(super) env: Vec<(String, String)>,
+    pub(super) stdin: Option<String>,
+    /// Host paths it may read besides the system's.
+    pub(super) read_only: &'a [PathBuf],
+    /// The workspace, its working directory, its home and its temp directory: all it may
+    /// write.
+    pub(super) root: &'a std::path::Path,
+    pub(super) cwd: &'a std::path::Path,
+    pub(super) home: &'a std::path::Path,
+    pub(super) tmp: &'a std::path::Path,
+}
+
+/// Start `launch` in the node's sandbox with `proxy` as its only way out: `Ok(Err(why))` when
+/// it could not start, an error when gantry itself failed. The one spawn path of every
+/// process a tenant runs.
+pub(super) async fn spawn_sandboxed(
+    inner: &Inner,
+    launch: Launch<'_>,
+    proxy: &mut TaskProxy,
+) -> anyhow::Result<Result<Spawned, String>> {
+    let Launch {
+        id,
+        tenant,
+        name,
+        program,
+        args,
+        env,
+        stdin,
+        read_only,
+        root,
+        cwd,
+        home,
+        tmp,
+    } = launch;
+    let program = sandbox::paths::launch_path(&program);
+    let writable = [root, tmp, home];
+    let isolation = &inner.isolation;
+    // The task's sandbox (its cgroup lives as long as this), and the socket to its
+    // launcher: its network namespace hands back the proxy listener over it, and its
+    // closing (gantry gone) ends the task.
+    let mut task_sandbox = None;
+    let mut sync: Option<(
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    )> = None;
+    let mut cmd = match isolation.launcher() {
+        Some(launcher) => {
+            let built = isolation.task(id, tenant.as_str(), &program, read_only, &writable);
+            let mut built = match built {
+                Ok(built) => built,
+                Err(e) => {
+                    let message = format!("could not prepare the task's sandbox: {e:#}");
+                    return Ok(Err(message));
+                }
+            };
+            if isolation.namespaced() {
+                use std::os::fd::AsRawFd;
+                let pair = std::os::unix::net::UnixStream::pair()?;
+                built.spec.sync_fd = Some(pair.1.as_raw_fd());
+                sync = Some(pair);
+            }
+            let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
+            task_sandbox = Some(built);
+            cmd
+        }
+        None => {
+            let restriction =
+                sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
+            let mut cmd = tokio::process::Command::new(&program);
+            // SAFETY: the closure makes only async-signal-safe calls (see
+            // `apply_in_child`).
+            unsafe {
+                cmd.pre_exec(move || restriction.apply_in_child());
+            }
+            cmd
+        }
+    };
+    proxy.serve_host_listener()?;
+
+    cmd.args(&args)
+        .env_clear()
+        .env("PATH", crate::backends::CHILD_PATH)
+        .env("HOME", home)
+        .env("TMPDIR", tmp)
+        .env("LANG", "C.UTF-8")
+        .envs(proxy.env())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .process_group(0)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let spawned = {
+        use std::os::fd::AsFd;
+        // The launcher's end of the socket is inherited by it alone.
+        let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, theirs)) = &sync {
+            set_inheritable(theirs.as_fd(), true)?;
+        }
+        let spawned = cmd.spawn();
+        if let Some((_, theirs)) = &sync {
+            set_inheritable(theirs.as_fd(), false)?;
+        }
+        spawned
+    };
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let message = format!("could not start {name}: {e}");
+            return Ok(Err(message));
+        }
+    };
+    // Held until the step ends: the launcher kills the task when it closes.
+    let mut lifeline = None;
+    let mut served = None;
+    if let Some((ours, theirs)) = sync.take() {
+        drop(theirs);
+        if isolation.own_network() {
+            let (socket, listener) = receive_listener(ours).await;
+            lifeline = Some(socket);
+            match listener {
+                Some(listener) => {
+                    served = Some(egress::serve(listener, proxy.egress.clone())?);
+                }
+                // The launcher failed (its reason is in the output, read below), or is
+                // stuck: never run a task without its proxy.
+                None if child.try_wait()?.is_none() => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    return Ok(Err(
+                        "the task's sandbox did not hand over its proxy listener in 10 s".into(),
+                    ));
+                }
+                None => {}
+            }
+        } else {
+            lifeline = Some(ours);
+        }
+    }
+    let pgid = child.id().map(|p| p as i32);
+    if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(text.as_bytes()).await;
+        });
+    }
+    let (line_tx, lines) = mpsc::channel::<(OutputStream, lines::Line)>(1024);
+    let limit = inner.limits.max_line_bytes.max(1);
+    for (stream, pipe) in [
+        (
+            OutputStream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+        (
+            OutputStream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        let tx = line_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(pipe);
+            while let Ok(Some(line)) = lines::next_line(&mut reader, limit).await {
+                if tx.send((stream, line)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(line_tx);
+    Ok(Ok(Spawned {
+        child,
+        pgid,
+        lines,
+        sandbox: task_sandbox,
+        lifeline,
+        proxy: served,
+    }))
+}
+
 /// A task's egress and model proxy: what it may reach, the per-task token its CLI holds in
 /// place of the key, and where it listens (inside the task's network namespace, or on the
 /// host's loopback when tasks share the host's network).
@@ -305,15 +362,7 @@ impl TaskProxy {
         task_id: &str,
     ) -> anyhow::Result<TaskProxy> {
         let config = &inner.egress;
-        let mut patterns: Vec<String> = config.allow.clone();
-        patterns.extend(
-            config
-                .tenants
-                .get(tenant.as_str())
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
+        let mut patterns = base_patterns(inner, tenant);
         patterns.extend(backend.egress.iter().cloned());
         let key_vars = backend.passed_env.clone();
         // A token of 256 random bits (two v4 UUIDs): useless anywhere but this task's proxy.
@@ -338,6 +387,45 @@ impl TaskProxy {
             // refused here, before anything runs.
             patterns.push(route.egress_pattern().map_err(anyhow::Error::msg)?);
         }
+        TaskProxy::with_policy(
+            inner,
+            tenant,
+            task_id,
+            &backend.name,
+            patterns,
+            key_vars,
+            model,
+        )
+    }
+
+    /// The proxy of a command line run for the Web UI API: the node's and the tenant's
+    /// allowlists, no backend's, and no model route (no key is ever in reach).
+    pub(super) fn for_command(
+        inner: &Inner,
+        tenant: &TenantId,
+        command_id: &str,
+    ) -> anyhow::Result<TaskProxy> {
+        let patterns = base_patterns(inner, tenant);
+        TaskProxy::with_policy(
+            inner,
+            tenant,
+            command_id,
+            "command",
+            patterns,
+            Vec::new(),
+            None,
+        )
+    }
+
+    fn with_policy(
+        inner: &Inner,
+        tenant: &TenantId,
+        task_id: &str,
+        backend: &str,
+        patterns: Vec<String>,
+        key_vars: Vec<String>,
+        model: Option<egress::ModelRoute>,
+    ) -> anyhow::Result<TaskProxy> {
         let policy = egress::EgressPolicy::new(&patterns)
             .map_err(|e| anyhow::anyhow!("the egress allowlist: {e}"))?;
         let (listen, host_listener) = if inner.isolation.own_network() {
@@ -353,7 +441,7 @@ impl TaskProxy {
             egress: Arc::new(egress::TaskEgress {
                 tenant: tenant.to_string(),
                 task: task_id.to_string(),
-                backend: backend.name.clone(),
+                backend: backend.to_string(),
                 policy,
                 model,
                 usage: egress::ModelUsage::default(),
@@ -410,6 +498,21 @@ impl TaskProxy {
             output_tokens: u.output_tokens(),
         })
     }
+}
+
+/// What every process of `tenant` may reach: the node's allowlist and the tenant's.
+fn base_patterns(inner: &Inner, tenant: &TenantId) -> Vec<String> {
+    let mut patterns: Vec<String> = inner.egress.allow.clone();
+    patterns.extend(
+        inner
+            .egress
+            .tenants
+            .get(tenant.as_str())
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    patterns
 }
 
 /// Spawns that pass a descriptor to the child clear its close-on-exec flag for the moment of

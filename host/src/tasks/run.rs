@@ -327,7 +327,7 @@ pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

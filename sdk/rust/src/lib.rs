@@ -143,6 +143,13 @@ pub mod projects {
     pub use crate::bindings::gantry::plugin::projects::*;
 }
 
+/// The calling user's command lines, run in the tasks' sandbox (needs the
+/// `gantry:plugin/commands` grant on a `user_auth` route; the host checks the user's `execute`
+/// permission, and `read` for suggestions and validation).
+pub mod commands {
+    pub use crate::bindings::gantry::plugin::commands::*;
+}
+
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).
 pub mod host_info {
     pub use crate::bindings::gantry::plugin::host_info::*;

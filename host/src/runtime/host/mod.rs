@@ -7,6 +7,7 @@
 //! tested without an engine. Every view that reaches data is scoped to the caller's tenant.
 
 mod backends;
+mod commands;
 mod config;
 mod host_info;
 mod identity;
@@ -61,6 +62,7 @@ pub(crate) mod bindings {
             "gantry:plugin/users": async,
             "gantry:plugin/projects": async,
             "gantry:plugin/websocket": async,
+            "gantry:plugin/commands": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -133,6 +135,8 @@ pub struct Services {
     pub events: EventBus,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
+    /// The Web UI API's command lines.
+    pub commands: crate::commands::Commands,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -370,6 +374,13 @@ pub(crate) struct WebSocketView<'a> {
     pub(crate) socket: &'a mut Option<SocketHost>,
 }
 
+/// The Web UI API's commands, for the calling user (whose tenant and permissions the host
+/// applies).
+pub(crate) struct CommandsView<'a> {
+    pub(crate) commands: &'a crate::commands::Commands,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -411,6 +422,10 @@ impl HasData for HasProjects {
 struct HasWebSocket;
 impl HasData for HasWebSocket {
     type Data<'a> = WebSocketView<'a>;
+}
+struct HasCommands;
+impl HasData for HasCommands {
+    type Data<'a> = CommandsView<'a>;
 }
 
 impl HandlerState {
@@ -475,6 +490,13 @@ impl HandlerState {
         }
     }
 
+    fn commands_view(&mut self) -> CommandsView<'_> {
+        CommandsView {
+            commands: &self.host.services.commands,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -502,6 +524,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
     gp::websocket::add_to_linker::<_, HasWebSocket>(linker, |s| s.websocket_view())?;
+    gp::commands::add_to_linker::<_, HasCommands>(linker, |s| s.commands_view())?;
     Ok(())
 }
 
@@ -578,7 +601,18 @@ mod tests {
         .await
         .unwrap();
         let events = EventBus::open(store.clone()).await.unwrap();
+        let commands = crate::commands::Commands::new(
+            store.clone(),
+            tasks.clone(),
+            Projects::new(store.clone(), workspaces.clone(), events.clone()),
+            workspaces.clone(),
+            crate::config::CommandsConfig::default(),
+            events.clone(),
+        )
+        .await
+        .unwrap();
         Services {
+            commands,
             projects: Projects::new(store.clone(), workspaces.clone(), events.clone()),
             queues: BoardQueues::start(store.clone(), tasks.clone(), 100, events.clone())
                 .await
