@@ -339,6 +339,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
+        let store_for_sessions = store.clone();
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -354,9 +355,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             });
         }
         let loaded = plugins.plugins().len();
+        let work_sessions = crate::work_sessions::WorkSessions::new(
+            store_for_sessions,
+            projects.clone(),
+            Duration::from_secs(config.users.session_ttl_secs),
+        );
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {
+                work_sessions,
                 projects,
                 queues,
                 workspaces,

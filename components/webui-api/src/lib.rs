@@ -12,6 +12,7 @@
 mod board;
 mod input;
 mod queues;
+mod sessions;
 mod system;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
@@ -138,6 +139,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("POST", ["queues", "resume"]) => queues::pause_or_resume(request, false),
         ("DELETE", ["queues", "clear"]) => queues::clear(request),
         ("POST", ["queues", "priority"]) => queues::set_priority(request),
+        (_, ["sessions", rest @ ..]) => sessions::route(request, method, rest),
         (
             _,
             ["auth", "login" | "refresh" | "logout"]

@@ -108,7 +108,7 @@ fn queued_json(q: &projects::Queued) -> Value {
 /// `POST /api/tasks/{id}/execute`.
 pub fn execute(request: Request, id: &str) -> Answer {
     let body = crate::object_or_empty(request)?;
-    only(&body, &["priority", "options"])?;
+    only(&body, &["priority", "options", "session_id"])?;
     let queue = match opt_string(&body, "priority")? {
         Some(name) => queue("priority", &name)?,
         None => QueueName::Normal,
@@ -130,6 +130,7 @@ pub fn execute(request: Request, id: &str) -> Answer {
     let retry_attempts = opt_int(&options, "retry_attempts", 0..=MAX_RETRY_ATTEMPTS)
         .map_err(|e| e.renamed("options.retry_attempts"))?
         .unwrap_or(0);
+    let session = crate::sessions::session_for_execute(&body)?;
     let task = projects::get_task(id).map_err(error)?;
     let backend = match backend_in(&task.metadata_json) {
         Some(b) => b,
@@ -148,7 +149,16 @@ pub fn execute(request: Request, id: &str) -> Answer {
         },
     )
     .map_err(error)?;
-    Ok((200, queued_json(&queued)))
+    let mut data = queued_json(&queued);
+    if let Some(session) = session {
+        // The task is queued either way; a session that went away meanwhile is said, not
+        // turned into a failed execution.
+        match crate::sessions::record_execution(&session, id) {
+            Ok(()) => data["session_id"] = json!(session),
+            Err(e) => data["session_error"] = json!(e.message),
+        }
+    }
+    Ok((200, data))
 }
 
 /// `POST /api/tasks/{id}/retry`.

@@ -7,7 +7,10 @@
 //! tenant's ids behave exactly like unknown ones, and its permissions are checked here (reads
 //! need `read`, changes `write`), not left to the component that calls.
 
+mod restore;
 pub mod search;
+
+pub use restore::{StatusRestore, TaskRestore, status_at};
 
 use crate::store::{
     BoardRefusal, BoardTaskOrder, BoardTaskQuery, BoardTaskRecord, BoardTaskStatus,

@@ -5,8 +5,10 @@
 pub mod codec;
 mod projects;
 mod sqlite;
+mod work_sessions;
 
 pub use projects::*;
+pub use work_sessions::*;
 
 pub use sqlite::Sqlite;
 
@@ -434,6 +436,7 @@ pub trait Store:
     + UserStore
     + BoardStore
     + NodeStore
+    + WorkSessionStore
     + fmt::Debug
     + 'static
 {
@@ -447,6 +450,7 @@ impl<T> Store for T where
         + UserStore
         + BoardStore
         + NodeStore
+        + WorkSessionStore
         + fmt::Debug
         + 'static
 {

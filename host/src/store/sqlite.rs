@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 mod board;
+mod work_sessions;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -237,6 +238,33 @@ CREATE TABLE user_preferences (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, user_id)
 ) WITHOUT ROWID;
+"#,
+    // The Web UI API's working sessions and their history (`store/sqlite/work_sessions.rs`).
+    // Deleting is soft, as on the board: the row and its history stay, hidden from reads.
+    r#"
+CREATE TABLE work_sessions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    settings TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_accessed INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE INDEX work_sessions_by_user ON work_sessions (tenant, user_id, created_at);
+CREATE TABLE work_session_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    session_id TEXT NOT NULL REFERENCES work_sessions (id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX work_session_history_by_session ON work_session_history (session_id, seq);
 "#,
 ];
 

@@ -17,6 +17,7 @@ mod responses;
 mod sessions;
 mod tasks;
 mod users;
+mod work_sessions;
 mod workspaces;
 
 use super::call::CallState;
@@ -30,6 +31,7 @@ use crate::tasks::queue::BoardQueues;
 use crate::tasks::{Adapters, Supervisor};
 use crate::tenants::TenantId;
 use crate::users::{Principal, Users};
+use crate::work_sessions::WorkSessions;
 use crate::workspaces::Workspaces;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -58,6 +60,7 @@ pub(crate) mod bindings {
             "gantry:plugin/host-info": async,
             "gantry:plugin/users": async,
             "gantry:plugin/projects": async,
+            "gantry:plugin/work-sessions": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -110,6 +113,8 @@ pub struct Services {
     pub queues: BoardQueues,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
+    /// The Web UI API's working sessions.
+    pub work_sessions: WorkSessions,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -315,6 +320,12 @@ pub(crate) struct ProjectsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// Working sessions, for the calling user (whose tenant and permissions the host applies).
+pub(crate) struct WorkSessionsView<'a> {
+    pub(crate) sessions: &'a WorkSessions,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -352,6 +363,10 @@ impl HasData for HasUsers {
 struct HasProjects;
 impl HasData for HasProjects {
     type Data<'a> = ProjectsView<'a>;
+}
+struct HasWorkSessions;
+impl HasData for HasWorkSessions {
+    type Data<'a> = WorkSessionsView<'a>;
 }
 
 impl HandlerState {
@@ -406,6 +421,13 @@ impl HandlerState {
         }
     }
 
+    fn work_sessions_view(&mut self) -> WorkSessionsView<'_> {
+        WorkSessionsView {
+            sessions: &self.host.services.work_sessions,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -432,6 +454,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
+    gp::work_sessions::add_to_linker::<_, HasWorkSessions>(linker, |s| s.work_sessions_view())?;
     Ok(())
 }
 
@@ -507,8 +530,14 @@ mod tests {
         )
         .await
         .unwrap();
+        let projects = Projects::new(store.clone(), workspaces.clone());
         Services {
-            projects: Projects::new(store.clone(), workspaces.clone()),
+            work_sessions: WorkSessions::new(
+                store.clone(),
+                projects.clone(),
+                std::time::Duration::from_secs(3600),
+            ),
+            projects,
             queues: BoardQueues::start(store.clone(), tasks.clone(), 100)
                 .await
                 .unwrap(),
