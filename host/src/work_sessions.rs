@@ -593,7 +593,7 @@ impl WorkSessions {
             .session_events(who.tenant.as_str(), id)
             .await?;
         rows.into_iter()
-            .map(|r| {
+            .map(|r| -> Result<HistoryItem, WorkSessionError> {
                 let event = SessionEvent::parse(r.kind, &r.data).map_err(|e| {
                     WorkSessionError::Internal(anyhow::anyhow!(
                         "session history entry {}: {e}",
@@ -643,7 +643,7 @@ impl WorkSessions {
                     .iter()
                     .take_while(|h| h.at <= point)
                     .filter_map(|h| h.event.settings())
-                    .next_back()
+                    .last()
                     .cloned()
             })
             .flatten();

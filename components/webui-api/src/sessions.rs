@@ -150,7 +150,7 @@ pub fn list(request: &Request) -> Answer {
     let page_size = query_int(request, "page_size", DEFAULT_PAGE_SIZE, 1..=MAX_PAGE_SIZE)?;
     let offset = u32::try_from((page - 1) * page_size)
         .map_err(|_| ApiError::invalid("page", "is past the last session"))?;
-    let found = work_sessions::list(&WorkSessionQuery {
+    let found = work_sessions::list_sessions(&WorkSessionQuery {
         status,
         project_id,
         offset,
@@ -250,7 +250,13 @@ pub fn session_for_execute(body: &Map<String, Value>) -> Result<Option<String>, 
     let Some(id) = opt_string(body, "session_id")? else {
         return Ok(None);
     };
-    let s = work_sessions::get(&id).map_err(|e| error(e).renamed("session_id"))?;
+    let s = work_sessions::get(&id).map_err(|e| {
+        let mut refused = error(e);
+        if refused.status == 404 {
+            refused.details = json!({ "field": "session_id" });
+        }
+        refused.renamed("session_id")
+    })?;
     if s.status != WorkSessionStatus::Active {
         return Err(error(WorkSessionError::Expired));
     }

@@ -141,7 +141,7 @@ impl wit::Host for WorkSessionsView<'_> {
             .map_err(error)
     }
 
-    async fn list(
+    async fn list_sessions(
         &mut self,
         q: wit::WorkSessionQuery,
     ) -> Result<wit::WorkSessionPage, wit::WorkSessionError> {
