@@ -16,7 +16,7 @@
 
 use crate::projects::{self, ProjectError, Projects, StatusRestore, TaskRestore};
 use crate::store::{
-    BoardTaskStatus, SessionEventKind, SessionEventRecord, SessionLiveness, Store,
+    BoardTaskStatus, HistoryAction, SessionEventKind, SessionEventRecord, SessionLiveness, Store,
     WorkSessionQuery, WorkSessionRecord, WorkSessionRow, now_ms,
 };
 use crate::users::{Permission, Principal};
@@ -695,8 +695,8 @@ impl WorkSessions {
     }
 
     /// Record in an active session of the caller that a board task was executed in it: the
-    /// task's title and its status now (right after it was queued). Called by the surface
-    /// once `execute` has succeeded (needs `execute`, as executing does).
+    /// task's title and its status right after its latest execution (queued). Called by the
+    /// surface once `execute` has succeeded (needs `execute`, as executing does).
     pub async fn record_task_executed(
         &self,
         who: &Principal,
@@ -712,10 +712,23 @@ impl WorkSessions {
             }
             Err(e) => return Err(board(e)),
         };
+        // The status right after its latest execution, from its history: by now the queue
+        // may have started or even finished it.
+        let history = self
+            .projects
+            .history(who, task_id)
+            .await
+            .map_err(board)?;
+        let status = history
+            .iter()
+            .rev()
+            .find(|h| h.entry.action == HistoryAction::Executed)
+            .and_then(|h| projects::status_at(&history, h.entry.at))
+            .ok_or_else(|| invalid("task_id", "the task was never executed"))?;
         let event = SessionEvent::TaskExecuted {
             task_id: task.record.id.clone(),
             title: task.record.title.clone(),
-            status: task.record.status,
+            status,
         };
         self.add(who, id, &event).await
     }
