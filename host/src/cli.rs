@@ -326,7 +326,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         }
         let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
-        let projects = crate::projects::Projects::new(store.clone(), workspaces.clone());
+        let events = crate::events::EventBus::open(store.clone()).await?;
+        events.keep_for(&config.events, std::time::Duration::from_secs(60));
+        let projects =
+            crate::projects::Projects::new(store.clone(), workspaces.clone(), events.clone());
         let tasks = crate::tasks::Supervisor::new(
             adapters.clone(),
             store.clone(),
@@ -344,6 +347,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             store,
             tasks.clone(),
             config.tasks.max_queued_per_tenant,
+            events.clone(),
         )
         .await?;
         let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
@@ -366,6 +370,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 work_sessions,
                 projects,
                 queues,
+                events,
                 workspaces,
                 tasks,
                 backends,

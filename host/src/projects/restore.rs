@@ -1,13 +1,14 @@
 //! Putting a task back to the status it had at an earlier instant, read from its history (for
 //! a working session's restore, `crate::work_sessions`). The change is an ordinary status
 //! change: written with its history entry in one transaction, retried when the task moved on
-//! under it.
+//! under it, and announced as `task.updated`.
 
 use super::{STALE_RETRIES, check};
 use super::{ProjectError, Projects};
 use crate::store::{
     BoardRefusal, BoardTaskStatus, HistoryAction, HistoryView, now_ms,
 };
+use crate::events::EventKind;
 use crate::users::{Permission, Principal};
 use serde_json::Value;
 
@@ -128,6 +129,12 @@ impl Projects {
             entry.note = Some(note.to_string());
             match self.store.update_board_task(&after, &[entry]).await? {
                 Ok(()) => {
+                    self.events
+                        .announce(
+                            &who.tenant,
+                            super::events::task_event(EventKind::TaskUpdated, &after, false, None),
+                        )
+                        .await;
                     return done(StatusRestore::Restored {
                         from: before.status,
                         to: then,

@@ -3,10 +3,13 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+#[macro_use]
 mod projects;
+mod events;
 mod sqlite;
 mod work_sessions;
 
+pub use events::*;
 pub use projects::*;
 pub use work_sessions::*;
 
@@ -435,6 +438,7 @@ pub trait Store:
     + SessionStore
     + UserStore
     + BoardStore
+    + EventStore
     + NodeStore
     + WorkSessionStore
     + fmt::Debug
@@ -449,6 +453,7 @@ impl<T> Store for T where
         + SessionStore
         + UserStore
         + BoardStore
+        + EventStore
         + NodeStore
         + WorkSessionStore
         + fmt::Debug

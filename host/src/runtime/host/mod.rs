@@ -24,6 +24,7 @@ use super::call::CallState;
 use super::capacity::Capacity;
 use super::registry::PluginContext;
 use crate::backends::Availability;
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::projects::Projects;
 use crate::sessions::Sessions;
@@ -111,6 +112,8 @@ pub struct Services {
     pub projects: Projects,
     /// The queues that run the projects' tasks.
     pub queues: BoardQueues,
+    /// Each tenant's events.
+    pub events: EventBus,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
     /// The Web UI API's working sessions.
@@ -530,7 +533,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let projects = Projects::new(store.clone(), workspaces.clone());
+        let events = EventBus::open(store.clone()).await.unwrap();
+        let projects = Projects::new(store.clone(), workspaces.clone(), events.clone());
         Services {
             work_sessions: WorkSessions::new(
                 store.clone(),
@@ -538,9 +542,10 @@ mod tests {
                 std::time::Duration::from_secs(3600),
             ),
             projects,
-            queues: BoardQueues::start(store.clone(), tasks.clone(), 100)
+            queues: BoardQueues::start(store.clone(), tasks.clone(), 100, events.clone())
                 .await
                 .unwrap(),
+            events,
             workspaces,
             tasks,
             backends: Availability::new(vec![], dir).unwrap(),
