@@ -138,7 +138,11 @@ fn ms(timestamp: &Value) -> i64 {
         .parse()
         .unwrap();
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1]) } else { (d[0], d[1]) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1])
+    } else {
+        (d[0], d[1])
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
@@ -179,7 +183,11 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     // Lists, with the filters.
     let all = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
     assert_eq!(all["total"], 2, "{all}");
-    assert_eq!(all["sessions"][0]["session_id"], other_id.as_str(), "newest first");
+    assert_eq!(
+        all["sessions"][0]["session_id"],
+        other_id.as_str(),
+        "newest first"
+    );
     assert!(all["sessions"][0].get("settings").is_none());
     let on_shop = ok(
         &g,
@@ -191,16 +199,40 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     .await;
     assert_eq!(on_shop["total"], 1);
     assert_eq!(on_shop["sessions"][0]["session_id"], sid.as_str());
-    assert_eq!(on_shop["sessions"][0]["project_name"], "E-commerce Platform");
+    assert_eq!(
+        on_shop["sessions"][0]["project_name"],
+        "E-commerce Platform"
+    );
     let active = ok(&g, "GET", "/api/sessions/?status=active", &ann, Value::Null).await;
     assert_eq!(active["total"], 2);
-    let expired = ok(&g, "GET", "/api/sessions/?status=expired", &ann, Value::Null).await;
+    let expired = ok(
+        &g,
+        "GET",
+        "/api/sessions/?status=expired",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(expired["total"], 0);
-    let paged = ok(&g, "GET", "/api/sessions/?page=2&page_size=1", &ann, Value::Null).await;
+    let paged = ok(
+        &g,
+        "GET",
+        "/api/sessions/?page=2&page_size=1",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(paged["total"], 2);
     assert_eq!(paged["sessions"][0]["session_id"], sid.as_str());
 
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history_types(&history), ["created"]);
     let start_point = history["history"][0]["timestamp"].clone();
     assert_eq!(ms(&start_point), ms(&s["created_at"]));
@@ -233,7 +265,14 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     })
     .await;
 
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(
         history_types(&history),
         ["created", "settings_changed", "task_executed"]
@@ -281,8 +320,19 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
         Value::Null,
     )
     .await;
-    assert!(th.to_string().contains(&format!("restored by session {sid}")), "{th}");
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    assert!(
+        th.to_string()
+            .contains(&format!("restored by session {sid}")),
+        "{th}"
+    );
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(
         history_types(&history),
         ["created", "settings_changed", "task_executed", "restored"]
@@ -302,10 +352,34 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     assert_eq!(restored["restored"]["tasks"], json!([]));
 
     // Deleted: gone from every read.
-    ok(&g, "DELETE", &format!("/api/sessions/{other_id}"), &ann, Value::Null).await;
-    let (status, e) = refused(&g, "GET", &format!("/api/sessions/{other_id}"), &ann, Value::Null).await;
-    assert_eq!((status, e["code"].as_str()), (404, Some("RESOURCE_NOT_FOUND")));
-    let (status, _) = refused(&g, "DELETE", &format!("/api/sessions/{other_id}"), &ann, Value::Null).await;
+    ok(
+        &g,
+        "DELETE",
+        &format!("/api/sessions/{other_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    let (status, e) = refused(
+        &g,
+        "GET",
+        &format!("/api/sessions/{other_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (404, Some("RESOURCE_NOT_FOUND"))
+    );
+    let (status, _) = refused(
+        &g,
+        "DELETE",
+        &format!("/api/sessions/{other_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 404);
 
     // A restart keeps them.
@@ -313,15 +387,36 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     assert!(g.wait_exit(Duration::from_secs(30)).is_some());
     let g = start(&setup, "");
     let ann = token(&g, "ann").await;
-    let again = ok(&g, "GET", &format!("/api/sessions/{sid}"), &ann, Value::Null).await;
+    let again = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(again["settings"]["theme"], "light");
     assert_eq!(again["status"], "active");
     assert_eq!(again["created_at"], s["created_at"]);
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history["total"], 5);
     let all = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
     assert_eq!(all["total"], 1);
-    let (status, _) = refused(&g, "GET", &format!("/api/sessions/{other_id}"), &ann, Value::Null).await;
+    let (status, _) = refused(
+        &g,
+        "GET",
+        &format!("/api/sessions/{other_id}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
@@ -352,7 +447,11 @@ async fn another_users_or_tenants_session_is_not_found() {
                 json!({ "settings": { "theme": "light" } }),
             ),
             ("GET", format!("/api/sessions/{sid}/history"), Value::Null),
-            ("POST", format!("/api/sessions/{sid}/restore"), restore.clone()),
+            (
+                "POST",
+                format!("/api/sessions/{sid}/restore"),
+                restore.clone(),
+            ),
             ("DELETE", format!("/api/sessions/{sid}"), Value::Null),
         ] {
             let (status, e) = refused(&g, method, &path, bearer, body).await;
@@ -384,14 +483,31 @@ async fn another_users_or_tenants_session_is_not_found() {
         json!({ "project_id": shop }),
     )
     .await;
-    assert_eq!((status, e["code"].as_str()), (404, Some("PROJECT_NOT_FOUND")));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (404, Some("PROJECT_NOT_FOUND"))
+    );
 
     // Nothing of it changed; the tenant's admin and its API key see it.
     for bearer in [&ada, &ALICE.to_string()] {
-        let seen = ok(&g, "GET", &format!("/api/sessions/{sid}"), bearer, Value::Null).await;
+        let seen = ok(
+            &g,
+            "GET",
+            &format!("/api/sessions/{sid}"),
+            bearer,
+            Value::Null,
+        )
+        .await;
         assert_eq!(seen["settings"], json!({ "theme": "dark" }));
     }
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history_types(&history), ["created"]);
 }
 
@@ -405,9 +521,17 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let t = task(&g, &ann, &shop, "quick").await;
 
     for (body, code, field) in [
-        (json!({ "project_id": "no-such-project" }), "PROJECT_NOT_FOUND", None),
+        (
+            json!({ "project_id": "no-such-project" }),
+            "PROJECT_NOT_FOUND",
+            None,
+        ),
         (json!({}), "VALIDATION_ERROR", Some("project_id")),
-        (json!({ "project_id": 7 }), "VALIDATION_ERROR", Some("project_id")),
+        (
+            json!({ "project_id": 7 }),
+            "VALIDATION_ERROR",
+            Some("project_id"),
+        ),
         (
             json!({ "project_id": shop, "settings": "dark" }),
             "VALIDATION_ERROR",
@@ -439,8 +563,18 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let future = "2999-01-01T00:00:00Z";
     let before = "2001-01-01T00:00:00Z";
     for (method, path, body, field) in [
-        ("PUT", format!("/api/sessions/{sid}"), json!({ "settings": "light" }), "settings"),
-        ("PUT", format!("/api/sessions/{sid}"), json!({ "settings": [1] }), "settings"),
+        (
+            "PUT",
+            format!("/api/sessions/{sid}"),
+            json!({ "settings": "light" }),
+            "settings",
+        ),
+        (
+            "PUT",
+            format!("/api/sessions/{sid}"),
+            json!({ "settings": [1] }),
+            "settings",
+        ),
         ("PUT", format!("/api/sessions/{sid}"), json!({}), "settings"),
         (
             "PUT",
@@ -498,7 +632,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
         Value::Null,
     )
     .await;
-    assert_eq!((status, e["details"]["field"].as_str()), (422, Some("status")));
+    assert_eq!(
+        (status, e["details"]["field"].as_str()),
+        (422, Some("status"))
+    );
     let (status, e) = refused(
         &g,
         "POST",
@@ -507,16 +644,47 @@ async fn bad_input_is_refused_and_changes_nothing() {
         json!({ "session_id": "no-such-session" }),
     )
     .await;
-    assert_eq!((status, e["details"]["field"].as_str()), (404, Some("session_id")));
-    let (status, _) = refused(&g, "PATCH", &format!("/api/sessions/{sid}"), &ann, json!({})).await;
+    assert_eq!(
+        (status, e["details"]["field"].as_str()),
+        (404, Some("session_id"))
+    );
+    let (status, _) = refused(
+        &g,
+        "PATCH",
+        &format!("/api/sessions/{sid}"),
+        &ann,
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 405);
-    let (status, _) = refused(&g, "GET", &format!("/api/sessions/{sid}/x"), &ann, Value::Null).await;
+    let (status, _) = refused(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/x"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 404);
 
     // Nothing changed: the settings, the history, the task.
-    let same = ok(&g, "GET", &format!("/api/sessions/{sid}"), &ann, Value::Null).await;
+    let same = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(same["settings"], json!({ "theme": "dark" }));
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history_types(&history), ["created"]);
     let task = ok(&g, "GET", &format!("/api/tasks/{t}"), &ann, Value::Null).await;
     assert_eq!(task["status"], "pending");
@@ -542,7 +710,14 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
     })
     .await;
     assert_eq!(expired["settings"]["theme"], "dark");
-    let listed = ok(&g, "GET", "/api/sessions/?status=expired", &ann, Value::Null).await;
+    let listed = ok(
+        &g,
+        "GET",
+        "/api/sessions/?status=expired",
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["sessions"][0]["status"], "expired");
     let listed = ok(&g, "GET", "/api/sessions/?status=active", &ann, Value::Null).await;
@@ -566,13 +741,31 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
         ),
     ] {
         let (status, e) = refused(&g, method, &path, &ann, body).await;
-        assert_eq!((status, e["code"].as_str()), (409, Some("SESSION_EXPIRED")), "{path}");
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (409, Some("SESSION_EXPIRED")),
+            "{path}"
+        );
     }
     let task = ok(&g, "GET", &format!("/api/tasks/{t}"), &ann, Value::Null).await;
     assert_eq!(task["status"], "pending", "nothing was executed");
-    let history = ok(&g, "GET", &format!("/api/sessions/{sid}/history"), &ann, Value::Null).await;
+    let history = ok(
+        &g,
+        "GET",
+        &format!("/api/sessions/{sid}/history"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     assert_eq!(history_types(&history), ["created"]);
-    ok(&g, "DELETE", &format!("/api/sessions/{sid}"), &ann, Value::Null).await;
+    ok(
+        &g,
+        "DELETE",
+        &format!("/api/sessions/{sid}"),
+        &ann,
+        Value::Null,
+    )
+    .await;
     let listed = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
     assert_eq!(listed["total"], 0);
 }

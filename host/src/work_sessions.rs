@@ -315,7 +315,12 @@ impl SessionEvent {
             },
             SessionEventKind::Restored => {
                 let mut tasks = Vec::new();
-                for t in v.get("tasks").and_then(Value::as_array).into_iter().flatten() {
+                for t in v
+                    .get("tasks")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let outcome = match text(t, "outcome")?.as_str() {
                         "restored" => StatusRestore::Restored {
                             from: status_name(&text(t, "from")?)?,
@@ -588,10 +593,7 @@ impl WorkSessions {
     }
 
     async fn items(&self, who: &Principal, id: &str) -> Result<Vec<HistoryItem>, WorkSessionError> {
-        let rows = self
-            .store
-            .session_events(who.tenant.as_str(), id)
-            .await?;
+        let rows = self.store.session_events(who.tenant.as_str(), id).await?;
         rows.into_iter()
             .map(|r| -> Result<HistoryItem, WorkSessionError> {
                 let event = SessionEvent::parse(r.kind, &r.data).map_err(|e| {
@@ -687,8 +689,16 @@ impl WorkSessions {
             record.settings = s.to_string();
         }
         record.last_accessed = now_ms();
-        let event = Self::entry(who, record.last_accessed, &SessionEvent::Restored(summary.clone()));
-        if !self.store.update_work_session(&record, Some(&event)).await? {
+        let event = Self::entry(
+            who,
+            record.last_accessed,
+            &SessionEvent::Restored(summary.clone()),
+        );
+        if !self
+            .store
+            .update_work_session(&record, Some(&event))
+            .await?
+        {
             return Err(WorkSessionError::NotFound);
         }
         Ok((self.row(who, id).await?, summary))
@@ -714,11 +724,7 @@ impl WorkSessions {
         };
         // The status right after its latest execution, from its history: by now the queue
         // may have started or even finished it.
-        let history = self
-            .projects
-            .history(who, task_id)
-            .await
-            .map_err(board)?;
+        let history = self.projects.history(who, task_id).await.map_err(board)?;
         let status = history
             .iter()
             .rev()

@@ -28,7 +28,9 @@ const MAX_PAGE_SIZE: i64 = 100;
 /// The API's answer for a refused session call.
 pub fn error(e: WorkSessionError) -> ApiError {
     match e {
-        WorkSessionError::NotFound => ApiError::new(404, "RESOURCE_NOT_FOUND", "Session not found."),
+        WorkSessionError::NotFound => {
+            ApiError::new(404, "RESOURCE_NOT_FOUND", "Session not found.")
+        }
         WorkSessionError::ProjectNotFound => {
             ApiError::new(404, "PROJECT_NOT_FOUND", "Project not found.")
         }

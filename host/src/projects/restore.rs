@@ -3,12 +3,10 @@
 //! change: written with its history entry in one transaction, retried when the task moved on
 //! under it, and announced as `task.updated`.
 
-use super::{STALE_RETRIES, check};
 use super::{ProjectError, Projects};
-use crate::store::{
-    BoardRefusal, BoardTaskStatus, HistoryAction, HistoryView, now_ms,
-};
+use super::{STALE_RETRIES, check};
 use crate::events::EventKind;
+use crate::store::{BoardRefusal, BoardTaskStatus, HistoryAction, HistoryView, now_ms};
 use crate::users::{Permission, Principal};
 use serde_json::Value;
 
@@ -80,10 +78,7 @@ impl Projects {
         check(who, Permission::Write)?;
         for _ in 0..STALE_RETRIES {
             let before = self.task_record(who, id).await?;
-            let history = self
-                .store
-                .board_task_history(Self::tenant(who), id)
-                .await?;
+            let history = self.store.board_task_history(Self::tenant(who), id).await?;
             let done = |outcome| {
                 Ok(TaskRestore {
                     task_id: before.id.clone(),
@@ -182,11 +177,26 @@ mod tests {
     #[test]
     fn the_status_at_an_instant_is_the_last_change_up_to_it() {
         let history = vec![
-            view(10, HistoryAction::Created, None, r#"{"status":"pending","title":"T"}"#),
-            view(20, HistoryAction::StatusChanged, Some("status"), r#""queued""#),
+            view(
+                10,
+                HistoryAction::Created,
+                None,
+                r#"{"status":"pending","title":"T"}"#,
+            ),
+            view(
+                20,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""queued""#,
+            ),
             view(20, HistoryAction::Executed, Some("queue"), r#""normal""#),
             view(30, HistoryAction::PriorityChanged, Some("priority"), "5"),
-            view(40, HistoryAction::StatusChanged, Some("status"), r#""completed""#),
+            view(
+                40,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""completed""#,
+            ),
         ];
         assert_eq!(status_at(&history, 9), None, "before it was made");
         assert_eq!(status_at(&history, 10), Some(BoardTaskStatus::Pending));
@@ -194,7 +204,10 @@ mod tests {
         assert_eq!(status_at(&history, 20), Some(BoardTaskStatus::Queued));
         assert_eq!(status_at(&history, 39), Some(BoardTaskStatus::Queued));
         assert_eq!(status_at(&history, 40), Some(BoardTaskStatus::Completed));
-        assert_eq!(status_at(&history, i64::MAX), Some(BoardTaskStatus::Completed));
+        assert_eq!(
+            status_at(&history, i64::MAX),
+            Some(BoardTaskStatus::Completed)
+        );
     }
 
     #[test]
@@ -202,7 +215,12 @@ mod tests {
         let history = vec![
             view(10, HistoryAction::Created, None, r#"{"status":"pending"}"#),
             view(20, HistoryAction::StatusChanged, Some("status"), "not json"),
-            view(30, HistoryAction::StatusChanged, Some("status"), r#""no-such""#),
+            view(
+                30,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""no-such""#,
+            ),
         ];
         assert_eq!(status_at(&history, 30), Some(BoardTaskStatus::Pending));
     }
