@@ -21,6 +21,16 @@ async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Va
     answer["data"].clone()
 }
 
+/// A successful `GET`'s `data`.
+async fn get(g: &common::Gantry, bearer: &str, path: &str) -> Value {
+    ok(g, "GET", path, bearer, Value::Null).await
+}
+
+/// A session's history.
+async fn history_of(g: &common::Gantry, bearer: &str, sid: &str) -> Value {
+    get(g, bearer, &format!("/api/sessions/{sid}/history")).await
+}
+
 /// A refused call: its status and error, in the document's envelope.
 async fn refused(
     g: &common::Gantry,
@@ -45,24 +55,6 @@ fn start(setup: &common::Setup, config: &str) -> common::Gantry {
         &format!("[http]\nuser_rate_limit_per_minute = 6000\n{config}"),
         &format!("alice:{ALICE}, bob:{BOB}"),
     )
-}
-
-fn board_setup() -> common::Setup {
-    let agent = common::agents::root().join("tests/fixtures/board/board-agent");
-    common::Setup::new(&[
-        (
-            "webui-api",
-            include_str!("../plugins/webui-api.toml").to_string(),
-        ),
-        ("system", include_str!("../plugins/system.toml").to_string()),
-        (
-            "board",
-            format!(
-                "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = {:?}\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{{prompt}}\"]\n",
-                agent.display().to_string()
-            ),
-        ),
-    ])
 }
 
 async fn project(g: &common::Gantry, bearer: &str, name: &str) -> String {
@@ -109,7 +101,7 @@ async fn until(
 ) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v = ok(g, "GET", path, bearer, Value::Null).await;
+        let v = get(g, bearer, path).await;
         if done(&v) {
             return v;
         }
@@ -181,7 +173,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     let other_id = other["session_id"].as_str().unwrap().to_string();
 
     // Lists, with the filters.
-    let all = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
+    let all = get(&g, &ann, "/api/sessions/").await;
     assert_eq!(all["total"], 2, "{all}");
     assert_eq!(
         all["sessions"][0]["session_id"],
@@ -189,50 +181,22 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
         "newest first"
     );
     assert!(all["sessions"][0].get("settings").is_none());
-    let on_shop = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/?project_id={shop}"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let on_shop = get(&g, &ann, &format!("/api/sessions/?project_id={shop}")).await;
     assert_eq!(on_shop["total"], 1);
     assert_eq!(on_shop["sessions"][0]["session_id"], sid.as_str());
     assert_eq!(
         on_shop["sessions"][0]["project_name"],
         "E-commerce Platform"
     );
-    let active = ok(&g, "GET", "/api/sessions/?status=active", &ann, Value::Null).await;
+    let active = get(&g, &ann, "/api/sessions/?status=active").await;
     assert_eq!(active["total"], 2);
-    let expired = ok(
-        &g,
-        "GET",
-        "/api/sessions/?status=expired",
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let expired = get(&g, &ann, "/api/sessions/?status=expired").await;
     assert_eq!(expired["total"], 0);
-    let paged = ok(
-        &g,
-        "GET",
-        "/api/sessions/?page=2&page_size=1",
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let paged = get(&g, &ann, "/api/sessions/?page=2&page_size=1").await;
     assert_eq!(paged["total"], 2);
     assert_eq!(paged["sessions"][0]["session_id"], sid.as_str());
 
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(history_types(&history), ["created"]);
     let start_point = history["history"][0]["timestamp"].clone();
     assert_eq!(ms(&start_point), ms(&s["created_at"]));
@@ -265,14 +229,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     })
     .await;
 
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(
         history_types(&history),
         ["created", "settings_changed", "task_executed"]
@@ -309,30 +266,16 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     assert_eq!(outcome["outcome"], "restored");
     assert_eq!(outcome["from_status"], "completed");
     assert_eq!(outcome["status"], "pending");
-    let t = ok(&g, "GET", &format!("/api/tasks/{quick}"), &ann, Value::Null).await;
+    let t = get(&g, &ann, &format!("/api/tasks/{quick}")).await;
     assert_eq!(t["status"], "pending");
     // The task's own history says so.
-    let th = ok(
-        &g,
-        "GET",
-        &format!("/api/tasks/{quick}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let th = get(&g, &ann, &format!("/api/tasks/{quick}/history")).await;
     assert!(
         th.to_string()
             .contains(&format!("restored by session {sid}")),
         "{th}"
     );
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(
         history_types(&history),
         ["created", "settings_changed", "task_executed", "restored"]
@@ -387,27 +330,13 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     assert!(g.wait_exit(Duration::from_secs(30)).is_some());
     let g = start(&setup, "");
     let ann = token(&g, "ann").await;
-    let again = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let again = get(&g, &ann, &format!("/api/sessions/{sid}")).await;
     assert_eq!(again["settings"]["theme"], "light");
     assert_eq!(again["status"], "active");
     assert_eq!(again["created_at"], s["created_at"]);
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(history["total"], 5);
-    let all = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
+    let all = get(&g, &ann, "/api/sessions/").await;
     assert_eq!(all["total"], 1);
     let (status, _) = refused(
         &g,
@@ -458,7 +387,7 @@ async fn another_users_or_tenants_session_is_not_found() {
             assert_eq!(status, 404, "{method} {path}: {e}");
             assert_eq!(e["code"], "RESOURCE_NOT_FOUND");
         }
-        let mine = ok(&g, "GET", "/api/sessions/", bearer, Value::Null).await;
+        let mine = get(&g, bearer, "/api/sessions/").await;
         assert_eq!(mine["total"], 0);
     }
     // Executing with someone else's session executes nothing.
@@ -472,7 +401,7 @@ async fn another_users_or_tenants_session_is_not_found() {
     .await;
     assert_eq!(status, 404, "{e}");
     assert_eq!(e["details"]["field"], "session_id", "{e}");
-    let task = ok(&g, "GET", &format!("/api/tasks/{t}"), &ann, Value::Null).await;
+    let task = get(&g, &ann, &format!("/api/tasks/{t}")).await;
     assert_eq!(task["status"], "pending");
     // Another tenant's project cannot carry a session.
     let (status, e) = refused(
@@ -490,24 +419,10 @@ async fn another_users_or_tenants_session_is_not_found() {
 
     // Nothing of it changed; the tenant's admin and its API key see it.
     for bearer in [&ada, &ALICE.to_string()] {
-        let seen = ok(
-            &g,
-            "GET",
-            &format!("/api/sessions/{sid}"),
-            bearer,
-            Value::Null,
-        )
-        .await;
+        let seen = get(&g, bearer, &format!("/api/sessions/{sid}")).await;
         assert_eq!(seen["settings"], json!({ "theme": "dark" }));
     }
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(history_types(&history), ["created"]);
 }
 
@@ -555,7 +470,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             assert_eq!(e["details"]["field"], field, "{body}: {e}");
         }
     }
-    let none = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
+    let none = get(&g, &ann, "/api/sessions/").await;
     assert_eq!(none["total"], 0, "nothing was made");
 
     let s = session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
@@ -668,25 +583,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(status, 404);
 
     // Nothing changed: the settings, the history, the task.
-    let same = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let same = get(&g, &ann, &format!("/api/sessions/{sid}")).await;
     assert_eq!(same["settings"], json!({ "theme": "dark" }));
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(history_types(&history), ["created"]);
-    let task = ok(&g, "GET", &format!("/api/tasks/{t}"), &ann, Value::Null).await;
+    let task = get(&g, &ann, &format!("/api/tasks/{t}")).await;
     assert_eq!(task["status"], "pending");
     // clinvk's sessions are another surface's, untouched by these routes.
     let (status, _, _) = call(&g, "GET", "/api/v1/sessions", Some(ALICE), Value::Null, &[]).await;
@@ -710,17 +611,10 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
     })
     .await;
     assert_eq!(expired["settings"]["theme"], "dark");
-    let listed = ok(
-        &g,
-        "GET",
-        "/api/sessions/?status=expired",
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let listed = get(&g, &ann, "/api/sessions/?status=expired").await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["sessions"][0]["status"], "expired");
-    let listed = ok(&g, "GET", "/api/sessions/?status=active", &ann, Value::Null).await;
+    let listed = get(&g, &ann, "/api/sessions/?status=active").await;
     assert_eq!(listed["total"], 0);
 
     for (method, path, body) in [
@@ -747,16 +641,9 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
             "{path}"
         );
     }
-    let task = ok(&g, "GET", &format!("/api/tasks/{t}"), &ann, Value::Null).await;
+    let task = get(&g, &ann, &format!("/api/tasks/{t}")).await;
     assert_eq!(task["status"], "pending", "nothing was executed");
-    let history = ok(
-        &g,
-        "GET",
-        &format!("/api/sessions/{sid}/history"),
-        &ann,
-        Value::Null,
-    )
-    .await;
+    let history = history_of(&g, &ann, &sid).await;
     assert_eq!(history_types(&history), ["created"]);
     ok(
         &g,
@@ -766,6 +653,6 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
         Value::Null,
     )
     .await;
-    let listed = ok(&g, "GET", "/api/sessions/", &ann, Value::Null).await;
+    let listed = get(&g, &ann, "/api/sessions/").await;
     assert_eq!(listed["total"], 0);
 }
