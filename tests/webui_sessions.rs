@@ -355,12 +355,12 @@ async fn another_users_or_tenants_session_is_not_found() {
     add_user(&setup, "alice", "ann", false);
     add_user(&setup, "alice", "bea", false);
     add_user(&setup, "alice", "ada", true);
-    add_user(&setup, "bob", "bo", true);
+    add_user(&setup, "bob", "boris", true);
     let g = start(&setup, "");
     let ann = token(&g, "ann").await;
     let bea = token(&g, "bea").await;
     let ada = token(&g, "ada").await;
-    let bo = token(&g, "bo").await;
+    let bo = token(&g, "boris").await;
     let shop = project(&g, &ann, "Shop").await;
     let t = task(&g, &ann, &shop, "quick").await;
     let s = session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
