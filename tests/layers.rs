@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "projects",
         "backends",
         "events",
+        "work_sessions",
     ],
     &["store"],
     &["config", "manifest", "contract", "tenants", "metrics"],

@@ -60,7 +60,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
             // several prompts per case.
             .env(
                 "SCHEMATHESIS_INCLUDE",
-                r"^/(v1/.*|api/(healthz|health.*|system/info|capabilities|workflows|workspaces.*|research.*|auth/.*|users.*|projects.*|tasks.*|queues/.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
+                r"^/(v1/.*|api/(healthz|health.*|system/info|capabilities|workflows|workspaces.*|research.*|auth/.*|users.*|projects.*|tasks.*|queues/.*|sessions.*)|api/v1/(backends|sessions|prompt).*|health|metrics|openapi\.json)$",
             )
             .env("SCHEMATHESIS_MAX_EXAMPLES", "400")
             .output()

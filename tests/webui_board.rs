@@ -893,24 +893,6 @@ async fn running() -> (common::Setup, common::Gantry, String) {
     (setup, g, ann)
 }
 
-fn board_setup() -> common::Setup {
-    let agent = common::agents::root().join("tests/fixtures/board/board-agent");
-    common::Setup::new(&[
-        (
-            "webui-api",
-            include_str!("../plugins/webui-api.toml").to_string(),
-        ),
-        ("system", include_str!("../plugins/system.toml").to_string()),
-        (
-            "board",
-            format!(
-                "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = {:?}\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{{prompt}}\"]\n",
-                agent.display().to_string()
-            ),
-        ),
-    ])
-}
-
 fn start_board(setup: &common::Setup) -> common::Gantry {
     setup.start_configured(
         // Polling tasks until they end takes more than the default 200 requests a minute.

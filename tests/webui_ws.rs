@@ -147,10 +147,42 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
+    // A command run with stream_output: its lines come over the connection, then its end.
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/commands/execute",
+        Some(&ada),
+        json!({"command": "echo one; echo two >&2; echo three", "project_id": project, "stream_output": true}),
+        &[],
+    )
+    .await;
+    assert!(status == 202 || status == 201, "{status} {body}");
+    let command = body["data"]["command_id"].as_str().unwrap().to_string();
+    let (end, lines) = until(&mut ws, "command_completed").await;
+    assert_eq!(end["data"]["command_id"], command.as_str());
+    assert_eq!(end["data"]["exit_code"], 0, "{end}");
+    let output: Vec<(String, String)> = lines
+        .iter()
+        .filter(|m| m["type"] == "command_output")
+        .map(|m| {
+            assert_eq!(m["data"]["command_id"], command.as_str());
+            (
+                m["data"]["stream"].as_str().unwrap().to_string(),
+                m["data"]["content"].as_str().unwrap().trim_end().to_string(),
+            )
+        })
+        .collect();
+    let mut stdout: Vec<&str> = output.iter().filter(|o| o.0 == "stdout").map(|o| o.1.as_str()).collect();
+    stdout.sort_unstable();
+    assert_eq!(stdout, ["one", "three"], "{output:?}");
+    assert!(output.contains(&("stderr".into(), "two".into())), "{output:?}");
+
     // Bob heard his own queues' snapshots at most: nothing about Ada's task.
     while let Some(m) = next_within(&mut bob, Duration::from_millis(1500)).await {
         assert!(!m.to_string().contains(&task), "{m}");
         assert!(!m.to_string().contains(&project), "{m}");
+        assert!(!m.to_string().contains(&command), "{m}");
     }
 
     // Coming back with the last event seen replays what followed it.

@@ -351,6 +351,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             events.clone(),
         )
         .await?;
+        let store_for_sessions = store.clone();
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -367,10 +368,16 @@ fn serve(args: ServeArgs) -> Result<()> {
             });
         }
         let loaded = plugins.plugins().len();
+        let work_sessions = crate::work_sessions::WorkSessions::new(
+            store_for_sessions,
+            projects.clone(),
+            Duration::from_secs(config.users.session_ttl_secs),
+        );
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {
                 commands,
+                work_sessions,
                 projects,
                 queues,
                 events,

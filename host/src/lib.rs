@@ -12,6 +12,7 @@
 //! - [`workspaces`], [`sessions`], [`users`], [`projects`], [`backends`] — per-tenant
 //!   directories (through cap-std), resumable conversations, users with passwords and access
 //!   tokens, the Web UI API's projects and their tasks, which backends can run here;
+//! - [`work_sessions`] — the Web UI API's working sessions on projects (beside `projects`);
 //! - [`store`] — persistence (SQLite by default);
 //! - [`config`], [`manifest`], [`contract`], [`tenants`], [`metrics`] — settings, plugin
 //!   manifests, the WIT's shared types, tenants and their keys, the node's counters.
@@ -34,6 +35,7 @@ pub mod store;
 pub mod tasks;
 pub mod tenants;
 pub mod users;
+pub mod work_sessions;
 pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.

@@ -24,6 +24,29 @@ pub fn setup() -> Setup {
     ])
 }
 
+/// A setup whose board tasks run the stand-in agent `tests/fixtures/board/board-agent`
+/// (backend `board`).
+pub fn board_setup() -> Setup {
+    let agent = super::agents::root().join("tests/fixtures/board/board-agent");
+    Setup::new(&[
+        (
+            "webui-api",
+            include_str!("../../plugins/webui-api.toml").to_string(),
+        ),
+        (
+            "system",
+            include_str!("../../plugins/system.toml").to_string(),
+        ),
+        (
+            "board",
+            format!(
+                "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = {:?}\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{{prompt}}\"]\n",
+                agent.display().to_string()
+            ),
+        ),
+    ])
+}
+
 pub fn serve(setup: &Setup) -> Gantry {
     let mut cmd = setup.command();
     cmd.env("GANTRY_API_KEYS", format!("alice:{ALICE}, bob:{BOB}"));

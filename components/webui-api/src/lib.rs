@@ -13,6 +13,7 @@ mod board;
 mod commands;
 mod input;
 mod queues;
+mod sessions;
 mod system;
 mod ws;
 
@@ -141,6 +142,7 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("POST", ["queues", "resume"]) => queues::pause_or_resume(request, false),
         ("DELETE", ["queues", "clear"]) => queues::clear(request),
         ("POST", ["queues", "priority"]) => queues::set_priority(request),
+        (_, ["sessions", rest @ ..]) => sessions::route(request, method, rest),
         (
             _,
             ["auth", "login" | "refresh" | "logout"]

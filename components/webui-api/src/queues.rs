@@ -108,7 +108,7 @@ pub(crate) fn queued_json(q: &projects::Queued) -> Value {
 /// `POST /api/tasks/{id}/execute`.
 pub fn execute(request: Request, id: &str) -> Answer {
     let body = crate::object_or_empty(request)?;
-    only(&body, &["priority", "options"])?;
+    only(&body, &["priority", "options", "session_id"])?;
     let queue = match opt_string(&body, "priority")? {
         Some(name) => queue("priority", &name)?,
         None => QueueName::Normal,
@@ -130,8 +130,18 @@ pub fn execute(request: Request, id: &str) -> Answer {
     let retry_attempts = opt_int(&options, "retry_attempts", 0..=MAX_RETRY_ATTEMPTS)
         .map_err(|e| e.renamed("options.retry_attempts"))?
         .unwrap_or(0);
+    let session = crate::sessions::session_for_execute(&body)?;
     let queued = execute_task(id, queue, timeout.map(|t| t as u64), retry_attempts as u32)?;
-    Ok((200, queued_json(&queued)))
+    let mut data = queued_json(&queued);
+    if let Some(session) = session {
+        // The task is queued either way; a session that went away meanwhile is said, not
+        // turned into a failed execution.
+        match crate::sessions::record_execution(&session, id) {
+            Ok(()) => data["session_id"] = json!(session),
+            Err(e) => data["session_error"] = json!(e.message),
+        }
+    }
+    Ok((200, data))
 }
 
 /// Queue task `id` in `queue` on the backend the document's way picks.

@@ -419,6 +419,14 @@ pub struct UsersConfig {
     /// verifying; relative paths are under the data directory. Created (one random 32-byte
     /// key, mode 0600) when missing; refused when others may read it.
     pub signing_key_file: std::path::PathBuf,
+    /// How long a working session (`/api/sessions`) stays active after it is made, in
+    /// seconds (its `expires_at`).
+    #[serde(default = "default_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_session_ttl_secs() -> u64 {
+    2 * 3600
 }
 
 impl Default for UsersConfig {
@@ -426,6 +434,7 @@ impl Default for UsersConfig {
         UsersConfig {
             token_ttl_secs: 3600,
             signing_key_file: "jwt-signing-keys".into(),
+            session_ttl_secs: default_session_ttl_secs(),
         }
     }
 }
@@ -439,6 +448,9 @@ impl UsersConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 30 * 24 * 3600 {
             return Err("users.token_ttl_secs must be between 1 and 2592000 (30 days)".into());
+        }
+        if self.session_ttl_secs == 0 || self.session_ttl_secs > 30 * 24 * 3600 {
+            return Err("users.session_ttl_secs must be between 1 and 2592000 (30 days)".into());
         }
         if self.signing_key_file.as_os_str().is_empty() {
             return Err("users.signing_key_file must name a file".into());

@@ -8,7 +8,10 @@
 //! need `read`, changes `write`), not left to the component that calls.
 
 pub mod events;
+mod restore;
 pub mod search;
+
+pub use restore::{StatusRestore, TaskRestore, status_at};
 
 use crate::events::{EventBus, EventKind};
 use crate::store::{

@@ -8,10 +8,12 @@ mod commands;
 mod projects;
 mod events;
 mod sqlite;
+mod work_sessions;
 
 pub use commands::*;
 pub use events::*;
 pub use projects::*;
+pub use work_sessions::*;
 
 pub use sqlite::Sqlite;
 
@@ -441,6 +443,7 @@ pub trait Store:
     + EventStore
     + NodeStore
     + CommandStore
+    + WorkSessionStore
     + fmt::Debug
     + 'static
 {
@@ -456,6 +459,7 @@ impl<T> Store for T where
         + EventStore
         + NodeStore
         + CommandStore
+        + WorkSessionStore
         + fmt::Debug
         + 'static
 {

@@ -19,6 +19,7 @@ use std::time::Duration;
 mod board;
 mod commands;
 mod events;
+mod work_sessions;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -297,6 +298,33 @@ CREATE TABLE command_workspaces (
     workspace_id TEXT NOT NULL,
     PRIMARY KEY (tenant, user_id)
 ) WITHOUT ROWID;
+"#,
+    // The Web UI API's working sessions and their history (`store/sqlite/work_sessions.rs`).
+    // Deleting is soft, as on the board: the row and its history stay, hidden from reads.
+    r#"
+CREATE TABLE work_sessions (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL REFERENCES projects (id),
+    settings TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_accessed INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+CREATE INDEX work_sessions_by_user ON work_sessions (tenant, user_id, created_at);
+CREATE TABLE work_session_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    session_id TEXT NOT NULL REFERENCES work_sessions (id),
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX work_session_history_by_session ON work_session_history (session_id, seq);
 "#,
 ];
 /// How long a statement waits for a lock another process holds.

@@ -150,6 +150,12 @@ pub mod commands {
     pub use crate::bindings::gantry::plugin::commands::*;
 }
 
+/// The calling user's working sessions on projects (needs the `gantry:plugin/work-sessions`
+/// grant on a `user_auth` route; the host checks the user's `read` and `write` permissions).
+pub mod work_sessions {
+    pub use crate::bindings::gantry::plugin::work_sessions::*;
+}
+
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).
 pub mod host_info {
     pub use crate::bindings::gantry::plugin::host_info::*;

@@ -19,6 +19,7 @@ mod sessions;
 mod tasks;
 mod users;
 mod websocket;
+mod work_sessions;
 mod workspaces;
 
 use super::call::CallState;
@@ -33,6 +34,7 @@ use crate::tasks::queue::BoardQueues;
 use crate::tasks::{Adapters, Supervisor};
 use crate::tenants::TenantId;
 use crate::users::{Principal, Users};
+use crate::work_sessions::WorkSessions;
 use crate::workspaces::Workspaces;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -63,6 +65,7 @@ pub(crate) mod bindings {
             "gantry:plugin/projects": async,
             "gantry:plugin/websocket": async,
             "gantry:plugin/commands": async,
+            "gantry:plugin/work-sessions": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -137,6 +140,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The Web UI API's command lines.
     pub commands: crate::commands::Commands,
+    /// The Web UI API's working sessions.
+    pub work_sessions: WorkSessions,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -381,6 +386,12 @@ pub(crate) struct CommandsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// Working sessions, for the calling user (whose tenant and permissions the host applies).
+pub(crate) struct WorkSessionsView<'a> {
+    pub(crate) sessions: &'a WorkSessions,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -426,6 +437,10 @@ impl HasData for HasWebSocket {
 struct HasCommands;
 impl HasData for HasCommands {
     type Data<'a> = CommandsView<'a>;
+}
+struct HasWorkSessions;
+impl HasData for HasWorkSessions {
+    type Data<'a> = WorkSessionsView<'a>;
 }
 
 impl HandlerState {
@@ -497,6 +512,13 @@ impl HandlerState {
         }
     }
 
+    fn work_sessions_view(&mut self) -> WorkSessionsView<'_> {
+        WorkSessionsView {
+            sessions: &self.host.services.work_sessions,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -525,6 +547,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
     gp::websocket::add_to_linker::<_, HasWebSocket>(linker, |s| s.websocket_view())?;
     gp::commands::add_to_linker::<_, HasCommands>(linker, |s| s.commands_view())?;
+    gp::work_sessions::add_to_linker::<_, HasWorkSessions>(linker, |s| s.work_sessions_view())?;
     Ok(())
 }
 
@@ -601,10 +624,11 @@ mod tests {
         .await
         .unwrap();
         let events = EventBus::open(store.clone()).await.unwrap();
+        let projects = Projects::new(store.clone(), workspaces.clone(), events.clone());
         let commands = crate::commands::Commands::new(
             store.clone(),
             tasks.clone(),
-            Projects::new(store.clone(), workspaces.clone(), events.clone()),
+            projects.clone(),
             workspaces.clone(),
             crate::config::CommandsConfig::default(),
             events.clone(),
@@ -613,7 +637,12 @@ mod tests {
         .unwrap();
         Services {
             commands,
-            projects: Projects::new(store.clone(), workspaces.clone(), events.clone()),
+            work_sessions: WorkSessions::new(
+                store.clone(),
+                projects.clone(),
+                std::time::Duration::from_secs(3600),
+            ),
+            projects,
             queues: BoardQueues::start(store.clone(), tasks.clone(), 100, events.clone())
                 .await
                 .unwrap(),

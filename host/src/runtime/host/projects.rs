@@ -54,7 +54,7 @@ fn from_project_status(s: wit::ProjectStatus) -> ProjectStatus {
     }
 }
 
-fn task_status(s: BoardTaskStatus) -> wit::TaskStatus {
+pub(super) fn task_status(s: BoardTaskStatus) -> wit::TaskStatus {
     match s {
         BoardTaskStatus::Pending => wit::TaskStatus::Pending,
         BoardTaskStatus::Queued => wit::TaskStatus::Queued,
