@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["http"],
     &["runtime"],
-    &["tasks"],
+    &["tasks", "webhooks"],
     &[
         "workspaces",
         "sessions",

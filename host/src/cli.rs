@@ -339,6 +339,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_egress(config.egress.clone())
         .with_storage(config.storage.clone())
         .with_metrics(metrics.clone());
+        // Pending deliveries (a previous run's too) are sent from here on.
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), &config.webhooks);
+        webhooks.start(config.webhooks.clone(), None);
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -366,6 +369,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 sessions,
                 users,
                 metrics,
+                webhooks,
             },
         ));
         tracing::info!(

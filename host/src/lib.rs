@@ -7,7 +7,8 @@
 //! - [`http`] — the server, router, authentication, limits and error answers;
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
-//! - [`tasks`] — the process supervisor and each task's event log;
+//! - [`tasks`] — the process supervisor and each task's event log; beside it [`webhooks`] —
+//!   signed webhooks, their outbox and delivery worker;
 //! - [`workspaces`], [`sessions`], [`users`], [`projects`], [`backends`] — per-tenant
 //!   directories (through cap-std), resumable conversations, users with passwords and access
 //!   tokens, the Web UI API's projects and their tasks, which backends can run here;
@@ -31,6 +32,7 @@ pub mod store;
 pub mod tasks;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.

@@ -13,6 +13,7 @@ mod board;
 mod input;
 mod queues;
 mod system;
+mod webhooks;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, BodyError, Request};
@@ -138,6 +139,13 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("POST", ["queues", "resume"]) => queues::pause_or_resume(request, false),
         ("DELETE", ["queues", "clear"]) => queues::clear(request),
         ("POST", ["queues", "priority"]) => queues::set_priority(request),
+        ("POST", ["webhooks"]) => webhooks::create(request),
+        ("GET", ["webhooks"]) => webhooks::list(),
+        ("GET", ["webhooks", id]) => webhooks::get(id),
+        ("PUT", ["webhooks", id]) => webhooks::update(request, id),
+        ("DELETE", ["webhooks", id]) => webhooks::delete(id),
+        ("GET", ["webhooks", id, "deliveries"]) => webhooks::deliveries(&request, id),
+        ("POST", ["webhooks", id, "deliveries", d, "redeliver"]) => webhooks::redeliver(id, d),
         (
             _,
             ["auth", "login" | "refresh" | "logout"]
@@ -156,7 +164,11 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
             | [
                 "queues",
                 "status" | "metrics" | "pause" | "resume" | "clear" | "priority",
-            ],
+            ]
+            | ["webhooks"]
+            | ["webhooks", _]
+            | ["webhooks", _, "deliveries"]
+            | ["webhooks", _, "deliveries", _, "redeliver"],
         ) => not_allowed(),
         _ => Err(ApiError::new(
             404,

@@ -13,6 +13,7 @@ pub use sections::{
     StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, UsersConfig,
     WorkdirPolicy,
 };
+pub use sections::WebhooksConfig;
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
 /// default; the README documents each.
@@ -67,6 +68,9 @@ pub struct Config {
     /// `tenant:key` entries from `GANTRY_API_KEYS` (never from a file or flag).
     #[serde(skip)]
     pub api_keys_env: Option<Redacted>,
+    /// Signed webhooks: attempt timeout, retries, and which private hosts they may reach.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// Secret text: its `Debug` says nothing of it.
@@ -201,6 +205,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
         self.users.validate().map_err(anyhow::Error::msg)?;
+        self.webhooks.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;
         }

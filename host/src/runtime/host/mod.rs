@@ -17,6 +17,7 @@ mod responses;
 mod sessions;
 mod tasks;
 mod users;
+mod webhooks;
 mod workspaces;
 
 use super::call::CallState;
@@ -58,6 +59,7 @@ pub(crate) mod bindings {
             "gantry:plugin/host-info": async,
             "gantry:plugin/users": async,
             "gantry:plugin/projects": async,
+            "gantry:plugin/webhooks": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -110,6 +112,8 @@ pub struct Services {
     pub queues: BoardQueues,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
+    /// Signed webhooks and their outbox.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -315,6 +319,12 @@ pub(crate) struct ProjectsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// Webhooks, for the calling user (whose tenant and permissions the host applies).
+pub(crate) struct WebhooksView<'a> {
+    pub(crate) webhooks: &'a crate::webhooks::Webhooks,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -352,6 +362,10 @@ impl HasData for HasUsers {
 struct HasProjects;
 impl HasData for HasProjects {
     type Data<'a> = ProjectsView<'a>;
+}
+struct HasWebhooks;
+impl HasData for HasWebhooks {
+    type Data<'a> = WebhooksView<'a>;
 }
 
 impl HandlerState {
@@ -406,6 +420,13 @@ impl HandlerState {
         }
     }
 
+    fn webhooks_view(&mut self) -> WebhooksView<'_> {
+        WebhooksView {
+            webhooks: &self.host.services.webhooks,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -432,6 +453,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::backends::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::sessions::add_to_linker::<_, HasServices>(linker, |s| s.services_view())?;
     gp::responses::add_to_linker::<_, HasResponses>(linker, |s| s.responses_view())?;
+    gp::webhooks::add_to_linker::<_, HasWebhooks>(linker, |s| s.webhooks_view())?;
     Ok(())
 }
 
@@ -517,6 +539,10 @@ mod tests {
             backends: Availability::new(vec![], dir).unwrap(),
             adapters,
             sessions: Sessions::new(store.clone()),
+            webhooks: crate::webhooks::Webhooks::new(
+                store.clone(),
+                &crate::config::WebhooksConfig::default(),
+            ),
             users: Users::new(
                 store,
                 crate::users::tokens::SigningKeys::ephemeral().unwrap(),
