@@ -81,11 +81,22 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .await
     .unwrap()
     .with_metrics(metrics.clone());
+    let events = gantry::events::EventBus::open(store.clone()).await.unwrap();
     Services {
-        projects: gantry::projects::Projects::new(store.clone(), workspaces.clone()),
-        queues: gantry::tasks::queue::BoardQueues::start(store.clone(), tasks.clone(), 10_000)
-            .await
-            .unwrap(),
+        projects: gantry::projects::Projects::new(
+            store.clone(),
+            workspaces.clone(),
+            events.clone(),
+        ),
+        queues: gantry::tasks::queue::BoardQueues::start(
+            store.clone(),
+            tasks.clone(),
+            10_000,
+            events.clone(),
+        )
+        .await
+        .unwrap(),
+        events,
         workspaces,
         tasks,
         backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),

@@ -326,7 +326,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
         }
         let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
-        let projects = crate::projects::Projects::new(store.clone(), workspaces.clone());
+        let events = crate::events::EventBus::open(store.clone()).await?;
+        events.keep_for(&config.events, std::time::Duration::from_secs(60));
+        let projects =
+            crate::projects::Projects::new(store.clone(), workspaces.clone(), events.clone());
         let tasks = crate::tasks::Supervisor::new(
             adapters.clone(),
             store.clone(),
@@ -341,11 +344,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_metrics(metrics.clone());
         // Pending deliveries (a previous run's too) are sent from here on.
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), &config.webhooks);
-        webhooks.start(config.webhooks.clone(), None);
+        webhooks.start(config.webhooks.clone(), Some(Arc::new(events.clone())));
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
             config.tasks.max_queued_per_tenant,
+            events.clone(),
         )
         .await?;
         let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
@@ -362,6 +366,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             crate::runtime::Services {
                 projects,
                 queues,
+                events,
                 workspaces,
                 tasks,
                 backends,

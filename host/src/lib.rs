@@ -22,6 +22,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod events;
 pub mod http;
 pub mod manifest;
 pub mod metrics;

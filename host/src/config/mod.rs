@@ -9,9 +9,9 @@ use std::time::Duration;
 mod sections;
 
 pub use sections::{
-    CgroupLimits, ConnectionLimits, EgressConfig, HttpLimits, IsolationMode, SandboxConfig,
-    StorageConfig, TaskLimits, TelemetryConfig, TenantStorage, TenantStorageOverride, UsersConfig,
-    WorkdirPolicy,
+    CgroupLimits, ConnectionLimits, EgressConfig, EventsConfig, HttpLimits, IsolationMode,
+    SandboxConfig, StorageConfig, TaskLimits, TelemetryConfig, TenantStorage,
+    TenantStorageOverride, UsersConfig, WebSocketConfig, WorkdirPolicy,
 };
 pub use sections::WebhooksConfig;
 
@@ -57,6 +57,12 @@ pub struct Config {
     /// Users of the `/api` surface: token lifetime and signing keys.
     #[serde(default)]
     pub users: UsersConfig,
+    /// The event bus: how long events are kept.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// WebSocket connections: caps, timeouts, sizes.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
     /// API keys by tenant: a key or a list of keys each.
     #[serde(default)]
     pub api_keys: std::collections::BTreeMap<String, KeyList>,
@@ -205,6 +211,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
         self.users.validate().map_err(anyhow::Error::msg)?;
+        self.websocket.validate().map_err(anyhow::Error::msg)?;
         self.webhooks.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;

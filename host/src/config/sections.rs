@@ -447,6 +447,84 @@ impl UsersConfig {
     }
 }
 
+/// `[events]`: the per-tenant event bus (what WebSocket subscribers and webhooks are fed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events older than this many seconds are forgotten (a client resuming from before that
+    /// is told so, never handed a gap); 0 keeps them.
+    pub retention_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// `[websocket]`: connections upgraded on a manifest's `websocket = true` routes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Open connections per user (per key for callers without a user); more are closed with
+    /// 1008 (policy violation).
+    pub max_connections_per_user: u32,
+    /// Open connections on the node; more are refused with 503 before the upgrade.
+    pub max_connections: u32,
+    /// A connection that has not authenticated within this many ms is closed with 4401.
+    pub auth_timeout_ms: u64,
+    /// The largest message a client may send, in bytes; larger ones close the connection
+    /// with 1009 (message too big).
+    pub max_message_bytes: usize,
+    /// A ping goes out after this many ms without traffic; a peer silent for two of these
+    /// is closed with 1001 (going away).
+    pub ping_interval_ms: u64,
+    /// Messages waiting to be written to one connection; a consumer that lets this many pile
+    /// up for `slow_consumer_ms` is closed with 4408 and told the last event it was given.
+    pub send_queue: usize,
+    /// How long a full send queue is tolerated, in ms.
+    pub slow_consumer_ms: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_connections_per_user: 50,
+            max_connections: 20_000,
+            auth_timeout_ms: 10_000,
+            max_message_bytes: 64 * 1024,
+            ping_interval_ms: 30_000,
+            send_queue: 256,
+            slow_consumer_ms: 5_000,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.max_connections_per_user == 0 || self.max_connections == 0 {
+            return Err(
+                "websocket.max_connections and max_connections_per_user must be at least 1".into(),
+            );
+        }
+        if self.auth_timeout_ms == 0 || self.ping_interval_ms == 0 || self.slow_consumer_ms == 0 {
+            return Err(
+                "websocket.auth_timeout_ms, ping_interval_ms and slow_consumer_ms must be above 0"
+                    .into(),
+            );
+        }
+        if !(1024..=16 << 20).contains(&self.max_message_bytes) {
+            return Err("websocket.max_message_bytes must be between 1024 and 16777216".into());
+        }
+        if self.send_queue == 0 {
+            return Err("websocket.send_queue must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// `[webhooks]`: how signed webhooks are delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -7,8 +7,10 @@
 //! tenant's ids behave exactly like unknown ones, and its permissions are checked here (reads
 //! need `read`, changes `write`), not left to the component that calls.
 
+pub mod events;
 pub mod search;
 
+use crate::events::{EventBus, EventKind};
 use crate::store::{
     BoardRefusal, BoardTaskOrder, BoardTaskQuery, BoardTaskRecord, BoardTaskStatus,
     DependencyRecord, HistoryAction, HistoryRecord, HistoryView, ProjectCounts, ProjectQuery,
@@ -262,6 +264,7 @@ pub struct BulkOutcome {
 pub struct Projects {
     store: Arc<dyn Store>,
     workspaces: Arc<Workspaces>,
+    events: EventBus,
 }
 
 /// A history entry of `task` by the user `user_id` (`user_name` at the time).
@@ -425,9 +428,14 @@ fn json<T: serde::Serialize>(value: &T) -> Option<String> {
 }
 
 impl Projects {
-    /// The board over `store`, with projects' workspaces in `workspaces`.
-    pub fn new(store: Arc<dyn Store>, workspaces: Arc<Workspaces>) -> Projects {
-        Projects { store, workspaces }
+    /// The board over `store`, with projects' workspaces in `workspaces`, telling `events`
+    /// of each change.
+    pub fn new(store: Arc<dyn Store>, workspaces: Arc<Workspaces>, events: EventBus) -> Projects {
+        Projects {
+            store,
+            workspaces,
+            events,
+        }
     }
 
     fn tenant(who: &Principal) -> &str {
@@ -529,6 +537,12 @@ impl Projects {
             storage_limit_bytes: limits.storage_limit_bytes,
         };
         self.store.insert_project(&record).await?;
+        self.events
+            .announce(
+                &who.tenant,
+                events::project_event(EventKind::ProjectCreated, &record, false),
+            )
+            .await;
         Ok(Project {
             record,
             counts: ProjectCounts::default(),
@@ -587,15 +601,31 @@ impl Projects {
         if !self.store.update_project(&record).await? {
             return Err(ProjectError::ProjectNotFound);
         }
+        self.events
+            .announce(
+                &who.tenant,
+                events::project_event(EventKind::ProjectUpdated, &record, false),
+            )
+            .await;
         self.project(who, record).await
     }
 
     /// Delete a project (softly); when.
     pub async fn delete_project(&self, who: &Principal, id: &str) -> Result<i64, ProjectError> {
         check(who, Permission::Write)?;
+        let mut record = self.project_record(who, id).await?;
         let at = now_ms();
         match self.store.delete_project(Self::tenant(who), id, at).await? {
-            Ok(true) => Ok(at),
+            Ok(true) => {
+                record.updated_at = at;
+                self.events
+                    .announce(
+                        &who.tenant,
+                        events::project_event(EventKind::ProjectUpdated, &record, true),
+                    )
+                    .await;
+                Ok(at)
+            }
             Ok(false) => Err(ProjectError::ProjectNotFound),
             Err(_) => Err(ProjectError::InUse(
                 "a task of the project is queued or running; cancel it first".into(),
@@ -776,7 +806,14 @@ impl Projects {
             .insert_board_task(&record, &depends_on, &created, project.max_tasks)
             .await?
         {
-            Ok(()) => {}
+            Ok(()) => {
+                self.events
+                    .announce(
+                        &who.tenant,
+                        events::task_event(EventKind::TaskCreated, &record, false, None),
+                    )
+                    .await;
+            }
             Err(BoardRefusal::TooManyTasks(max)) => {
                 return Err(ProjectError::LimitExceeded(format!(
                     "the project holds its maximum of {max} tasks"
@@ -903,7 +940,15 @@ impl Projects {
             }
             after.updated_at = now;
             match self.store.update_board_task(&after, &history).await? {
-                Ok(()) => return self.get_task(who, id).await,
+                Ok(()) => {
+                    self.events
+                        .announce(
+                            &who.tenant,
+                            events::task_event(EventKind::TaskUpdated, &after, false, None),
+                        )
+                        .await;
+                    return self.get_task(who, id).await;
+                }
                 Err(BoardRefusal::Stale) => continue,
                 Err(other) => {
                     return Err(ProjectError::Internal(anyhow::anyhow!(
@@ -928,7 +973,17 @@ impl Projects {
             let at = now_ms();
             let entry = Self::entry(who, &task, at, HistoryAction::Deleted);
             match self.store.delete_board_task(&task, at, &entry).await? {
-                Ok(()) => return Ok(at),
+                Ok(()) => {
+                    let mut gone = task;
+                    gone.updated_at = at;
+                    self.events
+                        .announce(
+                            &who.tenant,
+                            events::task_event(EventKind::TaskUpdated, &gone, true, None),
+                        )
+                        .await;
+                    return Ok(at);
+                }
                 Err(BoardRefusal::InUse) => return Err(ProjectError::AlreadyRunning),
                 Err(_) => continue,
             }
@@ -1353,7 +1408,8 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(crate::store::Sqlite::open(&dir.join("g.db")).unwrap());
         let workspaces = Arc::new(Workspaces::open(dir, store.clone()).unwrap());
-        Projects::new(store, workspaces)
+        let events = EventBus::open(store.clone()).await.unwrap();
+        Projects::new(store, workspaces, events)
     }
 
     fn key(tenant: &str) -> Principal {

@@ -3,10 +3,13 @@
 //! directory, in WAL mode, with versioned migrations.
 
 pub mod codec;
+#[macro_use]
 mod projects;
+mod events;
 mod sqlite;
 mod webhooks;
 
+pub use events::*;
 pub use projects::*;
 
 pub use sqlite::Sqlite;
@@ -461,6 +464,7 @@ pub trait Store:
     + SessionStore
     + UserStore
     + BoardStore
+    + EventStore
     + NodeStore
     + WebhookStore
     + fmt::Debug
@@ -475,6 +479,7 @@ impl<T> Store for T where
         + SessionStore
         + UserStore
         + BoardStore
+        + EventStore
         + NodeStore
         + WebhookStore
         + fmt::Debug

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 mod board;
+mod events;
 mod webhooks;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
@@ -237,6 +238,27 @@ CREATE TABLE user_preferences (
     preferences TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, user_id)
+) WITHOUT ROWID;
+"#,
+    // The event bus: each tenant's events with their own sequence, and its head, which
+    // outlives the retention of the events themselves so a sequence number is never reused.
+    r#"
+CREATE TABLE bus_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    project_id TEXT,
+    task_id TEXT,
+    command_id TEXT,
+    data TEXT NOT NULL,
+    UNIQUE (tenant, seq)
+);
+CREATE INDEX bus_events_by_time ON bus_events (at);
+CREATE TABLE bus_heads (
+    tenant TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
     // Webhooks, the outbox of their deliveries, and the consumer's cursor over the event bus.

@@ -14,6 +14,8 @@
 
 use super::{StartTask, Supervisor, TaskError};
 use crate::contract::{EventBody, TaskState, plain_request};
+use crate::events::{EventBus, EventKind, NewEvent};
+use crate::projects::events::task_event;
 use crate::projects::{ProjectError, check, history_entry};
 use crate::store::{
     BoardRefusal, BoardTaskRecord, BoardTaskStatus, HistoryAction, HistoryRecord, QueueFigures,
@@ -76,6 +78,8 @@ struct Inner {
     wake: Notify,
     /// Tasks one tenant may have waiting.
     max_queued: u32,
+    /// Told of every change the queues make.
+    events: EventBus,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Option<String> {
@@ -117,12 +121,14 @@ impl BoardQueues {
         store: Arc<dyn Store>,
         supervisor: Supervisor,
         max_queued: u32,
+        events: EventBus,
     ) -> anyhow::Result<Self> {
         let inner = Arc::new(Inner {
             store,
             supervisor,
             wake: Notify::new(),
             max_queued,
+            events,
         });
         inner.recover().await?;
         let weak = Arc::downgrade(&inner);
@@ -463,9 +469,21 @@ impl Inner {
         after: &mut BoardTaskRecord,
         history: &[HistoryRecord],
     ) -> Result<bool, ProjectError> {
+        self.write_ended(after, history, None).await
+    }
+
+    /// [`write`](Self::write), telling the event bus of the change (with its run's exit
+    /// code, when it ended one).
+    async fn write_ended(
+        &self,
+        after: &mut BoardTaskRecord,
+        history: &[HistoryRecord],
+        exit_code: Option<i32>,
+    ) -> Result<bool, ProjectError> {
         match self.store.update_board_task(after, history).await? {
             Ok(()) => {
                 after.version += 1;
+                self.announce(after, exit_code).await;
                 Ok(true)
             }
             Err(BoardRefusal::Stale) => Ok(false),
@@ -508,9 +526,21 @@ impl Inner {
         Err(raced())
     }
 
+    async fn announce(&self, task: &BoardTaskRecord, exit_code: Option<i32>) {
+        if let Ok(tenant) = TenantId::new(&task.tenant) {
+            self.events
+                .announce(
+                    &tenant,
+                    task_event(EventKind::TaskUpdated, task, false, exit_code),
+                )
+                .await;
+        }
+    }
+
     /// What the previous process left: running tasks become interrupted, and are queued
-    /// again when they have retries left.
+    /// again when they have retries left; each tenant hears of it as a `system.alert`.
     async fn recover(&self) -> anyhow::Result<()> {
+        let mut interrupted: std::collections::BTreeMap<String, u32> = Default::default();
         let running = self
             .store
             .board_tasks_with_status(BoardTaskStatus::Running)
@@ -532,7 +562,25 @@ impl Inner {
             self.requeue_if_retries_left(&mut after, &mut history, now);
             if let Err(e) = self.store.update_board_task(&after, &history).await? {
                 tracing::warn!(task = %task.id, "recovering a board task: {e:?}");
+                continue;
             }
+            self.announce(&after, None).await;
+            *interrupted.entry(task.tenant.clone()).or_default() += 1;
+        }
+        for (tenant, n) in interrupted {
+            let Ok(tenant) = TenantId::new(&tenant) else {
+                continue;
+            };
+            let alert = serde_json::json!({
+                "level": "warning",
+                "title": "Tasks interrupted",
+                "message": format!(
+                    "gantry restarted while {n} task(s) ran; they were interrupted and queued again where retries were left"
+                ),
+            });
+            self.events
+                .announce(&tenant, NewEvent::new(EventKind::SystemAlert, alert))
+                .await;
         }
         Ok(())
     }
@@ -659,7 +707,7 @@ impl Inner {
                     TaskError::UnknownBackend(b) => format!("no backend named {b:?}"),
                     other => other.to_string(),
                 };
-                self.finish(after, BoardTaskStatus::Failed, Some(why), false)
+                self.finish(after, BoardTaskStatus::Failed, Some(why), false, None)
                     .await?;
             }
         }
@@ -673,6 +721,7 @@ impl Inner {
         status: BoardTaskStatus,
         note: Option<String>,
         retry: bool,
+        exit_code: Option<i32>,
     ) -> anyhow::Result<()> {
         for _ in 0..RETRIES {
             if task.status != BoardTaskStatus::Running {
@@ -698,7 +747,11 @@ impl Inner {
             if retry {
                 self.requeue_if_retries_left(&mut after, &mut history, now);
             }
-            if self.write(&mut after, &history).await.map_err(anyhow_of)? {
+            if self
+                .write_ended(&mut after, &history, exit_code)
+                .await
+                .map_err(anyhow_of)?
+            {
                 self.wake.notify_one();
                 return Ok(());
             }
@@ -752,6 +805,7 @@ async fn follow(inner: Weak<Inner>, tenant: TenantId, mut task: BoardTaskRecord,
         Ok(Some(fresh)) => fresh,
         _ => return,
     };
+    let exit_code = ended.as_ref().ok().and_then(|run| run.exit_code);
     let (status, note, retry) = match ended {
         Ok(run) => match run.state {
             TaskState::Done => (BoardTaskStatus::Completed, None, false),
@@ -767,7 +821,7 @@ async fn follow(inner: Weak<Inner>, tenant: TenantId, mut task: BoardTaskRecord,
         },
         Err(e) => (BoardTaskStatus::Failed, Some(e.to_string()), true),
     };
-    if let Err(e) = inner.finish(task, status, note, retry).await {
+    if let Err(e) = inner.finish(task, status, note, retry, exit_code).await {
         tracing::error!("ending a board task's run: {e:#}");
     }
 }

@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod target;
 
 use crate::config::WebhooksConfig;
+use crate::events::EventKind;
 use crate::store::{DeliveryRecord, StoreError, WebhookRecord, WebhookStore, now_ms};
 use crate::users::{Permission, Principal};
 use std::sync::Arc;
@@ -17,17 +18,27 @@ use tokio::sync::Notify;
 
 pub use outbox::{EventFeed, FeedEvent};
 
-/// The document's eight webhook events.
-pub const EVENTS: [&str; 8] = [
-    "task.created",
-    "task.updated",
-    "task.completed",
-    "task.failed",
-    "project.created",
-    "project.updated",
-    "system.maintenance",
-    "system.alert",
-];
+/// The bus as the outbox's consumer reads it.
+#[async_trait::async_trait]
+impl EventFeed for crate::events::EventBus {
+    async fn since(&self, after_id: i64, limit: usize) -> crate::store::StoreResult<Vec<FeedEvent>> {
+        let events = crate::events::EventBus::since(self, after_id, limit).await?;
+        Ok(events
+            .into_iter()
+            .map(|e| FeedEvent {
+                id: e.id,
+                tenant: e.tenant.to_string(),
+                kind: e.kind.as_str(),
+                at_ms: e.at_ms,
+                data: e.data,
+            })
+            .collect())
+    }
+
+    fn watch(&self) -> tokio::sync::watch::Receiver<i64> {
+        crate::events::EventBus::watch(self)
+    }
+}
 
 /// The most webhooks one tenant may hold.
 pub const MAX_WEBHOOKS_PER_TENANT: usize = 100;
@@ -334,17 +345,19 @@ fn check(who: &Principal, needed: Permission) -> Result<(), WebhookError> {
     }
 }
 
-/// The events, each one of [`EVENTS`], without repeats, at least one.
+/// The events, each one of the document's eight ([`EventKind::WEBHOOK`]), without repeats,
+/// at least one.
 fn events(given: Vec<String>) -> Result<Vec<String>, WebhookError> {
     if given.is_empty() {
         return Err(invalid("events", "must name at least one event"));
     }
     let mut out: Vec<String> = Vec::new();
     for e in given {
-        if !EVENTS.contains(&e.as_str()) {
+        if !EventKind::parse(&e).is_some_and(|k| EventKind::WEBHOOK.contains(&k)) {
+            let known: Vec<&str> = EventKind::WEBHOOK.iter().map(|k| k.as_str()).collect();
             return Err(invalid(
                 "events",
-                format!("unknown event {e:?}; the events are {}", EVENTS.join(", ")),
+                format!("unknown event {e:?}; the events are {}", known.join(", ")),
             ));
         }
         if !out.contains(&e) {

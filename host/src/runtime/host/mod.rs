@@ -24,6 +24,7 @@ use super::call::CallState;
 use super::capacity::Capacity;
 use super::registry::PluginContext;
 use crate::backends::Availability;
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::projects::Projects;
 use crate::sessions::Sessions;
@@ -110,6 +111,8 @@ pub struct Services {
     pub projects: Projects,
     /// The queues that run the projects' tasks.
     pub queues: BoardQueues,
+    /// Each tenant's events.
+    pub events: EventBus,
     /// The node's counters.
     pub metrics: Arc<Metrics>,
     /// Signed webhooks and their outbox.
@@ -529,11 +532,13 @@ mod tests {
         )
         .await
         .unwrap();
+        let events = EventBus::open(store.clone()).await.unwrap();
         Services {
-            projects: Projects::new(store.clone(), workspaces.clone()),
-            queues: BoardQueues::start(store.clone(), tasks.clone(), 100)
+            projects: Projects::new(store.clone(), workspaces.clone(), events.clone()),
+            queues: BoardQueues::start(store.clone(), tasks.clone(), 100, events.clone())
                 .await
                 .unwrap(),
+            events,
             workspaces,
             tasks,
             backends: Availability::new(vec![], dir).unwrap(),

@@ -7,34 +7,36 @@ use super::bindings::gantry::plugin::users::FieldIssue;
 use super::bindings::gantry::plugin::webhooks as wit;
 use crate::store::{DeliveryRecord, DeliveryStatus};
 use crate::users::Principal;
-use crate::webhooks::{EVENTS, NewWebhook, Webhook, WebhookChange, WebhookError};
+use crate::events::EventKind;
+use crate::webhooks::{NewWebhook, Webhook, WebhookChange, WebhookError};
 
-/// Each WIT event with its name, in the order of [`EVENTS`].
-const EVENT_KINDS: [wit::WebhookEvent; 8] = [
-    wit::WebhookEvent::TaskCreated,
-    wit::WebhookEvent::TaskUpdated,
-    wit::WebhookEvent::TaskCompleted,
-    wit::WebhookEvent::TaskFailed,
-    wit::WebhookEvent::ProjectCreated,
-    wit::WebhookEvent::ProjectUpdated,
-    wit::WebhookEvent::SystemMaintenance,
-    wit::WebhookEvent::SystemAlert,
+/// Each WIT event with the bus's kind.
+const EVENT_KINDS: [(wit::WebhookEvent, EventKind); 8] = [
+    (wit::WebhookEvent::TaskCreated, EventKind::TaskCreated),
+    (wit::WebhookEvent::TaskUpdated, EventKind::TaskUpdated),
+    (wit::WebhookEvent::TaskCompleted, EventKind::TaskCompleted),
+    (wit::WebhookEvent::TaskFailed, EventKind::TaskFailed),
+    (wit::WebhookEvent::ProjectCreated, EventKind::ProjectCreated),
+    (wit::WebhookEvent::ProjectUpdated, EventKind::ProjectUpdated),
+    (wit::WebhookEvent::SystemMaintenance, EventKind::SystemMaintenance),
+    (wit::WebhookEvent::SystemAlert, EventKind::SystemAlert),
 ];
 
 fn event_name(e: wit::WebhookEvent) -> String {
-    let i = EVENT_KINDS
+    let (_, kind) = EVENT_KINDS
         .iter()
-        .position(|k| *k == e)
+        .find(|(w, _)| *w == e)
         .expect("every WIT event is listed");
-    EVENTS[i].to_string()
+    kind.as_str().to_string()
 }
 
 /// A stored name as the WIT enum; none for a name this gantry does not know.
 fn event_kind(name: &str) -> Option<wit::WebhookEvent> {
-    EVENTS
+    let kind = EventKind::parse(name)?;
+    EVENT_KINDS
         .iter()
-        .position(|n| *n == name)
-        .map(|i| EVENT_KINDS[i])
+        .find(|(_, k)| *k == kind)
+        .map(|(w, _)| *w)
 }
 
 fn error(e: WebhookError) -> wit::WebhookError {
