@@ -351,7 +351,7 @@ mod tests {
         assert_eq!([ms(1, 0.0), ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)], [100, 200, 400, 800]);
         assert_eq!(ms(5, 0.0), 1000);
         assert_eq!(ms(60, 0.0), 1000);
-        assert_eq!(ms(3, 0.999_999), 200);
+        assert_eq!(ms(3, 1.0), 200);
         for _ in 0..100 {
             let d = ms(3, random_unit());
             assert!((200..=400).contains(&d), "{d}");

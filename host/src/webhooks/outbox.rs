@@ -40,10 +40,9 @@ pub trait EventFeed: Send + Sync + std::fmt::Debug {
 
 /// The body of one delivery, built once: `{"event","timestamp","data","webhook_id","delivery_id"}`.
 pub fn payload(event: &FeedEvent, webhook_id: &str, delivery_id: &str) -> Vec<u8> {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(event.at_ms.max(0) as u64);
     let body = json!({
         "event": event.kind,
-        "timestamp": crate::store::rfc3339_utc(at),
+        "timestamp": crate::projects::events::rfc3339(event.at_ms),
         "data": event.data,
         "webhook_id": webhook_id,
         "delivery_id": delivery_id,
