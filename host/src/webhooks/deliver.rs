@@ -66,7 +66,7 @@ struct InFlight {
 }
 
 /// The worker: started once per node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Worker {
     store: Arc<dyn WebhookStore>,
     config: Arc<WebhooksConfig>,

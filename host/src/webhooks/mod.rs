@@ -162,12 +162,20 @@ pub struct DeliveryPage {
 }
 
 /// The webhooks service: the caller-facing operations, and the outbox's consumer and worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhooks {
     store: Arc<dyn WebhookStore>,
     allowed: Arc<target::Allowed>,
     /// Wakes the worker: a new delivery or a redelivery.
     wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("allowed", &self.allowed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhooks {

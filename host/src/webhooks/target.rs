@@ -186,7 +186,7 @@ mod tests {
         let e = resolve("http://[fd00:ec2::254]/", &none).await.unwrap_err();
         assert!(e.contains("metadata"), "{e}");
 
-        let loopback = Allowed::new(&["127.0.0.1".into()]);
+        let loopback = Allowed::new(&["127.0.0.1".to_string()]);
         let t = resolve("http://127.0.0.1:9/hook", &loopback).await.unwrap();
         assert_eq!(t.addrs, vec!["127.0.0.1:9".parse().unwrap()]);
         assert!(resolve("http://10.0.0.1/", &loopback).await.is_err());
