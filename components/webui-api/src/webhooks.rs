@@ -130,7 +130,7 @@ pub fn create(request: Request) -> Answer {
 
 /// `GET /api/webhooks`.
 pub fn list() -> Answer {
-    let all = webhooks::list().map_err(error)?;
+    let all = webhooks::list_webhooks().map_err(error)?;
     let items: Vec<Value> = all.iter().map(webhook_json).collect();
     Ok((200, json!({ "items": items, "total": items.len() })))
 }

@@ -116,7 +116,7 @@ impl wit::Host for WebhooksView<'_> {
         })
     }
 
-    async fn list(&mut self) -> Result<Vec<wit::Webhook>, wit::WebhookError> {
+    async fn list_webhooks(&mut self) -> Result<Vec<wit::Webhook>, wit::WebhookError> {
         let who = self.who()?;
         let all = self.webhooks.list(who).await.map_err(error)?;
         Ok(all.into_iter().map(webhook).collect())
