@@ -49,7 +49,10 @@ struct Receiver {
 impl Receiver {
     async fn start(failures: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks/gantry?via=test", listener.local_addr().unwrap());
+        let url = format!(
+            "http://{}/hooks/gantry?via=test",
+            listener.local_addr().unwrap()
+        );
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let failures = Arc::new(AtomicUsize::new(failures));
         let (got2, failures2) = (got.clone(), failures.clone());
@@ -62,7 +65,9 @@ impl Receiver {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (got, failures) = (got.clone(), failures.clone());
-                        async move { Ok::<_, std::convert::Infallible>(receive(req, &got, &failures).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(receive(req, &got, &failures).await)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -85,7 +90,11 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "received {} of {n}: {got:?}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "received {} of {n}: {got:?}",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -131,12 +140,21 @@ async fn receive(
 
 async fn ok(g: &common::Gantry, method: &str, path: &str, key: &str, body: Value) -> Value {
     let (status, _, answer) = call(g, method, path, Some(key), body, &[]).await;
-    assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
     assert!(answer["error"].is_null(), "{answer}");
     answer["data"].clone()
 }
 
-async fn refused(g: &common::Gantry, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+async fn refused(
+    g: &common::Gantry,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (u16, Value) {
     let (status, _, answer) = call(g, method, path, Some(key), body, &[]).await;
     assert!(status >= 400, "{method} {path}: {status} {answer}");
     (status, answer)
@@ -152,11 +170,21 @@ async fn register(g: &common::Gantry, url: &str, events: &[&str]) -> Value {
 async fn deliveries_until(g: &common::Gantry, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let page = ok(g, "GET", &format!("/api/webhooks/{id}/deliveries"), ALICE, Value::Null).await;
+        let page = ok(
+            g,
+            "GET",
+            &format!("/api/webhooks/{id}/deliveries"),
+            ALICE,
+            Value::Null,
+        )
+        .await;
         if done(&page) {
             return page;
         }
-        assert!(Instant::now() < deadline, "deliveries never got there: {page}");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries never got there: {page}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -180,7 +208,10 @@ async fn webhooks_are_kept_per_tenant_and_bad_input_stores_nothing() {
         let (status, answer) = refused(&g, "POST", "/api/webhooks", ALICE, body).await;
         assert_eq!(status, 422, "{url}: {answer}");
         assert_envelope(&answer, "VALIDATION_ERROR");
-        assert_eq!(answer["error"]["details"]["field"], "url", "{url}: {answer}");
+        assert_eq!(
+            answer["error"]["details"]["field"], "url",
+            "{url}: {answer}"
+        );
     }
     let url = "http://127.0.0.1:9/hook";
     for (body, field) in [
@@ -189,14 +220,26 @@ async fn webhooks_are_kept_per_tenant_and_bad_input_stores_nothing() {
         (json!({ "url": url }), "events"),
         (json!({ "url": url, "events": "task.created" }), "events"),
         (json!({ "events": ["task.created"] }), "url"),
-        (json!({ "url": url, "events": ["task.created"], "secret": "short" }), "secret"),
-        (json!({ "url": url, "events": ["task.created"], "active": "yes" }), "active"),
-        (json!({ "url": url, "events": ["task.created"], "colour": "red" }), "colour"),
+        (
+            json!({ "url": url, "events": ["task.created"], "secret": "short" }),
+            "secret",
+        ),
+        (
+            json!({ "url": url, "events": ["task.created"], "active": "yes" }),
+            "active",
+        ),
+        (
+            json!({ "url": url, "events": ["task.created"], "colour": "red" }),
+            "colour",
+        ),
         (json!([1, 2]), "body"),
     ] {
         let (status, answer) = refused(&g, "POST", "/api/webhooks", ALICE, body.clone()).await;
         assert_eq!(status, 422, "{body}: {answer}");
-        assert_eq!(answer["error"]["details"]["field"], field, "{body}: {answer}");
+        assert_eq!(
+            answer["error"]["details"]["field"], field,
+            "{body}: {answer}"
+        );
     }
     let list = ok(&g, "GET", "/api/webhooks", ALICE, Value::Null).await;
     assert_eq!(list["total"], 0, "{list}");
@@ -208,7 +251,10 @@ async fn webhooks_are_kept_per_tenant_and_bad_input_stores_nothing() {
     let secret = made["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_") && secret.len() > 40, "{made}");
     assert_eq!(made["events"], json!(["task.created", "project.created"]));
-    assert_eq!((made["active"].clone(), made["has_secret"].clone()), (json!(true), json!(true)));
+    assert_eq!(
+        (made["active"].clone(), made["has_secret"].clone()),
+        (json!(true), json!(true))
+    );
     let path = format!("/api/webhooks/{id}");
     let got = ok(&g, "GET", &path, ALICE, Value::Null).await;
     assert!(got.get("secret").is_none(), "{got}");
@@ -220,10 +266,23 @@ async fn webhooks_are_kept_per_tenant_and_bad_input_stores_nothing() {
     // A bad change changes nothing; a good one changes what it names.
     let bad = json!({ "active": false, "url": "http://10.0.0.1/" });
     let (status, answer) = refused(&g, "PUT", &path, ALICE, bad).await;
-    assert_eq!((status, answer["error"]["details"]["field"].clone()), (422, json!("url")));
+    assert_eq!(
+        (status, answer["error"]["details"]["field"].clone()),
+        (422, json!("url"))
+    );
     assert_eq!(ok(&g, "GET", &path, ALICE, Value::Null).await, got);
-    let changed = ok(&g, "PUT", &path, ALICE, json!({ "active": false, "events": ["task.failed"] })).await;
-    assert_eq!((changed["active"].clone(), changed["events"].clone()), (json!(false), json!(["task.failed"])));
+    let changed = ok(
+        &g,
+        "PUT",
+        &path,
+        ALICE,
+        json!({ "active": false, "events": ["task.failed"] }),
+    )
+    .await;
+    assert_eq!(
+        (changed["active"].clone(), changed["events"].clone()),
+        (json!(false), json!(["task.failed"]))
+    );
     assert_eq!(changed["url"], got["url"]);
 
     // Bob sees none of it and can touch none of it: unknown ids, as if it were not there.
@@ -234,18 +293,39 @@ async fn webhooks_are_kept_per_tenant_and_bad_input_stores_nothing() {
         ("PUT", path.clone(), json!({ "active": true })),
         ("DELETE", path.clone(), Value::Null),
         ("GET", format!("{path}/deliveries"), Value::Null),
-        ("POST", format!("{path}/deliveries/x/redeliver"), Value::Null),
+        (
+            "POST",
+            format!("{path}/deliveries/x/redeliver"),
+            Value::Null,
+        ),
     ] {
         let (status, answer) = refused(&g, method, &p, BOB, body).await;
         assert_eq!(status, 404, "{method} {p}: {answer}");
         assert_envelope(&answer, "WEBHOOK_NOT_FOUND");
     }
-    assert_eq!(ok(&g, "GET", &path, ALICE, Value::Null).await["active"], false);
+    assert_eq!(
+        ok(&g, "GET", &path, ALICE, Value::Null).await["active"],
+        false
+    );
 
     // Paging bounds, an unknown delivery, a wrong method.
-    let (status, _) = refused(&g, "GET", &format!("{path}/deliveries?page_size=0"), ALICE, Value::Null).await;
+    let (status, _) = refused(
+        &g,
+        "GET",
+        &format!("{path}/deliveries?page_size=0"),
+        ALICE,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 422);
-    let (status, answer) = refused(&g, "POST", &format!("{path}/deliveries/nope/redeliver"), ALICE, Value::Null).await;
+    let (status, answer) = refused(
+        &g,
+        "POST",
+        &format!("{path}/deliveries/nope/redeliver"),
+        ALICE,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 404);
     assert_envelope(&answer, "DELIVERY_NOT_FOUND");
     let (status, _) = refused(&g, "PATCH", &path, ALICE, json!({})).await;
@@ -263,24 +343,52 @@ async fn a_receiver_that_fails_twice_gets_the_same_delivery_a_third_time() {
     let g = setup.start_configured(&config(5), &keys());
     let hook = register(&g, &receiver.url, &["project.created"]).await;
     let hook_id = hook["id"].as_str().unwrap();
-    let project = ok(&g, "POST", "/api/projects", ALICE, json!({ "name": "hooked" })).await;
+    let project = ok(
+        &g,
+        "POST",
+        "/api/projects",
+        ALICE,
+        json!({ "name": "hooked" }),
+    )
+    .await;
     // Bob's events are not alice's webhook's.
-    ok(&g, "POST", "/api/projects", BOB, json!({ "name": "not hooked" })).await;
+    ok(
+        &g,
+        "POST",
+        "/api/projects",
+        BOB,
+        json!({ "name": "not hooked" }),
+    )
+    .await;
 
     let got = receiver.until_got(3).await;
-    assert!(got.iter().all(|g| g.id == got[0].id && g.body == got[0].body), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|g| g.id == got[0].id && g.body == got[0].body),
+        "{got:?}"
+    );
     assert_eq!(got[0].event, "project.created");
     let payload: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(payload["event"], "project.created");
     assert_eq!(payload["webhook_id"], hook_id);
     assert_eq!(payload["delivery_id"], got[0].id.as_str());
-    assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'), "{payload}");
+    assert!(
+        payload["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{payload}"
+    );
     assert_eq!(payload["data"]["project_id"], project["id"], "{payload}");
 
     let page = deliveries_until(&g, hook_id, |p| p["items"][0]["status"] == "delivered").await;
     assert_eq!(page["total"], 1, "{page}");
     let d = &page["items"][0];
-    assert_eq!((d["id"].as_str(), d["attempts"].as_u64(), d["last_status"].as_u64()), (Some(got[0].id.as_str()), Some(3), Some(200)));
+    assert_eq!(
+        (
+            d["id"].as_str(),
+            d["attempts"].as_u64(),
+            d["last_status"].as_u64()
+        ),
+        (Some(got[0].id.as_str()), Some(3), Some(200))
+    );
     assert_eq!(d["payload"], payload);
 
     // Redelivered on request: the same id and bytes once more.
@@ -300,13 +408,24 @@ async fn deliveries_pending_when_gantry_is_killed_are_sent_after_a_restart() {
     let mut g = setup.start_configured(&config(1000), &keys());
     let hook = register(&g, &receiver.url, &["project.created"]).await;
     let hook_id = hook["id"].as_str().unwrap().to_string();
-    ok(&g, "POST", "/api/projects", ALICE, json!({ "name": "before the crash" })).await;
+    ok(
+        &g,
+        "POST",
+        "/api/projects",
+        ALICE,
+        json!({ "name": "before the crash" }),
+    )
+    .await;
     let first = receiver.until_got(1).await[0].clone();
-    let page = deliveries_until(&g, &hook_id, |p| p["items"][0]["attempts"].as_u64() >= Some(1)).await;
+    let page = deliveries_until(&g, &hook_id, |p| {
+        p["items"][0]["attempts"].as_u64() >= Some(1)
+    })
+    .await;
     assert_eq!(page["items"][0]["status"], "pending", "{page}");
 
     g.signal("KILL");
-    g.wait_exit(Duration::from_secs(10)).expect("gantry exits on SIGKILL");
+    g.wait_exit(Duration::from_secs(10))
+        .expect("gantry exits on SIGKILL");
     receiver.failures.store(0, Ordering::SeqCst);
     let seen = receiver.got().len();
 

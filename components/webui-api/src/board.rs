@@ -246,7 +246,13 @@ fn history_json(h: &HistoryEntry) -> Value {
 }
 
 /// A page, as the document's pagination answer, with links that keep the request's filters.
-pub(crate) fn page_json(request: &Request, items: Vec<Value>, total: u64, page: i64, page_size: i64) -> Value {
+pub(crate) fn page_json(
+    request: &Request,
+    items: Vec<Value>,
+    total: u64,
+    page: i64,
+    page_size: i64,
+) -> Value {
     let size = page_size as u64;
     let pages = total.div_ceil(size).max(1);
     let page_u = page as u64;

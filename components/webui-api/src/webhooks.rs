@@ -9,8 +9,7 @@ use crate::{Answer, ApiError, object, string, timestamp_ms};
 use gantry_guest::http::Request;
 use gantry_guest::users::FieldIssue;
 use gantry_guest::webhooks::{
-    self, Delivery, DeliveryStatus, NewWebhook, Webhook, WebhookChange, WebhookError,
-    WebhookEvent,
+    self, Delivery, DeliveryStatus, NewWebhook, Webhook, WebhookChange, WebhookError, WebhookEvent,
 };
 use serde_json::{Map, Value, json};
 
@@ -60,7 +59,10 @@ fn events(names: Vec<String>) -> Result<Vec<WebhookEvent>, ApiError> {
                     let known: Vec<&str> = EVENTS.iter().map(|(_, n)| *n).collect();
                     ApiError::invalid(
                         "events",
-                        format!("unknown event {name:?}; the events are {}", known.join(", ")),
+                        format!(
+                            "unknown event {name:?}; the events are {}",
+                            known.join(", ")
+                        ),
                     )
                 })
         })

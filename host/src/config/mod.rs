@@ -8,12 +8,12 @@ use std::time::Duration;
 
 mod sections;
 
+pub use sections::WebhooksConfig;
 pub use sections::{
     CgroupLimits, ConnectionLimits, EgressConfig, EventsConfig, HttpLimits, IsolationMode,
     SandboxConfig, StorageConfig, TaskLimits, TelemetryConfig, TenantStorage,
     TenantStorageOverride, UsersConfig, WebSocketConfig, WorkdirPolicy,
 };
-pub use sections::WebhooksConfig;
 
 /// The embedded default configuration (`host/default-config.toml`): every setting with its
 /// default; the README documents each.

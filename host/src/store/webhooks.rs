@@ -139,8 +139,11 @@ pub trait WebhookStore: Send + Sync {
     /// Store `deliveries` and move the cursor to `cursor`, in one transaction: a crash keeps
     /// both or neither. A cursor below the stored one is a conflict (another consumer went
     /// further), and nothing is written.
-    async fn enqueue_deliveries(&self, deliveries: &[DeliveryRecord], cursor: i64)
-    -> StoreResult<()>;
+    async fn enqueue_deliveries(
+        &self,
+        deliveries: &[DeliveryRecord],
+        cursor: i64,
+    ) -> StoreResult<()>;
     /// Up to `limit` pending deliveries due at `now`, at most `per_tenant` of any one tenant
     /// (so that one tenant's backlog cannot fill the batch), oldest due first, without the
     /// ids in `busy` (those in flight). Nothing is claimed: one worker per store sends them.

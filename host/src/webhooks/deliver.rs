@@ -148,7 +148,9 @@ impl Worker {
         }
         let busy: Vec<String> = self.in_flight().ids.iter().cloned().collect();
         Ok(Some(match self.store.next_due(&busy).await? {
-            Some(at) => Duration::from_millis((at - now_ms()).clamp(0, IDLE.as_millis() as i64) as u64),
+            Some(at) => {
+                Duration::from_millis((at - now_ms()).clamp(0, IDLE.as_millis() as i64) as u64)
+            }
             None => IDLE,
         }))
     }
@@ -194,7 +196,10 @@ impl Worker {
             },
             other => {
                 let (last_status, last_error) = match other {
-                    Ok(status) => (Some(status), Some(format!("the receiver answered {status}"))),
+                    Ok(status) => (
+                        Some(status),
+                        Some(format!("the receiver answered {status}")),
+                    ),
                     Err(e) => (None, Some(e.chars().take(MAX_ERROR_CHARS).collect())),
                 };
                 let failed = attempts >= self.config.max_attempts;
@@ -348,7 +353,10 @@ mod tests {
             ..WebhooksConfig::default()
         };
         let ms = |n, unit| backoff(&config, n, unit).as_millis();
-        assert_eq!([ms(1, 0.0), ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)], [100, 200, 400, 800]);
+        assert_eq!(
+            [ms(1, 0.0), ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)],
+            [100, 200, 400, 800]
+        );
         assert_eq!(ms(5, 0.0), 1000);
         assert_eq!(ms(60, 0.0), 1000);
         assert_eq!(ms(3, 1.0), 200);

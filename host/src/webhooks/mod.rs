@@ -21,7 +21,11 @@ pub use outbox::{EventFeed, FeedEvent};
 /// The bus as the outbox's consumer reads it.
 #[async_trait::async_trait]
 impl EventFeed for crate::events::EventBus {
-    async fn since(&self, after_id: i64, limit: usize) -> crate::store::StoreResult<Vec<FeedEvent>> {
+    async fn since(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> crate::store::StoreResult<Vec<FeedEvent>> {
         let events = crate::events::EventBus::since(self, after_id, limit).await?;
         Ok(events
             .into_iter()
@@ -329,7 +333,10 @@ impl Webhooks {
     ) -> Result<DeliveryPage, WebhookError> {
         check(who, Permission::Read)?;
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(invalid("page_size", format!("must be from 1 to {MAX_PAGE}")));
+            return Err(invalid(
+                "page_size",
+                format!("must be from 1 to {MAX_PAGE}"),
+            ));
         }
         self.record(who, id).await?;
         let (items, total) = self

@@ -52,7 +52,11 @@ pub fn payload(event: &FeedEvent, webhook_id: &str, delivery_id: &str) -> Vec<u8
 
 /// The deliveries a batch of events makes: one per event and active webhook of its tenant
 /// that asked for its kind and existed when it happened.
-pub fn deliveries_for(events: &[FeedEvent], webhooks: &[WebhookRecord], now: i64) -> Vec<DeliveryRecord> {
+pub fn deliveries_for(
+    events: &[FeedEvent],
+    webhooks: &[WebhookRecord],
+    now: i64,
+) -> Vec<DeliveryRecord> {
     let mut out = Vec::new();
     for event in events {
         for hook in webhooks.iter().filter(|w| {

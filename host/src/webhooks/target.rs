@@ -154,7 +154,13 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} was accepted");
         }
-        assert!(parse(&format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS))).is_err());
+        assert!(
+            parse(&format!(
+                "https://example.com/{}",
+                "a".repeat(MAX_URL_CHARS)
+            ))
+            .is_err()
+        );
         parse("https://example.com:8443/hook?x=1").unwrap();
     }
 

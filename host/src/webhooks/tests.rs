@@ -43,7 +43,11 @@ impl Feed {
 
 #[async_trait::async_trait]
 impl EventFeed for Feed {
-    async fn since(&self, after_id: i64, limit: usize) -> crate::store::StoreResult<Vec<FeedEvent>> {
+    async fn since(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> crate::store::StoreResult<Vec<FeedEvent>> {
         let events = self.events.lock().unwrap();
         Ok(events
             .iter()
@@ -170,17 +174,30 @@ async fn events_become_deliveries_once_for_matching_webhooks_of_their_tenant() {
     feed.publish("carol", "task.created", now + 3);
     // Before the webhook existed: not for it.
     feed.publish("alice", "task.created", a.webhook.created_at - 1);
-    assert_eq!(outbox::consume_once(feed.as_ref(), db.as_ref(), &wake).await.unwrap(), 4);
+    assert_eq!(
+        outbox::consume_once(feed.as_ref(), db.as_ref(), &wake)
+            .await
+            .unwrap(),
+        4
+    );
     assert_eq!(db.webhook_cursor().await.unwrap(), 4);
     // Nothing new: nothing doubled.
-    assert_eq!(outbox::consume_once(feed.as_ref(), db.as_ref(), &wake).await.unwrap(), 0);
+    assert_eq!(
+        outbox::consume_once(feed.as_ref(), db.as_ref(), &wake)
+            .await
+            .unwrap(),
+        0
+    );
     let page = service
         .deliveries(&principal("alice"), &a.webhook.id, 0, 100)
         .await
         .unwrap();
     assert_eq!(page.total, 1);
     let d = &page.items[0];
-    assert_eq!((d.event.as_str(), d.status), ("task.created", DeliveryStatus::Pending));
+    assert_eq!(
+        (d.event.as_str(), d.status),
+        ("task.created", DeliveryStatus::Pending)
+    );
     let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
     assert_eq!(body["event"], "task.created");
     assert_eq!(body["webhook_id"], a.webhook.id.as_str());
@@ -189,7 +206,9 @@ async fn events_become_deliveries_once_for_matching_webhooks_of_their_tenant() {
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
 
     // Another tenant sees none of it.
-    let other = service.deliveries(&principal("bob"), &a.webhook.id, 0, 10).await;
+    let other = service
+        .deliveries(&principal("bob"), &a.webhook.id, 0, 10)
+        .await;
     assert!(matches!(other, Err(WebhookError::NotFound)));
 }
 
@@ -235,12 +254,22 @@ async fn failed_attempts_are_retried_with_the_same_id_and_bytes_until_a_2xx() {
     assert_eq!(seen[0].1, "task.failed");
     let who = principal("alice");
     until("the delivery recorded", async || {
-        let page = service.deliveries(&who, &w.webhook.id, 0, 10).await.unwrap();
+        let page = service
+            .deliveries(&who, &w.webhook.id, 0, 10)
+            .await
+            .unwrap();
         page.items[0].status == DeliveryStatus::Delivered
     })
     .await;
-    let d = &service.deliveries(&who, &w.webhook.id, 0, 10).await.unwrap().items[0];
-    assert_eq!((d.id.as_str(), d.attempts, d.last_status), (seen[0].0.as_str(), 3, Some(200)));
+    let d = &service
+        .deliveries(&who, &w.webhook.id, 0, 10)
+        .await
+        .unwrap()
+        .items[0];
+    assert_eq!(
+        (d.id.as_str(), d.attempts, d.last_status),
+        (seen[0].0.as_str(), 3, Some(200))
+    );
     assert!(d.delivered_at.is_some() && d.next_attempt_at.is_none());
 }
 
@@ -257,26 +286,44 @@ async fn the_last_failed_attempt_marks_it_failed_and_redeliver_sends_it_again() 
     feed.publish("alice", "project.created", now_ms() + 1);
     let who = principal("alice");
     until("the delivery failed", async || {
-        let page = service.deliveries(&who, &w.webhook.id, 0, 10).await.unwrap();
-        page.items.first().is_some_and(|d| d.status == DeliveryStatus::Failed)
+        let page = service
+            .deliveries(&who, &w.webhook.id, 0, 10)
+            .await
+            .unwrap();
+        page.items
+            .first()
+            .is_some_and(|d| d.status == DeliveryStatus::Failed)
     })
     .await;
-    let failed = service.deliveries(&who, &w.webhook.id, 0, 10).await.unwrap().items[0].clone();
+    let failed = service
+        .deliveries(&who, &w.webhook.id, 0, 10)
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
     assert_eq!((failed.attempts, failed.last_status), (3, Some(500)));
     assert_eq!(seen.lock().unwrap().len(), 3);
 
     // Another tenant cannot redeliver it; an unknown delivery is not found.
     assert!(matches!(
-        service.redeliver(&principal("bob"), &w.webhook.id, &failed.id).await,
+        service
+            .redeliver(&principal("bob"), &w.webhook.id, &failed.id)
+            .await,
         Err(WebhookError::NotFound)
     ));
     assert!(matches!(
         service.redeliver(&who, &w.webhook.id, "nope").await,
         Err(WebhookError::DeliveryNotFound)
     ));
-    service.redeliver(&who, &w.webhook.id, &failed.id).await.unwrap();
+    service
+        .redeliver(&who, &w.webhook.id, &failed.id)
+        .await
+        .unwrap();
     until("the redelivery", async || {
-        let page = service.deliveries(&who, &w.webhook.id, 0, 10).await.unwrap();
+        let page = service
+            .deliveries(&who, &w.webhook.id, 0, 10)
+            .await
+            .unwrap();
         page.items[0].status == DeliveryStatus::Delivered
     })
     .await;
@@ -299,7 +346,9 @@ async fn one_tenants_backlog_does_not_fill_a_batch() {
     }
     feed.publish("bob", "task.created", at + 1);
     let wake = Notify::new();
-    outbox::consume_once(feed.as_ref(), db.as_ref(), &wake).await.unwrap();
+    outbox::consume_once(feed.as_ref(), db.as_ref(), &wake)
+        .await
+        .unwrap();
     let due = db.due_deliveries(now_ms() + 10, 4, 8, &[]).await.unwrap();
     let tenants: Vec<&str> = due.iter().map(|d| d.tenant.as_str()).collect();
     assert_eq!(tenants.iter().filter(|t| **t == "alice").count(), 4);
@@ -325,11 +374,20 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_stored() {
     };
     for (input, field) in [
         (new("http://10.0.0.1/", &["task.created"], None), "url"),
-        (new("http://169.254.169.254/", &["task.created"], None), "url"),
+        (
+            new("http://169.254.169.254/", &["task.created"], None),
+            "url",
+        ),
         (new("gopher://example.com/", &["task.created"], None), "url"),
-        (new("http://127.0.0.1:9/", &["task.exploded"], None), "events"),
+        (
+            new("http://127.0.0.1:9/", &["task.exploded"], None),
+            "events",
+        ),
         (new("http://127.0.0.1:9/", &[], None), "events"),
-        (new("http://127.0.0.1:9/", &["task.created"], Some("short")), "secret"),
+        (
+            new("http://127.0.0.1:9/", &["task.created"], Some("short")),
+            "secret",
+        ),
     ] {
         match service.create(&who, input).await {
             Err(WebhookError::Invalid { field: f, .. }) => assert_eq!(f, field),
@@ -343,13 +401,22 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_stored() {
     let mut reader = principal("alice");
     reader.permissions = vec![Permission::Read];
     assert!(matches!(
-        service.create(&reader, new("http://127.0.0.1:9/", &["task.created"], None)).await,
+        service
+            .create(&reader, new("http://127.0.0.1:9/", &["task.created"], None))
+            .await,
         Err(WebhookError::Forbidden(_))
     ));
 
     // A generated secret is returned once; a bad change leaves the webhook as it was.
     let made = service
-        .create(&who, new("http://127.0.0.1:9/x", &["task.created", "task.created"], None))
+        .create(
+            &who,
+            new(
+                "http://127.0.0.1:9/x",
+                &["task.created", "task.created"],
+                None,
+            ),
+        )
         .await
         .unwrap();
     assert!(made.secret.starts_with("whsec_") && made.secret.len() == 6 + 64);
@@ -360,8 +427,18 @@ async fn bad_input_is_refused_with_the_field_and_nothing_is_stored() {
         ..WebhookChange::default()
     };
     assert!(service.update(&who, &made.webhook.id, bad).await.is_err());
-    assert_eq!(service.get(&who, &made.webhook.id).await.unwrap(), made.webhook);
-    let stored = db.get_webhook("alice", &made.webhook.id).await.unwrap().unwrap();
+    assert_eq!(
+        service.get(&who, &made.webhook.id).await.unwrap(),
+        made.webhook
+    );
+    let stored = db
+        .get_webhook("alice", &made.webhook.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.secret, made.secret);
-    assert!(!format!("{stored:?}").contains(&made.secret), "Debug shows no secret");
+    assert!(
+        !format!("{stored:?}").contains(&made.secret),
+        "Debug shows no secret"
+    );
 }

@@ -5,9 +5,9 @@
 use super::WebhooksView;
 use super::bindings::gantry::plugin::users::FieldIssue;
 use super::bindings::gantry::plugin::webhooks as wit;
+use crate::events::EventKind;
 use crate::store::{DeliveryRecord, DeliveryStatus};
 use crate::users::Principal;
-use crate::events::EventKind;
 use crate::webhooks::{NewWebhook, Webhook, WebhookChange, WebhookError};
 
 /// Each WIT event with the bus's kind.
@@ -18,7 +18,10 @@ const EVENT_KINDS: [(wit::WebhookEvent, EventKind); 8] = [
     (wit::WebhookEvent::TaskFailed, EventKind::TaskFailed),
     (wit::WebhookEvent::ProjectCreated, EventKind::ProjectCreated),
     (wit::WebhookEvent::ProjectUpdated, EventKind::ProjectUpdated),
-    (wit::WebhookEvent::SystemMaintenance, EventKind::SystemMaintenance),
+    (
+        wit::WebhookEvent::SystemMaintenance,
+        EventKind::SystemMaintenance,
+    ),
     (wit::WebhookEvent::SystemAlert, EventKind::SystemAlert),
 ];
 
@@ -124,7 +127,11 @@ impl wit::Host for WebhooksView<'_> {
 
     async fn get(&mut self, id: String) -> Result<wit::Webhook, wit::WebhookError> {
         let who = self.who()?;
-        self.webhooks.get(who, &id).await.map(webhook).map_err(error)
+        self.webhooks
+            .get(who, &id)
+            .await
+            .map(webhook)
+            .map_err(error)
     }
 
     async fn update(

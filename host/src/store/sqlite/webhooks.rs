@@ -64,7 +64,9 @@ fn events_json(events: &[String]) -> String {
 impl WebhookStore for Sqlite {
     async fn insert_webhook(&self, w: &WebhookRecord) -> StoreResult<()> {
         self.execute(
-            &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
             params![
                 w.id,
                 w.tenant,
@@ -264,10 +266,11 @@ impl WebhookStore for Sqlite {
         limit: u32,
     ) -> StoreResult<(Vec<DeliveryRecord>, u64)> {
         let conn = self.conn();
-        let total: i64 = conn.prepare_cached(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant = ?1 AND webhook_id = ?2",
-        )?
-        .query_row(params![tenant, webhook_id], |r| r.get(0))?;
+        let total: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant = ?1 AND webhook_id = ?2",
+            )?
+            .query_row(params![tenant, webhook_id], |r| r.get(0))?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant = ?1 AND webhook_id = ?2
              ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"

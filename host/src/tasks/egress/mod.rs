@@ -25,11 +25,11 @@ mod test_support;
 mod usage;
 
 pub use model::ModelRoute;
+/// Also the webhooks' TLS: one client configuration (ring, webpki roots).
+pub(crate) use model::tls_connector;
 pub use policy::EgressPolicy;
 /// Also the webhooks' address check: one classifier of what is not on the public internet.
 pub use policy::is_public;
-/// Also the webhooks' TLS: one client configuration (ring, webpki roots).
-pub(crate) use model::tls_connector;
 pub use usage::ModelUsage;
 
 use bytes::Bytes;
