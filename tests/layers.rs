@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["http"],
     &["runtime"],
-    &["tasks", "commands"],
+    &["tasks", "commands", "webhooks"],
     &[
         "workspaces",
         "sessions",

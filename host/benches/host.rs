@@ -114,6 +114,7 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
         backends: gantry::backends::Availability::new(plugins.backends(), dir).unwrap(),
         adapters,
         sessions: gantry::sessions::Sessions::new(store.clone()),
+        webhooks: gantry::webhooks::Webhooks::new(store.clone(), &config.webhooks),
         users: gantry::users::Users::new(
             store,
             gantry::users::tokens::SigningKeys::ephemeral().unwrap(),

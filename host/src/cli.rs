@@ -352,6 +352,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         )
         .await?;
         let store_for_sessions = store.clone();
+        // Pending deliveries (a previous run's too) are sent from here on.
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), &config.webhooks);
+        webhooks.start(config.webhooks.clone(), Some(Arc::new(events.clone())));
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -388,6 +391,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 sessions,
                 users,
                 metrics,
+                webhooks,
             },
         ));
         tracing::info!(

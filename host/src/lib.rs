@@ -8,7 +8,8 @@
 //! - [`runtime`] — the component host: engine, plugin registry, per-call isolation, the host
 //!   side of the `gantry:plugin` interfaces;
 //! - [`tasks`] — the process supervisor and each task's event log; beside it [`commands`] —
-//!   the Web UI API's command lines, run in the tasks' sandbox;
+//!   the Web UI API's command lines, run in the tasks' sandbox — and [`webhooks`] — signed
+//!   webhooks, their outbox and delivery worker;
 //! - [`workspaces`], [`sessions`], [`users`], [`projects`], [`backends`] — per-tenant
 //!   directories (through cap-std), resumable conversations, users with passwords and access
 //!   tokens, the Web UI API's projects and their tasks, which backends can run here;
@@ -36,6 +37,7 @@ pub mod tasks;
 pub mod tenants;
 pub mod users;
 pub mod work_sessions;
+pub mod webhooks;
 pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.

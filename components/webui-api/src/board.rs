@@ -246,7 +246,13 @@ fn history_json(h: &HistoryEntry) -> Value {
 }
 
 /// A page, as the document's pagination answer, with links that keep the request's filters.
-fn page_json(request: &Request, items: Vec<Value>, total: u64, page: i64, page_size: i64) -> Value {
+pub(crate) fn page_json(
+    request: &Request,
+    items: Vec<Value>,
+    total: u64,
+    page: i64,
+    page_size: i64,
+) -> Value {
     let size = page_size as u64;
     let pages = total.div_ceil(size).max(1);
     let page_u = page as u64;
@@ -287,7 +293,7 @@ fn page_json(request: &Request, items: Vec<Value>, total: u64, page: i64, page_s
 }
 
 /// `page` and `page_size`, checked; and the row offset they make.
-fn paging(request: &Request) -> Result<(i64, i64, u32), ApiError> {
+pub(crate) fn paging(request: &Request) -> Result<(i64, i64, u32), ApiError> {
     let page = query_int(request, "page", 1, 1..=1_000_000)?;
     let page_size = query_int(request, "page_size", DEFAULT_PAGE_SIZE, 1..=MAX_PAGE_SIZE)?;
     let offset = u32::try_from((page - 1) * page_size)

@@ -16,6 +16,7 @@ mod queues;
 mod sessions;
 mod system;
 mod ws;
+mod webhooks;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, BodyError, Request};
@@ -143,6 +144,13 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
         ("DELETE", ["queues", "clear"]) => queues::clear(request),
         ("POST", ["queues", "priority"]) => queues::set_priority(request),
         (_, ["sessions", rest @ ..]) => sessions::route(request, method, rest),
+        ("POST", ["webhooks"]) => webhooks::create(request),
+        ("GET", ["webhooks"]) => webhooks::list(),
+        ("GET", ["webhooks", id]) => webhooks::get(id),
+        ("PUT", ["webhooks", id]) => webhooks::update(request, id),
+        ("DELETE", ["webhooks", id]) => webhooks::delete(id),
+        ("GET", ["webhooks", id, "deliveries"]) => webhooks::deliveries(&request, id),
+        ("POST", ["webhooks", id, "deliveries", d, "redeliver"]) => webhooks::redeliver(id, d),
         (
             _,
             ["auth", "login" | "refresh" | "logout"]
@@ -161,7 +169,11 @@ fn dispatch(request: Request, method: &str, path: &str) -> Answer {
             | [
                 "queues",
                 "status" | "metrics" | "pause" | "resume" | "clear" | "priority",
-            ],
+            ]
+            | ["webhooks"]
+            | ["webhooks", _]
+            | ["webhooks", _, "deliveries"]
+            | ["webhooks", _, "deliveries", _, "redeliver"],
         ) => not_allowed(),
         _ => Err(ApiError::new(
             404,

@@ -10,6 +10,7 @@ mod commands;
 mod sections;
 
 pub use commands::CommandsConfig;
+pub use sections::WebhooksConfig;
 
 pub use sections::{
     CgroupLimits, ConnectionLimits, EgressConfig, EventsConfig, HttpLimits, IsolationMode,
@@ -79,6 +80,9 @@ pub struct Config {
     /// `tenant:key` entries from `GANTRY_API_KEYS` (never from a file or flag).
     #[serde(skip)]
     pub api_keys_env: Option<Redacted>,
+    /// Signed webhooks: attempt timeout, retries, and which private hosts they may reach.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// Secret text: its `Debug` says nothing of it.
@@ -215,6 +219,7 @@ impl Config {
         self.users.validate().map_err(anyhow::Error::msg)?;
         self.commands.validate().map_err(anyhow::Error::msg)?;
         self.websocket.validate().map_err(anyhow::Error::msg)?;
+        self.webhooks.validate().map_err(anyhow::Error::msg)?;
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;
         }

@@ -537,3 +537,61 @@ impl WebSocketConfig {
         Ok(())
     }
 }
+
+/// `[webhooks]`: how signed webhooks are delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// One attempt's limit (connect, send and the receiver's answer), in ms.
+    pub timeout_ms: u64,
+    /// Attempts per delivery before it is marked failed.
+    pub max_attempts: u32,
+    /// The wait before the second attempt, in ms; it doubles for each later one.
+    pub backoff_base_ms: u64,
+    /// The longest wait between two attempts, in ms.
+    pub backoff_cap_ms: u64,
+    /// Deliveries in flight at once, over all tenants.
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once for one tenant, so that one slow receiver cannot hold
+    /// every slot.
+    pub max_in_flight_per_tenant: usize,
+    /// Hosts (names or IP addresses) a webhook may reach although they resolve to loopback,
+    /// private, link-local or other non-public addresses. Empty by default: only public
+    /// addresses are reached.
+    pub allowed_private_hosts: Vec<String>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_ms: 10_000,
+            max_attempts: 8,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 15 * 60 * 1000,
+            max_in_flight: 32,
+            max_in_flight_per_tenant: 4,
+            allowed_private_hosts: Vec::new(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.timeout_ms == 0 || self.max_attempts == 0 {
+            return Err("webhooks.timeout_ms and webhooks.max_attempts must be above 0".into());
+        }
+        if self.backoff_base_ms == 0 || self.backoff_cap_ms < self.backoff_base_ms {
+            return Err(
+                "webhooks.backoff_base_ms must be above 0 and at most webhooks.backoff_cap_ms"
+                    .into(),
+            );
+        }
+        if self.max_in_flight == 0 || self.max_in_flight_per_tenant == 0 {
+            return Err(
+                "webhooks.max_in_flight and webhooks.max_in_flight_per_tenant must be above 0"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

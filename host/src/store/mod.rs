@@ -9,6 +9,7 @@ mod projects;
 mod events;
 mod sqlite;
 mod work_sessions;
+mod webhooks;
 
 pub use commands::*;
 pub use events::*;
@@ -16,6 +17,7 @@ pub use projects::*;
 pub use work_sessions::*;
 
 pub use sqlite::Sqlite;
+pub use webhooks::*;
 
 use crate::contract::{EventBody, PromptRequest, TaskSummary};
 
@@ -444,6 +446,7 @@ pub trait Store:
     + NodeStore
     + CommandStore
     + WorkSessionStore
+    + WebhookStore
     + fmt::Debug
     + 'static
 {
@@ -460,6 +463,7 @@ impl<T> Store for T where
         + NodeStore
         + CommandStore
         + WorkSessionStore
+        + WebhookStore
         + fmt::Debug
         + 'static
 {

@@ -20,6 +20,8 @@ mod board;
 mod commands;
 mod events;
 mod work_sessions;
+"#,
+mod webhooks;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -325,6 +327,42 @@ CREATE TABLE work_session_history (
     data TEXT NOT NULL
 );
 CREATE INDEX work_session_history_by_session ON work_session_history (session_id, seq);
+    // Webhooks, the outbox of their deliveries, and the consumer's cursor over the event bus.
+    r#"
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX webhooks_by_tenant ON webhooks (tenant, created_at);
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    tenant TEXT NOT NULL,
+    event TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE TABLE webhook_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    last_event_id INTEGER NOT NULL
+);
 "#,
 ];
 /// How long a statement waits for a lock another process holds.

@@ -156,6 +156,13 @@ pub mod work_sessions {
     pub use crate::bindings::gantry::plugin::work_sessions::*;
 }
 
+/// The caller's tenant's signed webhooks and their deliveries (needs the
+/// `gantry:plugin/webhooks` grant on a `user_auth` route; the host checks the user's `read` and
+/// `write` permissions).
+pub mod webhooks {
+    pub use crate::bindings::gantry::plugin::webhooks::*;
+}
+
 /// What this gantry node runs (needs the `gantry:plugin/host-info` grant).
 pub mod host_info {
     pub use crate::bindings::gantry::plugin::host_info::*;

@@ -20,6 +20,7 @@ mod tasks;
 mod users;
 mod websocket;
 mod work_sessions;
+mod webhooks;
 mod workspaces;
 
 use super::call::CallState;
@@ -66,6 +67,7 @@ pub(crate) mod bindings {
             "gantry:plugin/websocket": async,
             "gantry:plugin/commands": async,
             "gantry:plugin/work-sessions": async,
+            "gantry:plugin/webhooks": async,
         },
         with: {
             "gantry:plugin/types": crate::contract::types,
@@ -142,6 +144,8 @@ pub struct Services {
     pub commands: crate::commands::Commands,
     /// The Web UI API's working sessions.
     pub work_sessions: WorkSessions,
+    /// Signed webhooks and their outbox.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Node-wide facts for `host-info` and the metrics' gauges.
@@ -392,6 +396,12 @@ pub(crate) struct WorkSessionsView<'a> {
     pub(crate) user: Option<&'a Principal>,
 }
 
+/// Webhooks, for the calling user (whose tenant and permissions the host applies).
+pub(crate) struct WebhooksView<'a> {
+    pub(crate) webhooks: &'a crate::webhooks::Webhooks,
+    pub(crate) user: Option<&'a Principal>,
+}
+
 /// The node's facts.
 pub(crate) struct NodeView<'a> {
     pub(crate) node: &'a NodeState,
@@ -441,6 +451,10 @@ impl HasData for HasCommands {
 struct HasWorkSessions;
 impl HasData for HasWorkSessions {
     type Data<'a> = WorkSessionsView<'a>;
+}
+struct HasWebhooks;
+impl HasData for HasWebhooks {
+    type Data<'a> = WebhooksView<'a>;
 }
 
 impl HandlerState {
@@ -519,6 +533,13 @@ impl HandlerState {
         }
     }
 
+    fn webhooks_view(&mut self) -> WebhooksView<'_> {
+        WebhooksView {
+            webhooks: &self.host.services.webhooks,
+            user: self.host.user.as_ref(),
+        }
+    }
+
     fn node_view(&mut self) -> NodeView<'_> {
         NodeView {
             node: &self.host.node,
@@ -548,6 +569,7 @@ pub(crate) fn add_to_handler_linker(linker: &mut Linker<HandlerState>) -> anyhow
     gp::websocket::add_to_linker::<_, HasWebSocket>(linker, |s| s.websocket_view())?;
     gp::commands::add_to_linker::<_, HasCommands>(linker, |s| s.commands_view())?;
     gp::work_sessions::add_to_linker::<_, HasWorkSessions>(linker, |s| s.work_sessions_view())?;
+    gp::webhooks::add_to_linker::<_, HasWebhooks>(linker, |s| s.webhooks_view())?;
     Ok(())
 }
 
@@ -652,6 +674,10 @@ mod tests {
             backends: Availability::new(vec![], dir).unwrap(),
             adapters,
             sessions: Sessions::new(store.clone()),
+            webhooks: crate::webhooks::Webhooks::new(
+                store.clone(),
+                &crate::config::WebhooksConfig::default(),
+            ),
             users: Users::new(
                 store,
                 crate::users::tokens::SigningKeys::ephemeral().unwrap(),

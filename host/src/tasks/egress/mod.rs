@@ -25,7 +25,11 @@ mod test_support;
 mod usage;
 
 pub use model::ModelRoute;
+/// Also the webhooks' TLS: one client configuration (ring, webpki roots).
+pub(crate) use model::tls_connector;
 pub use policy::EgressPolicy;
+/// Also the webhooks' address check: one classifier of what is not on the public internet.
+pub use policy::is_public;
 pub use usage::ModelUsage;
 
 use bytes::Bytes;
@@ -36,7 +40,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use model::Upstream;
-use policy::{is_public, normalize_host};
+use policy::normalize_host;
 use relay::{exchange, full, origin_form, relay, strip_hop_by_hop, text};
 use std::convert::Infallible;
 use std::future::Future;

@@ -174,7 +174,8 @@ async fn upstream_exchange(
     Ok(exchange(tls, req).await?)
 }
 
-fn tls_connector() -> &'static TlsConnector {
+/// The TLS client for HTTPS upstreams: ring, the webpki roots, HTTP/1.1.
+pub(crate) fn tls_connector() -> &'static TlsConnector {
     static TLS: OnceLock<TlsConnector> = OnceLock::new();
     TLS.get_or_init(|| {
         // Named explicitly: the process-wide default provider is ambiguous when several are built.

@@ -139,7 +139,7 @@ pub(super) fn normalize_host(host: &str) -> String {
 
 /// Whether `ip` is on the public internet: a wildcard pattern must not lead into the host's
 /// own or its LAN's services.
-pub(super) fn is_public(ip: IpAddr) -> bool {
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
