@@ -82,24 +82,26 @@ async fn services(config: &Config, plugins: &Arc<Plugins>) -> Services {
     .unwrap()
     .with_metrics(metrics.clone());
     let events = gantry::events::EventBus::open(store.clone()).await.unwrap();
+    let projects =
+        gantry::projects::Projects::new(store.clone(), workspaces.clone(), events.clone());
     let commands = gantry::commands::Commands::new(
         store.clone(),
         tasks.clone(),
-        gantry::projects::Projects::new(store.clone(), workspaces.clone(), events.clone()),
+        projects.clone(),
         workspaces.clone(),
         config.commands.clone(),
         events.clone(),
     )
     .await
     .unwrap();
-    let events = gantry::events::EventBus::open(store.clone()).await.unwrap();
     Services {
         commands,
-        projects: gantry::projects::Projects::new(
+        work_sessions: gantry::work_sessions::WorkSessions::new(
             store.clone(),
-            workspaces.clone(),
-            events.clone(),
+            projects.clone(),
+            Duration::from_secs(config.users.session_ttl_secs),
         ),
+        projects,
         queues: gantry::tasks::queue::BoardQueues::start(
             store.clone(),
             tasks.clone(),

@@ -25,9 +25,8 @@ const CHANGES: usize = 200;
 const PASSWORD: &str = "a bench password";
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-type Client = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(addr: SocketAddr) -> Sender {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -55,14 +54,22 @@ async fn request(
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     let response = sender
         .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
         .await
         .unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(status.is_success(), "{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
+    assert!(
+        status.is_success(),
+        "{method} {path}: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
@@ -96,9 +103,11 @@ async fn subscriber(addr: SocketAddr, token: &str, project: &str) -> Client {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/bench"))
         .await
         .unwrap();
-    ws.send(Message::text(json!({"type": "authenticate", "token": token}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "authenticate", "token": token}).to_string(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_text(&mut ws).await["type"], "authenticated");
     ws.send(Message::text(
         json!({"type": "subscribe", "channel": "project_updates", "project_id": project})

@@ -36,8 +36,8 @@ pub mod store;
 pub mod tasks;
 pub mod tenants;
 pub mod users;
-pub mod work_sessions;
 pub mod webhooks;
+pub mod work_sessions;
 pub mod workspaces;
 
 /// gantry's version, as reported by `/health` and `--version`.

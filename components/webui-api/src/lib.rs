@@ -15,8 +15,8 @@ mod input;
 mod queues;
 mod sessions;
 mod system;
-mod ws;
 mod webhooks;
+mod ws;
 
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::http::{self, BodyError, Request};

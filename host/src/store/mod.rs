@@ -8,8 +8,8 @@ mod commands;
 mod projects;
 mod events;
 mod sqlite;
-mod work_sessions;
 mod webhooks;
+mod work_sessions;
 
 pub use commands::*;
 pub use events::*;

@@ -19,9 +19,8 @@ use std::time::Duration;
 mod board;
 mod commands;
 mod events;
-mod work_sessions;
-"#,
 mod webhooks;
+mod work_sessions;
 
 /// Schema migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -327,6 +326,7 @@ CREATE TABLE work_session_history (
     data TEXT NOT NULL
 );
 CREATE INDEX work_session_history_by_session ON work_session_history (session_id, seq);
+"#,
     // Webhooks, the outbox of their deliveries, and the consumer's cursor over the event bus.
     r#"
 CREATE TABLE webhooks (
@@ -365,6 +365,7 @@ CREATE TABLE webhook_cursor (
 );
 "#,
 ];
+
 /// How long a statement waits for a lock another process holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The same, for the health probe.

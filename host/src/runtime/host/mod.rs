@@ -18,9 +18,9 @@ mod responses;
 mod sessions;
 mod tasks;
 mod users;
+mod webhooks;
 mod websocket;
 mod work_sessions;
-mod webhooks;
 mod workspaces;
 
 use super::call::CallState;
