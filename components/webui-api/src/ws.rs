@@ -33,6 +33,8 @@ struct Conn {
     /// The projects (`true`) and tasks (`false`) subscribed to, to tell a queue subscriber's
     /// task events from those it follows.
     followed: Vec<(bool, String)>,
+    /// The `resume_from` of `authenticate`, followed from once the first subscription is in.
+    pending_resume: Option<u64>,
 }
 
 thread_local! {
@@ -181,27 +183,18 @@ fn authenticate(body: &Map<String, Value>) {
     };
     // Commands the user runs with `stream_output` come here as `command_output`.
     let _ = websocket::subscribe(&Topic::MyCommands);
-    let followed = match websocket::follow(resume_from) {
-        Ok(from) => from,
-        Err(SocketError::Gap(oldest)) => {
-            // Never a silent gap: the client is told, and follows from now.
-            send_error(
-                "RESUME_GAP",
-                "events after resume_from are no longer kept; reload the state you show",
-                json!({ "oldest_event_id": oldest }),
-            );
-            match websocket::follow(None) {
-                Ok(from) => from,
-                Err(_) => return,
-            }
-        }
-        Err(e) => {
-            send_error("WEBSOCKET_CONNECTION_FAILED", &format!("{e:?}"), json!({}));
-            return;
-        }
+    // A client resuming names its subscriptions again after this; what it missed is replayed
+    // from its first subscription on, so none of it passes before the topics are known.
+    let followed = match resume_from {
+        Some(from) => from,
+        None => match start_following(None) {
+            Some(from) => from,
+            None => return,
+        },
     };
     let session_id = with(|c| {
         c.user = Some(user.clone());
+        c.pending_resume = resume_from;
         c.session_id.clone()
     });
     send(
@@ -213,6 +206,26 @@ fn authenticate(body: &Map<String, Value>) {
             "event_id": followed,
         }),
     );
+}
+
+/// Follow the tenant's events after `from` (or from now); a resume from what is no longer
+/// kept is said, never a silent gap, and follows from now.
+fn start_following(from: Option<u64>) -> Option<u64> {
+    match websocket::follow(from) {
+        Ok(from) => Some(from),
+        Err(SocketError::Gap(oldest)) => {
+            send_error(
+                "RESUME_GAP",
+                "events after resume_from are no longer kept; reload the state you show",
+                json!({ "oldest_event_id": oldest }),
+            );
+            websocket::follow(None).ok()
+        }
+        Err(e) => {
+            send_error("WEBSOCKET_CONNECTION_FAILED", &format!("{e:?}"), json!({}));
+            None
+        }
+    }
 }
 
 fn subscribe(body: &Map<String, Value>, on: bool) {
@@ -294,6 +307,9 @@ fn subscribe(body: &Map<String, Value>, on: bool) {
         }
     }
     send(if on { "subscribed" } else { "unsubscribed" }, data);
+    if on && let Some(from) = with(|c| c.pending_resume.take()) {
+        start_following(Some(from));
+    }
     if on && channel == "queue_status" {
         queue_status();
     }
