@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(g: &Gantry) -> Client {
-    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws/s-1", g.addr))
+async fn connect(g: &Gantry, session: &str) -> Client {
+    let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws/{session}", g.addr))
         .await
         .expect("connecting");
     assert_eq!(response.status(), 101);
@@ -70,12 +70,39 @@ async fn close_code(ws: &mut Client, limit: Duration) -> u16 {
     }
 }
 
-async fn signed_in(g: &Gantry, token: &str) -> Client {
-    let mut ws = connect(g).await;
+async fn signed_in(g: &Gantry, session: &str, token: &str) -> Client {
+    let mut ws = connect(g, session).await;
     send(&mut ws, json!({"type": "authenticate", "token": token})).await;
     let m = next(&mut ws).await;
     assert_eq!(m["type"], "authenticated", "{m}");
     ws
+}
+
+/// A project of `token`'s user (its tasks run the stand-in agent) and a working session on it.
+async fn project_and_session(g: &Gantry, token: &str) -> (String, String) {
+    let (status, _, body) = call(
+        g,
+        "POST",
+        "/api/projects/",
+        Some(token),
+        json!({"name": "live", "settings": {"backend": "board"}}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let project = body["data"]["id"].as_str().unwrap().to_string();
+    let (status, _, body) = call(
+        g,
+        "POST",
+        "/api/sessions/",
+        Some(token),
+        json!({"project_id": project}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["data"]["session_id"].as_str().unwrap().to_string();
+    (project, session)
 }
 
 fn users(setup: &Setup) {
@@ -90,17 +117,8 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
     let g = serve(&setup);
     let ada = token(&g, "ada").await;
     let bert = token(&g, "bert").await;
-    let (status, _, body) = call(
-        &g,
-        "POST",
-        "/api/projects/",
-        Some(&ada),
-        json!({"name": "live", "settings": {"backend": "board"}}),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let project = body["data"]["id"].as_str().unwrap().to_string();
+    let (project, session) = project_and_session(&g, &ada).await;
+    let (_, bobs_session) = project_and_session(&g, &bert).await;
     let (status, _, body) = call(
         &g,
         "POST",
@@ -113,7 +131,7 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
     assert_eq!(status, 201, "{body}");
     let task = body["data"]["id"].as_str().unwrap().to_string();
 
-    let mut bob = signed_in(&g, &bert).await;
+    let mut bob = signed_in(&g, &bobs_session, &bert).await;
     send(
         &mut bob,
         json!({"type": "subscribe", "channel": "queue_status"}),
@@ -132,7 +150,7 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
     let (refused, _) = until(&mut bob, "error").await;
     assert_eq!(refused["data"]["code"], "PROJECT_NOT_FOUND", "{refused}");
 
-    let mut ws = signed_in(&g, &ada).await;
+    let mut ws = signed_in(&g, &session, &ada).await;
     send(
         &mut ws,
         json!({"type": "ping", "timestamp": 1690725600000u64}),
@@ -189,7 +207,7 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
         "POST",
         "/api/commands/execute",
         Some(&ada),
-        json!({"command": "echo one; echo two >&2; echo three", "project_id": project, "stream_output": true}),
+        json!({"command": "echo one; echo two >&2; echo three", "project_id": project, "session_id": session, "stream_output": true}),
         &[],
     )
     .await;
@@ -235,7 +253,7 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
     // Coming back with the last event seen replays what followed it.
     let first = ids[0];
     drop(ws);
-    let mut back = connect(&g).await;
+    let mut back = connect(&g, &session).await;
     send(
         &mut back,
         json!({"type": "authenticate", "token": ada, "resume_from": first}),
@@ -278,6 +296,37 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
         json!({"high": 0, "normal": 0, "low": 0}),
         "{perf}"
     );
+    // The session kept the task executed over the connection and the command run in it.
+    let (status, _, body) = call(
+        &g,
+        "GET",
+        &format!("/api/sessions/{session}/history"),
+        Some(&ada),
+        Value::Null,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let kinds: Vec<&str> = body["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"task_executed"), "{body}");
+    assert!(kinds.contains(&"command_run"), "{body}");
+    // A command naming a session that is not the user's runs nothing.
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/commands/execute",
+        Some(&ada),
+        json!({"command": "echo never", "project_id": project, "session_id": bobs_session}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["field"], "session_id", "{body}");
 }
 
 #[tokio::test]
@@ -286,8 +335,9 @@ async fn connections_must_authenticate_in_time_and_never_in_the_url() {
     users(&setup);
     let g = serve(&setup);
     let ada = token(&g, "ada").await;
+    let (_, session) = project_and_session(&g, &ada).await;
     // A token in the URL is refused before anything opens.
-    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/s-1?token={ada}", g.addr))
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/{session}?token={ada}", g.addr))
         .await
         .unwrap_err();
     match err {
@@ -296,18 +346,23 @@ async fn connections_must_authenticate_in_time_and_never_in_the_url() {
     }
     assert!(!g.stderr().contains(&ada));
     // Any other first message closes the connection with 4401.
-    let mut ws = connect(&g).await;
+    let mut ws = connect(&g, &session).await;
     send(&mut ws, json!({"type": "ping"})).await;
     let m = next(&mut ws).await;
     assert_eq!(m["data"]["code"], "AUTH_TOKEN_MISSING", "{m}");
     assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4401);
     // A bad token too.
-    let mut ws = connect(&g).await;
+    let mut ws = connect(&g, &session).await;
     send(&mut ws, json!({"type": "authenticate", "token": "a.b.c"})).await;
     assert_eq!(next(&mut ws).await["data"]["code"], "AUTH_TOKEN_INVALID");
     assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4401);
+    // A session that is not the user's closes with 4404.
+    let mut ws = connect(&g, "not-a-session").await;
+    send(&mut ws, json!({"type": "authenticate", "token": ada})).await;
+    assert_eq!(next(&mut ws).await["data"]["code"], "SESSION_NOT_FOUND");
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4404);
     // Saying nothing for the default 10 s does too.
-    let mut ws = connect(&g).await;
+    let mut ws = connect(&g, &session).await;
     let started = std::time::Instant::now();
     assert_eq!(close_code(&mut ws, Duration::from_secs(15)).await, 4401);
     assert!(
@@ -323,18 +378,19 @@ async fn the_fifty_first_connection_of_a_user_is_closed() {
     users(&setup);
     let g = serve(&setup);
     let ada = token(&g, "ada").await;
+    let (_, session) = project_and_session(&g, &ada).await;
     let mut open = Vec::new();
     for _ in 0..50 {
-        open.push(signed_in(&g, &ada).await);
+        open.push(signed_in(&g, &session, &ada).await);
     }
-    let mut extra = connect(&g).await;
+    let mut extra = connect(&g, &session).await;
     send(&mut extra, json!({"type": "authenticate", "token": ada})).await;
     let m = next(&mut extra).await;
     assert_eq!(m["data"]["code"], "WEBSOCKET_CONNECTION_FAILED", "{m}");
     assert_eq!(m["data"]["limit"], 50, "{m}");
     assert_eq!(close_code(&mut extra, Duration::from_secs(5)).await, 1008);
     // The tenant's API key is another caller, with its own 50.
-    let _key = signed_in(&g, ALICE).await;
+    let _key = signed_in(&g, &session, ALICE).await;
     // The fifty stay served.
     let last = open.last_mut().unwrap();
     send(last, json!({"type": "ping", "timestamp": 1})).await;

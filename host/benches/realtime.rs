@@ -99,8 +99,8 @@ async fn next_text(ws: &mut Client) -> Value {
     }
 }
 
-async fn subscriber(addr: SocketAddr, token: &str, project: &str) -> Client {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/bench"))
+async fn subscriber(addr: SocketAddr, session: &str, token: &str, project: &str) -> Client {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/{session}"))
         .await
         .unwrap();
     ws.send(Message::text(
@@ -198,6 +198,15 @@ fn main() {
         let token = login["data"]["access_token"].as_str().unwrap().to_string();
         let project = request(&mut sender, "POST", "/api/projects/", Some(&token), json!({"name": "bench"})).await;
         let project = project["data"]["id"].as_str().unwrap().to_string();
+        let session = request(
+            &mut sender,
+            "POST",
+            "/api/sessions/",
+            Some(&token),
+            json!({"project_id": project}),
+        )
+        .await;
+        let session = session["data"]["session_id"].as_str().unwrap().to_string();
         let task = request(
             &mut sender,
             "POST",
@@ -224,7 +233,7 @@ fn main() {
         let before = settled_rss(pid).await;
         let mut sockets = Vec::with_capacity(IDLE);
         for _ in 0..IDLE {
-            sockets.push(subscriber(addr, &token, &project).await);
+            sockets.push(subscriber(addr, &session, &token, &project).await);
         }
         let with_ws = settled_rss(pid).await;
         let per_ws = (with_ws.saturating_sub(before)) as f64 / IDLE as f64;

@@ -376,6 +376,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             projects.clone(),
             Duration::from_secs(config.users.session_ttl_secs),
         );
+        commands.keep_history_in(work_sessions.clone());
         let runtime = Arc::new(Runtime::new(
             plugins,
             crate::runtime::Services {

@@ -16,6 +16,7 @@ use crate::{ApiError, now_ms, queues, timestamp_ms};
 use gantry_guest::host_info;
 use gantry_guest::identity::UserInfo;
 use gantry_guest::websocket::{self, Connection, Event, EventKind, Message, SocketError, Topic};
+use gantry_guest::work_sessions::{self, WorkSessionStatus};
 use serde_json::{Map, Value, json};
 use std::cell::RefCell;
 
@@ -181,6 +182,32 @@ fn authenticate(body: &Map<String, Value>) {
             return;
         }
     };
+    // The connection belongs to one of the user's working sessions (`/api/sessions`): an
+    // unknown or another user's session is refused like a bad token's connection would be.
+    let session_id = with(|c| c.session_id.clone());
+    match work_sessions::get(&session_id) {
+        Ok(s) if s.status == WorkSessionStatus::Active => {}
+        Ok(_) => {
+            send_error(
+                "SESSION_EXPIRED",
+                "the session expired; start a new one with POST /api/sessions/",
+                json!({ "session_id": session_id }),
+            );
+            websocket::close(4404, "session expired");
+            return;
+        }
+        Err(e) => {
+            let e = crate::sessions::error(e);
+            let code = if e.status == 404 {
+                "SESSION_NOT_FOUND"
+            } else {
+                e.code
+            };
+            send_error(code, &e.message, json!({ "session_id": session_id }));
+            websocket::close(4404, "no such session");
+            return;
+        }
+    }
     // Commands the user runs with `stream_output` come here as `command_output`.
     let _ = websocket::subscribe(&Topic::MyCommands);
     // A client resuming names its subscriptions again after this; what it missed is replayed
@@ -335,7 +362,15 @@ fn execute(body: &Map<String, Value>) {
         },
     };
     match queues::execute_task(task_id, queue, None, 0) {
-        Ok(queued) => send("task_update", queues::queued_json(&queued)),
+        Ok(queued) => {
+            // The connection's session keeps the execution in its history.
+            let session_id = with(|c| c.session_id.clone());
+            let mut data = queues::queued_json(&queued);
+            if let Err(e) = work_sessions::record_task_executed(&session_id, task_id) {
+                data["session_error"] = json!(crate::sessions::error(e).message);
+            }
+            send("task_update", data);
+        }
         Err(e) => {
             let mut e = e;
             if let Value::Object(d) = &mut e.details {

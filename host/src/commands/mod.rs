@@ -152,6 +152,8 @@ struct Inner {
     events: EventBus,
     /// The commands running on this node, by id.
     live: Mutex<HashMap<String, Live>>,
+    /// Working sessions, which keep the commands run in them in their history.
+    sessions: std::sync::OnceLock<crate::work_sessions::WorkSessions>,
 }
 
 #[derive(Debug)]
@@ -192,8 +194,15 @@ impl Commands {
                 config,
                 events,
                 live: Mutex::new(HashMap::new()),
+                sessions: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Record the commands run with a `session_id` in that working session's history (and
+    /// refuse, running nothing, a session that is not the caller's active one).
+    pub fn keep_history_in(&self, sessions: crate::work_sessions::WorkSessions) {
+        let _ = self.inner.sessions.set(sessions);
     }
 
     /// Run a command line for the caller: checked, stored as running, and started in the
@@ -280,6 +289,17 @@ impl Commands {
             .workspaces
             .subdir(&who.tenant, &workspace_id, &working_directory)
             .await?;
+        if let (Some(session), Some(sessions)) = (&request.session_id, inner.sessions.get()) {
+            sessions
+                .record_command_run(who, session, &id, &record.command)
+                .await
+                .map_err(|e| {
+                    invalid(
+                        "session_id",
+                        format!("{e}: name one of your active sessions (/api/sessions)"),
+                    )
+                })?;
+        }
         let launch = CommandLaunch {
             id: id.clone(),
             workspace_id,
