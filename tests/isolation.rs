@@ -134,6 +134,19 @@ fn sleeps(marker: &str) -> Vec<u32> {
     processes(|c| c.starts_with("sleep ") && c[6..].starts_with(marker))
 }
 
+/// Wait up to 10 s for `count` sleeps marked `marker`: the script says "started" as soon as it
+/// has forked its children, and a child may not have exec'd `sleep` yet.
+fn sleeps_running(marker: &str, count: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = sleeps(marker);
+        if running.len() >= count || Instant::now() > deadline {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Wait up to `limit` for no process (the task's shell, its launcher, its children) to
 /// mention `marker`.
 fn none_left(marker: &str, limit: Duration) -> Vec<u32> {
@@ -290,7 +303,7 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
     // Cancel.
     let (task, _) = start(&alice, &escaping_script("7101"), 600_000).await;
     wait_started(&alice, &task).await;
-    assert_eq!(sleeps("7101").len(), 4, "the children are running");
+    assert_eq!(sleeps_running("7101", 4).len(), 4, "the children are running");
     let asked = Instant::now();
     alice
         .call("POST", &format!("/v1/tasks/{task}/cancel"), Value::Null)
@@ -329,7 +342,7 @@ async fn escaped_children_die_with_gantry() {
         let alice = node.client(ALICE);
         let (task, _) = start(&alice, &escaping_script(marker), 600_000).await;
         wait_started(&alice, &task).await;
-        assert_eq!(sleeps(marker).len(), 4);
+        assert_eq!(sleeps_running(marker, 4).len(), 4);
         node.g.signal(how);
         node.g
             .wait_exit(Duration::from_secs(40))
