@@ -4,7 +4,9 @@
 //!   baseline measured in the same run: memory per idle HTTP keep-alive connection;
 //! - fan-out: one project's task changes reaching 100 subscribed connections, latency from the
 //!   change's request to each subscriber's message, p50 and p99, beside the change request's
-//!   own latency.
+//!   own latency;
+//! - webhooks: deliveries/s of `task.created` to a receiver on loopback, beside the rate at
+//!   which the tasks themselves were created (the baseline: what produces the events).
 //!
 //! Run with `cargo bench --bench realtime`. Loops are bounded in count; nothing is asserted.
 
@@ -22,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 const IDLE: usize = 1000;
 const SUBSCRIBERS: usize = 100;
 const CHANGES: usize = 200;
+const DELIVERIES: usize = 300;
 const PASSWORD: &str = "a bench password";
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -141,7 +144,7 @@ fn main() {
     let config = dir.path().join("gantry.toml");
     std::fs::write(
         &config,
-        "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 4096\n[websocket]\nmax_connections = 2048\nmax_connections_per_user = 2048\n",
+        "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 4096\n[websocket]\nmax_connections = 2048\nmax_connections_per_user = 2048\n[webhooks]\nallowed_private_hosts = [\"127.0.0.1\"]\n",
     )
     .unwrap();
     let mut add = Command::new(env!("CARGO_BIN_EXE_gantry"))
@@ -288,6 +291,64 @@ fn main() {
             ms(p99),
             ms(f50),
             ms(f99)
+        );
+
+        // Webhooks: a receiver on loopback that answers 200 and counts.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (arrived, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let arrived = arrived.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let arrived = arrived.clone();
+                            async move {
+                                let _ = req.into_body().collect().await;
+                                let _ = arrived.send(Instant::now());
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    Full::new(Bytes::new()),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        request(
+            &mut sender,
+            "POST",
+            "/api/webhooks",
+            Some(&token),
+            json!({"url": url, "events": ["task.created"]}),
+        )
+        .await;
+        let start = Instant::now();
+        for i in 0..DELIVERIES {
+            request(
+                &mut sender,
+                "POST",
+                "/api/tasks/",
+                Some(&token),
+                json!({"title": format!("delivered {i}"), "project_id": project}),
+            )
+            .await;
+        }
+        let created = start.elapsed();
+        let mut last = start;
+        for _ in 0..DELIVERIES {
+            last = deliveries.recv().await.unwrap();
+        }
+        let delivered = last - start;
+        println!(
+            "webhook deliveries ({DELIVERIES})              tasks created (baseline) {:>7.0}/s   deliveries {:>7.0}/s   ratio {:.2}x",
+            DELIVERIES as f64 / created.as_secs_f64(),
+            DELIVERIES as f64 / delivered.as_secs_f64(),
+            created.as_secs_f64() / delivered.as_secs_f64()
         );
     });
     let _ = child.kill();
