@@ -303,7 +303,11 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
     // Cancel.
     let (task, _) = start(&alice, &escaping_script("7101"), 600_000).await;
     wait_started(&alice, &task).await;
-    assert_eq!(sleeps_running("7101", 4).len(), 4, "the children are running");
+    assert_eq!(
+        sleeps_running("7101", 4).len(),
+        4,
+        "the children are running"
+    );
     let asked = Instant::now();
     alice
         .call("POST", &format!("/v1/tasks/{task}/cancel"), Value::Null)

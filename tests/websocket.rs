@@ -195,6 +195,79 @@ async fn each_user_has_a_cap_and_the_next_is_closed_with_a_policy_code() {
     assert!(again.is_some(), "a closed connection's slot came back");
 }
 
+/// An upgrade's HTTP refusal: status and body.
+async fn upgrade_refused(g: &Gantry, path: &str) -> (u16, String) {
+    match tokio_tungstenite::connect_async(format!("ws://{}{path}", g.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
+            response.status().as_u16(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, got a connection"),
+    }
+}
+
+/// Connect, retrying for a moment while a connection just refused is still counted.
+async fn connect_when_counted_out(g: &Gantry, path: &str) -> Client {
+    for _ in 0..100 {
+        match tokio_tungstenite::connect_async(format!("ws://{}{path}", g.addr)).await {
+            Ok((ws, _)) => return ws,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("the connection was never admitted")
+}
+
+#[tokio::test]
+async fn connections_not_yet_authenticated_are_capped_per_address_and_sockets_count_as_connections()
+{
+    let setup = setup();
+    let g = setup.start_configured(
+        "[http]\nmax_connections_per_address = 4\n[websocket]\nmax_unauthenticated_per_address = 2\nmax_connections_per_user = 10\n",
+        &format!("alice:{ALICE}"),
+    );
+    // Two that never authenticate hold their address's share; the third is refused before an
+    // instance is taken for it.
+    let mut first = connect(&g, "/sock/a").await;
+    let mut second = connect(&g, "/sock/a").await;
+    let (status, body) = upgrade_refused(&g, "/sock/a").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too_many_unauthenticated"), "{body}");
+    // Authenticating gives the place back.
+    say(&mut first, &format!("auth {ALICE}")).await;
+    assert!(hear(&mut first).await.starts_with("user "));
+    say(&mut second, &format!("auth {ALICE}")).await;
+    assert!(hear(&mut second).await.starts_with("user "));
+    let mut third = connect_when_counted_out(&g, "/sock/a").await;
+    say(&mut third, &format!("auth {ALICE}")).await;
+    assert!(hear(&mut third).await.starts_with("user "));
+    let mut fourth = connect_when_counted_out(&g, "/sock/a").await;
+    say(&mut fourth, &format!("auth {ALICE}")).await;
+    assert!(hear(&mut fourth).await.starts_with("user "));
+    // Four open sockets are the address's four connections: a fifth is refused, although
+    // none of the four has an HTTP exchange in flight.
+    let (status, body) = g.call("GET", "/health", &[], "").await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("too_many_connections"));
+    // Closing one makes room.
+    fourth.close(None).await.unwrap();
+    let _ = closed(&mut fourth).await;
+    drop(fourth);
+    let mut served = false;
+    for _ in 0..100 {
+        // Served (this setup answers 401 without a key), not refused with 503.
+        if g.call("GET", "/health", &[], "").await.0 != 503 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "a closed socket's connection slot came back");
+    // The others were never disturbed.
+    say(&mut first, "echo still here").await;
+    assert_eq!(hear(&mut first).await, "still here");
+}
+
 #[tokio::test]
 async fn a_failing_component_ends_its_connection_only() {
     let setup = setup();

@@ -488,6 +488,9 @@ pub struct WebSocketConfig {
     pub max_connections: u32,
     /// A connection that has not authenticated within this many ms is closed with 4401.
     pub auth_timeout_ms: u64,
+    /// Connections from one client address (an IPv6 /64) that have not authenticated yet;
+    /// more upgrades are refused with 429 before an instance is taken for them.
+    pub max_unauthenticated_per_address: u32,
     /// The largest message a client may send, in bytes; larger ones close the connection
     /// with 1009 (message too big).
     pub max_message_bytes: usize,
@@ -507,6 +510,7 @@ impl Default for WebSocketConfig {
             max_connections_per_user: 50,
             max_connections: 1024,
             auth_timeout_ms: 10_000,
+            max_unauthenticated_per_address: 16,
             max_message_bytes: 64 * 1024,
             ping_interval_ms: 30_000,
             send_queue: 256,
@@ -517,10 +521,13 @@ impl Default for WebSocketConfig {
 
 impl WebSocketConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.max_connections_per_user == 0 || self.max_connections == 0 {
-            return Err(
-                "websocket.max_connections and max_connections_per_user must be at least 1".into(),
-            );
+        if self.max_connections_per_user == 0
+            || self.max_connections == 0
+            || self.max_unauthenticated_per_address == 0
+        {
+            return Err("websocket.max_connections, max_connections_per_user and \
+                 max_unauthenticated_per_address must be at least 1"
+                .into());
         }
         if self.auth_timeout_ms == 0 || self.ping_interval_ms == 0 || self.slow_consumer_ms == 0 {
             return Err(

@@ -84,6 +84,22 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// A connection's slot, shared: the HTTP connection holds it, and so does a WebSocket it is
+/// upgraded to (found in the upgrade request's extensions), which outlives the HTTP exchange.
+#[derive(Debug, Clone)]
+pub struct HeldConnection {
+    _slot: Arc<ConnectionSlot>,
+}
+
+impl HeldConnection {
+    /// Share `slot`.
+    pub fn new(slot: ConnectionSlot) -> HeldConnection {
+        HeldConnection {
+            _slot: Arc::new(slot),
+        }
+    }
+}
+
 impl ConnectionCounts {
     /// At most `limit` connections served per client network.
     pub fn new(limit: usize) -> Arc<ConnectionCounts> {

@@ -45,8 +45,8 @@ pub struct Gate {
     pub connections: ConnectionLimits,
     /// WebSocket connections' limits.
     pub websocket: WebSocketConfig,
-    /// Open WebSocket connections per user.
-    pub sockets: websocket::UserSockets,
+    /// Open WebSocket connections per user, and per address while unauthenticated.
+    pub sockets: websocket::SocketCounts,
 }
 
 impl Default for Gate {
@@ -58,7 +58,7 @@ impl Default for Gate {
             operators: HashSet::new(),
             connections: ConnectionLimits::default(),
             websocket: WebSocketConfig::default(),
-            sockets: websocket::UserSockets::default(),
+            sockets: websocket::SocketCounts::default(),
         }
     }
 }
@@ -126,13 +126,17 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Shared with a WebSocket the connection may become, which outlives it.
+                let slot = conn::HeldConnection::new(slot);
                 let activity = conn::Activity::new(tokio::time::Instant::now());
                 let runtime = runtime.clone();
                 let router = router.clone();
                 let gate = gate.clone();
                 let watched = activity.clone();
-                let service = service_fn(move |req| {
+                let held = slot.clone();
+                let service = service_fn(move |mut req: Request<Incoming>| {
                     let in_flight = watched.request_started();
+                    req.extensions_mut().insert(held.clone());
                     let runtime = runtime.clone();
                     let router = router.clone();
                     let gate = gate.clone();
@@ -559,6 +563,23 @@ async fn websocket_answer(
              them and send {\"type\":\"authenticate\",\"token\":…} as the first message",
             None,
         ),
+        Err(websocket::Refused::TooManyUnauthenticated(cap)) => {
+            let message = format!(
+                "this address has {cap} WebSocket connections that have not authenticated yet; \
+                 authenticate those, or close them"
+            );
+            let mut response = error_response(
+                envelope,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_unauthenticated",
+                &message,
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Err(websocket::Refused::BadRequest(code, message)) => {
             error_response(envelope, StatusCode::BAD_REQUEST, code, &message, None)
         }

@@ -9,6 +9,8 @@
 
 use super::Gate;
 use super::auth;
+use super::conn::HeldConnection;
+use super::limits::client_network;
 use super::router::RouteTarget;
 use crate::config::WebSocketConfig;
 use crate::events::Event;
@@ -77,9 +79,11 @@ pub fn token_in_query(query: Option<&str>) -> bool {
     })
 }
 
-/// Open connections per user, across the node.
+/// Open connections across the node: per user once authenticated, per client network while
+/// not yet (each holds an instance from the connection pool; an address that opens many and
+/// never authenticates would otherwise hold them all until `auth_timeout_ms`).
 #[derive(Debug, Default)]
-pub struct UserSockets {
+pub struct SocketCounts {
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
@@ -101,9 +105,18 @@ impl Drop for Counted {
     }
 }
 
-impl UserSockets {
-    fn admit(&self, who: &Principal, cap: u32) -> Result<Counted, u32> {
-        let key = format!("{}\n{}", who.tenant, who.id);
+impl SocketCounts {
+    /// Count one more connection of `who`, or the cap it is at.
+    fn admit_user(&self, who: &Principal, cap: u32) -> Result<Counted, u32> {
+        self.admit(format!("user\n{}\n{}", who.tenant, who.id), cap)
+    }
+
+    /// Count one more connection from `client` that has not authenticated yet, or the cap.
+    fn admit_unauthenticated(&self, client: IpAddr, cap: u32) -> Result<Counted, u32> {
+        self.admit(format!("address\n{}", client_network(client)), cap)
+    }
+
+    fn admit(&self, key: String, cap: u32) -> Result<Counted, u32> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(key.clone()).or_default();
         if *n >= cap {
@@ -123,6 +136,9 @@ struct RouteAuth {
     gate: Arc<Gate>,
     target: RouteTarget,
     client: IpAddr,
+    /// The connection's place among its address's unauthenticated ones, given up once a
+    /// user is admitted.
+    unauthenticated: Mutex<Option<Counted>>,
 }
 
 #[async_trait::async_trait]
@@ -164,10 +180,17 @@ impl SocketAuth for RouteAuth {
     }
 
     fn admit(&self, who: &Principal) -> Result<Box<dyn Send + Sync>, u32> {
+        // Authenticated: no longer one of its address's unauthenticated connections.
+        drop(
+            self.unauthenticated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         let cap = self.gate.websocket.max_connections_per_user;
         self.gate
             .sockets
-            .admit(who, cap)
+            .admit_user(who, cap)
             .map(|c| Box::new(c) as Box<dyn Send + Sync>)
     }
 }
@@ -189,6 +212,8 @@ pub enum Refused {
     BadRequest(&'static str, String),
     /// A credential in the URL (400).
     TokenInUrl,
+    /// The client's address has this many connections not yet authenticated (429).
+    TooManyUnauthenticated(u32),
     /// Over the node's connections, or the plugin failed to open one (503 / 500).
     Failed(CallFailure),
 }
@@ -220,12 +245,22 @@ pub async fn upgrade(
         ));
     };
     let config = gate.websocket.clone();
+    let client = caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // Counted before an instance is taken for it.
+    let unauthenticated = gate
+        .sockets
+        .admit_unauthenticated(client, config.max_unauthenticated_per_address)
+        .map_err(Refused::TooManyUnauthenticated)?;
+    // The connection's place among its address's connections (`http::serve`), held for the
+    // socket's life rather than the HTTP exchange's.
+    let held = req.extensions_mut().remove::<HeldConnection>();
     let (out, queued) = mpsc::channel(config.send_queue);
     let auth = Arc::new(RouteAuth {
         runtime: runtime.clone(),
         gate: gate.clone(),
         target: target.clone(),
-        client: caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        client,
+        unauthenticated: Mutex::new(Some(unauthenticated)),
     });
     let host = SocketHost::new(out, Duration::from_millis(config.slow_consumer_ms), auth);
     let info = ConnectionInfo {
@@ -239,6 +274,7 @@ pub async fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let runtime = runtime.clone();
     tokio::spawn(async move {
+        let _held = held;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -549,15 +585,32 @@ mod tests {
 
     #[test]
     fn each_user_has_its_own_cap() {
-        let sockets = UserSockets::default();
+        let sockets = SocketCounts::default();
         let tenant = TenantId::new("t").unwrap();
         let a = Principal::service(&tenant);
-        let first = sockets.admit(&a, 2).unwrap();
-        let _second = sockets.admit(&a, 2).unwrap();
-        assert_eq!(sockets.admit(&a, 2).err(), Some(2));
+        let first = sockets.admit_user(&a, 2).unwrap();
+        let _second = sockets.admit_user(&a, 2).unwrap();
+        assert_eq!(sockets.admit_user(&a, 2).err(), Some(2));
         drop(first);
-        assert!(sockets.admit(&a, 2).is_ok());
+        assert!(sockets.admit_user(&a, 2).is_ok());
         let other = Principal::service(&TenantId::new("u").unwrap());
-        assert!(sockets.admit(&other, 2).is_ok());
+        assert!(sockets.admit_user(&other, 2).is_ok());
+    }
+
+    #[test]
+    fn unauthenticated_connections_count_per_network_apart_from_users() {
+        let sockets = SocketCounts::default();
+        let here: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_host: IpAddr = "2001:db8::2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1::1".parse().unwrap();
+        let first = sockets.admit_unauthenticated(here, 2).unwrap();
+        let _second = sockets.admit_unauthenticated(same_host, 2).unwrap();
+        assert_eq!(sockets.admit_unauthenticated(here, 2).err(), Some(2));
+        assert!(sockets.admit_unauthenticated(elsewhere, 2).is_ok());
+        // A user's count is another.
+        let user = Principal::service(&TenantId::new("t").unwrap());
+        assert!(sockets.admit_user(&user, 1).is_ok());
+        drop(first);
+        assert!(sockets.admit_unauthenticated(same_host, 2).is_ok());
     }
 }
