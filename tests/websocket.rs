@@ -400,3 +400,31 @@ async fn events_reach_the_tenants_followers_only_and_resume_from_where_they_were
     say(&mut back, "follow 99").await;
     assert_eq!(hear(&mut back).await, "following 3");
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
+    use tokio::io::AsyncReadExt;
+    let setup = setup();
+    let g = setup.start_configured(
+        "[websocket]\nping_interval_ms = 150\n",
+        &format!("alice:{ALICE}"),
+    );
+    let ws = authed(&g, ALICE).await;
+    // From here the client reads nothing and answers no ping: the raw socket, read only after
+    // the server has given up on it.
+    let mut tcp = match ws.into_inner() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        _ => unreachable!("a plain connection"),
+    };
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .unwrap();
+    // Unmasked server frames: pings (0x89), then a close (0x88) with code 1001 (0x03E9).
+    assert!(bytes.windows(2).any(|w| w == [0x89, 0x00]), "{bytes:?}");
+    let close = bytes
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xE9);
+    assert!(close.is_some(), "a close with 1001 in {bytes:?}");
+}

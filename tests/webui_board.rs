@@ -16,33 +16,6 @@ async fn started() -> (common::Setup, common::Gantry, String) {
     (setup, g, ann)
 }
 
-/// A successful call's `data`.
-async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Value) -> Value {
-    let (status, headers, answer) = call(g, method, path, Some(bearer), body, &[]).await;
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {answer}"
-    );
-    assert!(answer["error"].is_null(), "{answer}");
-    assert!(headers.contains_key("x-request-id"), "{method} {path}");
-    answer["data"].clone()
-}
-
-/// A refused call: its status and error code, in the document's envelope.
-async fn refused(
-    g: &common::Gantry,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Value,
-) -> (u16, Value) {
-    let (status, _, answer) = call(g, method, path, bearer, body, &[]).await;
-    assert!(status >= 400, "{method} {path}: {status} {answer}");
-    assert!(status < 500, "{method} {path}: {status} {answer}");
-    assert_envelope(&answer, answer["error"]["code"].as_str().unwrap_or("?"));
-    (status, answer["error"].clone())
-}
-
 async fn project(g: &common::Gantry, bearer: &str, name: &str) -> Value {
     ok(g, "POST", "/api/projects/", bearer, json!({ "name": name })).await
 }
@@ -899,19 +872,6 @@ fn start_board(setup: &common::Setup) -> common::Gantry {
         "[tasks]\nmax_running_per_tenant = 1\n[http]\nuser_rate_limit_per_minute = 6000\n",
         &format!("alice:{ALICE}, bob:{BOB}"),
     )
-}
-
-/// A project whose tasks run on the stand-in agent.
-async fn board_project(g: &common::Gantry, bearer: &str, name: &str) -> String {
-    let p = ok(
-        g,
-        "POST",
-        "/api/projects/",
-        bearer,
-        json!({ "name": name, "settings": { "backend": "board" } }),
-    )
-    .await;
-    p["id"].as_str().unwrap().to_string()
 }
 
 async fn new_task(g: &common::Gantry, bearer: &str, project: &str, title: &str) -> String {

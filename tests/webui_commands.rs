@@ -40,15 +40,6 @@ async fn started() -> (common::Setup, common::Gantry, String) {
     (setup, g, ann)
 }
 
-async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Value) -> Value {
-    let (status, _, answer) = call(g, method, path, Some(bearer), body, &[]).await;
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {answer}"
-    );
-    answer["data"].clone()
-}
-
 async fn refused(
     g: &common::Gantry,
     method: &str,

@@ -10,17 +10,6 @@ use common::webui::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// A successful call's `data`.
-async fn ok(g: &common::Gantry, method: &str, path: &str, bearer: &str, body: Value) -> Value {
-    let (status, _, answer) = call(g, method, path, Some(bearer), body, &[]).await;
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {answer}"
-    );
-    assert!(answer["error"].is_null(), "{answer}");
-    answer["data"].clone()
-}
-
 /// A successful `GET`'s `data`.
 async fn get(g: &common::Gantry, bearer: &str, path: &str) -> Value {
     ok(g, "GET", path, bearer, Value::Null).await
@@ -31,23 +20,6 @@ async fn history_of(g: &common::Gantry, bearer: &str, sid: &str) -> Value {
     get(g, bearer, &format!("/api/sessions/{sid}/history")).await
 }
 
-/// A refused call: its status and error, in the document's envelope.
-async fn refused(
-    g: &common::Gantry,
-    method: &str,
-    path: &str,
-    bearer: &str,
-    body: Value,
-) -> (u16, Value) {
-    let (status, _, answer) = call(g, method, path, Some(bearer), body, &[]).await;
-    assert!(
-        (400..500).contains(&status),
-        "{method} {path}: {status} {answer}"
-    );
-    assert_envelope(&answer, answer["error"]["code"].as_str().unwrap_or("?"));
-    (status, answer["error"].clone())
-}
-
 /// A gantry whose board tasks run the stand-in agent `tests/fixtures/board/board-agent`
 /// (backend `board`), with `config` added to its config file.
 fn start(setup: &common::Setup, config: &str) -> common::Gantry {
@@ -55,18 +27,6 @@ fn start(setup: &common::Setup, config: &str) -> common::Gantry {
         &format!("[http]\nuser_rate_limit_per_minute = 6000\n{config}"),
         &format!("alice:{ALICE}, bob:{BOB}"),
     )
-}
-
-async fn project(g: &common::Gantry, bearer: &str, name: &str) -> String {
-    let p = ok(
-        g,
-        "POST",
-        "/api/projects/",
-        bearer,
-        json!({ "name": name, "settings": { "backend": "board" } }),
-    )
-    .await;
-    p["id"].as_str().unwrap().to_string()
 }
 
 async fn task(g: &common::Gantry, bearer: &str, project: &str, title: &str) -> String {
@@ -79,17 +39,6 @@ async fn task(g: &common::Gantry, bearer: &str, project: &str, title: &str) -> S
     )
     .await;
     t["id"].as_str().unwrap().to_string()
-}
-
-async fn session(g: &common::Gantry, bearer: &str, project: &str, settings: Value) -> Value {
-    ok(
-        g,
-        "POST",
-        "/api/sessions/",
-        bearer,
-        json!({ "project_id": project, "settings": settings }),
-    )
-    .await
 }
 
 /// `GET path` once `done` says so, polling with a deadline.
@@ -148,12 +97,12 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     add_user(&setup, "alice", "ann", true);
     let mut g = start(&setup, "");
     let ann = token(&g, "ann").await;
-    let shop = project(&g, &ann, "E-commerce Platform").await;
-    let docs = project(&g, &ann, "Docs").await;
+    let shop = board_project(&g, &ann, "E-commerce Platform").await;
+    let docs = board_project(&g, &ann, "Docs").await;
     // Made before the session: pending at its start.
     let quick = task(&g, &ann, &shop, "quick build").await;
 
-    let s = session(
+    let s = work_session(
         &g,
         &ann,
         &shop,
@@ -169,7 +118,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
     // The default TTL: two hours.
     assert_eq!(ms(&s["expires_at"]) - ms(&s["created_at"]), 2 * 3600 * 1000);
     assert_eq!(s["settings"]["theme"], "dark");
-    let other = session(&g, &ann, &docs, json!({})).await;
+    let other = work_session(&g, &ann, &docs, json!({})).await;
     let other_id = other["session_id"].as_str().unwrap().to_string();
 
     // Lists, with the filters.
@@ -307,7 +256,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
         &g,
         "GET",
         &format!("/api/sessions/{other_id}"),
-        &ann,
+        Some(&ann),
         Value::Null,
     )
     .await;
@@ -319,7 +268,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
         &g,
         "DELETE",
         &format!("/api/sessions/{other_id}"),
-        &ann,
+        Some(&ann),
         Value::Null,
     )
     .await;
@@ -342,7 +291,7 @@ async fn a_session_keeps_its_history_restores_and_survives_a_restart() {
         &g,
         "GET",
         &format!("/api/sessions/{other_id}"),
-        &ann,
+        Some(&ann),
         Value::Null,
     )
     .await;
@@ -361,9 +310,9 @@ async fn another_users_or_tenants_session_is_not_found() {
     let bea = token(&g, "bea").await;
     let ada = token(&g, "ada").await;
     let bo = token(&g, "boris").await;
-    let shop = project(&g, &ann, "Shop").await;
+    let shop = board_project(&g, &ann, "Shop").await;
     let t = task(&g, &ann, &shop, "quick").await;
-    let s = session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
+    let s = work_session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
     let sid = s["session_id"].as_str().unwrap().to_string();
 
     let restore = json!({ "restore_point": s["created_at"] });
@@ -383,7 +332,7 @@ async fn another_users_or_tenants_session_is_not_found() {
             ),
             ("DELETE", format!("/api/sessions/{sid}"), Value::Null),
         ] {
-            let (status, e) = refused(&g, method, &path, bearer, body).await;
+            let (status, e) = refused(&g, method, &path, Some(bearer), body).await;
             assert_eq!(status, 404, "{method} {path}: {e}");
             assert_eq!(e["code"], "RESOURCE_NOT_FOUND");
         }
@@ -395,7 +344,7 @@ async fn another_users_or_tenants_session_is_not_found() {
         &g,
         "POST",
         &format!("/api/tasks/{t}/execute"),
-        &bea,
+        Some(&bea),
         json!({ "session_id": sid }),
     )
     .await;
@@ -408,7 +357,7 @@ async fn another_users_or_tenants_session_is_not_found() {
         &g,
         "POST",
         "/api/sessions/",
-        &bo,
+        Some(&bo),
         json!({ "project_id": shop }),
     )
     .await;
@@ -432,7 +381,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     add_user(&setup, "alice", "ann", true);
     let g = start(&setup, "");
     let ann = token(&g, "ann").await;
-    let shop = project(&g, &ann, "Shop").await;
+    let shop = board_project(&g, &ann, "Shop").await;
     let t = task(&g, &ann, &shop, "quick").await;
 
     for (body, code, field) in [
@@ -464,7 +413,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ),
         (json!("a string"), "VALIDATION_ERROR", Some("body")),
     ] {
-        let (_, e) = refused(&g, "POST", "/api/sessions/", &ann, body.clone()).await;
+        let (_, e) = refused(&g, "POST", "/api/sessions/", Some(&ann), body.clone()).await;
         assert_eq!(e["code"], code, "{body}: {e}");
         if let Some(field) = field {
             assert_eq!(e["details"]["field"], field, "{body}: {e}");
@@ -473,7 +422,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let none = get(&g, &ann, "/api/sessions/").await;
     assert_eq!(none["total"], 0, "nothing was made");
 
-    let s = session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
+    let s = work_session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
     let sid = s["session_id"].as_str().unwrap().to_string();
     let future = "2999-01-01T00:00:00Z";
     let before = "2001-01-01T00:00:00Z";
@@ -534,7 +483,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "session_id",
         ),
     ] {
-        let (status, e) = refused(&g, method, &path, &ann, body.clone()).await;
+        let (status, e) = refused(&g, method, &path, Some(&ann), body.clone()).await;
         assert_eq!(status, 422, "{method} {path} {body}: {e}");
         assert_eq!(e["code"], "VALIDATION_ERROR");
         assert_eq!(e["details"]["field"], field, "{method} {path} {body}: {e}");
@@ -543,7 +492,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         &g,
         "GET",
         "/api/sessions/?status=deleted",
-        &ann,
+        Some(&ann),
         Value::Null,
     )
     .await;
@@ -555,7 +504,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         &g,
         "POST",
         &format!("/api/tasks/{t}/execute"),
-        &ann,
+        Some(&ann),
         json!({ "session_id": "no-such-session" }),
     )
     .await;
@@ -567,7 +516,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         &g,
         "PATCH",
         &format!("/api/sessions/{sid}"),
-        &ann,
+        Some(&ann),
         json!({}),
     )
     .await;
@@ -576,7 +525,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         &g,
         "GET",
         &format!("/api/sessions/{sid}/x"),
-        &ann,
+        Some(&ann),
         Value::Null,
     )
     .await;
@@ -600,9 +549,9 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
     add_user(&setup, "alice", "ann", true);
     let g = start(&setup, "[users]\nsession_ttl_secs = 1\n");
     let ann = token(&g, "ann").await;
-    let shop = project(&g, &ann, "Shop").await;
+    let shop = board_project(&g, &ann, "Shop").await;
     let t = task(&g, &ann, &shop, "quick").await;
-    let s = session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
+    let s = work_session(&g, &ann, &shop, json!({ "theme": "dark" })).await;
     let sid = s["session_id"].as_str().unwrap().to_string();
     assert_eq!(ms(&s["expires_at"]) - ms(&s["created_at"]), 1000);
 
@@ -634,7 +583,7 @@ async fn an_expired_session_can_be_read_and_deleted_not_used() {
             json!({ "session_id": sid }),
         ),
     ] {
-        let (status, e) = refused(&g, method, &path, &ann, body).await;
+        let (status, e) = refused(&g, method, &path, Some(&ann), body).await;
         assert_eq!(
             (status, e["code"].as_str()),
             (409, Some("SESSION_EXPIRED")),

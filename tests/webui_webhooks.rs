@@ -138,16 +138,6 @@ async fn receive(
         .unwrap()
 }
 
-async fn ok(g: &common::Gantry, method: &str, path: &str, key: &str, body: Value) -> Value {
-    let (status, _, answer) = call(g, method, path, Some(key), body, &[]).await;
-    assert!(
-        (200..300).contains(&status),
-        "{method} {path}: {status} {answer}"
-    );
-    assert!(answer["error"].is_null(), "{answer}");
-    answer["data"].clone()
-}
-
 async fn refused(
     g: &common::Gantry,
     method: &str,

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::webui::{ALICE, add_user, board_setup, call, serve, token};
+use common::webui::{
+    ALICE, add_user, board_project, board_setup, call, serve, token, work_session,
+};
 use common::{Gantry, Setup};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -80,29 +82,9 @@ async fn signed_in(g: &Gantry, session: &str, token: &str) -> Client {
 
 /// A project of `token`'s user (its tasks run the stand-in agent) and a working session on it.
 async fn project_and_session(g: &Gantry, token: &str) -> (String, String) {
-    let (status, _, body) = call(
-        g,
-        "POST",
-        "/api/projects/",
-        Some(token),
-        json!({"name": "live", "settings": {"backend": "board"}}),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let project = body["data"]["id"].as_str().unwrap().to_string();
-    let (status, _, body) = call(
-        g,
-        "POST",
-        "/api/sessions/",
-        Some(token),
-        json!({"project_id": project}),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let session = body["data"]["session_id"].as_str().unwrap().to_string();
-    (project, session)
+    let project = board_project(g, token, "live").await;
+    let session = work_session(g, token, &project, json!({})).await;
+    (project, session["session_id"].as_str().unwrap().to_string())
 }
 
 fn users(setup: &Setup) {
@@ -395,4 +377,79 @@ async fn the_fifty_first_connection_of_a_user_is_closed() {
     let last = open.last_mut().unwrap();
     send(last, json!({"type": "ping", "timestamp": 1})).await;
     assert_eq!(next(last).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_resume_from_events_no_longer_kept_is_told_and_the_connection_follows_from_now() {
+    let setup = board_setup();
+    users(&setup);
+    let config = "[events]\nretention_secs = 1\n";
+    let keys = format!("alice:{ALICE}");
+    let g = setup.start_configured(config, &keys);
+    let ada = token(&g, "ada").await;
+    let (project, session) = project_and_session(&g, &ada).await;
+    drop(g);
+    // Past the retention; the sweep at start forgets what the first run published.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let g = setup.start_configured(config, &keys);
+    let mut ws = connect(&g, &session).await;
+    send(
+        &mut ws,
+        json!({"type": "authenticate", "token": ada, "resume_from": 0}),
+    )
+    .await;
+    let (authenticated, _) = until(&mut ws, "authenticated").await;
+    assert_eq!(authenticated["event_id"], 0, "{authenticated}");
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "project_updates", "project_id": project}),
+    )
+    .await;
+    // Told, with where the kept events start; never a silent hole.
+    let mut told = None;
+    let mut subscribed = false;
+    while told.is_none() || !subscribed {
+        let m = next(&mut ws).await;
+        match m["type"].as_str() {
+            Some("error") => told = Some(m),
+            Some("subscribed") => subscribed = true,
+            _ => panic!("unexpected before the subscription: {m}"),
+        }
+    }
+    let told = told.unwrap();
+    assert_eq!(told["data"]["code"], "RESUME_GAP", "{told}");
+    assert!(
+        told["data"]["oldest_event_id"].as_u64().unwrap() > 1,
+        "{told}"
+    );
+    // And it follows from now: a change to the project reaches it.
+    let (status, _, body) = call(
+        &g,
+        "PUT",
+        &format!("/api/projects/{project}"),
+        Some(&ada),
+        json!({"description": "after the gap"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (update, _) = until(&mut ws, "project_update").await;
+    assert_eq!(update["data"]["project_id"], project.as_str(), "{update}");
+}
+
+#[tokio::test]
+async fn an_expired_session_is_told_and_closed_with_4404() {
+    let setup = board_setup();
+    users(&setup);
+    let g = setup.start_configured("[users]\nsession_ttl_secs = 1\n", &format!("alice:{ALICE}"));
+    let ada = token(&g, "ada").await;
+    let (_, session) = project_and_session(&g, &ada).await;
+    // Past its expires_at.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut ws = connect(&g, &session).await;
+    send(&mut ws, json!({"type": "authenticate", "token": ada})).await;
+    let m = next(&mut ws).await;
+    assert_eq!(m["data"]["code"], "SESSION_EXPIRED", "{m}");
+    assert_eq!(m["data"]["session_id"], session.as_str(), "{m}");
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4404);
 }

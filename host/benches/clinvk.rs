@@ -8,12 +8,11 @@
 //!
 //! Run with `cargo bench --bench clinvk`. Loops are bounded in count; nothing is asserted.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{Server, connect, exec_backend, percentiles, request, runtime, us};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SEQUENTIAL: usize = 400;
@@ -21,58 +20,14 @@ const CONNECTIONS: usize = 4;
 const PER_CONNECTION: usize = 300;
 const PROMPTS: usize = 400;
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn request(sender: &mut Sender, method: &str, path: &str, body: &'static str) -> Duration {
-    let start = Instant::now();
-    sender.ready().await.unwrap();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "bench")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let response = sender.send_request(req).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(
-        status.is_success(),
-        "{method} {path}: {status} {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    start.elapsed()
-}
-
-/// p50 and p99 of `samples`.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
 async fn endpoint(addr: SocketAddr, path: &'static str) {
     let mut sender = connect(addr).await;
     for _ in 0..20 {
-        request(&mut sender, "GET", path, "").await;
+        request(&mut sender, "GET", path, None, "").await;
     }
     let mut samples = Vec::with_capacity(SEQUENTIAL);
     for _ in 0..SEQUENTIAL {
-        samples.push(request(&mut sender, "GET", path, "").await);
+        samples.push(request(&mut sender, "GET", path, None, "").await.0);
     }
     let (p50, p99) = percentiles(samples);
     let start = Instant::now();
@@ -81,7 +36,7 @@ async fn endpoint(addr: SocketAddr, path: &'static str) {
             tokio::spawn(async move {
                 let mut sender = connect(addr).await;
                 for _ in 0..PER_CONNECTION {
-                    request(&mut sender, "GET", path, "").await;
+                    request(&mut sender, "GET", path, None, "").await;
                 }
             })
         })
@@ -98,46 +53,14 @@ async fn endpoint(addr: SocketAddr, path: &'static str) {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in ["system.toml", "clinvk-api.toml"] {
-        std::fs::copy(root.join("plugins").join(file), plugins.join(file)).unwrap();
-    }
-    std::fs::write(
-        plugins.join("fake.toml"),
-        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--plugins")
-        .arg(&plugins)
-        .env_remove("GANTRY_API_KEYS")
-        .env_remove("GANTRY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting gantry");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("gantry listening on http://")
-        .expect("gantry's listening line")
-        .parse()
-        .unwrap();
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server = Server::start(
+        &["system", "clinvk-api"],
+        &[("fake", exec_backend("echo"))],
+        "",
+        None,
+    );
+    let addr = server.addr;
+    let rt = runtime();
     rt.block_on(async {
         endpoint(addr, "/health").await;
         endpoint(addr, "/api/v1/backends").await;
@@ -161,12 +84,16 @@ fn main() {
             r#"{"backend":"fake","prompt":"say hi","ephemeral":true,"output_format":"json"}"#;
         let mut sender = connect(addr).await;
         for _ in 0..10 {
-            request(&mut sender, "POST", "/api/v1/prompt", body).await;
+            request(&mut sender, "POST", "/api/v1/prompt", None, body).await;
         }
         let mut through = Vec::with_capacity(PROMPTS);
         let start = Instant::now();
         for _ in 0..PROMPTS {
-            through.push(request(&mut sender, "POST", "/api/v1/prompt", body).await);
+            through.push(
+                request(&mut sender, "POST", "/api/v1/prompt", None, body)
+                    .await
+                    .0,
+            );
         }
         let rate = PROMPTS as f64 / start.elapsed().as_secs_f64();
         let (g50, g99) = percentiles(through);
@@ -186,6 +113,5 @@ fn main() {
             g50.as_secs_f64() / d50.as_secs_f64()
         );
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

@@ -6,18 +6,20 @@
 //!   change's request to each subscriber's message, p50 and p99, beside the change request's
 //!   own latency;
 //! - webhooks: deliveries/s of `task.created` to a receiver on loopback, beside the rate at
-//!   which the tasks themselves were created (the baseline: what produces the events).
+//!   which the tasks themselves were created (the baseline: what produces the events): while
+//!   they are created, and of a backlog built while the receiver held its answers.
 //!
 //! Run with `cargo bench --bench realtime`. Loops are bounded in count; nothing is asserted.
 
+mod common;
+
 use bytes::Bytes;
+use common::{Sender, Server, connect, ms, percentiles, runtime};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,20 +29,10 @@ const CHANGES: usize = 200;
 const DELIVERIES: usize = 300;
 const PASSWORD: &str = "a bench password";
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(addr: SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
+/// One request, which must succeed; its JSON answer.
 async fn request(
     sender: &mut Sender,
     method: &str,
@@ -48,32 +40,12 @@ async fn request(
     token: Option<&str>,
     body: Value,
 ) -> Value {
-    sender.ready().await.unwrap();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "bench")
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
     let body = if body.is_null() {
         String::new()
     } else {
         body.to_string()
     };
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(
-        status.is_success(),
-        "{method} {path}: {status} {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    common::request(sender, method, path, token, body).await.1
 }
 
 /// The server's resident memory, in KiB.
@@ -122,72 +94,16 @@ async fn subscriber(addr: SocketAddr, session: &str, token: &str, project: &str)
     ws
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in ["system.toml", "webui-api.toml"] {
-        std::fs::copy(root.join("plugins").join(file), plugins.join(file)).unwrap();
-    }
-    let config = dir.path().join("gantry.toml");
-    std::fs::write(
-        &config,
-        "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 4096\n[websocket]\nmax_connections = 2048\nmax_connections_per_user = 2048\n[webhooks]\nallowed_private_hosts = [\"127.0.0.1\"]\n",
-    )
-    .unwrap();
-    let mut add = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["users", "add", "--tenant", "bench", "--username", "bench"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("GANTRY_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("gantry users add");
-    writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(add.wait().unwrap().success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--plugins")
-        .arg(&plugins)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("GANTRY_API_KEYS")
-        .env_remove("GANTRY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting gantry");
-    let pid = child.id();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("gantry listening on http://")
-        .expect("gantry's listening line")
-        .parse()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server = Server::start(
+        &["system", "webui-api"],
+        &[],
+        // A held delivery must not time out while the backlog is made.
+        "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 4096\n[websocket]\nmax_connections = 2048\nmax_connections_per_user = 2048\n[webhooks]\nallowed_private_hosts = [\"127.0.0.1\"]\ntimeout_ms = 120000\n",
+        Some(("bench", PASSWORD)),
+    );
+    let (addr, pid) = (server.addr, server.pid);
+    let rt = runtime();
     rt.block_on(async {
         let mut sender = connect(addr).await;
         let login = request(
@@ -293,19 +209,25 @@ fn main() {
             ms(f99)
         );
 
-        // Webhooks: a receiver on loopback that answers 200 and counts.
+        // Webhooks: a receiver on loopback that answers 200 and counts, once `open`: first
+        // while the tasks are made (deliveries keep pace with the events), then a backlog built
+        // while it holds its answers (the outbox's own rate).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let (arrived, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let (open, opened) = tokio::sync::watch::channel(true);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let arrived = arrived.clone();
+                let opened = opened.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let arrived = arrived.clone();
+                            let mut opened = opened.clone();
                             async move {
                                 let _ = req.into_body().collect().await;
+                                let _ = opened.wait_for(|open| *open).await;
                                 let _ = arrived.send(Instant::now());
                                 Ok::<_, std::convert::Infallible>(hyper::Response::new(
                                     Full::new(Bytes::new()),
@@ -327,30 +249,50 @@ fn main() {
             json!({"url": url, "events": ["task.created"]}),
         )
         .await;
+        let create = |round: &'static str| {
+            let token = token.clone();
+            let project = project.clone();
+            async move {
+                let mut sender = connect(addr).await;
+                let start = Instant::now();
+                for i in 0..DELIVERIES {
+                    request(
+                        &mut sender,
+                        "POST",
+                        "/api/tasks/",
+                        Some(&token),
+                        json!({"title": format!("{round} {i}"), "project_id": project}),
+                    )
+                    .await;
+                }
+                start.elapsed()
+            }
+        };
         let start = Instant::now();
-        for i in 0..DELIVERIES {
-            request(
-                &mut sender,
-                "POST",
-                "/api/tasks/",
-                Some(&token),
-                json!({"title": format!("delivered {i}"), "project_id": project}),
-            )
-            .await;
-        }
-        let created = start.elapsed();
+        let created = create("paced").await;
         let mut last = start;
         for _ in 0..DELIVERIES {
             last = deliveries.recv().await.unwrap();
         }
-        let delivered = last - start;
+        let paced = last - start;
+        open.send_replace(false);
+        let made = create("backlog").await;
+        let start = Instant::now();
+        open.send_replace(true);
+        let mut last = start;
+        for _ in 0..DELIVERIES {
+            last = deliveries.recv().await.unwrap();
+        }
+        let drained = last - start;
+        let rate = |d: Duration| DELIVERIES as f64 / d.as_secs_f64();
         println!(
-            "webhook deliveries ({DELIVERIES})              tasks created (baseline) {:>7.0}/s   deliveries {:>7.0}/s   ratio {:.2}x",
-            DELIVERIES as f64 / created.as_secs_f64(),
-            DELIVERIES as f64 / delivered.as_secs_f64(),
-            created.as_secs_f64() / delivered.as_secs_f64()
+            "webhook deliveries ({DELIVERIES} each)         tasks created (baseline) {:>7.0}/s   delivered while created {:>7.0}/s (ratio {:.2}x)   a held backlog {:>7.0}/s (ratio {:.2}x)",
+            rate(created),
+            rate(paced),
+            rate(paced) / rate(created),
+            rate(drained),
+            rate(drained) / rate(made)
         );
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

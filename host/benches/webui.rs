@@ -10,13 +10,11 @@
 //!
 //! Run with `cargo bench --bench webui`. Loops are bounded in count; nothing is asserted.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use common::{Server, connect, exec_backend, ms, percentiles, request, runtime};
+use serde_json::json;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TASKS: usize = 10_000;
@@ -26,65 +24,6 @@ const PER_CONNECTION: usize = 150;
 const LOGINS: usize = 40;
 const RUNS: usize = 200;
 const PASSWORD: &str = "a bench password";
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-/// One request: its latency and JSON answer.
-async fn request(
-    sender: &mut Sender,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: String,
-) -> (Duration, Value) {
-    let start = Instant::now();
-    sender.ready().await.unwrap();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "bench")
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let elapsed = start.elapsed();
-    assert!(
-        status.is_success(),
-        "{method} {path}: {status} {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    (
-        elapsed,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-/// p50 and p99 of `samples`.
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
 
 /// Latency over one connection and requests/s over several, of `GET path`; p50 returned.
 async fn endpoint(addr: SocketAddr, label: &str, path: &str, token: Option<&str>) -> Duration {
@@ -127,67 +66,15 @@ async fn endpoint(addr: SocketAddr, label: &str, path: &str, token: Option<&str>
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in ["system.toml", "webui-api.toml"] {
-        std::fs::copy(root.join("plugins").join(file), plugins.join(file)).unwrap();
-    }
-    std::fs::write(
-        plugins.join("echo.toml"),
-        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n",
-    )
-    .unwrap();
     // The request budgets are the API's protection, not what is measured here.
-    let config = dir.path().join("gantry.toml");
-    std::fs::write(
-        &config,
+    let server = Server::start(
+        &["system", "webui-api"],
+        &[("echo", exec_backend("echo"))],
         "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\n[tasks]\nmax_running_per_tenant = 4\n",
-    )
-    .unwrap();
-    let mut add = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["users", "add", "--tenant", "bench", "--username", "bench"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("GANTRY_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("gantry users add");
-    writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(add.wait().unwrap().success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--plugins")
-        .arg(&plugins)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("GANTRY_API_KEYS")
-        .env_remove("GANTRY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting gantry");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("gantry listening on http://")
-        .expect("gantry's listening line")
-        .parse()
-        .unwrap();
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+        Some(("bench", PASSWORD)),
+    );
+    let addr = server.addr;
+    let rt = runtime();
     rt.block_on(async {
         let health = endpoint(addr, "GET /health (baseline)", "/health", None).await;
 
@@ -325,6 +212,5 @@ fn main() {
             searched.as_secs_f64() / health.as_secs_f64()
         );
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

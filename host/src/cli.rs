@@ -274,6 +274,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             &config.data_dir.join("gantry.db"),
         )?);
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        // The machine's CPU use is measured from here on (`host-info.node-load`).
+        crate::metrics::prime_machine_load();
         metrics.watch_store(sqlite.clone());
         let store: Arc<dyn crate::store::Store> = sqlite;
         let workspaces = Arc::new(

@@ -493,37 +493,71 @@ fn memory_used(meminfo: &str) -> Option<f64> {
     (total > 0.0).then(|| ((total - available) / total * 100.0).clamp(0.0, 100.0))
 }
 
-/// The previous CPU reading, so a reading covers the time since the last one.
-static LAST_CPU: std::sync::Mutex<Option<(std::time::Instant, u64, u64)>> =
-    std::sync::Mutex::new(None);
+/// The CPU reading a later one is measured against, and the use last measured.
+#[derive(Debug, Clone, Copy)]
+struct CpuReading {
+    at: std::time::Instant,
+    busy: u64,
+    total: u64,
+    percent: Option<f64>,
+}
 
-/// The machine's CPU use since the last reading (at least 100 ms ago: a first reading waits
-/// that long) and its memory use, in percent; none where `/proc` does not tell.
-pub async fn machine_load() -> (Option<f64>, Option<f64>) {
-    let read = || {
-        std::fs::read_to_string("/proc/stat")
-            .ok()
-            .as_deref()
-            .and_then(cpu_times)
+/// The previous CPU reading, so a reading covers the time since the last one.
+static LAST_CPU: std::sync::Mutex<Option<CpuReading>> = std::sync::Mutex::new(None);
+
+/// The shortest span a CPU reading covers; asked again sooner, the last one is given.
+const CPU_SPAN: Duration = Duration::from_millis(100);
+
+fn read_cpu() -> Option<(u64, u64)> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .as_deref()
+        .and_then(cpu_times)
+}
+
+/// Take the first CPU reading (at start), so that the first [`machine_load`] covers the time
+/// since then.
+pub fn prime_machine_load() {
+    if let Some((busy, total)) = read_cpu() {
+        let mut last = LAST_CPU.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert(CpuReading {
+            at: std::time::Instant::now(),
+            busy,
+            total,
+            percent: None,
+        });
+    }
+}
+
+/// The machine's CPU use since the last reading at least [`CPU_SPAN`] ago (never primed: since
+/// boot) and its memory use, in percent; none where `/proc` does not tell. Never waits.
+pub fn machine_load() -> (Option<f64>, Option<f64>) {
+    let Some((busy, total)) = read_cpu() else {
+        return (None, memory());
     };
-    let previous = *LAST_CPU.lock().unwrap_or_else(|p| p.into_inner());
-    let (_, busy0, total0) = match previous {
-        Some(p) if p.0.elapsed() >= Duration::from_millis(100) => p,
-        _ => {
-            let Some((busy, total)) = read() else {
-                return (None, memory());
-            };
-            let at = std::time::Instant::now();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            (at, busy, total)
+    let now = std::time::Instant::now();
+    let mut last = LAST_CPU.lock().unwrap_or_else(|p| p.into_inner());
+    let cpu = match *last {
+        Some(previous)
+            if now.duration_since(previous.at) < CPU_SPAN && previous.percent.is_some() =>
+        {
+            previous.percent
+        }
+        previous => {
+            let (busy0, total0) = previous.map_or((0, 0), |p| (p.busy, p.total));
+            let dt = total.saturating_sub(total0);
+            let percent = (dt > 0)
+                .then(|| (busy.saturating_sub(busy0) as f64 / dt as f64 * 100.0).clamp(0.0, 100.0));
+            *last = Some(CpuReading {
+                at: now,
+                busy,
+                total,
+                percent,
+            });
+            percent
         }
     };
-    let cpu = read().and_then(|(busy, total)| {
-        *LAST_CPU.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), busy, total));
-        let dt = total.checked_sub(total0)?;
-        (dt > 0).then(|| (busy.saturating_sub(busy0) as f64 / dt as f64 * 100.0).clamp(0.0, 100.0))
-    });
+    drop(last);
     (cpu, memory())
 }
 

@@ -19,7 +19,7 @@ use crate::store::{
     BoardTaskStatus, HistoryAction, SessionEventKind, SessionEventRecord, SessionLiveness, Store,
     WorkSessionQuery, WorkSessionRecord, WorkSessionRow, now_ms,
 };
-use crate::users::{Permission, Principal};
+use crate::users::{Denied, Permission, Principal};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +70,12 @@ fn invalid(field: &'static str, issue: impl Into<String>) -> WorkSessionError {
     WorkSessionError::Invalid {
         field,
         issue: issue.into(),
+    }
+}
+
+impl From<Denied> for WorkSessionError {
+    fn from(e: Denied) -> Self {
+        WorkSessionError::Forbidden(e.to_string())
     }
 }
 
@@ -385,11 +391,6 @@ fn settings_object(field: &'static str, text: &str) -> Result<Value, WorkSession
     }
 }
 
-/// The caller, checked for a permission.
-fn check(who: &Principal, needed: Permission) -> Result<(), WorkSessionError> {
-    projects::check(who, needed).map_err(board)
-}
-
 /// Cut `line` to at most `max` bytes at a character boundary.
 fn cut(line: &str, max: usize) -> &str {
     if line.len() <= max {
@@ -460,7 +461,7 @@ impl WorkSessions {
         project_id: &str,
         settings: Option<&str>,
     ) -> Result<WorkSession, WorkSessionError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let settings = match settings {
             Some(text) => settings_object("settings", text)?,
             None => json!({}),
@@ -490,7 +491,7 @@ impl WorkSessions {
 
     /// One of the caller's sessions (needs `read`).
     pub async fn get(&self, who: &Principal, id: &str) -> Result<WorkSession, WorkSessionError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         self.row(who, id).await
     }
 
@@ -500,7 +501,7 @@ impl WorkSessions {
         who: &Principal,
         listing: WorkSessionListing,
     ) -> Result<(Vec<WorkSession>, u64), WorkSessionError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         if !(1..=MAX_PAGE).contains(&listing.limit) {
             return Err(invalid("limit", format!("must be from 1 to {MAX_PAGE}")));
         }
@@ -535,7 +536,7 @@ impl WorkSessions {
         id: &str,
         patch: &str,
     ) -> Result<WorkSession, WorkSessionError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let patch = settings_object("settings", patch)?;
         let session = self.active(who, id).await?;
         let mut settings: Value =
@@ -568,7 +569,7 @@ impl WorkSessions {
     /// Delete one of the caller's sessions, expired or not (needs `write`); when. Its history
     /// is kept in the store, out of every read.
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<i64, WorkSessionError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         self.row(who, id).await?;
         let at = now_ms();
         if !self
@@ -587,7 +588,7 @@ impl WorkSessions {
         who: &Principal,
         id: &str,
     ) -> Result<Vec<HistoryItem>, WorkSessionError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         self.row(who, id).await?;
         self.items(who, id).await
     }
@@ -624,7 +625,7 @@ impl WorkSessions {
         id: &str,
         request: RestoreRequest,
     ) -> Result<(WorkSession, RestoreSummary), WorkSessionError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let session = self.active(who, id).await?;
         let now = now_ms();
         let point = request.restore_point;
@@ -713,7 +714,7 @@ impl WorkSessions {
         id: &str,
         task_id: &str,
     ) -> Result<(), WorkSessionError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         self.active(who, id).await?;
         let task = match self.projects.get_task(who, task_id).await {
             Ok(t) => t,
@@ -748,7 +749,7 @@ impl WorkSessions {
         command_id: &str,
         command: &str,
     ) -> Result<(), WorkSessionError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         self.active(who, id).await?;
         let event = SessionEvent::CommandRun {
             command_id: command_id.to_string(),
@@ -778,7 +779,7 @@ impl WorkSessions {
     /// Check that `id` is an active session of the caller and mark it used now (for the
     /// WebSocket at `/ws/{session_id}`; needs `read`). The session as it is now.
     pub async fn touch(&self, who: &Principal, id: &str) -> Result<WorkSession, WorkSessionError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let session = self.active(who, id).await?;
         let mut record = session.record;
         record.last_accessed = now_ms();

@@ -142,3 +142,57 @@ pub fn assert_envelope(body: &Value, code: &str) {
     assert!(body["meta"]["request_id"].is_string(), "{body}");
     assert_eq!(body["meta"]["version"], "1.0.0", "{body}");
 }
+
+/// A successful call's `data`, with the request id every answer carries.
+pub async fn ok(g: &Gantry, method: &str, path: &str, bearer: &str, body: Value) -> Value {
+    let (status, headers, answer) = call(g, method, path, Some(bearer), body, &[]).await;
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
+    assert!(answer["error"].is_null(), "{answer}");
+    assert!(headers.contains_key("x-request-id"), "{method} {path}");
+    answer["data"].clone()
+}
+
+/// A call refused for its input (4xx): its status and `error`, in the document's envelope.
+pub async fn refused(
+    g: &Gantry,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let (status, _, answer) = call(g, method, path, bearer, body, &[]).await;
+    assert!(
+        (400..500).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
+    assert_envelope(&answer, answer["error"]["code"].as_str().unwrap_or("?"));
+    (status, answer["error"].clone())
+}
+
+/// A project whose tasks run on the stand-in agent (backend `board`); its id.
+pub async fn board_project(g: &Gantry, bearer: &str, name: &str) -> String {
+    let p = ok(
+        g,
+        "POST",
+        "/api/projects/",
+        bearer,
+        json!({ "name": name, "settings": { "backend": "board" } }),
+    )
+    .await;
+    p["id"].as_str().unwrap().to_string()
+}
+
+/// A working session of the caller's on `project`, with `settings`.
+pub async fn work_session(g: &Gantry, bearer: &str, project: &str, settings: Value) -> Value {
+    ok(
+        g,
+        "POST",
+        "/api/sessions/",
+        bearer,
+        json!({ "project_id": project, "settings": settings }),
+    )
+    .await
+}

@@ -26,7 +26,7 @@ use crate::store::{CommandOutputRecord, CommandRecord, CommandStatus, Store, now
 use crate::tasks::command::{CommandEnd, CommandLaunch};
 use crate::tasks::lines::Line;
 use crate::tasks::{Supervisor, TaskError};
-use crate::users::{Permission, Principal};
+use crate::users::{Denied, Permission, Principal};
 use crate::workspaces::{WorkspaceError, Workspaces};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -68,6 +68,12 @@ pub enum CommandError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<Denied> for CommandError {
+    fn from(e: Denied) -> Self {
+        CommandError::Forbidden(e.to_string())
+    }
+}
+
 impl From<crate::store::StoreError> for CommandError {
     fn from(e: crate::store::StoreError) -> Self {
         CommandError::Internal(e.into())
@@ -92,18 +98,6 @@ impl From<TaskError> for CommandError {
             TaskError::Workspace(w) => w.into(),
             other => CommandError::Internal(other.into()),
         }
-    }
-}
-
-/// The caller, checked for a permission.
-fn check(who: &Principal, needed: Permission) -> Result<(), CommandError> {
-    if who.may(needed) {
-        Ok(())
-    } else {
-        Err(CommandError::Forbidden(format!(
-            "this needs the {} permission",
-            needed.as_str()
-        )))
     }
 }
 
@@ -213,7 +207,7 @@ impl Commands {
         who: &Principal,
         request: ExecuteRequest,
     ) -> Result<CommandRecord, CommandError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let inner = &self.inner;
         let command = request.command;
         if command.trim().is_empty() {
@@ -423,7 +417,7 @@ impl Commands {
         id: &str,
         after_seq: u64,
     ) -> Result<CommandStatusView, CommandError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let record = self.get(who, id).await?;
         let output = self
             .inner
@@ -448,7 +442,7 @@ impl Commands {
     /// period; answers once its end is stored (`cancelled`, exit code -15). A command that
     /// has already ended is answered as it is.
     pub async fn cancel(&self, who: &Principal, id: &str) -> Result<CommandRecord, CommandError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let record = self.get(who, id).await?;
         let done = self.inner.live.lock().unwrap().get(&record.id).map(|l| {
             l.cancel.send_replace(true);
@@ -462,7 +456,7 @@ impl Commands {
 
     /// The caller's running commands, newest first.
     pub async fn running(&self, who: &Principal) -> Result<Vec<CommandRecord>, CommandError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let (commands, _) = self
             .inner
             .store
@@ -478,7 +472,7 @@ impl Commands {
         limit: usize,
         offset: usize,
     ) -> Result<(Vec<CommandRecord>, u64), CommandError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         Ok(self
             .inner
             .store
@@ -494,7 +488,7 @@ impl Commands {
         context: &str,
         prefix: &str,
     ) -> Result<Vec<suggest::Suggestion>, CommandError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let history = self
             .inner
             .store
@@ -515,7 +509,7 @@ impl Commands {
         command: &str,
         check_safety: bool,
     ) -> Result<validate::Validation, CommandError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         if command.len() > MAX_COMMAND_BYTES {
             return Err(invalid(
                 "command",
@@ -717,17 +711,21 @@ impl Publisher {
         NewEvent::new(kind, data).command(&self.command_id)
     }
 
+    /// One event per line, published together (one transaction for a read's lines).
     async fn output(&self, lines: &[CommandOutputRecord]) {
-        for line in lines {
-            let data = serde_json::json!({
-                "command_id": self.command_id,
-                "stream": line.stream,
-                "content": line.content,
-                "timestamp": rfc3339(line.at),
-            });
-            let event = self.event(EventKind::CommandOutput, data);
-            self.events.announce(&self.tenant, event).await;
-        }
+        let events = lines
+            .iter()
+            .map(|line| {
+                let data = serde_json::json!({
+                    "command_id": self.command_id,
+                    "stream": line.stream,
+                    "content": line.content,
+                    "timestamp": rfc3339(line.at),
+                });
+                self.event(EventKind::CommandOutput, data)
+            })
+            .collect();
+        self.events.announce_all(&self.tenant, events).await;
     }
 
     async fn finished(&self, record: &CommandRecord) {

@@ -154,23 +154,40 @@ impl EventBus {
 
     /// Persist one event and wake every waiter; the event as stored.
     pub async fn publish(&self, tenant: &TenantId, event: NewEvent) -> Result<Event, StoreError> {
+        let mut stored = self.publish_all(tenant, vec![event]).await?;
+        Ok(stored.remove(0))
+    }
+
+    /// Persist `events` in one transaction, with consecutive sequence numbers, and wake every
+    /// waiter once; the events as stored, in order.
+    pub async fn publish_all(
+        &self,
+        tenant: &TenantId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
         let at = now_ms();
-        let data = event.data.to_string();
-        let (id, seq) = self
+        let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+        let rows: Vec<NewEventRow<'_>> = events
+            .iter()
+            .zip(&data)
+            .map(|(event, data)| NewEventRow {
+                kind: event.kind,
+                at,
+                project_id: event.project_id.as_deref(),
+                task_id: event.task_id.as_deref(),
+                command_id: event.command_id.as_deref(),
+                data,
+            })
+            .collect();
+        let numbers = self
             .inner
             .store
-            .append_event(
-                tenant.as_str(),
-                &NewEventRow {
-                    kind: event.kind,
-                    at,
-                    project_id: event.project_id.as_deref(),
-                    task_id: event.task_id.as_deref(),
-                    command_id: event.command_id.as_deref(),
-                    data: &data,
-                },
-            )
+            .append_bus_events(tenant.as_str(), &rows)
             .await?;
+        drop(rows);
+        let Some(&(id, seq)) = numbers.last() else {
+            return Ok(Vec::new());
+        };
         if let Some(tx) = self
             .inner
             .tenants
@@ -193,25 +210,38 @@ impl EventBus {
             }
             newer
         });
-        Ok(Event {
-            id,
-            seq,
-            tenant: tenant.clone(),
-            kind: event.kind,
-            at_ms: at,
-            project_id: event.project_id,
-            task_id: event.task_id,
-            command_id: event.command_id,
-            data: event.data,
-        })
+        Ok(events
+            .into_iter()
+            .zip(numbers)
+            .map(|(event, (id, seq))| Event {
+                id,
+                seq,
+                tenant: tenant.clone(),
+                kind: event.kind,
+                at_ms: at,
+                project_id: event.project_id,
+                task_id: event.task_id,
+                command_id: event.command_id,
+                data: event.data,
+            })
+            .collect())
     }
 
     /// [`publish`](Self::publish) for a producer whose own change has already been made and
     /// must not be undone by a failure to tell of it: the failure is logged.
     pub async fn announce(&self, tenant: &TenantId, event: NewEvent) {
-        let kind = event.kind;
-        if let Err(e) = self.publish(tenant, event).await {
-            tracing::warn!(tenant = %tenant, event = %kind, "publishing an event: {e}");
+        self.announce_all(tenant, vec![event]).await;
+    }
+
+    /// [`publish_all`](Self::publish_all), logging a failure as [`announce`](Self::announce)
+    /// does.
+    pub async fn announce_all(&self, tenant: &TenantId, events: Vec<NewEvent>) {
+        let Some(kind) = events.first().map(|e| e.kind) else {
+            return;
+        };
+        let count = events.len();
+        if let Err(e) = self.publish_all(tenant, events).await {
+            tracing::warn!(tenant = %tenant, event = %kind, count, "publishing events: {e}");
         }
     }
 
@@ -227,17 +257,16 @@ impl EventBus {
         let rows = store
             .events_after(tenant.as_str(), after, limit.min(u32::MAX as usize) as u32)
             .await?;
-        let first_expected = after + 1;
-        let gap = match rows.first() {
-            Some(first) => first.seq > first_expected,
+        // The first event after `after` that is kept, when some after it was dropped.
+        let oldest = match rows.first() {
+            Some(first) => (first.seq > after + 1).then_some(first.seq),
             // Nothing after `after` is kept: a gap only if some was written and dropped.
-            None => store.event_head(tenant.as_str()).await? > after,
+            None => {
+                let head = store.event_head(tenant.as_str()).await?;
+                (head > after).then_some(head + 1)
+            }
         };
-        if gap {
-            let oldest = match rows.first() {
-                Some(first) => first.seq,
-                None => store.event_head(tenant.as_str()).await? + 1,
-            };
+        if let Some(oldest) = oldest {
             return Ok(Err(Gap {
                 asked: after,
                 oldest,

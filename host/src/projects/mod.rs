@@ -20,7 +20,7 @@ use crate::store::{
     ProjectRecord, ProjectStatus, Store, StoreError, UserCounts, now_ms,
 };
 use crate::tenants::TenantId;
-use crate::users::{Permission, Principal};
+use crate::users::{Denied, Permission, Principal};
 use crate::workspaces::{WorkspaceError, Workspaces};
 use serde_json::Value;
 use std::sync::Arc;
@@ -91,6 +91,12 @@ pub enum ProjectError {
     /// Storage failed.
     #[error(transparent)]
     Internal(anyhow::Error),
+}
+
+impl From<Denied> for ProjectError {
+    fn from(e: Denied) -> Self {
+        ProjectError::Forbidden(e.to_string())
+    }
 }
 
 impl From<StoreError> for ProjectError {
@@ -291,18 +297,6 @@ pub fn history_entry(
         user_id: user_id.to_string(),
         user_name: user_name.to_string(),
         note: None,
-    }
-}
-
-/// The caller, checked for a permission.
-pub fn check(who: &Principal, needed: Permission) -> Result<(), ProjectError> {
-    if who.may(needed) {
-        Ok(())
-    } else {
-        Err(ProjectError::Forbidden(format!(
-            "this needs the {} permission",
-            needed.as_str()
-        )))
     }
 }
 
@@ -517,7 +511,7 @@ impl Projects {
         who: &Principal,
         new: NewProject,
     ) -> Result<Project, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let name = text("name", &new.name, MAX_NAME_CHARS)?;
         let description = description(new.description)?;
         let settings = json_object("settings", new.settings)?;
@@ -554,7 +548,7 @@ impl Projects {
 
     /// One of the caller's projects.
     pub async fn get_project(&self, who: &Principal, id: &str) -> Result<Project, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let record = self.project_record(who, id).await?;
         self.project(who, record).await
     }
@@ -565,7 +559,7 @@ impl Projects {
         who: &Principal,
         listing: ProjectListing,
     ) -> Result<(Vec<Project>, u64), ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let mut query = listing.query;
         query.limit = page(query.limit)?;
         query.fts = fts(listing.search, PROJECT_SEARCH_FIELDS)?;
@@ -580,7 +574,7 @@ impl Projects {
         id: &str,
         change: ProjectChange,
     ) -> Result<Project, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let mut record = self.project_record(who, id).await?;
         if let Some(name) = change.name {
             record.name = text("name", &name, MAX_NAME_CHARS)?;
@@ -615,7 +609,7 @@ impl Projects {
 
     /// Delete a project (softly); when.
     pub async fn delete_project(&self, who: &Principal, id: &str) -> Result<i64, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let mut record = self.project_record(who, id).await?;
         let at = now_ms();
         match self.store.delete_project(Self::tenant(who), id, at).await? {
@@ -646,7 +640,7 @@ impl Projects {
         include_tasks: bool,
         include_settings: bool,
     ) -> Result<Project, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let source = self.project_record(who, id).await?;
         let new = NewProject {
             name: name.to_string(),
@@ -720,7 +714,7 @@ impl Projects {
         id: &str,
         limit: u32,
     ) -> Result<Vec<HistoryView>, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         self.project_record(who, id).await?;
         Ok(self
             .store
@@ -734,7 +728,7 @@ impl Projects {
         who: &Principal,
         new: NewTask,
     ) -> Result<BoardTask, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let project = self
             .project_record(who, &new.project_id)
             .await
@@ -844,7 +838,7 @@ impl Projects {
 
     /// One of the caller's tasks, with what it waits for.
     pub async fn get_task(&self, who: &Principal, id: &str) -> Result<BoardTask, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let record = self.task_record(who, id).await?;
         let dependencies = self
             .store
@@ -862,7 +856,7 @@ impl Projects {
         who: &Principal,
         listing: TaskListing,
     ) -> Result<(Vec<BoardTaskRecord>, u64), ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let mut query = listing.query;
         query.limit = page(query.limit)?;
         query.fts = fts(listing.search, TASK_SEARCH_FIELDS)?;
@@ -883,7 +877,7 @@ impl Projects {
         id: &str,
         change: TaskChange,
     ) -> Result<BoardTask, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         // Checked once, before the store is asked: the values do not depend on the row.
         let title = change
             .title
@@ -967,7 +961,7 @@ impl Projects {
 
     /// Delete a task (softly; its history stays); when.
     pub async fn delete_task(&self, who: &Principal, id: &str) -> Result<i64, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         for _ in 0..STALE_RETRIES {
             let task = self.task_record(who, id).await?;
             if task.status.is_active() {
@@ -1003,7 +997,7 @@ impl Projects {
         operation: BulkOperation,
         ids: Vec<String>,
     ) -> Result<BulkOutcome, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         if ids.is_empty() || ids.len() > MAX_BULK_IDS {
             return Err(invalid(
                 "task_ids",
@@ -1079,7 +1073,7 @@ impl Projects {
         who: &Principal,
         id: &str,
     ) -> Result<Vec<HistoryView>, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         self.task_record(who, id).await?;
         Ok(self.store.board_task_history(Self::tenant(who), id).await?)
     }
@@ -1091,7 +1085,7 @@ impl Projects {
         id: &str,
         days: u32,
     ) -> Result<Analytics, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         if !(1..=366).contains(&days) {
             return Err(invalid("period", "must be from 1 to 366 days"));
         }
@@ -1133,7 +1127,7 @@ impl Projects {
 
     /// What the caller made and completed.
     pub async fn user_counts(&self, who: &Principal) -> Result<UserCounts, ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         Ok(self.store.user_counts(Self::tenant(who), &who.id).await?)
     }
 }

@@ -3,8 +3,8 @@
 //! change: written with its history entry in one transaction, retried when the task moved on
 //! under it, and announced as `task.updated`.
 
+use super::STALE_RETRIES;
 use super::{ProjectError, Projects};
-use super::{STALE_RETRIES, check};
 use crate::events::EventKind;
 use crate::store::{BoardRefusal, BoardTaskStatus, HistoryAction, HistoryView, now_ms};
 use crate::users::{Permission, Principal};
@@ -75,7 +75,7 @@ impl Projects {
         at: i64,
         note: &str,
     ) -> Result<TaskRestore, ProjectError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         for _ in 0..STALE_RETRIES {
             let before = self.task_record(who, id).await?;
             let history = self.store.board_task_history(Self::tenant(who), id).await?;

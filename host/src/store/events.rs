@@ -90,8 +90,13 @@ pub struct NewEventRow<'a> {
 /// tenant (or, for durable consumers that serve every tenant, the global id).
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
-    /// Append one event to `tenant`'s log: its global id and its sequence number.
-    async fn append_event(&self, tenant: &str, event: &NewEventRow<'_>) -> StoreResult<(i64, u64)>;
+    /// Append `events` to `tenant`'s log in one transaction, with consecutive sequence
+    /// numbers: each one's global id and sequence number, in order.
+    async fn append_bus_events(
+        &self,
+        tenant: &str,
+        events: &[NewEventRow<'_>],
+    ) -> StoreResult<Vec<(i64, u64)>>;
     /// `tenant`'s events with a sequence number above `after`, oldest first, at most `limit`.
     async fn events_after(
         &self,

@@ -16,7 +16,7 @@ use super::{StartTask, Supervisor, TaskError};
 use crate::contract::{EventBody, TaskState, plain_request};
 use crate::events::{EventBus, EventKind, NewEvent};
 use crate::projects::events::task_event;
-use crate::projects::{ProjectError, check, history_entry};
+use crate::projects::{ProjectError, history_entry};
 use crate::store::{
     BoardRefusal, BoardTaskRecord, BoardTaskStatus, HistoryAction, HistoryRecord, QueueFigures,
     QueueName, Store, now_ms,
@@ -151,7 +151,7 @@ impl BoardQueues {
         id: &str,
         options: ExecuteOptions,
     ) -> Result<Queued, ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         for _ in 0..RETRIES {
             let before = self.task(who, id).await?;
             if before.status.is_active() {
@@ -217,7 +217,7 @@ impl BoardQueues {
 
     /// Queue a task that ended without completing again, with one more retry counted.
     pub async fn retry(&self, who: &Principal, id: &str) -> Result<Queued, ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         for _ in 0..RETRIES {
             let before = self.task(who, id).await?;
             if before.status.is_active() {
@@ -278,7 +278,7 @@ impl BoardQueues {
         id: &str,
         reason: Option<String>,
     ) -> Result<BoardTaskRecord, ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let user = (who.id.as_str(), who.username.as_str());
         self.inner
             .cancel(user, who.tenant.as_str(), id, reason)
@@ -304,7 +304,7 @@ impl BoardQueues {
         queues: &[QueueName],
         paused: bool,
     ) -> Result<(), ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         for queue in chosen(queues) {
             self.inner
                 .store
@@ -321,7 +321,7 @@ impl BoardQueues {
         queues: &[QueueName],
         reason: Option<String>,
     ) -> Result<Vec<String>, ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let chosen = chosen(queues);
         let queued = self
             .inner
@@ -354,7 +354,7 @@ impl BoardQueues {
         ids: &[String],
         queue: QueueName,
     ) -> Result<Vec<(String, Result<(), ProjectError>)>, ProjectError> {
-        check(who, Permission::Execute)?;
+        who.require(Permission::Execute)?;
         let mut out = Vec::new();
         for id in ids {
             out.push((id.clone(), self.move_one(who, id, queue).await));
@@ -406,7 +406,7 @@ impl BoardQueues {
         who: &Principal,
         since: i64,
     ) -> Result<(QueueFigures, Vec<QueueName>), ProjectError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let figures = self
             .inner
             .store
@@ -480,10 +480,23 @@ impl Inner {
         history: &[HistoryRecord],
         exit_code: Option<i32>,
     ) -> Result<bool, ProjectError> {
+        let written = self.write_unannounced(after, history).await?;
+        if written {
+            self.announce(after, exit_code).await;
+        }
+        Ok(written)
+    }
+
+    /// [`write`](Self::write) of a change no reader of the task's events would see (its run's
+    /// id), so without an event.
+    async fn write_unannounced(
+        &self,
+        after: &mut BoardTaskRecord,
+        history: &[HistoryRecord],
+    ) -> Result<bool, ProjectError> {
         match self.store.update_board_task(after, history).await? {
             Ok(()) => {
                 after.version += 1;
-                self.announce(after, exit_code).await;
                 Ok(true)
             }
             Err(BoardRefusal::Stale) => Ok(false),
@@ -695,7 +708,12 @@ impl Inner {
         match self.supervisor.start(&tenant, start).await {
             Ok(run) => {
                 after.run_id = Some(run.id.clone());
-                if !self.write(&mut after, &[]).await.map_err(anyhow_of)? {
+                // The claim told of the status already; the run's id is not in any event.
+                if !self
+                    .write_unannounced(&mut after, &[])
+                    .await
+                    .map_err(anyhow_of)?
+                {
                     // Cancelled between the claim and now: stop the run it no longer wants.
                     let _ = self.supervisor.cancel(&tenant, &run.id).await;
                     return Ok(());

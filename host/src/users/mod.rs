@@ -163,7 +163,21 @@ impl Principal {
     pub fn may(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
     }
+
+    /// It holds `permission`, or [`Denied`]; each service's error makes that its 403.
+    pub fn require(&self, permission: Permission) -> Result<(), Denied> {
+        if self.may(permission) {
+            Ok(())
+        } else {
+            Err(Denied(permission))
+        }
+    }
 }
+
+/// A permission the caller lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this needs the {} permission", .0.as_str())]
+pub struct Denied(pub Permission);
 
 /// The token a principal presented.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ pub mod target;
 use crate::config::WebhooksConfig;
 use crate::events::EventKind;
 use crate::store::{DeliveryRecord, StoreError, WebhookRecord, WebhookStore, now_ms};
-use crate::users::{Permission, Principal};
+use crate::users::{Denied, Permission, Principal};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -79,6 +79,12 @@ pub enum WebhookError {
     /// The store failed.
     #[error(transparent)]
     Internal(#[from] StoreError),
+}
+
+impl From<Denied> for WebhookError {
+    fn from(e: Denied) -> Self {
+        WebhookError::Forbidden(e.to_string())
+    }
 }
 
 fn invalid(field: &'static str, issue: impl Into<String>) -> WebhookError {
@@ -242,7 +248,7 @@ impl Webhooks {
 
     /// Register a webhook for the caller's tenant.
     pub async fn create(&self, who: &Principal, new: NewWebhook) -> Result<Created, WebhookError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let events = events(new.events)?;
         let secret = match new.secret {
             Some(s) => secret(s)?,
@@ -275,14 +281,14 @@ impl Webhooks {
 
     /// The caller's tenant's webhooks, oldest first.
     pub async fn list(&self, who: &Principal) -> Result<Vec<Webhook>, WebhookError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         let all = self.store.list_webhooks(who.tenant.as_str()).await?;
         Ok(all.iter().map(Webhook::of).collect())
     }
 
     /// One of them.
     pub async fn get(&self, who: &Principal, id: &str) -> Result<Webhook, WebhookError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         Ok(Webhook::of(&self.record(who, id).await?))
     }
 
@@ -293,7 +299,7 @@ impl Webhooks {
         id: &str,
         change: WebhookChange,
     ) -> Result<Webhook, WebhookError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         let mut record = self.record(who, id).await?;
         if let Some(events_given) = change.events {
             record.events = events(events_given)?;
@@ -316,7 +322,7 @@ impl Webhooks {
 
     /// Delete one, with its deliveries (pending ones are not sent).
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<(), WebhookError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         if !self.store.delete_webhook(who.tenant.as_str(), id).await? {
             return Err(WebhookError::NotFound);
         }
@@ -331,7 +337,7 @@ impl Webhooks {
         offset: u32,
         limit: u32,
     ) -> Result<DeliveryPage, WebhookError> {
-        check(who, Permission::Read)?;
+        who.require(Permission::Read)?;
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(invalid(
                 "page_size",
@@ -354,7 +360,7 @@ impl Webhooks {
         id: &str,
         delivery: &str,
     ) -> Result<DeliveryRecord, WebhookError> {
-        check(who, Permission::Write)?;
+        who.require(Permission::Write)?;
         self.record(who, id).await?;
         let record = self
             .store
@@ -378,17 +384,6 @@ impl Webhooks {
             .await
             .map_err(|issue| invalid("url", issue))?;
         Ok(target.url.to_string())
-    }
-}
-
-fn check(who: &Principal, needed: Permission) -> Result<(), WebhookError> {
-    if who.may(needed) {
-        Ok(())
-    } else {
-        Err(WebhookError::Forbidden(format!(
-            "this needs the {} permission",
-            needed.as_str()
-        )))
     }
 }
 

@@ -40,7 +40,7 @@ impl host_info::Host for NodeView<'_> {
     }
 
     async fn node_load(&mut self) -> host_info::Load {
-        let (cpu_usage, memory_usage) = crate::metrics::machine_load().await;
+        let (cpu_usage, memory_usage) = crate::metrics::machine_load();
         host_info::Load {
             cpu_usage,
             memory_usage,

@@ -257,6 +257,9 @@ impl wit::Host for WebSocketView<'_> {
             Some(after) => {
                 // Asking for what retention dropped is an error the client can act on.
                 match events.after(&tenant, after, 1).await {
+                    // Something after it is kept: it is behind the head.
+                    Ok(Ok(next)) if !next.is_empty() => after,
+                    // Nothing after it: at the head, or (a cursor from elsewhere) past it.
                     Ok(Ok(_)) => after.min(events.head(&tenant).await.map_err(internal)?),
                     Ok(Err(gap)) => return Err(wit::SocketError::Gap(gap.oldest)),
                     Err(e) => return Err(internal(e)),

@@ -25,32 +25,46 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 
 #[async_trait::async_trait]
 impl EventStore for Sqlite {
-    async fn append_event(&self, tenant: &str, e: &NewEventRow<'_>) -> StoreResult<(i64, u64)> {
+    async fn append_bus_events(
+        &self,
+        tenant: &str,
+        events: &[NewEventRow<'_>],
+    ) -> StoreResult<Vec<(i64, u64)>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = events.len() as i64;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let seq: i64 = tx
+        // The head moves past the whole batch at once; the batch takes the numbers below it.
+        let last: i64 = tx
             .prepare_cached(
-                "INSERT INTO bus_heads (tenant, seq) VALUES (?1, 1)
-             ON CONFLICT (tenant) DO UPDATE SET seq = seq + 1 RETURNING seq",
+                "INSERT INTO bus_heads (tenant, seq) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET seq = seq + ?2 RETURNING seq",
             )?
-            .query_row(params![tenant], |r| r.get(0))?;
-        tx.prepare_cached(
-            "INSERT INTO bus_events (tenant, seq, kind, at, project_id, task_id, command_id, data)
+            .query_row(params![tenant, count], |r| r.get(0))?;
+        let mut stored = Vec::with_capacity(events.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO bus_events (tenant, seq, kind, at, project_id, task_id, command_id, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            tenant,
-            seq,
-            e.kind.as_str(),
-            e.at,
-            e.project_id,
-            e.task_id,
-            e.command_id,
-            e.data
-        ])?;
-        let id = tx.last_insert_rowid();
+            )?;
+            for (seq, e) in (last - count + 1..).zip(events) {
+                insert.execute(params![
+                    tenant,
+                    seq,
+                    e.kind.as_str(),
+                    e.at,
+                    e.project_id,
+                    e.task_id,
+                    e.command_id,
+                    e.data
+                ])?;
+                stored.push((tx.last_insert_rowid(), seq as u64));
+            }
+        }
         tx.commit()?;
-        Ok((id, seq as u64))
+        Ok(stored)
     }
 
     async fn events_after(
@@ -131,22 +145,21 @@ mod tests {
         }
     }
 
+    /// Append one event; its global id and sequence number.
+    async fn append(store: &Sqlite, tenant: &str, kind: EventKind, at: i64) -> (i64, u64) {
+        store
+            .append_bus_events(tenant, &[new_event(kind, at)])
+            .await
+            .unwrap()[0]
+    }
+
     #[tokio::test]
     async fn each_tenant_counts_its_own_events_without_gaps_or_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let store = Sqlite::open(&dir.path().join("g.db")).unwrap();
-        let (a1, s1) = store
-            .append_event("a", &new_event(EventKind::TaskCreated, 10))
-            .await
-            .unwrap();
-        let (_, t1) = store
-            .append_event("b", &new_event(EventKind::TaskCreated, 11))
-            .await
-            .unwrap();
-        let (a2, s2) = store
-            .append_event("a", &new_event(EventKind::TaskUpdated, 12))
-            .await
-            .unwrap();
+        let (a1, s1) = append(&store, "a", EventKind::TaskCreated, 10).await;
+        let (_, t1) = append(&store, "b", EventKind::TaskCreated, 11).await;
+        let (a2, s2) = append(&store, "a", EventKind::TaskUpdated, 12).await;
         assert_eq!((s1, t1, s2), (1, 1, 2));
         assert!(a2 > a1);
         let a = store.events_after("a", 0, 10).await.unwrap();
@@ -161,12 +174,32 @@ mod tests {
         assert_eq!(store.drop_events_before(12, 100).await.unwrap(), 2);
         assert_eq!(store.oldest_event("a").await.unwrap(), Some(2));
         assert_eq!(store.oldest_event("b").await.unwrap(), None);
-        let (_, s3) = store
-            .append_event("a", &new_event(EventKind::TaskUpdated, 13))
-            .await
-            .unwrap();
+        let (_, s3) = append(&store, "a", EventKind::TaskUpdated, 13).await;
         assert_eq!(s3, 3);
         assert_eq!(store.event_head("a").await.unwrap(), 3);
         assert_eq!(store.event_head("nobody").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_consecutive_numbers_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        append(&store, "a", EventKind::TaskCreated, 1).await;
+        let batch: Vec<_> = (0..5)
+            .map(|i| new_event(EventKind::CommandOutput, 10 + i))
+            .collect();
+        let stored = store.append_bus_events("a", &batch).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|(_, seq)| *seq).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        assert!(stored.windows(2).all(|w| w[1].0 > w[0].0));
+        let read = store.events_after("a", 1, 10).await.unwrap();
+        assert_eq!(
+            read.iter().map(|e| e.at).collect::<Vec<_>>(),
+            vec![10, 11, 12, 13, 14]
+        );
+        assert!(store.append_bus_events("a", &[]).await.unwrap().is_empty());
+        assert_eq!(store.event_head("a").await.unwrap(), 6);
     }
 }
