@@ -399,7 +399,7 @@ async fn a_resume_from_events_no_longer_kept_is_told_and_the_connection_follows_
     )
     .await;
     let (authenticated, _) = until(&mut ws, "authenticated").await;
-    assert_eq!(authenticated["event_id"], 0, "{authenticated}");
+    assert_eq!(authenticated["data"]["event_id"], 0, "{authenticated}");
     send(
         &mut ws,
         json!({"type": "subscribe", "channel": "project_updates", "project_id": project}),

@@ -13,7 +13,7 @@ mod common;
 use common::{Server, connect, exec_backend, percentiles, request, runtime, us};
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SEQUENTIAL: usize = 400;
 const CONNECTIONS: usize = 4;
