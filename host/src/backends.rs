@@ -58,6 +58,9 @@ pub struct Availability {
     backends: Arc<[Arc<BackendPlugin>]>,
     probe_dir: PathBuf,
     statuses: Arc<Mutex<BTreeMap<String, BackendStatus>>>,
+    /// The first round of probes (at start, or by the first listing), shared: a listing
+    /// waits on the round in flight rather than starting its own.
+    first_round: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Availability {
@@ -70,6 +73,7 @@ impl Availability {
             backends: backends.into(),
             probe_dir,
             statuses: Arc::default(),
+            first_round: Arc::default(),
         })
     }
 
@@ -119,15 +123,27 @@ impl Availability {
         Some(status)
     }
 
-    /// Every backend as last probed (a backend never probed is probed now).
+    /// The first round of probes: run once, side by side; later callers wait on it.
+    pub async fn first_round(&self) {
+        self.first_round
+            .get_or_init(|| async {
+                self.probe_all().await;
+            })
+            .await;
+    }
+
+    /// Every backend as last probed. Before the first round of probes has ended, waits for
+    /// it (the one in flight since start, never a second round beside it).
     pub async fn list(&self) -> Vec<BackendStatus> {
+        self.first_round().await;
         let known = self.statuses.lock().unwrap().clone();
         let mut out = Vec::new();
         for backend in self.backends.iter() {
-            let name = &backend.name;
-            match known.get(name) {
+            match known.get(&backend.name) {
                 Some(status) => out.push(status.clone()),
-                None => out.extend(self.probe(name).await),
+                // Not in the first round: a probe's record is always kept, so only a
+                // backend added since; probe it now.
+                None => out.extend(self.probe(&backend.name).await),
             }
         }
         out

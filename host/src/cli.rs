@@ -369,7 +369,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             // Probe in the background: a slow binary must not hold up serving.
             let backends = backends.clone();
             tokio::spawn(async move {
-                backends.probe_all().await;
+                backends.first_round().await;
             });
         }
         let loaded = plugins.plugins().len();
