@@ -985,15 +985,15 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     let dry: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(dry["command"][0], "/nowhere/codex", "{dry}");
 
-    // Another process holding the store's write lock: runs could not be recorded, so the
-    // node is unhealthy (503) until it lets go.
-    let db = rusqlite::Connection::open(setup.data().join("gantry.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Another process holding the store's lock: runs could not be recorded, so the node is
+    // unhealthy (503) until it lets go. On SQLite the database's write lock, on PostgreSQL an
+    // exclusive lock on the sessions table.
+    let holder = StoreLockHolder::take(&setup).await;
     let (status, health) = g.get_json("/health").await;
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "unhealthy", "{health}");
     assert_eq!(health["session_store"]["available"], false, "{health}");
-    db.execute_batch("ROLLBACK").unwrap();
+    holder.release().await;
     let (status, health) = g.get_json("/health").await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
@@ -1016,15 +1016,6 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not described");
     }
-    let (status, headers, page) = g.get("/docs").await;
-    assert_eq!(status, 200);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    assert!(String::from_utf8_lossy(&page).contains("/api/v1/prompt"));
 }
 
 /// Without a stream too: a client that gives up before the JSON answer cancels the run.
@@ -1070,5 +1061,41 @@ async fn a_client_that_leaves_before_the_answer_cancels_its_run() {
             "the run outlived its client:\n{m}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A lock on the setup's store held by another process, as a stuck writer would.
+enum StoreLockHolder {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl StoreLockHolder {
+    async fn take(setup: &Setup) -> StoreLockHolder {
+        match &setup.store {
+            None => {
+                let db = rusqlite::Connection::open(setup.data().join("gantry.db")).unwrap();
+                db.execute_batch("BEGIN IMMEDIATE").unwrap();
+                StoreLockHolder::Sqlite(db)
+            }
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                StoreLockHolder::Postgres(client)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            StoreLockHolder::Sqlite(db) => db.execute_batch("ROLLBACK").unwrap(),
+            StoreLockHolder::Postgres(client) => client.batch_execute("ROLLBACK").await.unwrap(),
+        }
     }
 }

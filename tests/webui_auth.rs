@@ -637,3 +637,66 @@ async fn the_hosts_rate_limit_answers_in_the_documents_envelope() {
         body["meta"]["request_id"].as_str().unwrap()
     );
 }
+
+/// `/v1` and `/api/v1` take a user's token too (the web UI's playground and workspaces use
+/// them), but their plugins cannot tell users apart and act for the whole tenant: a user gets
+/// in only with the write and execute permissions, as good as the tenant's key there.
+#[tokio::test]
+async fn a_users_token_on_the_tenant_wide_apis_needs_write_and_execute() {
+    let mut manifests = vec![
+        (
+            "webui-api",
+            include_str!("../plugins/webui-api.toml").to_string(),
+        ),
+        ("system", include_str!("../plugins/system.toml").to_string()),
+        (
+            "core-api",
+            include_str!("../plugins/core-api.toml").to_string(),
+        ),
+        (
+            "clinvk-api",
+            include_str!("../plugins/clinvk-api.toml").to_string(),
+        ),
+    ];
+    manifests.push((
+        "echo",
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"echo\"\nimports = [\"gantry:plugin/config\"]\n".into(),
+    ));
+    let setup = common::Setup::new(&manifests);
+    add_user(&setup, "alice", "wes", false);
+    let (ok, out, err) = users_cli(
+        &setup,
+        &[
+            "add",
+            "--tenant",
+            "alice",
+            "--username",
+            "rita",
+            "--permission",
+            "read",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(ok, "users add: {out} {err}");
+    let g = serve(&setup);
+    let wes = token(&g, "wes").await;
+    let rita = token(&g, "rita").await;
+
+    for path in ["/v1/backends", "/api/v1/backends"] {
+        let (status, _, body) = call(&g, "GET", path, Some(&wes), Value::Null, &[]).await;
+        assert_eq!(status, 200, "{path} with a writer's token: {body}");
+        let (status, _, body) = call(&g, "GET", path, Some(&rita), Value::Null, &[]).await;
+        assert_eq!(status, 403, "{path} with a reader's token: {body}");
+        let text = body.to_string();
+        assert!(text.contains("write and execute"), "{path}: {text}");
+        let (status, _, body) = call(&g, "GET", path, Some(ALICE), Value::Null, &[]).await;
+        assert_eq!(status, 200, "{path} with the tenant's key: {body}");
+    }
+    // The reader cannot start anything there either.
+    let prompt = json!({ "backend": "echo", "prompt": "hi" });
+    let (status, _, body) = call(&g, "POST", "/api/v1/prompt", Some(&rita), prompt, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    // The reader's token still works where users are told apart.
+    let (status, _, body) = call(&g, "GET", "/api/projects", Some(&rita), Value::Null, &[]).await;
+    assert_eq!(status, 200, "{body}");
+}

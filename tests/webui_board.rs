@@ -1532,3 +1532,96 @@ async fn one_tenants_backlog_does_not_hide_anothers_tasks() {
     )
     .await;
 }
+
+/// Two nodes on one PostgreSQL store (whatever store the suite runs on): a board task runs on
+/// A; when A dies, B (once A's lease ran out) ends the run as interrupted and, the task having
+/// a retry left, queues it again and runs it. While A lived, B left A's run alone.
+#[tokio::test]
+async fn a_dead_nodes_board_task_is_interrupted_and_retried_by_another_node() {
+    let mut setup = board_setup();
+    if setup.store.is_none() {
+        setup.store = Some(common::postgres::fresh_database());
+    }
+    add_user(&setup, "alice", "ann", true);
+    let file = setup.dir.path().join("nodes.toml");
+    std::fs::write(
+        &file,
+        "[tasks]\nmax_running_per_tenant = 1\nnode_lease_ms = 1500\n[http]\nuser_rate_limit_per_minute = 6000\n",
+    )
+    .unwrap();
+    let node = |id: &str| {
+        let mut cmd = setup.command();
+        cmd.arg("--config")
+            .arg(&file)
+            .env("GANTRY_NODE_ID", id)
+            .env("GANTRY_API_KEYS", format!("alice:{ALICE}"));
+        common::Gantry::spawn(cmd)
+    };
+    let mut a = node("node-a");
+    let ann = token(&a, "ann").await;
+    let pid = board_project(&a, &ann, "two nodes").await;
+    let slow = new_task(&a, &ann, &pid, "slow on a").await;
+    ok(
+        &a,
+        "POST",
+        &format!("/api/tasks/{slow}/execute"),
+        &ann,
+        json!({ "options": { "retry_attempts": 1 } }),
+    )
+    .await;
+    until(&a, &ann, &slow, status_is("running")).await;
+    let b = node("node-b");
+    // B's looks at the board leave a live node's run alone.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let t = ok(&b, "GET", &format!("/api/tasks/{slow}"), &ann, Value::Null).await;
+    assert_eq!(t["status"], "running", "{t}");
+
+    a.signal("KILL");
+    a.wait_exit(std::time::Duration::from_secs(10))
+        .expect("gantry stops on KILL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let history = loop {
+        let history = ok(
+            &b,
+            "GET",
+            &format!("/api/tasks/{slow}/history"),
+            &ann,
+            Value::Null,
+        )
+        .await;
+        if actions(&history)
+            .iter()
+            .filter(|a| *a == "->running")
+            .count()
+            == 2
+        {
+            break history;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never ran the task again: {history}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        actions(&history).starts_with(&[
+            "created".to_string(),
+            "->queued".into(),
+            "executed".into(),
+            "->running".into(),
+            "->interrupted".into(),
+            "retried".into(),
+            "->queued".into(),
+            "->running".into(),
+        ]),
+        "{history}"
+    );
+    ok(
+        &b,
+        "POST",
+        &format!("/api/tasks/{slow}/cancel"),
+        &ann,
+        json!({}),
+    )
+    .await;
+}

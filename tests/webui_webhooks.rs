@@ -425,3 +425,61 @@ async fn deliveries_pending_when_gantry_is_killed_are_sent_after_a_restart() {
     let page = deliveries_until(&g, &hook_id, |p| p["items"][0]["status"] == "delivered").await;
     assert_eq!(page["total"], 1, "no delivery was made twice: {page}");
 }
+
+/// Several nodes on one PostgreSQL store (whatever store the suite runs on): one of them sends
+/// the webhooks. When it dies with a delivery pending, another takes the sending over once the
+/// dead node's lease has run out, and the receiver gets the same delivery (id and bytes).
+#[tokio::test]
+async fn a_delivery_pending_on_a_dead_node_is_sent_by_another_node() {
+    let receiver = Receiver::start(usize::MAX).await;
+    let mut setup = setup();
+    if setup.store.is_none() {
+        setup.store = Some(common::postgres::fresh_database());
+    }
+    let file = setup.dir.path().join("nodes.toml");
+    std::fs::write(
+        &file,
+        format!("{}\n[tasks]\nnode_lease_ms = 1500\n", config(1000)),
+    )
+    .unwrap();
+    let node = |id: &str| {
+        let mut cmd = setup.command();
+        cmd.arg("--config")
+            .arg(&file)
+            .env("GANTRY_NODE_ID", id)
+            .env("GANTRY_API_KEYS", keys());
+        common::Gantry::spawn(cmd)
+    };
+    let mut a = node("node-a");
+    assert!(
+        a.wait_for_log("this node sends the webhooks", Duration::from_secs(10)),
+        "{}",
+        a.stderr()
+    );
+    let b = node("node-b");
+    let hook = register(&b, &receiver.url, &["project.created"]).await;
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    // The event happens on B; A, the sender, turns it into a delivery and tries it.
+    ok(
+        &b,
+        "POST",
+        "/api/projects",
+        ALICE,
+        json!({ "name": "made on b" }),
+    )
+    .await;
+    let first = receiver.until_got(1).await[0].clone();
+    assert_eq!(first.event, "project.created");
+    assert!(!b.stderr().contains("this node sends the webhooks"));
+
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(10))
+        .expect("gantry exits on SIGKILL");
+    receiver.failures.store(0, Ordering::SeqCst);
+    let seen = receiver.got().len();
+    let got = receiver.until_got(seen + 1).await;
+    assert_eq!((&got[seen].id, &got[seen].body), (&first.id, &first.body));
+    assert!(b.stderr().contains("this node sends the webhooks"));
+    let page = deliveries_until(&b, &hook_id, |p| p["items"][0]["status"] == "delivered").await;
+    assert_eq!(page["total"], 1, "no delivery was made twice: {page}");
+}

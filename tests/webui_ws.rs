@@ -453,3 +453,91 @@ async fn an_expired_session_is_told_and_closed_with_4404() {
     assert_eq!(m["data"]["session_id"], session.as_str(), "{m}");
     assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, 4404);
 }
+
+/// Two nodes on one PostgreSQL store (whatever store the suite runs on): a client on node B
+/// follows a project whose task is executed through node A, and hears all of it.
+#[tokio::test]
+async fn a_client_on_one_node_hears_what_happens_through_another() {
+    let mut setup = board_setup();
+    if setup.store.is_none() {
+        setup.store = Some(common::postgres::fresh_database());
+    }
+    users(&setup);
+    let node = |id: &str| {
+        let mut cmd = setup.command();
+        cmd.env("GANTRY_NODE_ID", id)
+            .env("GANTRY_API_KEYS", format!("alice:{ALICE}"));
+        Gantry::spawn(cmd)
+    };
+    let a = node("node-a");
+    let b = node("node-b");
+    let ada = token(&a, "ada").await;
+    let project = board_project(&a, &ada, "across").await;
+    let session = work_session(&b, &ada, &project, json!({})).await;
+    let session = session["session_id"].as_str().unwrap().to_string();
+    let (status, _, body) = call(
+        &a,
+        "POST",
+        "/api/tasks/",
+        Some(&ada),
+        json!({"title": "steps to take", "project_id": project}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let task = body["data"]["id"].as_str().unwrap().to_string();
+
+    let mut ws = signed_in(&b, &session, &ada).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "channel": "project_updates", "project_id": project}),
+    )
+    .await;
+    until(&mut ws, "subscribed").await;
+    let (status, _, body) = call(
+        &a,
+        "POST",
+        &format!("/api/tasks/{task}/execute"),
+        Some(&ada),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (done, updates) = until(&mut ws, "task_completed").await;
+    assert_eq!(done["data"]["task_id"], task.as_str());
+    assert_eq!(done["data"]["status"], "completed", "{done}");
+    let ids: Vec<u64> = updates
+        .iter()
+        .chain([&done])
+        .filter_map(|m| m["event_id"].as_u64())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // A command runs on the node that was asked, A: its lines reach the connection on B.
+    let (status, _, body) = call(
+        &a,
+        "POST",
+        "/api/commands/execute",
+        Some(&ada),
+        json!({"command": "echo one; echo two", "project_id": project, "session_id": session, "stream_output": true}),
+        &[],
+    )
+    .await;
+    assert!(status == 202 || status == 201, "{status} {body}");
+    let command = body["data"]["command_id"].as_str().unwrap().to_string();
+    let (end, lines) = until(&mut ws, "command_completed").await;
+    assert_eq!(end["data"]["command_id"], command.as_str());
+    let stdout: Vec<String> = lines
+        .iter()
+        .filter(|m| m["type"] == "command_output")
+        .map(|m| {
+            m["data"]["content"]
+                .as_str()
+                .unwrap()
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(stdout, ["one", "two"], "{lines:?}");
+}

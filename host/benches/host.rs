@@ -50,7 +50,7 @@ fn config(dir: &std::path::Path) -> Config {
         addr: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.join("data")),
         plugins: Some(plugins),
-        api_keys: None,
+        ..Overrides::default()
     };
     Config::from_layers(Some("[runtime]\nmax_instances = 64\n"), &overrides).unwrap()
 }

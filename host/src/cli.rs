@@ -34,6 +34,20 @@ enum Command {
     Plugin(PluginCommand),
     /// Users of the /api surface, in the data directory of the config (as `serve` sees it).
     Users(UsersArgs),
+    /// Bring the store's schema up to this gantry's (`serve` does too, at start): for a
+    /// PostgreSQL store shared by several nodes, run it once before upgrading them.
+    Migrate(MigrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// Data directory (as for `serve`; where a SQLite store is).
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file over the embedded defaults (as for `serve`); `GANTRY_STORE` names a
+    /// PostgreSQL store.
+    #[arg(long, env = "GANTRY_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,6 +127,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => migrate(args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Check { component }) => check(&component),
         Command::Users(args) => users(args).map(|()| ExitCode::SUCCESS),
     };
@@ -230,6 +245,75 @@ impl Drop for Telemetry {
     }
 }
 
+/// The store the config names, and its gauges for `/metrics`: SQLite in the data directory, or
+/// a PostgreSQL database (migrated to this gantry's schema first).
+async fn open_store(
+    config: &Config,
+) -> Result<(
+    Arc<dyn crate::store::Store>,
+    Arc<dyn crate::metrics::StoreGauges>,
+)> {
+    match &config.store {
+        crate::config::StoreLocation::Sqlite => {
+            let sqlite = Arc::new(crate::store::Sqlite::open(
+                &config.data_dir.join("gantry.db"),
+            )?);
+            Ok((sqlite.clone(), sqlite))
+        }
+        crate::config::StoreLocation::Postgres(url) => {
+            let pg =
+                Arc::new(crate::store::Postgres::connect(url, config.store_max_connections).await?);
+            tracing::info!(store = %pg.target(), "rows are kept in PostgreSQL");
+            Ok((pg.clone(), pg))
+        }
+    }
+}
+
+/// `gantry migrate`: bring the configured store's schema up to this gantry's, and say so.
+fn migrate(args: MigrateArgs) -> Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        ..Overrides::default()
+    }
+    .with_store_env();
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        match &config.store {
+            crate::config::StoreLocation::Sqlite => {
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!("creating data directory {}", config.data_dir.display())
+                })?;
+                let path = config.data_dir.join("gantry.db");
+                crate::store::Sqlite::open(&path)?;
+                println!("sqlite {}: schema up to date", path.display());
+            }
+            crate::config::StoreLocation::Postgres(url) => {
+                let pg = crate::store::Postgres::connect_only(url, 2).await?;
+                let done = pg.migrate().await?;
+                if done.from == done.to {
+                    println!(
+                        "postgres {}: schema version {}, up to date",
+                        pg.target(),
+                        done.to
+                    );
+                } else {
+                    println!(
+                        "postgres {}: schema version {} -> {}",
+                        pg.target(),
+                        done.from,
+                        done.to
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let overrides = Overrides {
         addr: args.addr,
@@ -237,7 +321,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         plugins: args.plugins,
         // Secrets only from the environment: a flag would show in every process listing.
         api_keys: std::env::var("GANTRY_API_KEYS").ok(),
-    };
+        ..Overrides::default()
+    }
+    .with_store_env();
     let config = Config::load(args.config.as_deref(), &overrides)?
         .with_otlp_env(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().as_deref())?;
     let args_config = args.config.clone();
@@ -270,14 +356,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let plugins = Arc::new(Plugins::start(&config).await?);
-        let sqlite = Arc::new(crate::store::Sqlite::open(
-            &config.data_dir.join("gantry.db"),
-        )?);
+        let (store, gauges) = open_store(&config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         // The machine's CPU use is measured from here on (`host-info.node-load`).
         crate::metrics::prime_machine_load();
-        metrics.watch_store(sqlite.clone());
-        let store: Arc<dyn crate::store::Store> = sqlite;
+        metrics.watch_store(gauges);
         let workspaces = Arc::new(
             crate::workspaces::Workspaces::open(&config.data_dir, store.clone())?
                 .with_workdirs(&config.workdirs),
@@ -332,12 +415,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         events.keep_for(&config.events, std::time::Duration::from_secs(60));
         let projects =
             crate::projects::Projects::new(store.clone(), workspaces.clone(), events.clone());
-        let tasks = crate::tasks::Supervisor::new(
+        let tasks = crate::tasks::Supervisor::for_node(
             adapters.clone(),
             store.clone(),
             workspaces.clone(),
             &config.data_dir,
             config.tasks.clone(),
+            Some(config.node_id.as_str()).filter(|id| !id.is_empty()),
         )
         .await?
         .with_isolation(isolation)
@@ -356,7 +440,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         let store_for_sessions = store.clone();
         // Pending deliveries (a previous run's too) are sent from here on.
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), &config.webhooks);
-        webhooks.start(config.webhooks.clone(), Some(Arc::new(events.clone())));
+        // One node of a shared store sends them (another takes over when it dies).
+        webhooks.start_as(
+            config.webhooks.clone(),
+            Some(Arc::new(events.clone())),
+            crate::webhooks::NodeRole::new(
+                store.clone(),
+                "webhooks",
+                tasks.node_id(),
+                Duration::from_millis(config.tasks.node_lease_ms.max(300)),
+            ),
+        );
         let queues = crate::tasks::queue::BoardQueues::start(
             store,
             tasks.clone(),
@@ -434,7 +528,8 @@ fn users(args: UsersArgs) -> Result<()> {
     let overrides = Overrides {
         data_dir: args.data_dir,
         ..Overrides::default()
-    };
+    }
+    .with_store_env();
     let config = Config::load(args.config.as_deref(), &overrides)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -443,9 +538,7 @@ fn users(args: UsersArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
-        let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Sqlite::open(
-            &config.data_dir.join("gantry.db"),
-        )?);
+        let (store, _) = open_store(&config).await?;
         let users = Users::new(
             store,
             crate::users::tokens::SigningKeys::ephemeral()?,

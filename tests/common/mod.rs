@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod postgres;
 pub mod webui;
 
 use bytes::Bytes;
@@ -37,9 +38,13 @@ pub fn test_handler_manifest(extra: &str) -> String {
     )
 }
 
-/// A plugin directory and data directory, kept for the life of the test.
+/// A plugin directory and data directory, kept for the life of the test, and the store: SQLite
+/// in the data directory, or a fresh PostgreSQL database when the suite runs on PostgreSQL
+/// (`GANTRY_TEST_STORE=postgres`).
 pub struct Setup {
     pub dir: TempDir,
+    /// The PostgreSQL store's URL, when the suite runs on PostgreSQL.
+    pub store: Option<String>,
 }
 
 impl Setup {
@@ -54,7 +59,17 @@ impl Setup {
             )
             .unwrap();
         }
-        Setup { dir }
+        let store = postgres::selected().then(postgres::fresh_database);
+        Setup { dir, store }
+    }
+
+    /// Give `cmd` (a `gantry` command) this setup's store.
+    pub fn with_store<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env_remove("GANTRY_NODE_ID");
+        match &self.store {
+            Some(url) => cmd.env("GANTRY_STORE", url),
+            None => cmd.env_remove("GANTRY_STORE"),
+        }
     }
 
     pub fn plugins(&self) -> PathBuf {
@@ -81,6 +96,7 @@ impl Setup {
             .env_remove("GANTRY_CONFIG")
             .env_remove("GANTRY_API_KEYS")
             .env("RUST_LOG", "info");
+        self.with_store(&mut cmd);
         cmd
     }
 

@@ -56,7 +56,9 @@ pub fn serve(setup: &Setup) -> Gantry {
 /// `gantry users ARGS…` on the setup's data directory, with `stdin` as its standard input;
 /// whether it succeeded, and its stdout and stderr.
 pub fn users_cli(setup: &Setup, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(super::gantry_bin())
+    let mut cmd = Command::new(super::gantry_bin());
+    setup.with_store(&mut cmd);
+    let mut child = cmd
         .arg("users")
         .args(args)
         .arg("--data-dir")

@@ -2,10 +2,11 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /health` | `ok`, `degraded` (a backend is unavailable) or `unhealthy` (the store is not answering, 503), with version, uptime, backends and session store figures; a caller without a key (tenant `anonymous`) gets the status alone |
+//! | `GET /health` | `ok`, `degraded` (a backend is unavailable) or `unhealthy` (the store is not answering, 503), with version, uptime, backends, session store figures and the store's kind, this node's id and the live nodes; a caller without a key (tenant `anonymous`) gets the status alone |
 //! | `GET /metrics` | Prometheus text: requests, latencies, runs, streams, instances, plugin errors |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of every route this node serves |
-//! | `GET /docs` | the same, as a page for people |
+//!
+//! The page for people, `/docs`, is the `ui` plugin's: an explorer drawn from this document.
 
 use gantry_guest::bindings::gantry::plugin::{backends, metrics};
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
@@ -30,13 +31,7 @@ impl Guest for System {
                 metrics::render().as_bytes(),
             ),
             ("GET" | "HEAD", "/openapi.json") => http::json(out, 200, &document()),
-            ("GET" | "HEAD", "/docs") => http::respond(
-                out,
-                200,
-                "text/html; charset=utf-8",
-                docs_page(&document()).as_bytes(),
-            ),
-            (_, "/health" | "/metrics" | "/openapi.json" | "/docs") => {
+            (_, "/health" | "/metrics" | "/openapi.json") => {
                 error(out, 405, "method_not_allowed", &format!("use GET {path}"))
             }
             _ => error(out, 404, "not_found", &format!("no route for {path}")),
@@ -72,6 +67,7 @@ fn health(out: ResponseOutparam) {
         http::json(out, code, &json!({ "status": status }));
         return;
     }
+    let cluster = host_info::cluster();
     let plugins: Vec<_> = info
         .plugins
         .iter()
@@ -93,6 +89,11 @@ fn health(out: ResponseOutparam) {
             },
             "active_instances": info.active_instances,
             "sandbox": info.sandbox,
+            "store": {
+                "kind": cluster.store_kind,
+                "node_id": cluster.node_id,
+                "live_nodes": cluster.live_nodes,
+            },
             "plugins": plugins,
         }),
     );
@@ -146,84 +147,6 @@ fn document() -> Value {
     doc
 }
 
-/// A plain page listing every operation: method, path, summary, parameters and answers.
-fn docs_page(doc: &Value) -> String {
-    let mut html = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gantry API</title>\
-         <style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}\
-         code{background:#f3f3f3;padding:0 .2em}h2{margin-top:2rem;border-bottom:1px solid #ddd}\
-         .m{font-weight:bold;display:inline-block;min-width:4.5em}</style></head><body>",
-    );
-    let info = &doc["info"];
-    html.push_str(&format!(
-        "<h1>{} {}</h1><p>{}</p><p>The machine-readable document is <a href=\"/openapi.json\">/openapi.json</a>.</p>",
-        escape(info["title"].as_str().unwrap_or("gantry")),
-        escape(info["version"].as_str().unwrap_or("")),
-        escape(info["description"].as_str().unwrap_or("")),
-    ));
-    let empty = Map::new();
-    for (path, item) in doc["paths"].as_object().unwrap_or(&empty) {
-        html.push_str(&format!("<h2><code>{}</code></h2>", escape(path)));
-        if let Some(d) = item["description"].as_str() {
-            html.push_str(&format!("<p>{}</p>", escape(d)));
-        }
-        for method in ["get", "post", "put", "patch", "delete"] {
-            let Some(op) = item.get(method) else { continue };
-            html.push_str(&format!(
-                "<p><span class=\"m\">{}</span> {}</p>",
-                method.to_uppercase(),
-                escape(op["summary"].as_str().unwrap_or(""))
-            ));
-            if let Some(d) = op["description"].as_str() {
-                html.push_str(&format!("<p>{}</p>", escape(d)));
-            }
-            let params: Vec<String> = op["parameters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some(format!(
-                        "<li><code>{}</code> ({}{}) {}</li>",
-                        escape(p["name"].as_str()?),
-                        escape(p["in"].as_str().unwrap_or("")),
-                        if p["required"] == true {
-                            ", required"
-                        } else {
-                            ""
-                        },
-                        escape(p["description"].as_str().unwrap_or(""))
-                    ))
-                })
-                .collect();
-            if !params.is_empty() {
-                html.push_str(&format!("<p>Parameters:</p><ul>{}</ul>", params.concat()));
-            }
-            if let Some(responses) = op["responses"].as_object() {
-                let answers: Vec<String> = responses
-                    .iter()
-                    .map(|(code, r)| {
-                        format!(
-                            "<li><code>{}</code> {}</li>",
-                            escape(code),
-                            escape(r["description"].as_str().unwrap_or(""))
-                        )
-                    })
-                    .collect();
-                html.push_str(&format!("<p>Answers:</p><ul>{}</ul>", answers.concat()));
-            }
-        }
-    }
-    html.push_str("</body></html>");
-    html
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 gantry_guest::bindings::export_handler!(System);
 
 #[cfg(test)]
@@ -242,17 +165,5 @@ mod tests {
         let doc: Value = serde_json::from_str(OPENAPI).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         assert!(doc["paths"]["/api/v1/prompt"]["post"].is_object());
-    }
-
-    #[test]
-    fn the_docs_page_escapes_text() {
-        let doc = json!({
-            "info": { "title": "t<", "version": "1", "description": "d&" },
-            "paths": { "/a": { "get": { "summary": "<s>", "responses": { "200": { "description": "ok" } } } } }
-        });
-        let page = docs_page(&doc);
-        assert!(page.contains("t&lt; 1"));
-        assert!(page.contains("&lt;s&gt;"));
-        assert!(!page.contains("<s>"));
     }
 }

@@ -83,6 +83,72 @@ pub struct Config {
     /// Signed webhooks: attempt timeout, retries, and which private hosts they may reach.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Where gantry keeps its rows: SQLite in the data directory (the default), or a
+    /// PostgreSQL database several nodes share (`postgres://…`, also from `GANTRY_STORE`).
+    #[serde(default)]
+    pub store: StoreLocation,
+    /// Connections this node keeps open to a PostgreSQL store at most.
+    #[serde(default = "default_store_connections")]
+    pub store_max_connections: usize,
+    /// This node's id among the nodes sharing a store (also `GANTRY_NODE_ID`); empty: made
+    /// once and kept in the data directory's `node-id`. Nodes sharing a data directory must
+    /// each be given one.
+    #[serde(default)]
+    pub node_id: String,
+}
+
+fn default_store_connections() -> usize {
+    16
+}
+
+/// Where the rows are kept.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `gantry.db` in the data directory.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, by its URL (which may hold a password: never shown).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `"sqlite"`, or `"postgres"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreLocation::Sqlite => "sqlite",
+            StoreLocation::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Parse a setting: `sqlite` (or empty), or a `postgres://` / `postgresql://` URL.
+    pub fn parse(text: &str) -> Result<StoreLocation> {
+        let text = text.trim();
+        if text.is_empty() || text == "sqlite" {
+            return Ok(StoreLocation::Sqlite);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(text.to_string()));
+        }
+        bail!(
+            "store must be \"sqlite\" or a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
+        )
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite => f.write_str("Sqlite"),
+            StoreLocation::Postgres(_) => f.write_str("Postgres([redacted])"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreLocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        StoreLocation::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Secret text: its `Debug` says nothing of it.
@@ -161,6 +227,23 @@ pub struct Overrides {
     pub plugins: Option<PathBuf>,
     /// `GANTRY_API_KEYS`.
     pub api_keys: Option<String>,
+    /// `GANTRY_STORE` (environment only: a URL may hold a password).
+    pub store: Option<String>,
+    /// `GANTRY_NODE_ID`.
+    pub node_id: Option<String>,
+}
+
+impl Overrides {
+    /// The overrides only the environment gives: `GANTRY_STORE`, `GANTRY_NODE_ID`.
+    pub fn with_store_env(mut self) -> Overrides {
+        self.store = std::env::var("GANTRY_STORE")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        self.node_id = std::env::var("GANTRY_NODE_ID")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        self
+    }
 }
 
 impl Config {
@@ -200,6 +283,12 @@ impl Config {
         if let Some(dir) = &overrides.plugins {
             set("plugins", path_value(dir)?);
         }
+        if let Some(store) = &overrides.store {
+            set("store", toml::Value::String(store.clone()));
+        }
+        if let Some(node) = &overrides.node_id {
+            set("node_id", toml::Value::String(node.clone()));
+        }
         let mut config: Config = toml::Value::Table(merged).try_into()?;
         config.api_keys_env = overrides.api_keys.clone().map(Redacted);
         config.validate()?;
@@ -220,6 +309,18 @@ impl Config {
         self.commands.validate().map_err(anyhow::Error::msg)?;
         self.websocket.validate().map_err(anyhow::Error::msg)?;
         self.webhooks.validate().map_err(anyhow::Error::msg)?;
+        if !self.node_id.is_empty()
+            && (self.node_id.len() > 64
+                || !self
+                    .node_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            bail!("node_id must be 1 to 64 letters, digits, '-', '_' or '.'");
+        }
+        if self.store_max_connections == 0 || self.store_max_connections > 1000 {
+            bail!("store_max_connections must be between 1 and 1000");
+        }
         for operator in &self.operators {
             crate::tenants::TenantId::new(operator).context("in operators")?;
         }
@@ -327,6 +428,31 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_store_is_sqlite_or_a_postgres_url_that_is_never_shown() {
+        let c = Config::from_layers(None, &Overrides::default()).unwrap();
+        assert_eq!(c.store, StoreLocation::Sqlite);
+        assert_eq!(c.store_max_connections, 16);
+        let over = Overrides {
+            store: Some("postgres://gantry:s3cret@127.0.0.1:5432/gantry".into()),
+            node_id: Some("node-a".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_layers(Some("store = \"sqlite\""), &over).unwrap();
+        assert_eq!(c.store.kind(), "postgres");
+        assert_eq!(c.node_id, "node-a");
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let err =
+            Config::from_layers(Some("store = \"mysql://x\""), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("postgres://"), "{err:#}");
+        for bad in ["node_id = \"a b\"", "store_max_connections = 0"] {
+            assert!(
+                Config::from_layers(Some(bad), &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

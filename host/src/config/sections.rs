@@ -25,10 +25,19 @@ pub struct TaskLimits {
     /// refused with 503 `QUEUE_FULL`.
     #[serde(default = "default_max_queued")]
     pub max_queued_per_tenant: u32,
+    /// How long this node's lease on its tasks holds without renewal, in ms. Another node
+    /// sharing the store marks a node's unfinished tasks interrupted only once its lease has
+    /// run out; it is renewed every third of this.
+    #[serde(default = "default_node_lease_ms")]
+    pub node_lease_ms: u64,
 }
 
 fn default_max_queued() -> u32 {
     10_000
+}
+
+fn default_node_lease_ms() -> u64 {
+    30_000
 }
 
 impl Default for TaskLimits {
@@ -40,6 +49,7 @@ impl Default for TaskLimits {
             default_timeout_ms: 0,
             max_line_bytes: 64 * 1024,
             max_queued_per_tenant: default_max_queued(),
+            node_lease_ms: default_node_lease_ms(),
         }
     }
 }

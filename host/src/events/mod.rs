@@ -117,6 +117,58 @@ pub struct Gap {
     pub oldest: u64,
 }
 
+/// How often a node of a shared store looks for events other nodes published.
+const OTHER_NODES_EVERY: Duration = Duration::from_millis(250);
+
+/// On a store several nodes share, events published elsewhere wake this node's waiters too:
+/// the newest global id, and the head of each tenant someone here follows, read from the
+/// store every [`OTHER_NODES_EVERY`] (until the bus is dropped).
+async fn hear_other_nodes(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(OTHER_NODES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.store.last_event_id().await {
+            Ok(id) => {
+                inner.latest.send_if_modified(|latest| {
+                    let newer = id > *latest;
+                    *latest = (*latest).max(id);
+                    newer
+                });
+            }
+            Err(e) => {
+                tracing::debug!("reading the event bus's head: {e}");
+                continue;
+            }
+        }
+        let followed: Vec<TenantId> = {
+            let mut tenants = inner.tenants.lock().unwrap_or_else(|p| p.into_inner());
+            tenants.retain(|_, tx| tx.receiver_count() > 0);
+            tenants.keys().cloned().collect()
+        };
+        for tenant in followed {
+            let Ok(seq) = inner.store.event_head(tenant.as_str()).await else {
+                continue;
+            };
+            if let Some(tx) = inner
+                .tenants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&tenant)
+            {
+                tx.send_if_modified(|head| {
+                    let newer = seq > *head;
+                    *head = (*head).max(seq);
+                    newer
+                });
+            }
+        }
+    }
+}
+
 /// The bus. Cheap to clone; every clone is the same bus.
 #[derive(Clone)]
 pub struct EventBus {
@@ -143,13 +195,18 @@ impl EventBus {
     /// The bus over `store`'s event log.
     pub async fn open(store: Arc<dyn Store>) -> Result<EventBus, StoreError> {
         let last = store.last_event_id().await?;
-        Ok(EventBus {
+        let shared = store.store_kind() != "sqlite";
+        let bus = EventBus {
             inner: Arc::new(Inner {
                 store,
                 latest: watch::channel(last).0,
                 tenants: Default::default(),
             }),
-        })
+        };
+        if shared {
+            tokio::spawn(hear_other_nodes(Arc::downgrade(&bus.inner)));
+        }
+        Ok(bus)
     }
 
     /// Persist one event and wake every waiter; the event as stored.

@@ -10,6 +10,7 @@ use crate::config::{ConnectionLimits, WebSocketConfig};
 use crate::manifest::ErrorEnvelope;
 use crate::runtime::{CallFailure, GuestBody, Runtime};
 use crate::tenants::{ApiKeys, TenantId};
+use crate::users::Permission;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -389,6 +390,19 @@ async fn gated(
             return response;
         }
     };
+    // A plugin that cannot tell users apart acts for the whole tenant: a user's token there is
+    // worth as much as the tenant's API key, so only a user who may write and execute has it.
+    if let (Some(target), Some(who)) = (target, &user)
+        && target.acts_for_tenant
+        && !who.service
+        && !(who.may(Permission::Write) && who.may(Permission::Execute))
+    {
+        let message = format!(
+            "{} acts for the whole tenant: a user needs the write and execute permissions here",
+            target.pattern
+        );
+        return error_response(envelope, StatusCode::FORBIDDEN, "forbidden", &message, None);
+    }
     // Every request names its host (HTTP/1.1's `Host`, HTTP/2's `:authority`): handlers see
     // it as the request's authority.
     if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
@@ -424,9 +438,12 @@ async fn gated(
     let now = Instant::now();
     let tenant_rate = gate.limits.check(&tenant, client, now);
     // A user_auth route has budgets per user too (the Web UI API's): a refusal of either
-    // refuses, and its answers tell the user's budget.
-    let user_rate = target
-        .user_auth
+    // refuses, and its answers tell the user's budget. The tenant's key on a plugin that acts
+    // for the whole tenant (`/v1`, `/api/v1`) is held to the tenant's budget alone, as before
+    // those routes took users' tokens.
+    let tenant_key_on_tenant_api =
+        target.acts_for_tenant && user.as_ref().is_some_and(|who| who.service);
+    let user_rate = (target.user_auth && !tenant_key_on_tenant_api)
         .then(|| {
             let id = user.as_ref().map(|u| u.id.as_str());
             gate.limits.check_user(id, client, now)
@@ -725,8 +742,13 @@ fn unauthorized(envelope: ErrorEnvelope, message: &str) -> Response<GuestBody> {
     response
 }
 
-/// A 401 of a `user_auth` route, with the document's code.
+/// A 401 of a `user_auth` route: the Web UI API's code in its envelope; elsewhere (`/v1`,
+/// `/api/v1`, which take users' tokens too) the API's own `unauthorized`.
 fn refused_token(envelope: ErrorEnvelope, code: &str, message: &str) -> Response<GuestBody> {
+    let code = match envelope {
+        ErrorEnvelope::Webui => code,
+        _ => "unauthorized",
+    };
     let mut response = error_response(envelope, StatusCode::UNAUTHORIZED, code, message, None);
     response.headers_mut().insert(
         hyper::header::WWW_AUTHENTICATE,

@@ -23,6 +23,9 @@ pub struct RouteTarget {
     pub user_auth: bool,
     /// A WebSocket endpoint (`websocket = true`).
     pub websocket: bool,
+    /// The plugin does not import `gantry:plugin/identity`: it cannot tell users apart, so
+    /// it acts for the whole tenant whoever calls.
+    pub acts_for_tenant: bool,
 }
 
 /// The route table; built once at startup.
@@ -51,6 +54,10 @@ impl Router {
                         errors: manifest.error_envelope,
                         user_auth: manifest.user_auth,
                         websocket: route.websocket,
+                        acts_for_tenant: !manifest
+                            .imports
+                            .iter()
+                            .any(|i| i == "gantry:plugin/identity"),
                     },
                 )?;
             }
@@ -113,6 +120,7 @@ mod tests {
             errors: Default::default(),
             user_auth: false,
             websocket: false,
+            acts_for_tenant: true,
         }
     }
 

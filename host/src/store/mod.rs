@@ -7,6 +7,7 @@ mod commands;
 #[macro_use]
 mod projects;
 mod events;
+mod postgres;
 mod sqlite;
 mod webhooks;
 mod work_sessions;
@@ -16,6 +17,7 @@ pub use events::*;
 pub use projects::*;
 pub use work_sessions::*;
 
+pub use postgres::{Migrated, Postgres};
 pub use sqlite::Sqlite;
 pub use webhooks::*;
 
@@ -432,6 +434,34 @@ pub trait NodeStore: Send + Sync {
     async fn take_over_expired(&self, now: i64) -> StoreResult<Vec<String>>;
     /// The nodes whose lease holds at `now`.
     async fn live_nodes(&self, now: i64) -> StoreResult<Vec<NodeRecord>>;
+    /// Let pending task `task_id` of `tenant` run if fewer than `max_all` tasks, and fewer than
+    /// `max_tenant` of the tenant's, are running over every node of the store: it is marked
+    /// running (from `now`) in the same step. Whether it may run. A store of one node leaves
+    /// the limits to the node's own slots and always says yes.
+    async fn claim_run_slot(
+        &self,
+        tenant: &str,
+        task_id: &str,
+        max_all: u64,
+        max_tenant: u64,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Hold the node-wide role `role` (one node of the store at a time does that work, such
+    /// as sending webhooks) until `now + lease_ms`: taken when nobody holds it or its holder's
+    /// lease ran out, renewed when `node` holds it. Whether `node` holds it now. A store of one
+    /// node always says yes.
+    async fn claim_role(
+        &self,
+        role: &str,
+        node: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<bool>;
+    /// What kind of store this is (`sqlite`, `postgres`), for `/health`.
+    fn store_kind(&self) -> &'static str;
+    /// How the node hears of logs growing and cancel requests: within this process on a store
+    /// of one node, between nodes on a shared one.
+    fn log_notifier(&self) -> std::sync::Arc<dyn LogNotifier>;
 }
 
 /// Everything gantry persists.
@@ -489,6 +519,16 @@ pub trait LogNotifier: Send + Sync + fmt::Debug {
     fn follow(&self, task_id: &str) -> Option<tokio::sync::watch::Receiver<LogProgress>>;
     /// Start announcing `task_id` (before its first append).
     fn open(&self, task_id: &str);
+    /// Ask the node that runs `task_id` to cancel it (a task this node does not run). One
+    /// node alone has nobody to ask.
+    fn request_cancel(&self, task_id: &str) {
+        let _ = task_id;
+    }
+    /// The cancel requests other nodes send for tasks, once (the supervisor takes them); one
+    /// node alone hears none.
+    fn cancel_requests(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
 }
 
 /// A [`LogNotifier`] within one process: a watch channel per task whose log is being written.

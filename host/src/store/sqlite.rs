@@ -978,6 +978,37 @@ impl NodeStore for Sqlite {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    async fn claim_run_slot(
+        &self,
+        _tenant: &str,
+        _task_id: &str,
+        _max_all: u64,
+        _max_tenant: u64,
+        _now: i64,
+    ) -> StoreResult<bool> {
+        // One node: its own slots are the limits.
+        Ok(true)
+    }
+
+    async fn claim_role(
+        &self,
+        _role: &str,
+        _node: &str,
+        _now: i64,
+        _lease_ms: i64,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    fn store_kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn log_notifier(&self) -> std::sync::Arc<dyn crate::store::LogNotifier> {
+        // One node: every log is written in this process.
+        std::sync::Arc::new(crate::store::LocalNotifier::default())
+    }
 }
 
 const USER_COLUMNS: &str = "id, tenant, username, email, password_hash, permissions, disabled, created_at, last_login, token_generation";

@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a lease holds without renewal.
-pub(crate) const LEASE: Duration = Duration::from_secs(30);
-
 /// The id of the node whose data directory is `data_dir`: made once, kept in `node-id`, so
 /// that a restarted node knows which unfinished tasks were its own.
 pub(crate) fn node_id(data_dir: &Path) -> anyhow::Result<String> {
@@ -24,7 +21,7 @@ pub(crate) fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// The node's lease, renewed every third of [`LEASE`] until dropped. Each renewal also takes
+/// The node's lease, renewed every third of its length until dropped. Each renewal also takes
 /// over the nodes whose lease has expired.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -33,12 +30,16 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Claim `node`'s lease now and keep renewing it in the background.
-    pub(crate) async fn claim(store: Arc<dyn Store>, node: String) -> anyhow::Result<Lease> {
-        let lease_ms = LEASE.as_millis() as i64;
+    pub(crate) async fn claim(
+        store: Arc<dyn Store>,
+        node: String,
+        lease: Duration,
+    ) -> anyhow::Result<Lease> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         store.claim_lease(&node, now_ms(), lease_ms).await?;
         let (stop, mut stopped) = watch::channel(());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LEASE / 3);
+            let mut tick = tokio::time::interval(lease / 3);
             tick.tick().await;
             loop {
                 tokio::select! {

@@ -35,9 +35,7 @@ pub use log::Subscription;
 
 use crate::contract::{PromptRequest, refusal_message};
 use crate::metrics::Metrics;
-use crate::store::{
-    LocalNotifier, LogNotifier, LogProgress, OutputQuota, Store, TaskRecord, TaskState, now_ms,
-};
+use crate::store::{LogNotifier, LogProgress, OutputQuota, Store, TaskRecord, TaskState, now_ms};
 use crate::tenants::TenantId;
 use crate::workspaces::{WorkspaceError, Workspaces};
 use log::TaskLog;
@@ -127,7 +125,7 @@ struct Inner {
     limits: TaskLimits,
     global: Arc<Semaphore>,
     per_tenant: Mutex<HashMap<String, Arc<Semaphore>>>,
-    live: Mutex<HashMap<String, Live>>,
+    live: Arc<Mutex<HashMap<String, Live>>>,
     tmp_root: PathBuf,
     homes_root: PathBuf,
     /// What each task's sandbox holds (see [`isolation`]).
@@ -151,8 +149,29 @@ impl Supervisor {
         data_dir: &std::path::Path,
         limits: TaskLimits,
     ) -> anyhow::Result<Supervisor> {
-        let node = lease::node_id(data_dir)?;
-        let lease = lease::Lease::claim(store.clone(), node.clone()).await?;
+        Supervisor::for_node(adapters, store, workspaces, data_dir, limits, None).await
+    }
+
+    /// [`Supervisor::new`] as the node `node` when given (nodes sharing one data directory
+    /// cannot keep their ids in it), else as the node whose id `data_dir` keeps.
+    pub async fn for_node(
+        adapters: Arc<dyn Adapters>,
+        store: Arc<dyn Store>,
+        workspaces: Arc<Workspaces>,
+        data_dir: &std::path::Path,
+        limits: TaskLimits,
+        node: Option<&str>,
+    ) -> anyhow::Result<Supervisor> {
+        let node = match node {
+            Some(id) => id.to_string(),
+            None => lease::node_id(data_dir)?,
+        };
+        let lease = lease::Lease::claim(
+            store.clone(),
+            node.clone(),
+            std::time::Duration::from_millis(limits.node_lease_ms.max(300)),
+        )
+        .await?;
         let interrupted = store.interrupt_tasks_of(&node, now_ms()).await?;
         if !interrupted.is_empty() {
             tracing::warn!(
@@ -160,6 +179,7 @@ impl Supervisor {
                 "tasks left unfinished by the previous process are now interrupted"
             );
         }
+        let notifier = store.log_notifier();
         let tmp_root = data_dir.join("tmp");
         std::fs::create_dir_all(&tmp_root)?;
         let homes_root = data_dir.join("homes");
@@ -170,14 +190,14 @@ impl Supervisor {
                 adapters,
                 metrics: Arc::default(),
                 store,
-                notifier: Arc::new(LocalNotifier::default()),
+                notifier: notifier.clone(),
                 node,
                 _lease: lease,
                 workspaces,
                 global: Arc::new(Semaphore::new(limits.max_running.max(1))),
                 limits,
                 per_tenant: Mutex::new(HashMap::new()),
-                live: Mutex::new(HashMap::new()),
+                live: Arc::new(Mutex::new(HashMap::new())),
                 tmp_root: tmp_root.canonicalize()?,
                 homes_root: homes_root.canonicalize()?,
                 isolation,
@@ -185,7 +205,8 @@ impl Supervisor {
                 storage: StorageConfig::default(),
                 _retention: None,
             }),
-        })
+        }
+        .hear_cancels())
     }
 
     fn inner_mut(&mut self) -> &mut Inner {
@@ -216,6 +237,17 @@ impl Supervisor {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node
+    }
+
+    /// What kind of store the node's rows are in (`sqlite`, `postgres`).
+    pub fn store_kind(&self) -> &'static str {
+        self.inner.store.store_kind()
+    }
+
+    /// The ids of the nodes whose lease holds now (this one among them), oldest first.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, TaskError> {
+        let nodes = self.inner.store.live_nodes(now_ms()).await?;
+        Ok(nodes.into_iter().map(|n| n.id).collect())
     }
 
     /// Count ended runs in `metrics`. Call before the supervisor is shared.
@@ -397,13 +429,40 @@ impl Supervisor {
     }
 
     /// Cancel a task: TERM to its process group, KILL after the grace period. Idempotent, and
-    /// harmless on a finished task. Returns the task as it is now.
+    /// harmless on a finished task. A task another node runs is cancelled by that node, asked
+    /// through the store. Returns the task as it is now.
     pub async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<TaskRecord, TaskError> {
         let task = self.get(tenant, id).await?;
-        if let Some(live) = self.inner.live.lock().unwrap().get(&task.id) {
-            live.cancel.send_replace(true);
+        let here = match self.inner.live.lock().unwrap().get(&task.id) {
+            Some(live) => {
+                live.cancel.send_replace(true);
+                true
+            }
+            None => false,
+        };
+        if !here && !task.state.is_terminal() {
+            self.inner.notifier.request_cancel(&task.id);
         }
         Ok(task)
+    }
+
+    /// Cancel the tasks other nodes ask this one to, while the supervisor lives.
+    fn hear_cancels(self) -> Supervisor {
+        if let Some(mut requests) = self.inner.notifier.cancel_requests() {
+            let live = Arc::downgrade(&self.inner.live);
+            tokio::spawn(async move {
+                while let Some(id) = requests.recv().await {
+                    let Some(live) = live.upgrade() else {
+                        return;
+                    };
+                    if let Some(live) = live.lock().unwrap().get(&id) {
+                        tracing::info!(task = %id, "cancelled at another node's request");
+                        live.cancel.send_replace(true);
+                    }
+                }
+            });
+        }
+        self
     }
 
     /// Follow a task's log from `from_seq` (1 is the start): what exists, then what comes,

@@ -132,6 +132,11 @@ impl BoardQueues {
         });
         inner.recover().await?;
         let weak = Arc::downgrade(&inner);
+        // On a store several nodes share, a dead node's runs end when another takes them over
+        // (its lease ran out): the board hears of it by looking again now and then.
+        if inner.store.store_kind() != "sqlite" {
+            tokio::spawn(recover_now_and_then(weak.clone()));
+        }
         tokio::spawn(dispatcher(weak));
         Ok(BoardQueues { inner })
     }
@@ -550,15 +555,28 @@ impl Inner {
         }
     }
 
-    /// What the previous process left: running tasks become interrupted, and are queued
-    /// again when they have retries left; each tenant hears of it as a `system.alert`.
+    /// What a stopped node left: running tasks whose run is no longer live (this node's
+    /// previous process, or a node whose lease ran out) become interrupted, and are queued
+    /// again when they have retries left; each tenant hears of it as a `system.alert`. A run
+    /// still live on some node is that node's to finish.
     async fn recover(&self) -> anyhow::Result<()> {
         let mut interrupted: std::collections::BTreeMap<String, u32> = Default::default();
         let running = self
             .store
             .board_tasks_with_status(BoardTaskStatus::Running)
             .await?;
+        let shared = self.store.store_kind() != "sqlite";
         for task in running {
+            match (&task.run_id, TenantId::new(&task.tenant)) {
+                (Some(run_id), Ok(tenant)) => match self.supervisor.get(&tenant, run_id).await {
+                    Ok(run) if !run.state.is_terminal() => continue,
+                    _ => {}
+                },
+                // Claimed but its run not started yet: on a shared store another node may be
+                // starting it right now; it is left alone for a while.
+                (None, _) if shared && now_ms() - task.updated_at < CLAIM_GRACE_MS => continue,
+                _ => {}
+            }
             let now = now_ms();
             let mut after = task.clone();
             after.status = BoardTaskStatus::Interrupted;
@@ -588,7 +606,7 @@ impl Inner {
                 "level": "warning",
                 "title": "Tasks interrupted",
                 "message": format!(
-                    "gantry restarted while {n} task(s) ran; they were interrupted and queued again where retries were left"
+                    "gantry stopped while {n} task(s) ran; they were interrupted and queued again where retries were left"
                 ),
             });
             self.events
@@ -841,6 +859,25 @@ async fn follow(inner: Weak<Inner>, tenant: TenantId, mut task: BoardTaskRecord,
     };
     if let Err(e) = inner.finish(task, status, note, retry, exit_code).await {
         tracing::error!("ending a board task's run: {e:#}");
+    }
+}
+
+/// How long a board task claimed without a run yet is taken to be starting on some node.
+const CLAIM_GRACE_MS: i64 = 60_000;
+
+/// How often the board looks for runs another node's take-over ended.
+const RECOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`Inner::recover`] every [`RECOVER_EVERY`], until the queues are dropped.
+async fn recover_now_and_then(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(RECOVER_EVERY).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = inner.recover().await {
+            tracing::warn!("looking for board tasks whose node stopped: {e:#}");
+        }
     }
 }
 

@@ -90,6 +90,12 @@ impl TaskRun {
             self.record.finished_at = Some(now_ms());
         }
         self.inner.store.update_task(&self.record).await?;
+        if state.is_terminal() {
+            // Out of the live set as soon as the end is stored, not after its log entry (a
+            // round trip more on a shared store): whoever reads the end finds the workspace
+            // free.
+            self.inner.live.lock().unwrap().remove(&self.record.id);
+        }
         let change = StateChange {
             state,
             reason: reason.map(str::to_string),
@@ -103,11 +109,32 @@ impl TaskRun {
         self.set_state(TaskState::Pending, None).await?;
         // Wait for this tenant's slot, then a global one; both queues are first come, first
         // served. A cancel while waiting ends the task without running it.
-        let slots = async {
-            let tenant = tenant_slots(&self.inner, self.tenant.as_str())
-                .acquire_owned()
-                .await;
-            let global = self.inner.global.clone().acquire_owned().await;
+        // On a store shared by several nodes the limits hold over all of them: the store
+        // hands out a running slot too (on one node it always has one to give).
+        let inner = self.inner.clone();
+        let (tenant_name, task_id) = (self.tenant.as_str().to_string(), self.record.id.clone());
+        let slots = async move {
+            let tenant = tenant_slots(&inner, &tenant_name).acquire_owned().await;
+            let global = inner.global.clone().acquire_owned().await;
+            let limits = &inner.limits;
+            loop {
+                let claimed = inner
+                    .store
+                    .claim_run_slot(
+                        &tenant_name,
+                        &task_id,
+                        limits.max_running.max(1) as u64,
+                        limits.max_running_per_tenant.max(1) as u64,
+                        now_ms(),
+                    )
+                    .await;
+                match claimed {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(task = %task_id, "claiming a running slot: {e}"),
+                }
+                tokio::time::sleep(CLUSTER_SLOT_RETRY).await;
+            }
             (tenant, global)
         };
         let _slots = tokio::select! {
@@ -319,6 +346,9 @@ impl TaskRun {
         self.log.append_output(entries).await
     }
 }
+
+/// How often a task waiting for a running slot another node holds asks again.
+const CLUSTER_SLOT_RETRY: Duration = Duration::from_millis(100);
 
 /// Resolves once a cancel was asked for (never, if the sender is gone).
 pub(super) async fn cancelled(cancel: &mut watch::Receiver<bool>) {

@@ -98,18 +98,35 @@ impl SigningKeys {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
+            // Written whole under a name of its own, then linked into place: nodes sharing a
+            // data directory that start together agree on the one key that got there first,
+            // and none reads a file half written.
+            let tmp = path.with_extension(format!("new-{}", hex::encode(random_bytes(8)?)));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating the signing key file {}", path.display()))?;
+                .open(&tmp)
+                .with_context(|| format!("creating the signing key file {}", tmp.display()))?;
             writeln!(
                 file,
                 "# gantry's HS256 signing keys, KID:HEX: the first signs, all verify.\n{kid}:{secret}"
             )?;
             file.sync_all()?;
-            tracing::info!(file = %path.display(), kid = %kid, "generated a token signing key");
+            drop(file);
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), kid = %kid, "generated a token signing key");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("creating the signing key file {}", path.display())
+                    });
+                }
+            }
         }
         let mode = std::fs::metadata(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -311,6 +328,30 @@ mod tests {
     fn b64(bytes: &[u8]) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn nodes_starting_together_on_one_data_directory_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-signing-keys");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let nodes: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    SigningKeys::load_or_create(&path).unwrap()
+                })
+            })
+            .collect();
+        let keys: Vec<SigningKeys> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
+        // What one node signs, every other verifies.
+        let token = keys[0].sign(&claims(1000)).unwrap();
+        for other in &keys {
+            assert_eq!(other.verify(&token, 900).unwrap(), claims(1000));
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::events::EventKind;
 use crate::store::{DeliveryRecord, StoreError, WebhookRecord, WebhookStore, now_ms};
 use crate::users::{Denied, Permission, Principal};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use outbox::{EventFeed, FeedEvent};
@@ -246,6 +247,45 @@ impl Webhooks {
         }
     }
 
+    /// [`Webhooks::start`] on the one node of the store that holds the role of sending them:
+    /// this node waits until the role is free (its holder's lease ran out: the node died) and
+    /// then sends what is pending, its dead holder's deliveries included. One sender at a
+    /// time, so no event is turned into deliveries twice.
+    pub fn start_as(
+        &self,
+        config: WebhooksConfig,
+        feed: Option<Arc<dyn EventFeed>>,
+        role: NodeRole,
+    ) {
+        let this = Webhooks {
+            store: self.store.clone(),
+            allowed: self.allowed.clone(),
+            wake: self.wake.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                role.acquire().await;
+                tracing::info!(node = %role.node, "this node sends the webhooks");
+                let worker = deliver::Worker::new(
+                    this.store.clone(),
+                    Arc::new(config.clone()),
+                    this.allowed.clone(),
+                    this.wake.clone(),
+                );
+                let sending = tokio::spawn(worker.run());
+                let consuming = feed.clone().map(|feed| {
+                    tokio::spawn(outbox::run(feed, this.store.clone(), this.wake.clone()))
+                });
+                role.hold().await;
+                sending.abort();
+                if let Some(consuming) = consuming {
+                    consuming.abort();
+                }
+                tracing::warn!(node = %role.node, "another node took over sending the webhooks");
+            }
+        });
+    }
+
     /// Register a webhook for the caller's tenant.
     pub async fn create(&self, who: &Principal, new: NewWebhook) -> Result<Created, WebhookError> {
         who.require(Permission::Write)?;
@@ -429,6 +469,73 @@ fn generate_secret() -> String {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .expect("the system's random generator works");
     format!("whsec_{}", hex::encode(bytes))
+}
+
+/// A node-wide role held through the store's leases ([`crate::store::NodeStore::claim_role`]).
+#[derive(Debug)]
+pub struct NodeRole {
+    store: Arc<dyn crate::store::Store>,
+    name: &'static str,
+    node: String,
+    lease: Duration,
+}
+
+impl NodeRole {
+    /// Role `name` for `node`, its lease `lease` long (claimed and renewed every third of it).
+    pub fn new(
+        store: Arc<dyn crate::store::Store>,
+        name: &'static str,
+        node: &str,
+        lease: Duration,
+    ) -> NodeRole {
+        NodeRole {
+            store,
+            name,
+            node: node.to_string(),
+            lease,
+        }
+    }
+
+    async fn claim(&self) -> bool {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .claim_role(self.name, &self.node, now_ms(), lease_ms)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(role = self.name, "claiming a node role: {e}");
+                false
+            }
+        }
+    }
+
+    /// Wait until this node holds the role.
+    async fn acquire(&self) {
+        while !self.claim().await {
+            tokio::time::sleep(self.lease / 3).await;
+        }
+    }
+
+    /// Keep renewing the role; return once a renewal finds another node holding it (this node
+    /// failed to renew in time). A renewal that cannot reach the store keeps trying: the role
+    /// is this node's until its lease runs out.
+    async fn hold(&self) {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+            match self
+                .store
+                .claim_role(self.name, &self.node, now_ms(), lease_ms)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(role = self.name, "renewing a node role: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

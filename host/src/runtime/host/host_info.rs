@@ -20,6 +20,16 @@ impl host_info::Host for NodeView<'_> {
         }
     }
 
+    async fn cluster(&mut self) -> host_info::ClusterInfo {
+        let tasks = &self.services.tasks;
+        host_info::ClusterInfo {
+            store_kind: tasks.store_kind().to_string(),
+            node_id: tasks.node_id().to_string(),
+            // A store that cannot answer lists no node; `info` says it is unavailable.
+            live_nodes: tasks.live_nodes().await.unwrap_or_default(),
+        }
+    }
+
     async fn recent_traffic(&mut self) -> host_info::Traffic {
         let t = self.services.metrics.last_minute();
         host_info::Traffic {
