@@ -5,11 +5,12 @@
 
 mod common;
 
-use gantry::contract::{EventBody, OutputLine, OutputStream, plain_request};
+use gantry::contract::{EventBody, OutputLine, OutputStream, StateChange, plain_request};
 use gantry::store::{
     EventRecord, OutputQuota, Postgres, Store, StoreError, TaskRecord, TaskState, WorkspaceRecord,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 async fn store() -> Arc<dyn Store> {
     let url = common::postgres::fresh_database();
@@ -202,4 +203,62 @@ async fn running_slots_count_every_nodes_tasks() {
     assert!(db.claim_run_slot("alice", "a2", 2, 1, 6).await.unwrap());
     // A task no longer pending is not claimed again.
     assert!(!db.claim_run_slot("alice", "a1", 10, 10, 7).await.unwrap());
+}
+
+/// A follower on another node is told a task ended only once its log holds its end: the row
+/// says "cancelled" a round trip before the state change is appended, and a follower told
+/// "ended" in between would stop one entry short.
+#[tokio::test]
+async fn a_remote_follower_is_told_of_the_end_once_the_log_holds_it() {
+    let db = store().await;
+    workspace(db.as_ref(), "w", "alice").await;
+    let mut t = task("t", "alice", "w", TaskState::Running, "a");
+    db.insert_task(&t).await.unwrap();
+    db.append_events("t", &[line(1), line(2)], None)
+        .await
+        .unwrap();
+    // Followed from a notifier that does not write the log: it learns by polling the store.
+    let notifier = db.log_notifier();
+    let mut progress = notifier.follow("t").unwrap();
+    let until = |rx: &mut tokio::sync::watch::Receiver<gantry::store::LogProgress>,
+                 what: fn(&gantry::store::LogProgress) -> bool| {
+        let mut rx = rx.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(what))
+                .await
+                .expect("the follower was not told in time")
+                .map(|p| *p)
+                .unwrap()
+        }
+    };
+    assert!(!until(&mut progress, |p| p.last_seq == 2).await.ended);
+
+    t.state = TaskState::Cancelled;
+    t.finished_at = Some(gantry::store::now_ms());
+    db.update_task(&t).await.unwrap();
+    // Two polls later it still waits for the log's last entry.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!progress.borrow().ended, "{:?}", *progress.borrow());
+
+    let end = EventRecord {
+        seq: 3,
+        body: EventBody::State(StateChange {
+            state: TaskState::Cancelled,
+            reason: None,
+            exit_code: None,
+            error: None,
+        }),
+        at: 4,
+    };
+    db.append_events("t", &[end], None).await.unwrap();
+    let seen = until(&mut progress, |p| p.ended).await;
+    assert_eq!(seen.last_seq, 3);
+
+    // A task whose node died between the two writes is ended all the same, once its end is
+    // old enough.
+    let mut u = task("u", "alice", "w", TaskState::Failed, "a");
+    u.finished_at = Some(1);
+    db.insert_task(&u).await.unwrap();
+    let mut progress = notifier.follow("u").unwrap();
+    assert!(until(&mut progress, |p| p.ended).await.ended);
 }

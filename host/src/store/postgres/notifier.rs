@@ -20,6 +20,8 @@ const LOG_CHANNEL: &str = "gantry_log";
 const CANCEL_CHANNEL: &str = "gantry_cancel";
 /// How often followers of other nodes' tasks are woken from the store, whatever was heard.
 const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How long after a task's stored end a follower stops waiting for its log's last entry.
+const END_GRACE: Duration = Duration::from_secs(5);
 /// How long the listener waits before connecting again after its connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -258,10 +260,20 @@ async fn poll(pool: deadpool_postgres::Pool, notifier: Weak<PgNotifier>) {
         }
         let read = async {
             let client = pool.get().await?;
+            // A task's end is stored in its row before its log's last entry (its state
+            // change) is appended: it counts as ended once that entry is there too, or once
+            // the end is older than [`END_GRACE`] (its node died between the two writes).
+            // Ended too early, a follower would stop one entry short of the end.
+            let settled = crate::store::now_ms() - END_GRACE.as_millis() as i64;
             let rows = client
                 .query(
-                    "SELECT id, last_seq, state NOT IN ('pending', 'running') FROM tasks WHERE id = ANY($1)",
-                    &[&followed],
+                    "SELECT t.id, t.last_seq, t.state NOT IN ('pending', 'running') AND (
+                         t.finished_at < $2 OR EXISTS (
+                             SELECT 1 FROM events e
+                             WHERE e.task_id = t.id AND e.seq = t.last_seq AND e.kind = 'state'
+                               AND e.data::jsonb ->> 'state' = t.state))
+                     FROM tasks t WHERE t.id = ANY($1)",
+                    &[&followed, &settled],
                 )
                 .await?;
             Ok::<_, crate::store::StoreError>(rows)
