@@ -1,4 +1,5 @@
-//! The command line: `gantry serve`, `gantry users …` and `gantry plugin check`.
+//! The command line: `gantry serve`, `gantry users …`, `gantry migrate` and the plugin
+//! authors' `gantry plugin check|new|test|record`.
 
 use crate::config::{Config, Overrides, TelemetryConfig};
 use crate::manifest::{ComponentSource, PluginKind};
@@ -120,6 +121,58 @@ enum PluginCommand {
         /// A `.wasm` component, or `bundled:NAME` for one built into gantry.
         component: String,
     },
+    /// Make a new plugin project in DIR/NAME: the component's source, its manifest in
+    /// `plugin/`, a test, and the SDK and WIT it builds with.
+    New {
+        /// What the plugin is.
+        #[arg(value_enum)]
+        kind: NewKind,
+        /// Its name: lowercase letters, digits, '-' and '_', starting with a letter.
+        name: String,
+        /// The directory the project is made in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::authoring::scaffold::Lang,
+    },
+    /// Replay a backend's recorded CLI runs (`tests/*.transcript`) through its component with
+    /// no server, no process and no network, and compare what it makes of each with
+    /// `tests/*.expected`: exit 1 with a diff on a mismatch.
+    Test {
+        /// A project directory (its manifest in `plugin/`, its tests in `tests/`) or a
+        /// manifest file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The directory of the transcripts (default: the project's `tests/`).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// Write what the component makes of each transcript as its expected file.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Run a CLI once (argv, no shell) and print its output as a transcript for `plugin test`.
+    Record {
+        /// The prompt the transcript says the CLI was given (its request), for the replay's
+        /// `build-command`.
+        #[arg(long, default_value = crate::authoring::transcript::DEFAULT_PROMPT)]
+        prompt: String,
+        /// Write the transcript here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// The kinds of plugin `plugin new` makes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NewKind {
+    /// A backend adapter: a CLI's argv and output lines.
+    Backend,
+    /// A handler: HTTP routes.
+    Handler,
 }
 
 /// Run the command line; the exit code says how it went.
@@ -129,6 +182,22 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => migrate(args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Check { component }) => check(&component),
+        Command::Plugin(PluginCommand::New {
+            kind,
+            name,
+            dir,
+            lang,
+        }) => plugin_new(kind, &name, &dir, lang).map(|()| ExitCode::SUCCESS),
+        Command::Plugin(PluginCommand::Test {
+            path,
+            tests,
+            update,
+        }) => plugin_test(&path, tests.as_deref(), update),
+        Command::Plugin(PluginCommand::Record {
+            prompt,
+            output,
+            command,
+        }) => plugin_record(&prompt, output.as_deref(), &command).map(|()| ExitCode::SUCCESS),
         Command::Users(args) => users(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -740,4 +809,172 @@ fn check(component: &str) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `gantry plugin new`.
+fn plugin_new(
+    kind: NewKind,
+    name: &str,
+    parent: &std::path::Path,
+    lang: crate::authoring::scaffold::Lang,
+) -> Result<()> {
+    use crate::authoring::scaffold;
+    let kind = match kind {
+        NewKind::Backend => PluginKind::Backend,
+        NewKind::Handler => PluginKind::Handler,
+    };
+    let project = scaffold::new(kind, name, parent, lang)?;
+    let dir = project.dir.display();
+    println!("made {} plugin {name} in {dir}", kind.as_str());
+    println!("  cd {dir} && {}", scaffold::BUILD_COMMAND);
+    match kind {
+        PluginKind::Backend => println!("  gantry plugin test       # replays tests/*.transcript"),
+        PluginKind::Handler => println!("  gantry plugin check {}", project.component),
+    }
+    Ok(())
+}
+
+/// `gantry plugin test`: exit 0 when every transcript gives what its expected file says, 1
+/// when one does not (with a diff), 2 when the tests could not run.
+fn plugin_test(
+    path: &std::path::Path,
+    tests: Option<&std::path::Path>,
+    update: bool,
+) -> Result<ExitCode> {
+    use crate::authoring::{replay, transcript::Transcript};
+    let defaults = Config::from_layers(None, &Overrides::default())?;
+    let rt = &defaults.runtime;
+    let (manifest_path, tests_dir) = if path.is_dir() {
+        let manifests: Vec<PathBuf> = std::fs::read_dir(path.join("plugin"))
+            .with_context(|| {
+                format!(
+                    "{} has no plugin/ directory: give a project directory or a manifest file",
+                    path.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        let [manifest] = &manifests[..] else {
+            anyhow::bail!(
+                "{} holds {} manifests: give the one to test",
+                path.join("plugin").display(),
+                manifests.len()
+            );
+        };
+        (manifest.clone(), path.join("tests"))
+    } else {
+        let tests = path
+            .parent()
+            .and_then(|p| p.parent())
+            .unwrap_or(std::path::Path::new("."))
+            .join("tests");
+        (path.to_path_buf(), tests)
+    };
+    let tests_dir = tests.map(std::path::Path::to_path_buf).unwrap_or(tests_dir);
+    let manifest =
+        crate::manifest::Manifest::load(&manifest_path, &rt.plugin_defaults, rt.max_memory_mb)?;
+    if manifest.kind != PluginKind::Backend {
+        anyhow::bail!(
+            "{} is a handler: `plugin test` replays a backend's transcripts; check a handler's \
+             component with `gantry plugin check` and try its routes with `gantry serve`",
+            manifest.name
+        );
+    }
+    let mut transcripts: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
+        .with_context(|| format!("reading {}", tests_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "transcript"))
+        .collect();
+    transcripts.sort();
+    if transcripts.is_empty() {
+        anyhow::bail!(
+            "no *.transcript in {}: record one with `gantry plugin record -- CMD ARGS…`",
+            tests_dir.display()
+        );
+    }
+    let cache = tempfile::tempdir().context("a directory for compiled components")?;
+    let mut config = defaults.clone();
+    config.data_dir = cache.path().to_path_buf();
+    let name = manifest.name.clone();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let plugins = Plugins::start_with(&config, vec![manifest]).await?;
+        let mut failed = 0;
+        for path in &transcripts {
+            let shown = path.display();
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {shown}"))?;
+            let transcript = Transcript::parse(&text).with_context(|| format!("in {shown}"))?;
+            let actual = replay::replay(&plugins, &name, &transcript)
+                .await
+                .with_context(|| format!("replaying {shown}"))?
+                .render();
+            let expected_path = path.with_extension("expected");
+            if update {
+                std::fs::write(&expected_path, &actual)
+                    .with_context(|| format!("writing {}", expected_path.display()))?;
+                println!("wrote {}", expected_path.display());
+                continue;
+            }
+            let expected = match std::fs::read_to_string(&expected_path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    failed += 1;
+                    println!(
+                        "FAIL {shown}: no {} (`gantry plugin test --update` writes it); the component made:\n{actual}",
+                        expected_path.display()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("reading {}", expected_path.display())));
+                }
+            };
+            match replay::diff(&expected, &actual, &expected_path.display().to_string()) {
+                None => println!("ok   {shown}"),
+                Some(diff) => {
+                    failed += 1;
+                    println!("FAIL {shown}: the component's events differ from the expected ones\n{diff}");
+                }
+            }
+        }
+        if !update {
+            println!(
+                "{} of {} transcripts as expected",
+                transcripts.len() - failed,
+                transcripts.len()
+            );
+        }
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// `gantry plugin record`.
+fn plugin_record(prompt: &str, output: Option<&std::path::Path>, argv: &[String]) -> Result<()> {
+    let defaults = Config::from_layers(None, &Overrides::default())?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let transcript = tokio.block_on(crate::authoring::record::record(
+        argv,
+        crate::contract::plain_request(prompt),
+        defaults.tasks.max_line_bytes,
+    ))?;
+    let text = transcript.render();
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod authoring;
 pub mod backends;
 pub mod cli;
 pub mod commands;

@@ -107,8 +107,13 @@ impl Plugins {
     /// Build the engine and load every plugin `config` names. Fails on the first plugin that
     /// cannot load, with a one-line reason naming it.
     pub async fn start(config: &Config) -> Result<Plugins> {
+        Self::start_with(config, plugin_manifests(config)?).await
+    }
+
+    /// Build the engine as [`Plugins::start`] does and load `manifests` alone: for the tools
+    /// that call a plugin with no server (`gantry plugin test`).
+    pub async fn start_with(config: &Config, manifests: Vec<Manifest>) -> Result<Plugins> {
         let rt = &config.runtime;
-        let manifests = plugin_manifests(config)?;
         let shares = Shares::from_config(rt).with_sockets(config.websocket.max_connections);
         let engine = engine_for(rt, shares)?;
         start_epoch_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms));

@@ -2,14 +2,31 @@
 //! checking the parts of a prompt request every agent adapter checks the same way, and summing
 //! up a run.
 //!
-//! Everything here except [`operator_allowed_flags`] and [`AgentSettings::load`] is pure (no
+//! Everything here except [`operator_allowed_flags`], [`basic_info`] and [`AgentSettings::load`] is pure (no
 //! host calls), so adapters can unit-test their logic natively with `cargo test`. The parsing
 //! of output lines is in [`crate::lines`], test helpers in [`crate::testing`].
 
 use crate::backend::gantry::plugin::config;
 use crate::types::{
-    AgentEvent, ApprovalMode, DoneInfo, PromptRequest, RequestError, RunSummary, SandboxMode, Usage,
+    AgentEvent, ApprovalMode, BackendInfo, DoneInfo, PromptRequest, RequestError, RunSummary,
+    SandboxMode, Usage,
 };
+
+/// The `describe` of a backend `name` that runs its manifest's `binary` (needs the
+/// `gantry:plugin/config` grant), asks it `--version` for availability, and supports none of
+/// a request's optional parts (resume, system prompt, model, max turns): a new adapter's
+/// start, whose fields it sets where it supports more.
+pub fn basic_info(name: &str) -> BackendInfo {
+    BackendInfo {
+        name: name.to_string(),
+        binary: config::get("binary").unwrap_or_default(),
+        version_args: vec!["--version".into()],
+        supports_resume: false,
+        supports_system_prompt: false,
+        supports_model: false,
+        supports_max_turns: false,
+    }
+}
 
 /// The extra flags the operator allows beyond the adapter's own allowlist: the
 /// `allowed_flags` setting of the backend's manifest, a list of strings (needs the

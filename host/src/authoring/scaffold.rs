@@ -1,0 +1,367 @@
+//! `gantry plugin new backend|handler NAME`: a ready project in a directory of its own,
+//! outside gantry's tree. It carries what it builds with — the Rust SDK (`gantry-guest`) and
+//! the WIT contract of this gantry, under `gantry/` — so it builds with no checkout of gantry
+//! and no registry but crates.io, against exactly the contract the gantry that made it loads.
+
+use crate::manifest::PluginKind;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+/// A file of the SDK or the WIT, as this gantry was built with it.
+struct Embedded {
+    path: &'static str,
+    text: &'static str,
+}
+
+macro_rules! embed {
+    ($($path:literal),* $(,)?) => {
+        &[$(Embedded { path: $path, text: include_str!(concat!("../../../", $path)) }),*]
+    };
+}
+
+/// The SDK's sources and the WIT package with its dependencies. `tests` below checks that
+/// the list names every file of `sdk/rust/src` and `wit/`.
+const EMBEDDED: &[Embedded] = embed!(
+    "sdk/rust/src/adapter.rs",
+    "sdk/rust/src/enums.rs",
+    "sdk/rust/src/http.rs",
+    "sdk/rust/src/json.rs",
+    "sdk/rust/src/lib.rs",
+    "sdk/rust/src/lines.rs",
+    "sdk/rust/src/log.rs",
+    "sdk/rust/src/testing.rs",
+    "sdk/rust/src/time.rs",
+    "wit/backend.wit",
+    "wit/commands.wit",
+    "wit/handler.wit",
+    "wit/host.wit",
+    "wit/types.wit",
+    "wit/webhooks.wit",
+    "wit/websocket.wit",
+    "wit/work-sessions.wit",
+    "wit/deps/cli/cli.wit",
+    "wit/deps/clocks/clocks.wit",
+    "wit/deps/filesystem/filesystem.wit",
+    "wit/deps/http/http.wit",
+    "wit/deps/io/io.wit",
+    "wit/deps/random/random.wit",
+    "wit/deps/sockets/sockets.wit",
+);
+
+const SDK_MANIFEST: &str = include_str!("../../../sdk/rust/Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
+const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
+const BACKEND_LIB: &str = include_str!("templates/backend.rs.txt");
+const HANDLER_LIB: &str = include_str!("templates/handler.rs.txt");
+
+/// Where the SDK's bindings find the WIT, in gantry's tree and in a new project.
+const WIT_PATH_IN_TREE: &str = "path: \"../../wit\"";
+const WIT_PATH_IN_PROJECT: &str = "path: \"../wit\"";
+
+/// The language of a new project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust on the `gantry-guest` SDK, built with cargo for wasm32-wasip2.
+    Rust,
+}
+
+/// The project `new` made.
+#[derive(Debug)]
+pub struct Project {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The component's path once built, relative to the directory.
+    pub component: String,
+}
+
+/// The command that builds a new project's component, run in its directory.
+pub const BUILD_COMMAND: &str = "cargo build --release --target wasm32-wasip2";
+
+/// Make a project for a `kind` plugin called `name` in `parent/name`, which must not exist.
+pub fn new(kind: PluginKind, name: &str, parent: &Path, lang: Lang) -> Result<Project> {
+    let Lang::Rust = lang;
+    check_name(name)?;
+    let dir = parent.join(name);
+    if dir.exists() {
+        bail!(
+            "{} already exists: choose another name or directory",
+            dir.display()
+        );
+    }
+    let crate_file = name.replace('-', "_");
+    let component = format!("target/wasm32-wasip2/release/{crate_file}.wasm");
+    let mut files: Vec<(String, String)> = vec![
+        ("Cargo.toml".into(), project_manifest(name)),
+        ("rust-toolchain.toml".into(), TOOLCHAIN.into()),
+        (".gitignore".into(), "/target\n".into()),
+        ("gantry/sdk/Cargo.toml".into(), standalone_sdk_manifest()?),
+        (
+            format!("plugin/{name}.toml"),
+            plugin_manifest(kind, name, &component),
+        ),
+        ("README.md".into(), readme(kind, name, &component)),
+    ];
+    for e in EMBEDDED {
+        let (path, text) = match e.path.strip_prefix("sdk/rust/") {
+            Some(rest) => (
+                format!("gantry/sdk/{rest}"),
+                e.text.replace(WIT_PATH_IN_TREE, WIT_PATH_IN_PROJECT),
+            ),
+            None => (format!("gantry/{}", e.path), e.text.to_string()),
+        };
+        files.push((path, text));
+    }
+    match kind {
+        PluginKind::Backend => {
+            files.push(("src/lib.rs".into(), BACKEND_LIB.replace("{{name}}", name)));
+            files.push(("tests/hello.transcript".into(), HELLO_TRANSCRIPT.into()));
+            files.push(("tests/hello.expected".into(), HELLO_EXPECTED.into()));
+        }
+        PluginKind::Handler => {
+            files.push(("src/lib.rs".into(), HANDLER_LIB.replace("{{name}}", name)));
+        }
+    }
+    for (path, text) in &files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Project { dir, component })
+}
+
+/// A name that is a plugin name, a crate name and a directory name at once.
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_is_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_is_letter
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        || name.len() > 64
+    {
+        bail!(
+            "{name:?} cannot name a plugin: use up to 64 lowercase ASCII letters, digits, '-' \
+             or '_', starting with a letter (e.g. my-backend)"
+        );
+    }
+    Ok(())
+}
+
+fn project_manifest(name: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+# gantry's Rust SDK and the WIT it binds, as the gantry that made this project has them.
+gantry-guest = {{ path = "gantry/sdk" }}
+serde_json = "1"
+
+# A workspace of its own, wherever the project sits.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+strip = true
+"#
+    )
+}
+
+/// The SDK's manifest with what it inherits from gantry's workspace written out.
+fn standalone_sdk_manifest() -> Result<String> {
+    let workspace: toml::Table = toml::from_str(WORKSPACE_MANIFEST).context("Cargo.toml")?;
+    let mut sdk: toml::Table = toml::from_str(SDK_MANIFEST).context("sdk/rust/Cargo.toml")?;
+    let inherited = |section: &str, key: &str| -> Result<toml::Value> {
+        workspace
+            .get("workspace")
+            .and_then(|w| w.get(section))
+            .and_then(|s| s.get(key))
+            .cloned()
+            .with_context(|| format!("the workspace has no {section}.{key}"))
+    };
+    let is_inherited =
+        |v: &toml::Value| v.get("workspace").and_then(toml::Value::as_bool) == Some(true);
+    if let Some(package) = sdk.get_mut("package").and_then(toml::Value::as_table_mut) {
+        for (key, value) in package.iter_mut() {
+            if is_inherited(value) {
+                *value = inherited("package", key)?;
+            }
+        }
+        package.insert("publish".into(), false.into());
+    }
+    if let Some(deps) = sdk
+        .get_mut("dependencies")
+        .and_then(toml::Value::as_table_mut)
+    {
+        for (key, value) in deps.iter_mut() {
+            if is_inherited(value) {
+                *value = inherited("dependencies", key)?;
+            }
+        }
+    }
+    // The workspace's lints are gantry's own business.
+    sdk.remove("lints");
+    Ok(format!(
+        "# gantry's Rust SDK, as the gantry that made this project was built with it.\n{}",
+        toml::to_string(&sdk)?
+    ))
+}
+
+fn plugin_manifest(kind: PluginKind, name: &str, component: &str) -> String {
+    match kind {
+        PluginKind::Backend => format!(
+            r#"# {name}: a backend. gantry runs `binary` with the argv the component builds, and the
+# component turns each line the program prints into unified events.
+kind = "backend"
+component = "../{component}"
+# The only program this backend may have spawned: a name on the tasks' PATH or an absolute path.
+binary = "echo"
+# The manifest's settings (and `binary`) reach the component through gantry:plugin/config.
+imports = ["gantry:plugin/config"]
+"#
+        ),
+        PluginKind::Handler => format!(
+            r#"# {name}: a handler. gantry routes these paths to the component, one fresh instance
+# per request, as the caller's tenant.
+kind = "handler"
+component = "../{component}"
+routes = ["/{name}/hello"]
+# The host interfaces the component may call (docs/plugins.md lists them all).
+imports = ["gantry:plugin/identity"]
+
+[limits]
+memory_mb = 16
+cpu_ms = 100
+timeout_ms = 5000
+"#
+        ),
+    }
+}
+
+const HELLO_TRANSCRIPT: &str = r#"# A run of `echo "say hello"`, as `gantry plugin record --prompt "say hello" -- echo "say hello"`
+# records it (the stderr line is added by hand). `gantry plugin test` replays it through the
+# component and compares what it makes of it with hello.expected.
+{"request": {"prompt": "say hello"}}
+{"stdout": "say hello"}
+{"stderr": "a warning on stderr"}
+{"exit": 0}
+"#;
+
+const HELLO_EXPECTED: &str = r#"{"command":{"args":["say hello"],"env":[],"files":[],"stdin":null}}
+{"text":"say hello","type":"message"}
+{"line":"a warning on stderr","type":"raw"}
+{"summary":{"error":null,"final_text":"say hello","session_id":null,"success":true,"usage":null}}
+"#;
+
+fn readme(kind: PluginKind, name: &str, component: &str) -> String {
+    let (what, test, serve) = match kind {
+        PluginKind::Backend => (
+            "a backend adapter: pure functions over a CLI's argv and output lines",
+            "gantry plugin test        # replay tests/*.transcript, compare with tests/*.expected\n\
+             gantry plugin test --update  # write what the component makes of them as expected\n\
+             gantry plugin record --prompt \"say hi\" -- echo \"say hi\" > tests/hi.transcript",
+            format!(
+                "Copy `plugin/{name}.toml` into gantry's plugin directory (with `component` pointing \
+                 at the built `.wasm`), and run tasks with `\"backend\": \"{name}\"`."
+            ),
+        ),
+        PluginKind::Handler => (
+            "a handler: HTTP routes served by a component",
+            "gantry plugin check {component}",
+            format!(
+                "`gantry serve --plugins plugin` serves it alone; \
+                 `curl http://127.0.0.1:8080/{name}/hello?name=you`."
+            ),
+        ),
+    };
+    let test = test.replace("{component}", component);
+    format!(
+        "# {name}\n\n\
+         A gantry plugin, {what}.\n\n\
+         ```sh\n\
+         {BUILD_COMMAND}   # -> {component}\n\
+         {test}\n\
+         ```\n\n\
+         {serve}\n\n\
+         `gantry/` holds gantry's Rust SDK and WIT contract as the gantry that made this project \
+         has them; `gantry plugin new` in a newer gantry makes them anew. docs/plugins.md in \
+         gantry's repository is the guide: the worlds, every host interface, limits, errors, \
+         testing and versioning.\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_under(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_under(&path, base, out);
+            } else {
+                out.push(path.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_sdk_and_the_wit_is_embedded() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk = Vec::new();
+        files_under(&root.join("sdk/rust/src"), &root, &mut on_disk);
+        files_under(&root.join("wit"), &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = EMBEDDED.iter().map(|e| e.path.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "update EMBEDDED");
+        // The SDK's bindings are made to find the WIT in the project's layout.
+        let lib = EMBEDDED
+            .iter()
+            .find(|e| e.path.ends_with("lib.rs"))
+            .unwrap();
+        assert!(lib.text.contains(WIT_PATH_IN_TREE));
+    }
+
+    #[test]
+    fn the_sdk_manifest_stands_alone() {
+        let text = standalone_sdk_manifest().unwrap();
+        assert!(!text.contains("workspace"), "{text}");
+        let sdk: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(sdk["package"]["name"].as_str(), Some("gantry-guest"));
+        assert_eq!(sdk["package"]["edition"].as_str(), Some("2024"));
+        assert_eq!(sdk["dependencies"]["wit-bindgen"].as_str(), Some("0.61"));
+    }
+
+    #[test]
+    fn names_are_checked_and_an_existing_directory_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "1abc", "Abc", "a b", "a/b", "..", "é"] {
+            let e = new(PluginKind::Backend, bad, dir.path(), Lang::Rust).unwrap_err();
+            assert!(e.to_string().contains("cannot name a plugin"), "{bad}: {e}");
+        }
+        std::fs::create_dir(dir.path().join("taken")).unwrap();
+        std::fs::write(dir.path().join("taken/keep"), "mine").unwrap();
+        let e = new(PluginKind::Handler, "taken", dir.path(), Lang::Rust).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("taken/keep")).unwrap(),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn the_backend_template_is_at_most_sixty_lines() {
+        let lib = BACKEND_LIB.replace("{{name}}", "x");
+        assert!(lib.lines().count() <= 60, "{}", lib.lines().count());
+        let transcript = super::super::transcript::Transcript::parse(HELLO_TRANSCRIPT).unwrap();
+        assert_eq!(transcript.lines.len(), 2);
+    }
+}

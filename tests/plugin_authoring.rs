@@ -1,0 +1,200 @@
+//! Plugin authors' path from an empty directory, outside gantry's tree: `gantry plugin new`
+//! makes a project, its one documented command builds it, `gantry plugin test` replays a
+//! backend's transcripts (and fails with a readable diff when the events differ),
+//! `gantry plugin record` captures a real run, and a new handler is served by `gantry serve`.
+
+mod common;
+
+use common::{Gantry, gantry_bin};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Run `gantry ARGS` in `dir`.
+fn gantry(dir: &Path, args: &[&str]) -> Output {
+    Command::new(gantry_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running gantry")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `gantry plugin new KIND NAME` in a fresh directory outside the tree, built with the
+/// command its README documents. Projects share one target directory (a symlink in each),
+/// so that the SDK's dependencies are compiled once per test run, not once per project.
+fn new_project(kind: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let parent = tempfile::tempdir().unwrap();
+    let out = gantry(parent.path(), &["plugin", "new", kind, name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let project = parent.path().join(name);
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    let build = "cargo build --release --target wasm32-wasip2";
+    assert!(readme.contains(build), "{readme}");
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-projects");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
+    let mut words = build.split(' ');
+    let out = Command::new(words.next().unwrap())
+        .args(words)
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("running cargo");
+    assert!(out.status.success(), "building {name}: {}", text(&out));
+    (parent, project)
+}
+
+#[test]
+fn a_new_backend_builds_and_its_transcripts_replay_with_a_readable_diff_on_a_mismatch() {
+    let (_parent, project) = new_project("backend", "my-cli");
+    let lib = std::fs::read_to_string(project.join("src/lib.rs")).unwrap();
+    assert!(lib.lines().count() <= 60, "{lib}");
+
+    // The template's own test passes from the project's directory.
+    let out = gantry(&project, &["plugin", "test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 transcripts as expected"),
+        "{}",
+        text(&out)
+    );
+
+    // A transcript whose events differ from its expected file: exit 1 and a unified diff.
+    let tests = project.join("tests");
+    std::fs::write(
+        tests.join("changed.transcript"),
+        "{\"request\": {\"prompt\": \"say hello\"}}\n{\"stdout\": \"say goodbye\"}\n{\"exit\": 0}\n",
+    )
+    .unwrap();
+    std::fs::copy(tests.join("hello.expected"), tests.join("changed.expected")).unwrap();
+    let out = gantry(&project, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL "), "{stdout}");
+    assert!(stdout.contains("changed.expected\n+++ actual"), "{stdout}");
+    assert!(
+        stdout.contains("-{\"text\":\"say hello\",\"type\":\"message\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+{\"text\":\"say goodbye\",\"type\":\"message\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 of 2 transcripts as expected"),
+        "{stdout}"
+    );
+    // Nothing was written over: the expected file is the author's.
+    assert_eq!(
+        std::fs::read(tests.join("changed.expected")).unwrap(),
+        std::fs::read(tests.join("hello.expected")).unwrap()
+    );
+    std::fs::remove_file(tests.join("changed.transcript")).unwrap();
+    std::fs::remove_file(tests.join("changed.expected")).unwrap();
+
+    // A real run recorded, its expected file written by --update, then replayed as expected.
+    let out = gantry(
+        &project,
+        &[
+            "plugin",
+            "record",
+            "--prompt",
+            "fail",
+            "-o",
+            "tests/failing.transcript",
+            "--",
+            "sh",
+            "-c",
+            "echo partial answer; echo 'Error: the model is down' >&2; exit 7",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let recorded = std::fs::read_to_string(tests.join("failing.transcript")).unwrap();
+    assert_eq!(
+        recorded,
+        "{\"request\":{\"prompt\":\"fail\"}}\n{\"stdout\":\"partial answer\"}\n\
+         {\"stderr\":\"Error: the model is down\"}\n{\"exit\":7}\n"
+    );
+    let out = gantry(&project, &["plugin", "test", "--update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = std::fs::read_to_string(tests.join("failing.expected")).unwrap();
+    assert!(
+        expected.contains(
+            "\"error\":\"exited with status 7: Error: the model is down\",\"final_text\":\"partial answer\""
+        ),
+        "{expected}"
+    );
+    assert!(expected.contains("\"success\":false"), "{expected}");
+    let out = gantry(&project, &["plugin", "test", "."]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Bad input: a broken transcript is named with its line; nothing else is touched.
+    std::fs::write(
+        tests.join("broken.transcript"),
+        "{\"stdout\": \"a\"}\n{\"stdin\": \"b\"}\n",
+    )
+    .unwrap();
+    let out = gantry(&project, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.transcript"), "{stderr}");
+    assert!(stderr.contains("line 2: unknown key `stdin`"), "{stderr}");
+    assert!(!tests.join("broken.expected").exists());
+}
+
+#[tokio::test]
+async fn a_new_handler_builds_fits_its_world_and_is_served() {
+    let (_parent, project) = new_project("handler", "greet");
+    let component = project.join("target/wasm32-wasip2/release/greet.wasm");
+    let out = gantry(&project, &["plugin", "check", component.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("world handler: fits"),
+        "{}",
+        text(&out)
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(gantry_bin());
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--plugins"])
+        .arg(project.join("plugin"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("GANTRY_CONFIG")
+        .env_remove("GANTRY_API_KEYS")
+        .env_remove("GANTRY_STORE");
+    let g = Gantry::spawn(cmd);
+    let (status, body) = g.get_json("/greet/hello?name=you").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"hello": "you", "tenant": "local"}));
+    let (status, body) = g.get_json("/greet/nothing").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn plugin_new_refuses_a_bad_name_and_an_existing_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let out = gantry(parent.path(), &["plugin", "new", "backend", "Bad Name"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name a plugin"));
+    std::fs::create_dir(parent.path().join("mine")).unwrap();
+    let out = gantry(parent.path(), &["plugin", "new", "handler", "mine"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read_dir(parent.path().join("mine"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
