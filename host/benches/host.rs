@@ -248,7 +248,8 @@ fn main() {
         let services = services(&config, &plugins).await;
         let runtime = Arc::new(Runtime::new(plugins, services));
         let (listener, addr) = gantry::http::bind(config.addr).await.unwrap();
-        tokio::spawn(gantry::http::serve(listener, runtime, Default::default(), std::future::pending(), Duration::ZERO));
+        let serving = Arc::new(gantry::http::Serving::new(runtime).unwrap());
+        tokio::spawn(gantry::http::serve(listener, serving, Default::default(), std::future::pending(), Duration::ZERO));
 
         // Warm up both, then measure.
         drive(addr, "/health").await;

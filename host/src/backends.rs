@@ -55,7 +55,8 @@ pub struct BackendStatus {
 /// The availability of every backend plugin; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Availability {
-    backends: Arc<[Arc<BackendPlugin>]>,
+    /// The backends loaded now (a reload replaces them).
+    backends: Arc<std::sync::RwLock<Arc<[Arc<BackendPlugin>]>>>,
     probe_dir: PathBuf,
     statuses: Arc<Mutex<BTreeMap<String, BackendStatus>>>,
     /// The first round of probes (at start, or by the first listing), shared: a listing
@@ -70,21 +71,45 @@ impl Availability {
         let probe_dir = data_dir.join("tmp").join("probe");
         std::fs::create_dir_all(&probe_dir)?;
         Ok(Availability {
-            backends: backends.into(),
+            backends: Arc::new(std::sync::RwLock::new(backends.into())),
             probe_dir,
             statuses: Arc::default(),
             first_round: Arc::default(),
         })
     }
 
+    /// The backends loaded now.
+    fn loaded(&self) -> Arc<[Arc<BackendPlugin>]> {
+        self.backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The backend plugin named `name`.
-    pub fn backend(&self, name: &str) -> Option<&Arc<BackendPlugin>> {
-        self.backends.iter().find(|b| b.name == name)
+    pub fn backend(&self, name: &str) -> Option<Arc<BackendPlugin>> {
+        self.loaded().iter().find(|b| b.name == name).cloned()
+    }
+
+    /// From now on, the availability of `backends` (a reload's): a backend whose binary or
+    /// version probe changed, or that is new, is probed again when next listed; one that is
+    /// gone is forgotten.
+    pub fn replace(&self, backends: Vec<Arc<BackendPlugin>>) {
+        let mut loaded = self.backends.write().unwrap_or_else(|p| p.into_inner());
+        let mut statuses = self.statuses.lock().unwrap();
+        statuses.retain(|name, _| {
+            let before = loaded.iter().find(|b| &b.name == name);
+            let after = backends.iter().find(|b| &b.name == name);
+            matches!((before, after), (Some(b), Some(a))
+                if a.binary == b.binary && a.info.version_args == b.info.version_args)
+        });
+        *loaded = backends.into();
     }
 
     /// Probe every backend now, side by side.
     pub async fn probe_all(&self) -> Vec<BackendStatus> {
-        let probes = self.backends.iter().map(|b| self.probe(&b.name));
+        let loaded = self.loaded();
+        let probes = loaded.iter().map(|b| self.probe(&b.name));
         futures::future::join_all(probes)
             .await
             .into_iter()
@@ -138,7 +163,7 @@ impl Availability {
         self.first_round().await;
         let known = self.statuses.lock().unwrap().clone();
         let mut out = Vec::new();
-        for backend in self.backends.iter() {
+        for backend in self.loaded().iter() {
             match known.get(&backend.name) {
                 Some(status) => out.push(status.clone()),
                 // Not in the first round: a probe's record is always kept, so only a

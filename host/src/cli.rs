@@ -112,6 +112,11 @@ struct ServeArgs {
     /// A TOML config file over the embedded defaults.
     #[arg(long, env = "GANTRY_CONFIG")]
     config: Option<PathBuf>,
+    /// Reload the plugin directory whenever a manifest or a component it names changes (as
+    /// SIGHUP always does): a version that fails its checks is refused and the one serving
+    /// keeps serving.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -425,6 +430,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let plugins = Arc::new(Plugins::start(&config).await?);
+        // What a reload swaps: the supervisor reaches the backends serving now through it.
+        let live = Arc::new(crate::runtime::LivePlugins::new(plugins.clone()));
         let (store, gauges) = open_store(&config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         // The machine's CPU use is measured from here on (`host-info.node-load`).
@@ -479,7 +486,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 );
             }
         }
-        let adapters: Arc<dyn crate::tasks::Adapters> = plugins.clone();
+        let adapters: Arc<dyn crate::tasks::Adapters> = live.clone();
         let events = crate::events::EventBus::open(store.clone()).await?;
         events.keep_for(&config.events, std::time::Duration::from_secs(60));
         let projects =
@@ -542,24 +549,26 @@ fn serve(args: ServeArgs) -> Result<()> {
             Duration::from_secs(config.users.session_ttl_secs),
         );
         commands.keep_history_in(work_sessions.clone());
-        let runtime = Arc::new(Runtime::new(
-            plugins,
-            crate::runtime::Services {
-                commands,
-                work_sessions,
-                projects,
-                queues,
-                events,
-                workspaces,
-                tasks,
-                backends,
-                adapters,
-                sessions,
-                users,
-                metrics,
-                webhooks,
-            },
-        ));
+        let services = crate::runtime::Services {
+            commands,
+            work_sessions,
+            projects,
+            queues,
+            events,
+            workspaces,
+            tasks,
+            backends,
+            adapters,
+            sessions,
+            users,
+            metrics,
+            webhooks,
+        };
+        let runtime = Arc::new(Runtime::new(plugins, services.clone()));
+        let serving = Arc::new(crate::http::Serving::new(runtime)?);
+        let reloader =
+            crate::reload::Reloader::new(config.clone(), live, serving.clone(), services);
+        tokio::spawn(reloader.run(args.watch));
         tracing::info!(
             plugins = loaded,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -581,7 +590,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         });
         crate::http::serve(
             listener,
-            runtime,
+            serving,
             gate,
             shutdown_signal(),
             config.shutdown_grace(),

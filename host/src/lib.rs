@@ -31,6 +31,7 @@ pub mod http;
 pub mod manifest;
 pub mod metrics;
 pub mod projects;
+pub mod reload;
 pub mod runtime;
 pub mod sessions;
 pub mod store;

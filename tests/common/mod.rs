@@ -207,12 +207,13 @@ impl Gantry {
         self.signal("TERM");
     }
 
-    /// Send a signal by name (`TERM`, `INT`, `KILL`).
+    /// Send a signal by name (`TERM`, `INT`, `KILL`, `HUP`).
     pub fn signal(&self, name: &str) {
         let signal = match name {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
             "KILL" => libc::SIGKILL,
+            "HUP" => libc::SIGHUP,
             other => panic!("no such signal in these tests: {other}"),
         };
         let pid = i32::try_from(self.child.id()).unwrap();

@@ -79,16 +79,15 @@ impl Gate {
 /// gate.
 pub type RequestBody = UnsyncBoxBody<Bytes, conn::RequestBodyError>;
 
-/// Serve `runtime` on `listener` until `shutdown` resolves, then stop accepting and give
-/// in-flight requests up to `grace` to finish.
+/// Serve what `serving` holds (as a reload changes it) on `listener` until `shutdown`
+/// resolves, then stop accepting and give in-flight requests up to `grace` to finish.
 pub async fn serve(
     listener: TcpListener,
-    runtime: Arc<Runtime>,
+    serving: Arc<Serving>,
     gate: Arc<Gate>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<()> {
-    let router = Arc::new(router::Router::for_plugins(runtime.plugins().plugins())?);
     let graceful = GracefulShutdown::new();
     let limits = gate.connections;
     let timeouts = conn::Timeouts::of(&limits);
@@ -130,22 +129,23 @@ pub async fn serve(
                 // Shared with a WebSocket the connection may become, which outlives it.
                 let slot = conn::HeldConnection::new(slot);
                 let activity = conn::Activity::new(tokio::time::Instant::now());
-                let runtime = runtime.clone();
-                let router = router.clone();
+                let serving = serving.clone();
                 let gate = gate.clone();
                 let watched = activity.clone();
                 let held = slot.clone();
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     let in_flight = watched.request_started();
                     req.extensions_mut().insert(held.clone());
-                    let runtime = runtime.clone();
-                    let router = router.clone();
+                    // Each request, not each connection, takes the version serving now, and
+                    // keeps it to its end (a stream or a WebSocket to theirs).
+                    let site = serving.current();
                     let gate = gate.clone();
                     async move {
+                        let (runtime, router) = (&site.runtime, &site.router);
                         let answer = if refused {
-                            too_many_connections(&runtime, &router, &req)
+                            too_many_connections(runtime, router, &req)
                         } else {
-                            dispatch(&runtime, &router, &gate, peer.ip(), req).await
+                            dispatch(runtime, router, &gate, peer.ip(), req).await
                         };
                         let answer = answer.map(|body| conn::Answering::new(body, in_flight));
                         Ok::<_, Infallible>(answer)
@@ -180,6 +180,43 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// One version of what serves requests: the route table of a set of plugins and the
+/// runtime that calls them, swapped together by a reload.
+#[derive(Debug)]
+pub struct Site {
+    router: router::Router,
+    runtime: Arc<Runtime>,
+}
+
+/// What serves requests now; [`Serving::replace`] swaps in the next version atomically.
+#[derive(Debug)]
+pub struct Serving {
+    current: arc_swap::ArcSwap<Site>,
+}
+
+impl Serving {
+    /// Serve `runtime`'s plugins; an error when their routes conflict.
+    pub fn new(runtime: Arc<Runtime>) -> Result<Serving> {
+        let router = router::Router::for_plugins(runtime.plugins().plugins())?;
+        Ok(Serving {
+            current: arc_swap::ArcSwap::from_pointee(Site { router, runtime }),
+        })
+    }
+
+    /// Serve `runtime`'s plugins from the next request on. Their routes are checked first: on
+    /// an error nothing changes. Requests already started finish on the version they took.
+    pub fn replace(&self, runtime: Arc<Runtime>) -> Result<()> {
+        let router = router::Router::for_plugins(runtime.plugins().plugins())?;
+        self.current.store(Arc::new(Site { router, runtime }));
+        Ok(())
+    }
+
+    /// The version serving now.
+    pub fn current(&self) -> Arc<Site> {
+        self.current.load_full()
+    }
 }
 
 /// Bind `addr`, returning the listener and the address actually bound (port 0 picks one).

@@ -28,7 +28,7 @@ impl CacheOutcome {
 }
 
 /// A directory of compiled components. Only gantry writes it: entries are trusted native code.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: PathBuf,
     engine_key: String,

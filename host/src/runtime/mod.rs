@@ -16,6 +16,7 @@ mod call;
 mod capacity;
 mod handler;
 mod host;
+mod live;
 mod log_answer;
 pub mod registry;
 mod socket;
@@ -26,6 +27,7 @@ pub use call::CallLimit;
 pub use capacity::Shares;
 pub use handler::{CallFailure, Caller, GuestBody};
 pub use host::{NodeState, Services, SocketAuth, SocketHost, Topic, truncate_reason};
+pub use live::LivePlugins;
 pub use registry::Plugin;
 pub use socket::{ClientMessage, ConnectionInfo, Socket};
 
@@ -92,10 +94,14 @@ fn start_epoch_ticker(engine: &Engine, tick: Duration) {
         .expect("spawning the epoch thread");
 }
 
-/// The engine and the loaded plugins: everything needed to call a component.
+/// The engine and the loaded plugins: everything needed to call a component. One set is one
+/// version of the plugin directory: a reload makes the next set ([`Plugins::reload`]) over
+/// the same engine, instance slots and node state, and whoever holds the old set (a request
+/// or a run in flight) finishes on it.
 #[derive(Debug)]
 pub struct Plugins {
     engine: Engine,
+    cache: ComponentCache,
     plugins: Vec<Plugin>,
     by_name: HashMap<String, usize>,
     backends: Vec<Arc<BackendPlugin>>,
@@ -140,6 +146,33 @@ impl Plugins {
         shares: Shares,
     ) -> Result<Plugins> {
         let node = Arc::new(NodeState::new(shares.max_instances));
+        let capacity = Arc::new(capacity::Capacity::new(shares));
+        let plugins = Self::load_into(engine, cache.clone(), manifests, capacity, node).await?;
+        plugins.announce();
+        Ok(plugins)
+    }
+
+    /// The next version of these plugins: `manifests` loaded and checked over the same
+    /// engine, compiled-component cache, instance slots and node state. An error leaves this
+    /// set as it is; components that did not change come from the cache, not compiled again.
+    pub async fn reload(&self, manifests: Vec<Manifest>) -> Result<Plugins> {
+        Self::load_into(
+            self.engine.clone(),
+            self.cache.clone(),
+            manifests,
+            self.capacity.clone(),
+            self.node.clone(),
+        )
+        .await
+    }
+
+    async fn load_into(
+        engine: Engine,
+        cache: ComponentCache,
+        manifests: Vec<Manifest>,
+        capacity: Arc<capacity::Capacity>,
+        node: Arc<NodeState>,
+    ) -> Result<Plugins> {
         let linkers = registry::Linkers::new(&engine)?;
         let mut plugins = Vec::new();
         let mut by_name = HashMap::new();
@@ -147,12 +180,31 @@ impl Plugins {
             if by_name.contains_key(&manifest.name) {
                 anyhow::bail!("two manifests name plugin {}", manifest.name);
             }
-            let plugin = registry::load(&engine, &linkers, cache, manifest).await?;
+            let plugin = registry::load(&engine, &linkers, &cache, manifest).await?;
             by_name.insert(plugin.manifest.name.clone(), plugins.len());
             plugins.push(plugin);
         }
-        node.set_plugins(
-            plugins
+        let backends = plugins
+            .iter()
+            .filter_map(Plugin::backend_plugin)
+            .map(Arc::new)
+            .collect();
+        Ok(Plugins {
+            engine,
+            cache,
+            plugins,
+            by_name,
+            backends,
+            capacity,
+            node,
+        })
+    }
+
+    /// Tell `host-info` that these are the plugins loaded now (at start, and once a reload
+    /// has swapped them in).
+    pub fn announce(&self) {
+        self.node.set_plugins(
+            self.plugins
                 .iter()
                 .map(|p| {
                     let m = &p.manifest;
@@ -171,19 +223,6 @@ impl Plugins {
                 })
                 .collect(),
         );
-        let backends = plugins
-            .iter()
-            .filter_map(Plugin::backend_plugin)
-            .map(Arc::new)
-            .collect();
-        Ok(Plugins {
-            engine,
-            plugins,
-            by_name,
-            backends,
-            capacity: Arc::new(capacity::Capacity::new(shares)),
-            node,
-        })
     }
 
     /// The loaded plugins, in load order.
@@ -280,7 +319,7 @@ impl Runtime {
 
 /// The manifests to load: the plugin directory's, or the bundled ones when the default
 /// directory does not exist.
-fn plugin_manifests(config: &Config) -> Result<Vec<Manifest>> {
+pub fn plugin_manifests(config: &Config) -> Result<Vec<Manifest>> {
     let rt = &config.runtime;
     let dir = &config.plugins;
     if !dir.exists() && dir.as_path() == Path::new("plugins") {

@@ -11,7 +11,7 @@ impl host_info::Host for NodeView<'_> {
             version: crate::VERSION.to_string(),
             uptime_ms: u64::try_from(self.node.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             active_instances: self.node.active_instances(),
-            plugins: self.node.plugins.get().cloned().unwrap_or_default(),
+            plugins: self.node.plugins(),
             sandbox: self.services.tasks.isolation_level().to_string(),
             store: host_info::StoreInfo {
                 available,

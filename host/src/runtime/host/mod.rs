@@ -37,8 +37,8 @@ use crate::tenants::TenantId;
 use crate::users::{Principal, Users};
 use crate::work_sessions::WorkSessions;
 use crate::workspaces::Workspaces;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -153,7 +153,8 @@ pub struct Services {
 pub struct NodeState {
     started: Instant,
     active: AtomicU32,
-    plugins: OnceLock<Vec<bindings::gantry::plugin::host_info::PluginInfo>>,
+    /// The plugins loaded now (a reload replaces them).
+    plugins: std::sync::RwLock<Vec<bindings::gantry::plugin::host_info::PluginInfo>>,
     max_instances: u32,
 }
 
@@ -162,7 +163,7 @@ impl NodeState {
         NodeState {
             started: Instant::now(),
             active: AtomicU32::new(0),
-            plugins: OnceLock::new(),
+            plugins: Default::default(),
             max_instances,
         }
     }
@@ -171,7 +172,15 @@ impl NodeState {
         &self,
         plugins: Vec<bindings::gantry::plugin::host_info::PluginInfo>,
     ) {
-        let _ = self.plugins.set(plugins);
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = plugins;
+    }
+
+    /// The plugins loaded now.
+    pub(crate) fn plugins(&self) -> Vec<bindings::gantry::plugin::host_info::PluginInfo> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Component instances alive now.
