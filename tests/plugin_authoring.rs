@@ -1,7 +1,8 @@
 //! Plugin authors' path from an empty directory, outside gantry's tree: `gantry plugin new`
 //! makes a project, its one documented command builds it, `gantry plugin test` replays a
 //! backend's transcripts (and fails with a readable diff when the events differ),
-//! `gantry plugin record` captures a real run, and a new handler is served by `gantry serve`.
+//! `gantry plugin record` captures a real run, and a new handler — in Rust, and in JavaScript
+//! through componentize-js from npm — is served by `gantry serve`.
 
 mod common;
 
@@ -152,6 +153,67 @@ fn a_new_backend_builds_and_its_transcripts_replay_with_a_readable_diff_on_a_mis
     assert!(!tests.join("broken.expected").exists());
 }
 
+/// Serve the manifests of `project`'s `plugin/` directory alone.
+fn serve_project(project: &Path) -> (tempfile::TempDir, Gantry) {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(gantry_bin());
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--plugins"])
+        .arg(project.join("plugin"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("GANTRY_CONFIG")
+        .env_remove("GANTRY_API_KEYS")
+        .env_remove("GANTRY_STORE");
+    (data, Gantry::spawn(cmd))
+}
+
+#[tokio::test]
+async fn a_new_javascript_handler_builds_with_npm_and_is_served() {
+    let parent = tempfile::tempdir().unwrap();
+    let out = gantry(
+        parent.path(),
+        &["plugin", "new", "handler", "greet-js", "--lang", "js"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let project = parent.path().join("greet-js");
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    let build = "npm ci && npm run build";
+    assert!(readme.contains(build), "{readme}");
+    // The README's command line, as a reader would paste it.
+    let out = Command::new("sh")
+        .args(["-c", build])
+        .current_dir(&project)
+        .output()
+        .expect("running npm (Node.js 20 or later)");
+    assert!(out.status.success(), "building greet-js: {}", text(&out));
+    let component = project.join("dist/greet-js.wasm");
+    let out = gantry(&project, &["plugin", "check", component.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("world handler: fits, with imports = [\"gantry:plugin/identity\"]"),
+        "{}",
+        text(&out)
+    );
+
+    let (_data, g) = serve_project(&project);
+    let (status, body) = g.get_json("/greet-js/hello?name=you").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"hello": "you", "tenant": "local", "lang": "javascript"})
+    );
+    let (status, body) = g.call("POST", "/greet-js/hello", &[], "").await;
+    assert_eq!(status, 405, "{}", String::from_utf8_lossy(&body));
+    // A Rust backend has no JavaScript template: the refusal says what to do instead.
+    let out = gantry(
+        parent.path(),
+        &["plugin", "new", "backend", "b", "--lang", "js"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lang rust"));
+    assert!(!parent.path().join("b").exists());
+}
+
 #[tokio::test]
 async fn a_new_handler_builds_fits_its_world_and_is_served() {
     let (_parent, project) = new_project("handler", "greet");
@@ -164,16 +226,7 @@ async fn a_new_handler_builds_fits_its_world_and_is_served() {
         text(&out)
     );
 
-    let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(gantry_bin());
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--plugins"])
-        .arg(project.join("plugin"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .env_remove("GANTRY_CONFIG")
-        .env_remove("GANTRY_API_KEYS")
-        .env_remove("GANTRY_STORE");
-    let g = Gantry::spawn(cmd);
+    let (_data, g) = serve_project(&project);
     let (status, body) = g.get_json("/greet/hello?name=you").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"hello": "you", "tenant": "local"}));

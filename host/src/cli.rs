@@ -835,7 +835,7 @@ fn plugin_new(
     let project = scaffold::new(kind, name, parent, lang)?;
     let dir = project.dir.display();
     println!("made {} plugin {name} in {dir}", kind.as_str());
-    println!("  cd {dir} && {}", scaffold::BUILD_COMMAND);
+    println!("  cd {dir} && {}", lang.build_command());
     match kind {
         PluginKind::Backend => println!("  gantry plugin test       # replays tests/*.transcript"),
         PluginKind::Handler => println!("  gantry plugin check {}", project.component),

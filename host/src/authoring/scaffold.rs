@@ -53,6 +53,13 @@ const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 const BACKEND_LIB: &str = include_str!("templates/backend.rs.txt");
 const HANDLER_LIB: &str = include_str!("templates/handler.rs.txt");
+const JS_HANDLER: &str = include_str!("templates/js/handler.js.txt");
+const JS_WORLD: &str = include_str!("templates/js/world.wit.txt");
+const JS_PACKAGE: &str = include_str!("templates/js/package.json.txt");
+/// componentize-js and what it needs, pinned: `npm ci` installs exactly these.
+const JS_LOCK: &str = include_str!("templates/js/package-lock.json");
+/// The package name the JavaScript templates are written with.
+const JS_TEMPLATE_NAME: &str = "\"name\": \"gantry-js-handler\"";
 
 /// Where the SDK's bindings find the WIT, in gantry's tree and in a new project.
 const WIT_PATH_IN_TREE: &str = "path: \"../../wit\"";
@@ -63,6 +70,18 @@ const WIT_PATH_IN_PROJECT: &str = "path: \"../wit\"";
 pub enum Lang {
     /// Rust on the `gantry-guest` SDK, built with cargo for wasm32-wasip2.
     Rust,
+    /// JavaScript, built into a component by componentize-js (npm; handlers only).
+    Js,
+}
+
+impl Lang {
+    /// The command that builds a new project's component, run in its directory.
+    pub fn build_command(self) -> &'static str {
+        match self {
+            Lang::Rust => BUILD_COMMAND,
+            Lang::Js => JS_BUILD_COMMAND,
+        }
+    }
 }
 
 /// The project `new` made.
@@ -74,13 +93,20 @@ pub struct Project {
     pub component: String,
 }
 
-/// The command that builds a new project's component, run in its directory.
+/// The command that builds a new Rust project's component, run in its directory.
 pub const BUILD_COMMAND: &str = "cargo build --release --target wasm32-wasip2";
+/// The command that builds a new JavaScript project's component, run in its directory.
+pub const JS_BUILD_COMMAND: &str = "npm ci && npm run build";
 
 /// Make a project for a `kind` plugin called `name` in `parent/name`, which must not exist.
 pub fn new(kind: PluginKind, name: &str, parent: &Path, lang: Lang) -> Result<Project> {
-    let Lang::Rust = lang;
     check_name(name)?;
+    if lang == Lang::Js && kind == PluginKind::Backend {
+        bail!(
+            "the JavaScript template is a handler: write a backend in Rust (`--lang rust`), \
+             whose adapter the SDK makes a few dozen lines"
+        );
+    }
     let dir = parent.join(name);
     if dir.exists() {
         bail!(
@@ -88,8 +114,86 @@ pub fn new(kind: PluginKind, name: &str, parent: &Path, lang: Lang) -> Result<Pr
             dir.display()
         );
     }
-    let crate_file = name.replace('-', "_");
-    let component = format!("target/wasm32-wasip2/release/{crate_file}.wasm");
+    let files = match lang {
+        Lang::Rust => rust_files(kind, name),
+        Lang::Js => Ok(js_files(name)),
+    }?;
+    write_files(&dir, &files)?;
+    let component = match lang {
+        Lang::Rust => rust_component(name),
+        Lang::Js => js_component(name),
+    };
+    Ok(Project { dir, component })
+}
+
+fn rust_component(name: &str) -> String {
+    format!(
+        "target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    )
+}
+
+fn js_component(name: &str) -> String {
+    format!("dist/{name}.wasm")
+}
+
+fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A JavaScript handler: its source, its world, gantry's WIT and WASI's under `wit/deps`,
+/// and componentize-js pinned by a lockfile.
+fn js_files(name: &str) -> Vec<(String, String)> {
+    let named = format!("\"name\": \"{name}\"");
+    let component = js_component(name);
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "package.json".into(),
+            JS_PACKAGE
+                .replace(JS_TEMPLATE_NAME, &named)
+                .replace("{{name}}", name),
+        ),
+        (
+            "package-lock.json".into(),
+            JS_LOCK.replace(JS_TEMPLATE_NAME, &named),
+        ),
+        (".gitignore".into(), "/node_modules\n/dist\n".into()),
+        (
+            "src/handler.js".into(),
+            JS_HANDLER.replace("{{name}}", name),
+        ),
+        ("wit/world.wit".into(), JS_WORLD.into()),
+        (
+            format!("plugin/{name}.toml"),
+            plugin_manifest(PluginKind::Handler, name, &component),
+        ),
+        (
+            "README.md".into(),
+            readme(PluginKind::Handler, name, &component, Lang::Js),
+        ),
+    ];
+    for e in EMBEDDED {
+        if let Some(wit) = e.path.strip_prefix("wit/") {
+            let path = match wit.strip_prefix("deps/") {
+                Some(dep) => format!("wit/deps/{dep}"),
+                None => format!("wit/deps/gantry/{wit}"),
+            };
+            files.push((path, e.text.to_string()));
+        }
+    }
+    files
+}
+
+fn rust_files(kind: PluginKind, name: &str) -> Result<Vec<(String, String)>> {
+    let component = rust_component(name);
     let mut files: Vec<(String, String)> = vec![
         ("Cargo.toml".into(), project_manifest(name)),
         ("rust-toolchain.toml".into(), TOOLCHAIN.into()),
@@ -99,7 +203,10 @@ pub fn new(kind: PluginKind, name: &str, parent: &Path, lang: Lang) -> Result<Pr
             format!("plugin/{name}.toml"),
             plugin_manifest(kind, name, &component),
         ),
-        ("README.md".into(), readme(kind, name, &component)),
+        (
+            "README.md".into(),
+            readme(kind, name, &component, Lang::Rust),
+        ),
     ];
     for e in EMBEDDED {
         let (path, text) = match e.path.strip_prefix("sdk/rust/") {
@@ -121,15 +228,7 @@ pub fn new(kind: PluginKind, name: &str, parent: &Path, lang: Lang) -> Result<Pr
             files.push(("src/lib.rs".into(), HANDLER_LIB.replace("{{name}}", name)));
         }
     }
-    for (path, text) in &files {
-        let path = dir.join(path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(Project { dir, component })
+    Ok(files)
 }
 
 /// A name that is a plugin name, a crate name and a directory name at once.
@@ -260,7 +359,7 @@ const HELLO_EXPECTED: &str = r#"{"command":{"args":["say hello"],"env":[],"files
 {"summary":{"error":null,"final_text":"say hello","session_id":null,"success":true,"usage":null}}
 "#;
 
-fn readme(kind: PluginKind, name: &str, component: &str) -> String {
+fn readme(kind: PluginKind, name: &str, component: &str, lang: Lang) -> String {
     let (what, test, serve) = match kind {
         PluginKind::Backend => (
             "a backend adapter: pure functions over a CLI's argv and output lines",
@@ -282,16 +381,26 @@ fn readme(kind: PluginKind, name: &str, component: &str) -> String {
         ),
     };
     let test = test.replace("{component}", component);
+    let build = lang.build_command();
+    let carried = match lang {
+        Lang::Rust => {
+            "`gantry/` holds gantry's Rust SDK and WIT contract as the gantry that made this \
+             project has them"
+        }
+        Lang::Js => {
+            "`wit/world.wit` is this handler's world; `wit/deps/` holds gantry's WIT contract \
+             (`gantry/`) and WASI's as the gantry that made this project has them"
+        }
+    };
     format!(
         "# {name}\n\n\
          A gantry plugin, {what}.\n\n\
          ```sh\n\
-         {BUILD_COMMAND}   # -> {component}\n\
+         {build}   # -> {component}\n\
          {test}\n\
          ```\n\n\
          {serve}\n\n\
-         `gantry/` holds gantry's Rust SDK and WIT contract as the gantry that made this project \
-         has them; `gantry plugin new` in a newer gantry makes them anew. docs/plugins.md in \
+         {carried}; `gantry plugin new` in a newer gantry makes them anew. docs/plugins.md in \
          gantry's repository is the guide: the worlds, every host interface, limits, errors, \
          testing and versioning.\n"
     )
@@ -354,6 +463,52 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("taken/keep")).unwrap(),
             "mine"
+        );
+    }
+
+    #[test]
+    fn the_javascript_templates_take_the_projects_name_and_pin_componentize_js() {
+        let files = js_files("greet-js");
+        let text = |path: &str| {
+            files
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_else(|| panic!("no {path}"))
+        };
+        let package: serde_json::Value = serde_json::from_str(&text("package.json")).unwrap();
+        let lock: serde_json::Value = serde_json::from_str(&text("package-lock.json")).unwrap();
+        assert_eq!(package["name"], "greet-js");
+        assert_eq!(lock["name"], "greet-js");
+        assert_eq!(lock["packages"][""]["name"], "greet-js");
+        let pinned = &package["devDependencies"]["@bytecodealliance/componentize-js"];
+        assert_eq!(
+            &lock["packages"][""]["devDependencies"]["@bytecodealliance/componentize-js"],
+            pinned
+        );
+        assert_eq!(
+            &lock["packages"]["node_modules/@bytecodealliance/componentize-js"]["version"],
+            pinned
+        );
+        assert!(
+            package["scripts"]["build"]
+                .as_str()
+                .unwrap()
+                .ends_with("--out dist/greet-js.wasm")
+        );
+        assert!(text("src/handler.js").contains("'/greet-js/hello'"));
+        assert!(text("wit/deps/gantry/host.wit").contains("package gantry:plugin"));
+        assert!(text("wit/deps/http/http.wit").contains("package wasi:http"));
+        let e = new(
+            PluginKind::Backend,
+            "x",
+            tempfile::tempdir().unwrap().path(),
+            Lang::Js,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("JavaScript template is a handler"),
+            "{e}"
         );
     }
 
