@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top to bottom. A module may use modules of a lower layer, and of its own layer as long as
 /// that forms no cycle.
 const LAYERS: &[&[&str]] = &[
-    &["cli", "authoring", "reload"],
+    &["cli", "authoring", "reload", "node"],
     &["http"],
     &["runtime"],
     &["tasks", "commands", "webhooks"],

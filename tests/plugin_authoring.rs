@@ -65,7 +65,7 @@ fn a_new_backend_builds_and_its_transcripts_replay_with_a_readable_diff_on_a_mis
     let out = gantry(&project, &["plugin", "test"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 of 1 transcripts as expected"),
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 transcript files as expected"),
         "{}",
         text(&out)
     );
@@ -92,7 +92,7 @@ fn a_new_backend_builds_and_its_transcripts_replay_with_a_readable_diff_on_a_mis
         "{stdout}"
     );
     assert!(
-        stdout.contains("1 of 2 transcripts as expected"),
+        stdout.contains("1 of 2 transcript files as expected"),
         "{stdout}"
     );
     // Nothing was written over: the expected file is the author's.
@@ -195,6 +195,9 @@ async fn a_new_javascript_handler_builds_with_npm_and_is_served() {
         text(&out)
     );
 
+    let out = gantry(&project, &["plugin", "test"]);
+    assert!(out.status.success(), "{}", text(&out));
+
     let (_data, g) = serve_project(&project);
     let (status, body) = g.get_json("/greet-js/hello?name=you").await;
     assert_eq!(status, 200, "{body}");
@@ -222,6 +225,51 @@ async fn a_new_handler_builds_fits_its_world_and_is_served() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("world handler: fits"),
+        "{}",
+        text(&out)
+    );
+
+    // Its requests, sent with no server: the template's pass, a changed answer is a diff.
+    let out = gantry(&project, &["plugin", "test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 requests files as expected"),
+        "{}",
+        text(&out)
+    );
+    let tests = project.join("tests");
+    std::fs::write(
+        tests.join("who.requests"),
+        "{\"path\": \"/greet/hello?name=bob\", \"tenant\": \"bob\"}\n{\"path\": \"/elsewhere\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tests.join("who.expected"),
+        "{\"body\":{\"hello\":\"bob\",\"tenant\":\"alice\"},\"content_type\":\"application/json\",\"request\":\"GET /greet/hello?name=bob\",\"status\":200}\n\
+         {\"error\":\"no plugin serves this path\",\"request\":\"GET /elsewhere\"}\n",
+    )
+    .unwrap();
+    let out = gantry(&project, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("-{\"body\":{\"hello\":\"bob\",\"tenant\":\"alice\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+{\"body\":{\"hello\":\"bob\",\"tenant\":\"bob\"}"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("-{\"error\""),
+        "only the changed answer differs: {stdout}"
+    );
+    // A bad requests file is named with its line.
+    std::fs::write(tests.join("who.requests"), "{\"method\": \"GET\"}\n").unwrap();
+    let out = gantry(&project, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1: a request needs a `path`"),
         "{}",
         text(&out)
     );

@@ -5,7 +5,7 @@ use crate::config::{Config, Overrides, TelemetryConfig};
 use crate::manifest::{ComponentSource, PluginKind};
 use crate::runtime::registry::{self, Linkers};
 use crate::runtime::world::{self, Access};
-use crate::runtime::{self, Plugins, Runtime};
+use crate::runtime::{self, Plugins};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -141,18 +141,19 @@ enum PluginCommand {
         #[arg(long, value_enum, default_value = "rust")]
         lang: crate::authoring::scaffold::Lang,
     },
-    /// Replay a backend's recorded CLI runs (`tests/*.transcript`) through its component with
-    /// no server, no process and no network, and compare what it makes of each with
-    /// `tests/*.expected`: exit 1 with a diff on a mismatch.
+    /// Test a plugin with no server and no network: replay a backend's recorded CLI runs
+    /// (`tests/*.transcript`) through its component, or send a handler's requests
+    /// (`tests/*.requests`) to it on a node assembled in memory, and compare what it makes of
+    /// each with `tests/*.expected`: exit 1 with a diff on a mismatch.
     Test {
         /// A project directory (its manifest in `plugin/`, its tests in `tests/`) or a
         /// manifest file.
         #[arg(default_value = ".")]
         path: PathBuf,
-        /// The directory of the transcripts (default: the project's `tests/`).
+        /// The directory of the tests (default: the project's `tests/`).
         #[arg(long)]
         tests: Option<PathBuf>,
-        /// Write what the component makes of each transcript as its expected file.
+        /// Write what the component makes of each test as its expected file.
         #[arg(long)]
         update: bool,
     },
@@ -319,30 +320,6 @@ impl Drop for Telemetry {
     }
 }
 
-/// The store the config names, and its gauges for `/metrics`: SQLite in the data directory, or
-/// a PostgreSQL database (migrated to this gantry's schema first).
-async fn open_store(
-    config: &Config,
-) -> Result<(
-    Arc<dyn crate::store::Store>,
-    Arc<dyn crate::metrics::StoreGauges>,
-)> {
-    match &config.store {
-        crate::config::StoreLocation::Sqlite => {
-            let sqlite = Arc::new(crate::store::Sqlite::open(
-                &config.data_dir.join("gantry.db"),
-            )?);
-            Ok((sqlite.clone(), sqlite))
-        }
-        crate::config::StoreLocation::Postgres(url) => {
-            let pg =
-                Arc::new(crate::store::Postgres::connect(url, config.store_max_connections).await?);
-            tracing::info!(store = %pg.target(), "rows are kept in PostgreSQL");
-            Ok((pg.clone(), pg))
-        }
-    }
-}
-
 /// `gantry migrate`: bring the configured store's schema up to this gantry's, and say so.
 fn migrate(args: MigrateArgs) -> Result<()> {
     let overrides = Overrides {
@@ -429,142 +406,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let plugins = Arc::new(Plugins::start(&config).await?);
-        // What a reload swaps: the supervisor reaches the backends serving now through it.
-        let live = Arc::new(crate::runtime::LivePlugins::new(plugins.clone()));
-        let (store, gauges) = open_store(&config).await?;
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        // The machine's CPU use is measured from here on (`host-info.node-load`).
-        crate::metrics::prime_machine_load();
-        metrics.watch_store(gauges);
-        let workspaces = Arc::new(
-            crate::workspaces::Workspaces::open(&config.data_dir, store.clone())?
-                .with_workdirs(&config.workdirs),
-        );
-        let sessions = crate::sessions::Sessions::new(store.clone());
-        let signing_keys = crate::users::tokens::SigningKeys::load_or_create(
-            &config.users.signing_key_path(&config.data_dir),
-        )?;
-        let users = crate::users::Users::new(
-            store.clone(),
-            signing_keys,
-            Duration::from_secs(config.users.token_ttl_secs),
-        );
+        let plugins = Plugins::start(&config).await?;
+        let loaded = plugins.plugins().len();
         // Bound before the isolation probe, which proves that a task cannot reach it.
         let (listener, local) = crate::http::bind(config.addr).await?;
-        let launcher = crate::tasks::sandbox::launcher_for(
-            &std::env::current_exe().context("finding gantry's own binary")?,
-        );
-        tracing::info!(launcher = %launcher.display(), "task processes start through");
-        let isolation = crate::tasks::isolation::Isolation::detect(
-            &config.sandbox,
-            launcher,
-            &config.data_dir,
-            &args_config
+        let probe = crate::node::Probe {
+            port: local.port(),
+            secret_files: args_config
                 .iter()
                 .chain(config.api_keys_file.iter())
                 .cloned()
-                .collect::<Vec<_>>(),
-            local.port(),
-        )
-        .await;
-        if isolation.is_full() {
-            tracing::info!(level = isolation.level(), "task isolation");
-        } else {
-            tracing::warn!(level = isolation.level(), "task isolation");
-            if keys.tenant_count() > 1 {
-                if config.isolation != crate::tasks::isolation::IsolationMode::Weak {
-                    anyhow::bail!(
-                        "refusing to serve {} tenants with task isolation {}; fix what is \
-                         missing, or set isolation = \"weak\" in the config to accept it",
-                        keys.tenant_count(),
-                        isolation.level()
-                    );
-                }
-                tracing::warn!(
-                    "serving several tenants with weak isolation (isolation = \"weak\")"
-                );
-            }
-        }
-        let adapters: Arc<dyn crate::tasks::Adapters> = live.clone();
-        let events = crate::events::EventBus::open(store.clone()).await?;
-        events.keep_for(&config.events, std::time::Duration::from_secs(60));
-        let projects =
-            crate::projects::Projects::new(store.clone(), workspaces.clone(), events.clone());
-        let tasks = crate::tasks::Supervisor::for_node(
-            adapters.clone(),
-            store.clone(),
-            workspaces.clone(),
-            &config.data_dir,
-            config.tasks.clone(),
-            Some(config.node_id.as_str()).filter(|id| !id.is_empty()),
-        )
-        .await?
-        .with_isolation(isolation)
-        .with_egress(config.egress.clone())
-        .with_storage(config.storage.clone())
-        .with_metrics(metrics.clone());
-        let commands = crate::commands::Commands::new(
-            store.clone(),
-            tasks.clone(),
-            projects.clone(),
-            workspaces.clone(),
-            config.commands.clone(),
-            events.clone(),
-        )
-        .await?;
-        let store_for_sessions = store.clone();
-        // Pending deliveries (a previous run's too) are sent from here on.
-        let webhooks = crate::webhooks::Webhooks::new(store.clone(), &config.webhooks);
-        // One node of a shared store sends them (another takes over when it dies).
-        webhooks.start_as(
-            config.webhooks.clone(),
-            Some(Arc::new(events.clone())),
-            crate::webhooks::NodeRole::new(
-                store.clone(),
-                "webhooks",
-                tasks.node_id(),
-                Duration::from_millis(config.tasks.node_lease_ms.max(300)),
-            ),
-        );
-        let queues = crate::tasks::queue::BoardQueues::start(
-            store,
-            tasks.clone(),
-            config.tasks.max_queued_per_tenant,
-            events.clone(),
-        )
-        .await?;
-        let backends = crate::backends::Availability::new(plugins.backends(), &config.data_dir)?;
-        {
-            // Probe in the background: a slow binary must not hold up serving.
-            let backends = backends.clone();
-            tokio::spawn(async move {
-                backends.first_round().await;
-            });
-        }
-        let loaded = plugins.plugins().len();
-        let work_sessions = crate::work_sessions::WorkSessions::new(
-            store_for_sessions,
-            projects.clone(),
-            Duration::from_secs(config.users.session_ttl_secs),
-        );
-        commands.keep_history_in(work_sessions.clone());
-        let services = crate::runtime::Services {
-            commands,
-            work_sessions,
-            projects,
-            queues,
-            events,
-            workspaces,
-            tasks,
-            backends,
-            adapters,
-            sessions,
-            users,
-            metrics,
-            webhooks,
+                .collect(),
+            tenants: keys.tenant_count(),
         };
-        let runtime = Arc::new(Runtime::new(plugins, services.clone()));
+        let crate::node::Node {
+            live,
+            services,
+            runtime,
+        } = crate::node::assemble(&config, plugins, &probe).await?;
         let serving = Arc::new(crate::http::Serving::new(runtime)?);
         let reloader =
             crate::reload::Reloader::new(config.clone(), live, serving.clone(), services);
@@ -616,7 +475,7 @@ fn users(args: UsersArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
-        let (store, _) = open_store(&config).await?;
+        let (store, _) = crate::node::open_store(&config).await?;
         let users = Users::new(
             store,
             crate::users::tokens::SigningKeys::ephemeral()?,
@@ -838,131 +697,23 @@ fn plugin_new(
     println!("  cd {dir} && {}", lang.build_command());
     match kind {
         PluginKind::Backend => println!("  gantry plugin test       # replays tests/*.transcript"),
-        PluginKind::Handler => println!("  gantry plugin check {}", project.component),
+        PluginKind::Handler => println!("  gantry plugin test       # sends tests/*.requests"),
     }
     Ok(())
 }
 
-/// `gantry plugin test`: exit 0 when every transcript gives what its expected file says, 1
-/// when one does not (with a diff), 2 when the tests could not run.
+/// `gantry plugin test`: exit 0 when every test gives what its expected file says, 1 when
+/// one does not (with a diff), 2 when the tests could not run.
 fn plugin_test(
     path: &std::path::Path,
     tests: Option<&std::path::Path>,
     update: bool,
 ) -> Result<ExitCode> {
-    use crate::authoring::{replay, transcript::Transcript};
-    let defaults = Config::from_layers(None, &Overrides::default())?;
-    let rt = &defaults.runtime;
-    let (manifest_path, tests_dir) = if path.is_dir() {
-        let manifests: Vec<PathBuf> = std::fs::read_dir(path.join("plugin"))
-            .with_context(|| {
-                format!(
-                    "{} has no plugin/ directory: give a project directory or a manifest file",
-                    path.display()
-                )
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        let [manifest] = &manifests[..] else {
-            anyhow::bail!(
-                "{} holds {} manifests: give the one to test",
-                path.join("plugin").display(),
-                manifests.len()
-            );
-        };
-        (manifest.clone(), path.join("tests"))
+    let passed = crate::authoring::suite::run(path, tests, update)?;
+    Ok(if passed {
+        ExitCode::SUCCESS
     } else {
-        let tests = path
-            .parent()
-            .and_then(|p| p.parent())
-            .unwrap_or(std::path::Path::new("."))
-            .join("tests");
-        (path.to_path_buf(), tests)
-    };
-    let tests_dir = tests.map(std::path::Path::to_path_buf).unwrap_or(tests_dir);
-    let manifest =
-        crate::manifest::Manifest::load(&manifest_path, &rt.plugin_defaults, rt.max_memory_mb)?;
-    if manifest.kind != PluginKind::Backend {
-        anyhow::bail!(
-            "{} is a handler: `plugin test` replays a backend's transcripts; check a handler's \
-             component with `gantry plugin check` and try its routes with `gantry serve`",
-            manifest.name
-        );
-    }
-    let mut transcripts: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
-        .with_context(|| format!("reading {}", tests_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "transcript"))
-        .collect();
-    transcripts.sort();
-    if transcripts.is_empty() {
-        anyhow::bail!(
-            "no *.transcript in {}: record one with `gantry plugin record -- CMD ARGS…`",
-            tests_dir.display()
-        );
-    }
-    let cache = tempfile::tempdir().context("a directory for compiled components")?;
-    let mut config = defaults.clone();
-    config.data_dir = cache.path().to_path_buf();
-    let name = manifest.name.clone();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    tokio.block_on(async {
-        let plugins = Plugins::start_with(&config, vec![manifest]).await?;
-        let mut failed = 0;
-        for path in &transcripts {
-            let shown = path.display();
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {shown}"))?;
-            let transcript = Transcript::parse(&text).with_context(|| format!("in {shown}"))?;
-            let actual = replay::replay(&plugins, &name, &transcript)
-                .await
-                .with_context(|| format!("replaying {shown}"))?
-                .render();
-            let expected_path = path.with_extension("expected");
-            if update {
-                std::fs::write(&expected_path, &actual)
-                    .with_context(|| format!("writing {}", expected_path.display()))?;
-                println!("wrote {}", expected_path.display());
-                continue;
-            }
-            let expected = match std::fs::read_to_string(&expected_path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    failed += 1;
-                    println!(
-                        "FAIL {shown}: no {} (`gantry plugin test --update` writes it); the component made:\n{actual}",
-                        expected_path.display()
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::from(e)
-                        .context(format!("reading {}", expected_path.display())));
-                }
-            };
-            match replay::diff(&expected, &actual, &expected_path.display().to_string()) {
-                None => println!("ok   {shown}"),
-                Some(diff) => {
-                    failed += 1;
-                    println!("FAIL {shown}: the component's events differ from the expected ones\n{diff}");
-                }
-            }
-        }
-        if !update {
-            println!(
-                "{} of {} transcripts as expected",
-                transcripts.len() - failed,
-                transcripts.len()
-            );
-        }
-        Ok(if failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+        ExitCode::from(1)
     })
 }
 

@@ -30,6 +30,7 @@ pub mod events;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod node;
 pub mod projects;
 pub mod reload;
 pub mod runtime;

@@ -172,6 +172,14 @@ fn js_files(name: &str) -> Vec<(String, String)> {
         ),
         ("wit/world.wit".into(), JS_WORLD.into()),
         (
+            "tests/hello.requests".into(),
+            HELLO_REQUESTS.replace("{{name}}", name),
+        ),
+        (
+            "tests/hello.expected".into(),
+            hello_answers(name, Some("javascript")),
+        ),
+        (
             format!("plugin/{name}.toml"),
             plugin_manifest(PluginKind::Handler, name, &component),
         ),
@@ -226,6 +234,11 @@ fn rust_files(kind: PluginKind, name: &str) -> Result<Vec<(String, String)>> {
         }
         PluginKind::Handler => {
             files.push(("src/lib.rs".into(), HANDLER_LIB.replace("{{name}}", name)));
+            files.push((
+                "tests/hello.requests".into(),
+                HELLO_REQUESTS.replace("{{name}}", name),
+            ));
+            files.push(("tests/hello.expected".into(), hello_answers(name, None)));
         }
     }
     Ok(files)
@@ -359,6 +372,45 @@ const HELLO_EXPECTED: &str = r#"{"command":{"args":["say hello"],"env":[],"files
 {"summary":{"error":null,"final_text":"say hello","session_id":null,"success":true,"usage":null}}
 "#;
 
+const HELLO_REQUESTS: &str = r#"# Requests `gantry plugin test` sends to the handler, one a line; hello.expected holds
+# its answers (`gantry plugin test --update` writes them anew).
+{"path": "/{{name}}/hello?name=you"}
+{"path": "/{{name}}/hello", "tenant": "alice"}
+{"method": "POST", "path": "/{{name}}/hello"}
+"#;
+
+/// What the handler template answers to [`HELLO_REQUESTS`]; `lang` is the JavaScript
+/// template's extra field.
+fn hello_answers(name: &str, lang: Option<&str>) -> String {
+    let answer = |request: String, status: u16, body: serde_json::Value| {
+        let line = serde_json::json!({
+            "request": request,
+            "status": status,
+            "content_type": "application/json",
+            "body": body,
+        });
+        format!("{line}\n")
+    };
+    let hello = |who: &str, tenant: &str| {
+        let mut body = serde_json::json!({ "hello": who, "tenant": tenant });
+        if let Some(lang) = lang {
+            body["lang"] = lang.into();
+        }
+        body
+    };
+    let path = format!("/{name}/hello");
+    [
+        answer(format!("GET {path}?name=you"), 200, hello("you", "local")),
+        answer(format!("GET {path}"), 200, hello("world", "alice")),
+        answer(
+            format!("POST {path}"),
+            405,
+            serde_json::json!({"error": {"code": "method_not_allowed", "message": "use GET"}}),
+        ),
+    ]
+    .concat()
+}
+
 fn readme(kind: PluginKind, name: &str, component: &str, lang: Lang) -> String {
     let (what, test, serve) = match kind {
         PluginKind::Backend => (
@@ -373,7 +425,9 @@ fn readme(kind: PluginKind, name: &str, component: &str, lang: Lang) -> String {
         ),
         PluginKind::Handler => (
             "a handler: HTTP routes served by a component",
-            "gantry plugin check {component}",
+            "gantry plugin test        # send tests/*.requests, compare with tests/*.expected\n\
+             gantry plugin test --update  # write the component's answers as expected\n\
+             gantry plugin check {component}",
             format!(
                 "`gantry serve --plugins plugin` serves it alone; \
                  `curl http://127.0.0.1:8080/{name}/hello?name=you`."
