@@ -251,7 +251,14 @@ pub(crate) async fn load(
 ) -> Result<Plugin> {
     let name = manifest.name.clone();
     let wasm = component_bytes(&manifest.component)?;
-    let (component, outcome) = cache.load(engine, &wasm)?;
+    // Compiling takes seconds for a large component: off the async workers, so that a reload
+    // while serving does not hold up the requests they run.
+    let (component, outcome) = {
+        let (engine, cache) = (engine.clone(), cache.clone());
+        tokio::task::spawn_blocking(move || cache.load(&engine, &wasm))
+            .await
+            .context("compiling a component")??
+    };
     tracing::info!(plugin = %name, cache = outcome.as_str(), "compiled-component cache {}", outcome.as_str());
     let (imports, exports) = interface_names(engine, &component);
     world::check(
