@@ -299,3 +299,67 @@ fn plugin_new_refuses_a_bad_name_and_an_existing_directory() {
         0
     );
 }
+
+/// A handler's tests drive its tasks with a scripted backend: the backend's real adapter, in
+/// the real sandbox, parsing output that a transcript scripts; answers that change from run
+/// to run are redacted.
+#[test]
+fn a_handlers_tests_run_tasks_on_a_scripted_backend() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    for sub in ["plugin", "tests/backends"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("plugin/clinvk.toml"),
+        "kind = \"handler\"\ncomponent = \"bundled:clinvk-api\"\n\
+         routes = [{ path = \"/api/v1/...\", timeout_ms = 0 }]\n\
+         imports = [\"gantry:plugin/workspaces\", \"gantry:plugin/tasks\", \"gantry:plugin/backends\", \"gantry:plugin/sessions\", \"gantry:plugin/config\"]\n",
+    )
+    .unwrap();
+    // A backend whose program is not installed anywhere: the test scripts its runs.
+    std::fs::write(
+        dir.join("plugin/my-agent.toml"),
+        "kind = \"backend\"\ncomponent = \"bundled:exec\"\nbinary = \"my-agent-cli\"\n\
+         imports = [\"gantry:plugin/config\"]\n[settings]\nargs = [\"{prompt}\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tests/backends/my-agent.transcript"),
+        "{\"stdout\": \"thinking it's 6 * 7\"}\n{\"stderr\": \"a warning\"}\n{\"stdout\": \"the answer is 42\"}\n{\"exit\": 0}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tests/prompt.requests"),
+        "{\"method\": \"POST\", \"path\": \"/api/v1/prompt\", \"body\": {\"backend\": \"my-agent\", \"prompt\": \"what is the answer?\"}, \
+         \"redact\": [\"/body/duration_ms\", \"/body/workspace_id\", \"/body/session_id\"]}\n",
+    )
+    .unwrap();
+
+    let out = gantry(dir, &["plugin", "test", "--update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backend my-agent replays"),
+        "{}",
+        text(&out)
+    );
+    let expected = std::fs::read_to_string(dir.join("tests/prompt.expected")).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(expected.trim()).unwrap();
+    assert_eq!(answer["status"], 200, "{expected}");
+    assert_eq!(answer["body"]["output"], "the answer is 42", "{expected}");
+    assert_eq!(answer["body"]["exit_code"], 0, "{expected}");
+    assert_eq!(answer["body"]["duration_ms"], "[redacted]", "{expected}");
+    // Run again: the same answer, whatever the run's id and duration.
+    let out = gantry(dir, &["plugin", "test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A different script is a different answer: the diff shows it.
+    std::fs::write(
+        dir.join("tests/backends/my-agent.transcript"),
+        "{\"stdout\": \"the answer is 41\"}\n{\"exit\": 0}\n",
+    )
+    .unwrap();
+    let out = gantry(dir, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the answer is 41"), "{stdout}");
+}

@@ -17,7 +17,10 @@
 //! - `headers`: an object of header names and string values;
 //! - `body`: a string sent as it is, or any other JSON value sent as JSON (with
 //!   `content-type: application/json` unless `headers` names one);
-//! - `tenant`: the caller's tenant, `local` when absent.
+//! - `tenant`: the caller's tenant, `local` when absent;
+//! - `redact`: JSON pointers into the rendered answer (`/body/id`, `/body/items/0/created_at`)
+//!   whose values change from run to run; each is shown as `"[redacted]"`, so that the
+//!   expected file holds what must not change.
 
 use crate::http::router::Router;
 use crate::runtime::{Caller, Runtime};
@@ -40,9 +43,14 @@ pub struct TestRequest {
     pub body: Vec<u8>,
     /// The caller's tenant.
     pub tenant: String,
+    /// JSON pointers into the rendered answer whose values are not compared.
+    pub redact: Vec<String>,
 }
 
-const KEYS: &[&str] = &["method", "path", "headers", "body", "tenant"];
+const KEYS: &[&str] = &["method", "path", "headers", "body", "tenant", "redact"];
+
+/// What a redacted value is shown as.
+pub const REDACTED: &str = "[redacted]";
 
 /// Read a requests file; an error names the line and what is wrong with it.
 pub fn parse(text: &str) -> Result<Vec<TestRequest>> {
@@ -101,6 +109,17 @@ pub fn parse(text: &str) -> Result<Vec<TestRequest>> {
                 value.to_string().into_bytes()
             }
         };
+        let redact = match entry.get("redact") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|p| match p.as_str() {
+                    Some(p) if p.starts_with('/') => Ok(p.to_string()),
+                    _ => bail!("line {n}: `redact` lists JSON pointers, such as \"/body/id\""),
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => bail!("line {n}: `redact` lists JSON pointers, such as \"/body/id\""),
+        };
         let tenant = string("tenant")?.unwrap_or_else(|| "local".into());
         TenantId::new(&tenant).with_context(|| format!("line {n}: tenant {tenant:?}"))?;
         out.push(TestRequest {
@@ -109,6 +128,7 @@ pub fn parse(text: &str) -> Result<Vec<TestRequest>> {
             headers,
             body,
             tenant,
+            redact,
         });
     }
     if out.is_empty() {
@@ -126,7 +146,13 @@ pub async fn send_all(
 ) -> Result<String> {
     let mut out = String::new();
     for r in requests {
-        let line = send(runtime, router, r).await?;
+        let mut line = send(runtime, router, r).await?;
+        for pointer in &r.redact {
+            // A pointer that names nothing is left alone: the diff shows the answer's shape.
+            if let Some(value) = line.pointer_mut(pointer) {
+                *value = REDACTED.into();
+            }
+        }
         out.push_str(&line.to_string());
         out.push('\n');
     }
@@ -245,6 +271,14 @@ mod tests {
                 "line 1: tenant",
             ),
             ("x\n", "line 1: not a JSON object"),
+            (
+                "{\"path\": \"/a\", \"redact\": [\"id\"]}\n",
+                "`redact` lists JSON pointers",
+            ),
+            (
+                "{\"path\": \"/a\", \"redact\": \"/id\"}\n",
+                "`redact` lists JSON pointers",
+            ),
         ];
         for (text, expected) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

@@ -54,7 +54,7 @@ pub fn run(path: &Path, tests: Option<&Path>, update: bool) -> Result<bool> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
-        let subject = Subject::start(&config, manifest).await?;
+        let subject = Subject::start(&config, manifest, &tests_dir).await?;
         let mut failed = 0;
         for path in &files {
             let shown = path.display();
@@ -126,14 +126,28 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
-    let [manifest] = &manifests[..] else {
-        bail!(
-            "{} holds {} manifests: give the one to test",
+    if let [manifest] = &manifests[..] {
+        return Ok((manifest.clone(), path.join("tests")));
+    }
+    // A handler with the backends its tasks run on beside it: the handler is under test.
+    let defaults = Config::from_layers(None, &Overrides::default())?;
+    let rt = &defaults.runtime;
+    let handlers: Vec<&PathBuf> = manifests
+        .iter()
+        .filter(|m| {
+            Manifest::load(m, &rt.plugin_defaults, rt.max_memory_mb)
+                .is_ok_and(|m| m.kind == PluginKind::Handler)
+        })
+        .collect();
+    match handlers[..] {
+        [handler] => Ok((handler.clone(), path.join("tests"))),
+        _ => bail!(
+            "{} holds {} manifests ({} handlers): give the one to test",
             plugin_dir.display(),
-            manifests.len()
-        );
-    };
-    Ok((manifest.clone(), path.join("tests")))
+            manifests.len(),
+            handlers.len()
+        ),
+    }
 }
 
 /// The component under test, loaded.
@@ -147,11 +161,13 @@ enum Subject {
         router: crate::http::router::Router,
         /// Held for the node's life: the port the sandbox's probe proves unreachable.
         _probe: std::net::TcpListener,
+        /// Held for the node's life: the scripts scripted backends run.
+        _scripts: tempfile::TempDir,
     },
 }
 
 impl Subject {
-    async fn start(config: &Config, manifest: Manifest) -> Result<Subject> {
+    async fn start(config: &Config, manifest: Manifest, tests_dir: &Path) -> Result<Subject> {
         match manifest.kind {
             PluginKind::Backend => {
                 let name = manifest.name.clone();
@@ -160,7 +176,16 @@ impl Subject {
             }
             PluginKind::Handler => {
                 std::fs::create_dir_all(&config.data_dir)?;
-                let plugins = Plugins::start(config).await?;
+                let rt = &config.runtime;
+                let mut manifests = crate::runtime::registry::read_manifests(
+                    &config.plugins,
+                    &rt.plugin_defaults,
+                    rt.max_memory_mb,
+                )?;
+                // Outside the data directory, which no task may read.
+                let scripts = tempfile::tempdir().context("a directory for scripted backends")?;
+                script_backends(&mut manifests, &tests_dir.join("backends"), scripts.path())?;
+                let plugins = Plugins::start_with(config, manifests).await?;
                 let router = crate::http::router::Router::for_plugins(plugins.plugins())?;
                 let probe = std::net::TcpListener::bind("127.0.0.1:0")
                     .context("a loopback port for the sandbox's probe")?;
@@ -178,6 +203,7 @@ impl Subject {
                     node: Box::new(node),
                     router,
                     _probe: probe,
+                    _scripts: scripts,
                 })
             }
         }
@@ -196,5 +222,108 @@ impl Subject {
                 requests::send_all(runtime, router, &requests).await
             }
         }
+    }
+}
+
+/// Backends whose runs a handler's tests script: for each backend manifest with a transcript
+/// `backends/NAME.transcript`, its binary becomes a script (in `scripts`, named as the binary
+/// is, so that the adapter's `describe` still matches) that prints the transcript's lines and
+/// exits as it says. Its tasks run in the sandbox as any other; the adapter is the real one.
+fn script_backends(manifests: &mut [Manifest], backends: &Path, scripts: &Path) -> Result<()> {
+    for manifest in manifests.iter_mut() {
+        let transcript_path = backends.join(format!("{}.transcript", manifest.name));
+        let (PluginKind::Backend, Some(binary)) = (manifest.kind, &manifest.binary) else {
+            continue;
+        };
+        if !transcript_path.exists() {
+            continue;
+        }
+        let shown = transcript_path.display();
+        let text = std::fs::read_to_string(&transcript_path)
+            .with_context(|| format!("reading {shown}"))?;
+        let transcript = Transcript::parse(&text).with_context(|| format!("in {shown}"))?;
+        let file_name = Path::new(binary)
+            .file_name()
+            .context("the backend's binary has no file name")?;
+        let dir = scripts.join(&manifest.name);
+        std::fs::create_dir_all(&dir)?;
+        let script = dir.join(file_name);
+        std::fs::write(&script, replay_script(&manifest.name, &transcript)?)
+            .with_context(|| format!("writing {}", script.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let script = script
+            .to_str()
+            .context("the scripts' directory is not UTF-8")?
+            .to_string();
+        if manifest.settings.contains_key("binary") {
+            manifest.settings.insert("binary".into(), script.clone());
+        }
+        manifest.binary = Some(script);
+        println!("backend {} replays {shown}", manifest.name);
+    }
+    Ok(())
+}
+
+/// A POSIX shell script that prints `transcript`'s lines, each on its stream, and exits as it
+/// did. The text is single-quoted, so nothing in it is ever interpreted.
+fn replay_script(name: &str, transcript: &Transcript) -> Result<String> {
+    use crate::contract::OutputStream;
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    let mut out =
+        format!("#!/bin/sh\n# gantry plugin test: backend {name}, scripted from a transcript.\n");
+    for line in &transcript.lines {
+        if line.text.contains('\0') {
+            bail!("a transcript line holds a NUL character, which no script can print");
+        }
+        let format = if line.partial { "'%s'" } else { r"'%s\n'" };
+        let redirect = match line.stream {
+            OutputStream::Stdout => "",
+            OutputStream::Stderr => " >&2",
+        };
+        out.push_str(&format!(
+            "printf {format} {}{redirect}\n",
+            quote(&line.text)
+        ));
+    }
+    match transcript.exit_code {
+        Some(code) => out.push_str(&format!("exit {code}\n")),
+        None => out.push_str("kill -9 $$\n"),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_script_prints_its_transcript_and_exits_as_it_did() {
+        let t = Transcript::parse(
+            "{\"stdout\": \"it's $HOME `x` \\\\ %s\"}\n{\"stderr\": \"warn\"}\n{\"stdout\": \"ab\", \"partial\": true}\n{\"stdout\": \"cd\"}\n{\"exit\": 3}\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("cli");
+        std::fs::write(&script, replay_script("cli", &t).unwrap()).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's $HOME `x` \\ %s\nabcd\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "warn\n");
+        let killed = Transcript::parse("{\"exit\": null}\n").unwrap();
+        std::fs::write(&script, replay_script("cli", &killed).unwrap()).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), None);
     }
 }
