@@ -153,6 +153,17 @@ async fn a_task_on_one_node_streams_whole_from_another_and_is_cancelled_from_the
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(listed.to_string().contains("started"), "{listed}");
+    // B does not delete the workspace A's task is working in: the store refuses over every
+    // node's tasks, and nothing is lost.
+    let (status, refused) = on_b
+        .call("DELETE", &format!("/v1/workspaces/{ws}"), Value::Null)
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "workspace_busy", "{refused}");
+    let (_, files) = on_b
+        .call("GET", &format!("/v1/workspaces/{ws}/files"), Value::Null)
+        .await;
+    assert!(files.to_string().contains("started"), "{files}");
 
     // Cancelled through B: A stops the process, and B's stream ends with how it ended.
     let (status, _) = on_b

@@ -262,3 +262,25 @@ async fn a_remote_follower_is_told_of_the_end_once_the_log_holds_it() {
     let mut progress = notifier.follow("u").unwrap();
     assert!(until(&mut progress, |p| p.ended).await.ended);
 }
+
+/// A workspace another node's task is working in is not deleted from this one: the store
+/// refuses in the same statement, whichever node asks.
+#[tokio::test]
+async fn a_workspace_with_a_live_task_on_any_node_is_not_deleted() {
+    let db = store().await;
+    workspace(db.as_ref(), "w", "alice").await;
+    let mut t = task("t", "alice", "w", TaskState::Running, "node-a");
+    db.insert_task(&t).await.unwrap();
+    db.append_events("t", &[line(1)], None).await.unwrap();
+    let refused = db.delete_workspace("alice", "w").await.unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
+    // Nothing was lost: the workspace, its task and its log are all there.
+    assert!(db.get_workspace("alice", "w").await.unwrap().is_some());
+    assert_eq!(db.read_events("t", 1, 10).await.unwrap().len(), 1);
+    // Another tenant's id is unknown, busy or not.
+    assert!(!db.delete_workspace("bob", "w").await.unwrap());
+    t.state = TaskState::Done;
+    db.update_task(&t).await.unwrap();
+    assert!(db.delete_workspace("alice", "w").await.unwrap());
+    assert!(db.get_task("alice", "t").await.unwrap().is_none());
+}

@@ -204,7 +204,12 @@ impl Workspaces {
         if busy(&ws.id) {
             return Err(WorkspaceError::Busy);
         }
-        self.store.delete_workspace(tenant.as_str(), &ws.id).await?;
+        // The store checks again over every node's tasks (the live set above is this node's).
+        match self.store.delete_workspace(tenant.as_str(), &ws.id).await {
+            Ok(_) => {}
+            Err(crate::store::StoreError::Conflict(_)) => return Err(WorkspaceError::Busy),
+            Err(e) => return Err(e.into()),
+        }
         if ws.path.is_some() {
             // An attached directory is the operator's: only gantry's record of it goes.
             return Ok(());

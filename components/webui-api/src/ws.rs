@@ -366,6 +366,9 @@ fn execute(body: &Map<String, Value>) {
             // The connection's session keeps the execution in its history.
             let session_id = with(|c| c.session_id.clone());
             let mut data = queues::queued_json(&queued);
+            // A `task_update` carries the task's progress, as the bus's do: the queue may
+            // already have started it (`running`) by the time this answer is made.
+            data["progress_percentage"] = json!(queued.task.progress);
             if let Err(e) = work_sessions::record_task_executed(&session_id, task_id) {
                 data["session_error"] = json!(crate::sessions::error(e).message);
             }

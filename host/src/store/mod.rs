@@ -210,7 +210,10 @@ pub trait WorkspaceStore: Send + Sync {
     async fn list_workspaces(&self, tenant: &str) -> StoreResult<Vec<WorkspaceRecord>>;
     /// One of a tenant's workspaces.
     async fn get_workspace(&self, tenant: &str, id: &str) -> StoreResult<Option<WorkspaceRecord>>;
-    /// Remove a workspace row (and its tasks and events); whether it existed.
+    /// Remove a workspace row (and its tasks and events); whether it existed. A task pending
+    /// or running in it, on any node of the store, makes it a [`StoreError::Conflict`] that
+    /// removes nothing: checked in the same statement, so no node deletes a workspace another
+    /// node's task is working in.
     async fn delete_workspace(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 }
 

@@ -465,13 +465,30 @@ impl WorkspaceStore for Postgres {
         .transpose()
     }
     async fn delete_workspace(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let n = self
-            .execute(
-                "DELETE FROM workspaces WHERE tenant = $1 AND id = $2",
+        // One statement: the row goes only if no task is live in it, whichever node runs it.
+        let row = self
+            .query_opt(
+                "WITH live AS (
+                     SELECT 1 FROM tasks
+                     WHERE tenant = $1 AND workspace_id = $2 AND state IN ('pending', 'running')
+                     LIMIT 1
+                 ), gone AS (
+                     DELETE FROM workspaces
+                     WHERE tenant = $1 AND id = $2 AND NOT EXISTS (SELECT 1 FROM live)
+                     RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM live)",
                 &[&tenant, &id],
             )
-            .await?;
-        Ok(n > 0)
+            .await?
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("no answer to a deletion")))?;
+        let (deleted, live): (i64, i64) = (row.get(0), row.get(1));
+        if live > 0 {
+            return Err(StoreError::Conflict(format!(
+                "a task is pending or running in workspace {id}"
+            )));
+        }
+        Ok(deleted > 0)
     }
 }
 

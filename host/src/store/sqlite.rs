@@ -608,10 +608,26 @@ impl WorkspaceStore for Sqlite {
     }
     async fn delete_workspace(&self, tenant: &str, id: &str) -> StoreResult<bool> {
         let n = self.execute(
-            "DELETE FROM workspaces WHERE tenant = ?1 AND id = ?2",
+            "DELETE FROM workspaces WHERE tenant = ?1 AND id = ?2 AND NOT EXISTS (
+                 SELECT 1 FROM tasks WHERE workspace_id = ?2 AND state IN ('pending', 'running'))",
             [tenant, id],
         )?;
-        Ok(n > 0)
+        if n > 0 {
+            return Ok(true);
+        }
+        // Nothing deleted: a task live in it (a conflict), or no such workspace.
+        let live: i64 = self.query_row(
+            "SELECT count(*) FROM tasks t JOIN workspaces w ON w.id = t.workspace_id
+             WHERE w.tenant = ?1 AND w.id = ?2 AND t.state IN ('pending', 'running')",
+            [tenant, id],
+            |r| r.get(0),
+        )?;
+        if live > 0 {
+            return Err(StoreError::Conflict(format!(
+                "a task is pending or running in workspace {id}"
+            )));
+        }
+        Ok(false)
     }
 }
 
@@ -1491,6 +1507,31 @@ mod tests {
         assert!(db.delete_workspace("alice", "w1").await.unwrap());
         assert!(db.get_task("alice", "t1").await.unwrap().is_none());
         assert!(db.read_events("t1", 0, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_workspace_with_a_live_task_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        for state in [TaskState::Pending, TaskState::Running] {
+            let t = task("t1", "alice", "w1", state);
+            if state == TaskState::Pending {
+                db.insert_task(&t).await.unwrap();
+                db.append_events("t1", &[event(1)], None).await.unwrap();
+            } else {
+                db.update_task(&t).await.unwrap();
+            }
+            let refused = db.delete_workspace("alice", "w1").await.unwrap_err();
+            assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
+            assert!(db.get_workspace("alice", "w1").await.unwrap().is_some());
+            assert_eq!(db.read_events("t1", 1, 10).await.unwrap().len(), 1);
+        }
+        assert!(!db.delete_workspace("bob", "w1").await.unwrap());
+        db.update_task(&task("t1", "alice", "w1", TaskState::Failed))
+            .await
+            .unwrap();
+        assert!(db.delete_workspace("alice", "w1").await.unwrap());
     }
 
     fn sess(id: &str, tenant: &str, backend: &str, status: &str, at: i64) -> SessionRecord {
