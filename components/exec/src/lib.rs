@@ -65,13 +65,9 @@ impl Guest for Exec {
 
     fn describe() -> BackendInfo {
         BackendInfo {
-            name: "exec".into(),
-            binary: config::get("binary").unwrap_or_default(),
-            version_args: vec!["--version".into()],
-            supports_resume: false,
             supports_system_prompt: true,
             supports_model: true,
-            supports_max_turns: false,
+            ..gantry_guest::adapter::basic_info("exec")
         }
     }
 

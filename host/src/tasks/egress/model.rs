@@ -435,10 +435,11 @@ mod tests {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
             }
         });
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Bound but never listening, and held to the end: a connection to it is refused. (A
+        // port bound and let go could be taken meanwhile by another test's server.)
+        let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+        refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = refusing.local_addr().unwrap();
         for upstream in [format!("https://{addr}"), format!("http://{closed}")] {
             let (proxy, _h) = start(task(&[], Some(route(upstream, Some(KEY)))));
             let answer = send(proxy, &get("/v1/messages", &fill("x-api-key: $T\r\n"))).await;
