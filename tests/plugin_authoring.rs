@@ -126,6 +126,15 @@ fn a_new_backend_builds_and_its_transcripts_replay_with_a_readable_diff_on_a_mis
         "{\"request\":{\"prompt\":\"fail\"}}\n{\"stdout\":\"partial answer\"}\n\
          {\"stderr\":\"Error: the model is down\"}\n{\"exit\":7}\n"
     );
+    // A transcript with no expected file fails, and shows what the component made of it.
+    let out = gantry(&project, &["plugin", "test"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failing.expected (`gantry plugin test --update` writes it)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"text\":\"partial answer\""), "{stdout}");
     let out = gantry(&project, &["plugin", "test", "--update"]);
     assert!(out.status.success(), "{}", text(&out));
     let expected = std::fs::read_to_string(tests.join("failing.expected")).unwrap();

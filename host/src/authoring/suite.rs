@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub fn run(path: &Path, tests: Option<&Path>, update: bool) -> Result<bool> {
     let defaults = Config::from_layers(None, &Overrides::default())?;
     let rt = &defaults.runtime;
-    let (manifest_path, default_tests) = locate(path)?;
+    let (manifest_path, default_tests) = locate(path, &defaults)?;
     let tests_dir = tests.map_or(default_tests, Path::to_path_buf);
     let manifest = Manifest::load(&manifest_path, &rt.plugin_defaults, rt.max_memory_mb)?;
     let extension = match manifest.kind {
@@ -106,7 +106,7 @@ pub fn run(path: &Path, tests: Option<&Path>, update: bool) -> Result<bool> {
 
 /// The manifest and the tests directory of `path`: a project directory (one manifest in its
 /// `plugin/`, tests in its `tests/`) or a manifest file (tests in `../tests`).
-fn locate(path: &Path) -> Result<(PathBuf, PathBuf)> {
+fn locate(path: &Path, defaults: &Config) -> Result<(PathBuf, PathBuf)> {
     if !path.is_dir() {
         let tests = path
             .parent()
@@ -130,7 +130,6 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf)> {
         return Ok((manifest.clone(), path.join("tests")));
     }
     // A handler with the backends its tasks run on beside it: the handler is under test.
-    let defaults = Config::from_layers(None, &Overrides::default())?;
     let rt = &defaults.runtime;
     let handlers: Vec<&PathBuf> = manifests
         .iter()
@@ -289,7 +288,8 @@ fn replay_script(name: &str, transcript: &Transcript) -> Result<String> {
         ));
     }
     match transcript.exit_code {
-        Some(code) => out.push_str(&format!("exit {code}\n")),
+        // As a shell reports it: a status is a byte.
+        Some(code) => out.push_str(&format!("exit {}\n", code.rem_euclid(256))),
         None => out.push_str("kill -9 $$\n"),
     }
     Ok(out)

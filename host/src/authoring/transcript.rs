@@ -40,19 +40,6 @@ pub struct Transcript {
 /// The request of a transcript that names none.
 pub const DEFAULT_PROMPT: &str = "hello";
 
-/// The keys a `request` object may have.
-const REQUEST_KEYS: &[&str] = &[
-    "prompt",
-    "args",
-    "model",
-    "system_prompt",
-    "max_turns",
-    "approval_mode",
-    "sandbox_mode",
-    "extra_flags",
-    "resume_session",
-];
-
 impl Transcript {
     /// Read a transcript; an error names the line and what is wrong with it.
     pub fn parse(text: &str) -> Result<Transcript> {
@@ -183,10 +170,16 @@ fn parse_request(value: &Value) -> Result<PromptRequest> {
     let Some(map) = value.as_object() else {
         bail!("`request` must be an object");
     };
-    if let Some(unknown) = map.keys().find(|k| !REQUEST_KEYS.contains(&k.as_str())) {
+    // The keys are those of a request as stored, whatever the codec writes.
+    let stored = codec::request_json(&plain_request(DEFAULT_PROMPT));
+    let known: Vec<&str> = stored
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
         bail!(
             "unknown request key `{unknown}`: expected {}",
-            REQUEST_KEYS.join(", ")
+            known.join(", ")
         );
     }
     if !map.get("prompt").is_some_and(Value::is_string) {
