@@ -988,13 +988,15 @@ async fn health_degrades_when_a_backend_cannot_run_and_the_api_is_described() {
     // Another process holding the store's lock: runs could not be recorded, so the node is
     // unhealthy (503) until it lets go. On SQLite the database's write lock, on PostgreSQL an
     // exclusive lock on the sessions table.
+    // A probe's answer serves the probes of the next half second, so the change shows
+    // within that.
     let holder = StoreLockHolder::take(&setup).await;
-    let (status, health) = g.get_json("/health").await;
+    let (status, health) = health_until(&g, 503).await;
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "unhealthy", "{health}");
     assert_eq!(health["session_store"]["available"], false, "{health}");
     holder.release().await;
-    let (status, health) = g.get_json("/health").await;
+    let (status, health) = health_until(&g, 200).await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["session_store"]["available"], true, "{health}");
@@ -1097,5 +1099,18 @@ impl StoreLockHolder {
             StoreLockHolder::Sqlite(db) => db.execute_batch("ROLLBACK").unwrap(),
             StoreLockHolder::Postgres(client) => client.batch_execute("ROLLBACK").await.unwrap(),
         }
+    }
+}
+
+/// `GET /health` until it answers `status`, for at most five seconds (each probe of the
+/// store answers the next half second's): the last answer.
+async fn health_until(g: &Gantry, status: u16) -> (hyper::StatusCode, Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (got, health) = g.get_json("/health").await;
+        if got == status || Instant::now() > deadline {
+            return (got, health);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

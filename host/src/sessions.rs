@@ -5,6 +5,8 @@
 use crate::store::{SessionPage, SessionQuery, SessionRecord, Store, now_ms};
 use crate::tenants::TenantId;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The statuses a session may have.
 pub const STATUSES: &[&str] = &["active", "completed", "error", "paused"];
@@ -35,16 +37,46 @@ impl From<crate::store::StoreError> for SessionError {
     }
 }
 
+/// How long one store probe answers the health checks after it. A probe takes the store's
+/// write lock (SQLite) or a transaction (PostgreSQL): a load balancer probing many times a
+/// second must not queue every probe on the lock the node's runs write under.
+const HEALTH_FRESH_FOR: Duration = Duration::from_millis(500);
+
 /// Every tenant's sessions.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Arc<dyn Store>,
+    health: Arc<HealthProbe>,
+}
+
+/// The last store probe: one probe at a time, and its answer reused while it is fresh and no
+/// session was written since.
+#[derive(Debug, Default)]
+struct HealthProbe {
+    /// Bumped by each session written here, so the count never lags this node's own writes.
+    writes: AtomicU64,
+    last: tokio::sync::Mutex<Option<ProbeAnswer>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProbeAnswer {
+    at: Instant,
+    writes: u64,
+    available: bool,
+    sessions: u64,
 }
 
 impl Sessions {
     /// Sessions kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Sessions {
-        Sessions { store }
+        Sessions {
+            store,
+            health: Arc::default(),
+        }
+    }
+
+    fn written(&self) {
+        self.health.writes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Store a new session for `tenant`; its id and times are assigned here.
@@ -72,6 +104,7 @@ impl Sessions {
             data,
         };
         self.store.create_session(&record).await?;
+        self.written();
         Ok(record)
     }
 
@@ -129,21 +162,39 @@ impl Sessions {
     /// Remove one of the tenant's sessions.
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), SessionError> {
         if self.store.delete_session(tenant.as_str(), id).await? {
+            self.written();
             Ok(())
         } else {
             Err(SessionError::NotFound)
         }
     }
 
-    /// Whether the store answers, and how many sessions it holds over all tenants.
+    /// Whether the store answers, and how many sessions it holds over all tenants. The answer
+    /// is at most half a second old: probes share one look at the store (see
+    /// `HEALTH_FRESH_FOR`), and a session written here makes the next probe look again.
     pub async fn health(&self) -> (bool, u64) {
-        match self.store.count_sessions().await {
+        let mut last = self.health.last.lock().await;
+        let writes = self.health.writes.load(Ordering::Relaxed);
+        if let Some(answer) = *last
+            && answer.writes == writes
+            && answer.at.elapsed() < HEALTH_FRESH_FOR
+        {
+            return (answer.available, answer.sessions);
+        }
+        let (available, sessions) = match self.store.count_sessions().await {
             Ok(n) => (true, n),
             Err(e) => {
                 tracing::error!("the session store did not answer: {e:#}");
                 (false, 0)
             }
-        }
+        };
+        *last = Some(ProbeAnswer {
+            at: Instant::now(),
+            writes,
+            available,
+            sessions,
+        });
+        (available, sessions)
     }
 }
 

@@ -3,6 +3,8 @@
 // Each bench uses part of this.
 #![allow(dead_code)]
 
+pub mod table;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
