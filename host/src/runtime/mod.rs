@@ -52,6 +52,26 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// reset makes no `madvise` (whose TLB shootdown, on a virtual machine whose other vCPU is
 /// not running, stalled about one request in a hundred for milliseconds).
 const KEEP_RESIDENT: usize = 4 << 20;
+/// What is kept resident without `PAGEMAP_SCAN`, where every kept byte is reset by `memset`
+/// on each reuse whether the instance touched it or not.
+const KEEP_RESIDENT_WITHOUT_SCAN: usize = 64 << 10;
+
+/// Whether the kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7), with which wasmtime resets only
+/// the pages an instance dirtied.
+fn pagemap_scan_available() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|release| kernel_at_least(&release, (6, 7)))
+        .unwrap_or(false)
+}
+
+/// Whether a kernel release string (`6.18.44-fc-v1147`) is at least `(major, minor)`.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let got_major: u32 = parts.next()?.parse().ok()?;
+    let got_minor: u32 = parts.next()?.parse().ok()?;
+    Some((got_major, got_minor) >= (major, minor))
+}
 
 /// Build the engine every plugin shares, with instance slots for `rt`'s shares.
 pub fn engine(rt: &RuntimeConfig) -> Result<Engine> {
@@ -79,9 +99,14 @@ fn engine_for(rt: &RuntimeConfig, shares: Shares) -> Result<Engine> {
         // per request would otherwise pay page faults for its stack and heap. With
         // `PAGEMAP_SCAN` (Linux 6.7+) only the pages the instance dirtied are reset, so a
         // large resident size costs what the instance touched, not its size.
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    let keep = if pagemap_scan_available() {
+        KEEP_RESIDENT
+    } else {
+        KEEP_RESIDENT_WITHOUT_SCAN
+    };
+    pool.linear_memory_keep_resident(keep)
+        .table_keep_resident(keep);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
 }
@@ -334,4 +359,19 @@ pub fn plugin_manifests(config: &Config) -> Result<Vec<Manifest>> {
         return registry::bundled_manifests(&rt.plugin_defaults, rt.max_memory_mb);
     }
     registry::read_manifests(dir, &rt.plugin_defaults, rt.max_memory_mb)
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_then_minor() {
+        assert_eq!(kernel_at_least("6.18.44-fc-v1147\n", (6, 7)), Some(true));
+        assert_eq!(kernel_at_least("6.7.0", (6, 7)), Some(true));
+        assert_eq!(kernel_at_least("6.6.87-generic", (6, 7)), Some(false));
+        assert_eq!(kernel_at_least("5.15.0-105-generic", (6, 7)), Some(false));
+        assert_eq!(kernel_at_least("7.0-rc1", (6, 7)), Some(true));
+        assert_eq!(kernel_at_least("garbage", (6, 7)), None);
+    }
 }
