@@ -146,7 +146,10 @@ pub async fn serve(
                     // keeps it to its end (a stream or a WebSocket to theirs).
                     let site = serving.current();
                     let gate = gate.clone();
-                    async move {
+                    // Boxed: hyper keeps the space for a connection's request future for the
+                    // connection's life, and this one (the whole call into a component) is
+                    // kilobytes, which every idle keep-alive connection and stream would hold.
+                    Box::pin(async move {
                         let (runtime, router) = (&site.runtime, &site.router);
                         let answer = if refused {
                             too_many_connections(runtime, router, &req)
@@ -155,7 +158,7 @@ pub async fn serve(
                         };
                         let answer = answer.map(|body| conn::Answering::new(body, in_flight));
                         Ok::<_, Infallible>(answer)
-                    }
+                    })
                 });
                 let io = TokioIo::new(conn::WatchedIo::new(stream, activity.clone()));
                 let serving = if refused { &refusing } else { &builder };

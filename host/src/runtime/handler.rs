@@ -303,13 +303,15 @@ impl Runtime {
             tenant: tenant.clone(),
         };
         let task = tokio::spawn(async move {
-            let call = async {
+            // Boxed, and so freed once it is over: a task is as large as its largest state,
+            // and a stream's task outlives the call by as long as the client follows the log.
+            let call = Box::pin(async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            };
+            });
             let result = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(r) => r.map_err(CallFailure::from_error),

@@ -75,7 +75,9 @@ impl LogPump {
                 None
             };
             let ended = end.is_some();
-            let shaped = match self.shape(&state, &events, end).await {
+            // Boxed: the shaping call (an instantiation) is large, and the answer's future,
+            // which lives as long as the client follows, would otherwise hold its space.
+            let shaped = match Box::pin(self.shape(&state, &events, end)).await {
                 Ok(shaped) => shaped,
                 Err(failure) => {
                     report(&failure);

@@ -52,6 +52,8 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// reset makes no `madvise` (whose TLB shootdown, on a virtual machine whose other vCPU is
 /// not running, stalled about one request in a hundred for milliseconds).
 const KEEP_RESIDENT: usize = 4 << 20;
+/// Slots kept warm (resident, with their module's image) beyond those in use.
+const MAX_UNUSED_WARM_SLOTS: u32 = 16;
 /// What is kept resident without `PAGEMAP_SCAN`, where every kept byte is reset by `memset`
 /// on each reuse whether the instance touched it or not.
 const KEEP_RESIDENT_WITHOUT_SCAN: usize = 64 << 10;
@@ -99,7 +101,10 @@ fn engine_for(rt: &RuntimeConfig, shares: Shares) -> Result<Engine> {
         // per request would otherwise pay page faults for its stack and heap. With
         // `PAGEMAP_SCAN` (Linux 6.7+) only the pages the instance dirtied are reset, so a
         // large resident size costs what the instance touched, not its size.
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // Prefer a slot another instance just left over a never-used one, so the slots that
+        // hold resident pages are about as many as the instances ever live at once.
+        .max_unused_warm_slots(MAX_UNUSED_WARM_SLOTS);
     let keep = if pagemap_scan_available() {
         KEEP_RESIDENT
     } else {

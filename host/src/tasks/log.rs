@@ -104,6 +104,8 @@ impl Subscription {
             if seen.last_seq >= self.next_seq {
                 continue;
             }
+            // Waiting may last as long as the task: an idle follower holds no batch's room.
+            self.buffer = VecDeque::new();
             if progress.changed().await.is_err() {
                 self.progress = None;
             }
