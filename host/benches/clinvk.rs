@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::table::{Ratio, Table};
 use common::{Server, connect, exec_backend, percentiles, request, runtime, us};
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -112,6 +113,23 @@ fn main() {
             us(g50.saturating_sub(d50)),
             g50.as_secs_f64() / d50.as_secs_f64()
         );
+        let added = g50.saturating_sub(d50);
+        let mut table = Table::new("clinvk");
+        table.push(Ratio::at_most(
+            "POST /api/v1/prompt, added per prompt (p50), against 1.5 ms".into(),
+            common::ms(added),
+            format!("1.50 ms (echo alone: {})", common::ms(d50)),
+            added.as_secs_f64() / 1.5e-3,
+            1.0,
+        ));
+        table.push(Ratio::at_most(
+            "POST /api/v1/prompt, p99, against 5 ms".into(),
+            common::ms(g99),
+            "5.00 ms".into(),
+            g99.as_secs_f64() / 5e-3,
+            1.0,
+        ));
+        table.print();
     });
     drop(server);
 }

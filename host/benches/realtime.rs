@@ -14,6 +14,7 @@
 mod common;
 
 use bytes::Bytes;
+use common::table::{Ratio, Table};
 use common::{Sender, Server, connect, ms, percentiles, runtime};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -160,6 +161,14 @@ fn main() {
             "idle connections ({IDLE})                 HTTP keep-alive (baseline) {per_http:>7.1} KiB each   WebSocket {per_ws:>7.1} KiB each   ratio {:.1}x",
             per_ws / per_http.max(0.1)
         );
+        let mut table = Table::new("realtime");
+        table.push(Ratio::at_most(
+            format!("{IDLE} idle WebSocket connections, memory each, against 32 KiB"),
+            format!("{per_ws:.1} KiB"),
+            format!("32 KiB (an idle keep-alive connection: {per_http:.1} KiB)"),
+            per_ws / 32.0,
+            1.0,
+        ));
 
         // Fan-out: keep SUBSCRIBERS of them, each read in its own task.
         sockets.truncate(SUBSCRIBERS);
@@ -208,6 +217,12 @@ fn main() {
             ms(f50),
             ms(f99)
         );
+        table.push(Ratio::measured(
+            format!("a project's change reaching {SUBSCRIBERS} subscribers, p50, vs the change request"),
+            ms(f50),
+            ms(p50),
+            f50.as_secs_f64() / p50.as_secs_f64(),
+        ));
 
         // Webhooks: a receiver on loopback that answers 200 and counts, once `open`: first
         // while the tasks are made (deliveries keep pace with the events), then a backlog built
@@ -293,6 +308,13 @@ fn main() {
             rate(drained),
             rate(drained) / rate(made)
         );
+        table.push(Ratio::measured(
+            "webhook deliveries while tasks are created, vs their creation".into(),
+            format!("{:.0}/s", rate(paced)),
+            format!("{:.0}/s", rate(created)),
+            rate(paced) / rate(created),
+        ));
+        table.print();
     });
     drop(server);
 }

@@ -6,6 +6,9 @@
 //! PostgreSQL is the throwaway cluster of the tests (`tests/postgres/cluster.sh`, on
 //! 127.0.0.1:55433, `fsync` off as in the tests), a fresh database per run.
 
+mod common;
+
+use common::table::{Ratio, Table};
 use gantry::contract::{EventBody, OutputLine, OutputStream, plain_request};
 use gantry::store::{
     EventRecord, Postgres, Sqlite, Store, TaskRecord, TaskState, WorkspaceRecord, now_ms,
@@ -216,5 +219,25 @@ fn main() {
             pct(&across, 0.99),
             pct(&across, 0.5) / pct(&here, 0.5)
         );
+        let mut table = Table::new("stores");
+        table.push(Ratio::measured(
+            format!("task submissions, {CONCURRENT} at once, PostgreSQL vs SQLite"),
+            format!("{p_subs:.0}/s"),
+            format!("{s_subs:.0}/s"),
+            p_subs / s_subs,
+        ));
+        table.push(Ratio::measured(
+            format!("output lines in batches of {BATCH}, PostgreSQL vs SQLite"),
+            format!("{p_lines:.0}/s"),
+            format!("{s_lines:.0}/s"),
+            p_lines / s_lines,
+        ));
+        table.push(Ratio::measured(
+            "a follower seeing a line, p50: another node (PostgreSQL) vs the same (SQLite)".into(),
+            format!("{:.2} ms", pct(&across, 0.5)),
+            format!("{:.2} ms", pct(&here, 0.5)),
+            pct(&across, 0.5) / pct(&here, 0.5),
+        ));
+        table.print();
     });
 }

@@ -13,6 +13,9 @@
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
 
+mod common;
+
+use common::table::{Ratio, Table};
 use gantry::config::{Config, Overrides};
 use gantry::contract::{PromptRequest, plain_request};
 use gantry::manifest::Manifest;
@@ -138,8 +141,8 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-/// Median delay between a child printing a line (its clock) and a subscriber reading it.
-async fn delivery_delay(sup: &Supervisor, ws: &str) -> Duration {
+/// Delay between a child printing a line (its clock) and a subscriber reading it: p50, p99.
+async fn delivery_delay(sup: &Supervisor, ws: &str) -> (Duration, Duration) {
     let script = "for i in $(seq 1 200); do date +%s%N; sleep 0.005; done";
     let task = start(sup, ws, script).await;
     let mut sub = sup.subscribe(&tenant(), &task, 1).await.unwrap();
@@ -153,8 +156,7 @@ async fn delivery_delay(sup: &Supervisor, ws: &str) -> Duration {
             (now_ns().saturating_sub(written)) as u64,
         ));
     }
-    delays.sort();
-    delays[delays.len() / 2]
+    common::percentiles(delays)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -174,6 +176,12 @@ fn main() {
         let own_dir = tempfile::tempdir().unwrap();
         let (own_sup, own_ws) = supervisor(own_dir.path(), env!("CARGO_BIN_EXE_gantry")).await;
 
+        if std::env::var_os("BENCH_PROFILE_LINES").is_some() {
+            for _ in 0..5 {
+                println!("1 subscriber: {:.0} lines/s", fan_out(&sup, &ws, 1).await);
+            }
+            return;
+        }
         let direct = direct_lines().await;
         let one = fan_out(&sup, &ws, 1).await;
         let hundred = fan_out(&sup, &ws, 100).await;
@@ -183,11 +191,35 @@ fn main() {
             hundred / direct
         );
 
-        let delay = delivery_delay(&sup, &ws).await;
+        let mut table = Table::new("tasks");
+        table.push(Ratio::at_least(
+            "one task's lines to 1 subscriber, against 300k lines/s".into(),
+            format!("{one:.0} lines/s"),
+            format!("300000 (the pipe alone: {direct:.0})"),
+            one / 300_000.0,
+            1.0,
+        ));
+        table.push(Ratio::at_least(
+            "one task's lines to each of 100 subscribers, against 100k lines/s".into(),
+            format!("{hundred:.0} lines/s"),
+            "100000".into(),
+            hundred / 100_000.0,
+            1.0,
+        ));
+
+        let (delay, delay_p99) = delivery_delay(&sup, &ws).await;
         println!(
-            "delivery: median {:.0} us from a child writing a line to a subscriber reading it",
-            delay.as_secs_f64() * 1e6
+            "delivery: median {:.0} us, p99 {:.0} us from a child writing a line to a subscriber reading it",
+            delay.as_secs_f64() * 1e6,
+            delay_p99.as_secs_f64() * 1e6
         );
+        table.push(Ratio::at_most(
+            "a child's line to a subscriber, p99, against 2 ms".into(),
+            common::us(delay_p99),
+            "2000 µs".into(),
+            delay_p99.as_secs_f64() / 2e-3,
+            1.0,
+        ));
 
         // Warm every path once, then time trivial runs one after another.
         for (sup, ws) in [(&sup, &ws), (&own_sup, &own_ws)] {
@@ -250,14 +282,30 @@ fn main() {
             through_own.as_secs_f64() * 1e6,
             through_own.as_secs_f64() / direct.as_secs_f64()
         );
-        layers(direct).await;
+        table.push(Ratio::at_most(
+            "trivial task, Landlock and rlimits, spawn to exit vs direct".into(),
+            common::us(through),
+            common::us(direct),
+            through.as_secs_f64() / direct.as_secs_f64(),
+            1.5,
+        ));
+        if let Some(full) = layers(direct).await {
+            table.push(Ratio::at_most(
+                "trivial task, full isolation, spawn to exit vs direct".into(),
+                common::us(full),
+                common::us(direct),
+                full.as_secs_f64() / direct.as_secs_f64(),
+                1.5,
+            ));
+        }
+        table.print();
     });
 }
 
 /// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`. The layers
 /// take turns, one trivial task each per round, so that drift on a busy machine falls on all
-/// of them alike.
-async fn layers(direct: Duration) {
+/// of them alike. The full sandbox's median, when this machine has it.
+async fn layers(direct: Duration) -> Option<Duration> {
     let user = Layers {
         user: true,
         ..Layers::default()
@@ -309,6 +357,7 @@ async fn layers(direct: Duration) {
         }
     }
     let mut previous: Option<Duration> = None;
+    let mut full = None;
     for (name, _, _, times) in runs {
         let m = median(times);
         let added = previous.map_or(String::new(), |p| {
@@ -323,5 +372,9 @@ async fn layers(direct: Duration) {
             m.as_secs_f64() / direct.as_secs_f64()
         );
         previous = Some(m);
+        if name.ends_with("(full isolation)") {
+            full = Some(m);
+        }
     }
+    full
 }

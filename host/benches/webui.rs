@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::table::{Ratio, Table};
 use common::{Server, connect, exec_backend, ms, percentiles, request, runtime};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -211,6 +212,20 @@ fn main() {
             filtered.as_secs_f64() / health.as_secs_f64(),
             searched.as_secs_f64() / health.as_secs_f64()
         );
+        let mut table = Table::new("webui");
+        table.push(Ratio::measured(
+            "filtered task list among 10,000, p50, vs GET /health".into(),
+            ms(filtered),
+            ms(health),
+            filtered.as_secs_f64() / health.as_secs_f64(),
+        ));
+        table.push(Ratio::measured(
+            "full-text search among 10,000, p50, vs GET /health".into(),
+            ms(searched),
+            ms(health),
+            searched.as_secs_f64() / health.as_secs_f64(),
+        ));
+        table.print();
     });
     drop(server);
 }

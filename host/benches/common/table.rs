@@ -11,6 +11,8 @@ pub enum Bound {
     AtMost(f64),
     /// The ratio must reach the target (throughput).
     AtLeast(f64),
+    /// No target: the ratio is shown for what it tells.
+    None,
 }
 
 /// One measured ratio: gantry's figure against a baseline measured in the same run.
@@ -58,10 +60,23 @@ impl Ratio {
         }
     }
 
-    fn met(&self) -> bool {
+    /// A ratio with no target.
+    pub fn measured(what: String, gantry: String, baseline: String, ratio: f64) -> Ratio {
+        Ratio {
+            what,
+            gantry,
+            baseline,
+            ratio,
+            bound: Bound::None,
+        }
+    }
+
+    fn verdict(&self) -> &'static str {
         match self.bound {
-            Bound::AtMost(t) => self.ratio <= t,
-            Bound::AtLeast(t) => self.ratio >= t,
+            Bound::AtMost(t) if self.ratio <= t => "met",
+            Bound::AtLeast(t) if self.ratio >= t => "met",
+            Bound::None => "",
+            _ => "NOT MET",
         }
     }
 
@@ -69,6 +84,7 @@ impl Ratio {
         match self.bound {
             Bound::AtMost(t) => format!("≤ {t}"),
             Bound::AtLeast(t) => format!("≥ {t}"),
+            Bound::None => "—".into(),
         }
     }
 
@@ -80,7 +96,7 @@ impl Ratio {
             self.baseline.clone(),
             format!("{:.2}", self.ratio),
             self.target(),
-            if self.met() { "met" } else { "NOT MET" }.to_string(),
+            self.verdict().to_string(),
         ]
     }
 }
