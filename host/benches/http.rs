@@ -12,8 +12,8 @@
 //! against plain hyper answering the same JSON.
 //!
 //! Run with `cargo bench --bench http`. Loops are bounded in count; nothing is asserted. With
-//! `BENCH_PROFILE=/hello/` (or `/health`) it serves gantry alone and drives one connection in
-//! five rounds, for a profiler to attach to.
+//! `BENCH_PROFILE=/hello/` (or `/health`) it serves gantry alone and drives one connection (or
+//! `BENCH_CONNECTIONS`) in five rounds, for a profiler to attach to.
 
 mod common;
 
@@ -54,32 +54,44 @@ fn server_runtime(name: &str) -> tokio::runtime::Runtime {
 
 // --- the baselines -------------------------------------------------------------------------
 
-/// Plain hyper answering every request with `body`.
-async fn hyper_server(body: Bytes, content_type: &'static str) -> SocketAddr {
+/// Accept connections on a fresh loopback port, each served by `serve` in a task of its own.
+async fn listen<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let body = body.clone();
-                    async move {
-                        let mut r = hyper::Response::new(Full::new(body));
-                        r.headers_mut()
-                            .insert("content-type", content_type.parse().unwrap());
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// Plain hyper answering every request with `body`.
+async fn hyper_server(body: Bytes, content_type: &'static str) -> SocketAddr {
+    listen(move |stream| {
+        let body = body.clone();
+        async move {
+            let service = service_fn(move |_req| {
+                let body = body.clone();
+                async move {
+                    let mut r = hyper::Response::new(Full::new(body));
+                    r.headers_mut()
+                        .insert("content-type", content_type.parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await
 }
 
 struct ServeState {
@@ -115,26 +127,20 @@ async fn wasmtime_serve_style(component: &std::path::Path) -> SocketAddr {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
     let pre = ProxyPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let pre = pre.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let pre = pre.clone();
-                    async move { serve_one(pre, req).await }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    listen(move |stream| {
+        let pre = pre.clone();
+        async move {
+            let service = service_fn(move |req| {
+                let pre = pre.clone();
+                async move { serve_one(pre, req).await }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 async fn serve_one(
@@ -323,9 +329,13 @@ fn main() {
     assert_eq!(&hello[..], b"hello from /hello/\n");
     if let Ok(path) = std::env::var("BENCH_PROFILE") {
         let path: &'static str = path.leak();
+        let connections = std::env::var("BENCH_CONNECTIONS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
         for _ in 0..5 {
-            let load = drive(gantry, path, 1, 20_000);
-            show("gantry", 1, load);
+            let load = drive(gantry, path, connections, 20_000);
+            show("gantry", connections, load);
         }
         return;
     }

@@ -11,7 +11,9 @@
 //!   network namespaces added one by one (the network one with its proxy listener handed to
 //!   gantry), then a cgroup per task, as `gantry serve` runs tasks with full isolation.
 //!
-//! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted.
+//! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted. With
+//! `BENCH_PROFILE_LINES=1` it runs only the one-subscriber line pipeline, five times, for a
+//! profiler.
 
 mod common;
 
