@@ -280,7 +280,14 @@ impl Isolation {
         scratch: &Path,
         api_port: u16,
     ) -> Result<(), String> {
-        let id = format!("probe-{}", std::process::id());
+        // Unique, not just this process's id: a gantry killed during its probe leaves its
+        // cgroup behind, and a later gantry given the same pid failed to make its own (EEXIST)
+        // and came up without namespaces.
+        let id = format!(
+            "probe-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         // The probe is the launcher binary itself, run in probe mode inside the sandbox.
         let program = launcher.canonicalize().map_err(|e| e.to_string())?;
         let sandbox = self

@@ -164,7 +164,8 @@ impl Cgroups {
 
 /// Whether this process may make cgroups in `dir` (it may exist, made by another user).
 fn can_make_children(dir: &Path) -> Result<()> {
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    // Unique: one left behind by a killed process must not fail a later one with its pid.
+    let probe = dir.join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&probe)?;
     std::fs::remove_dir(&probe)
 }
