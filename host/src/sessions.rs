@@ -217,3 +217,39 @@ fn check(status: &str, data: &serde_json::Value) -> Result<(), SessionError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Sqlite;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn health_reuses_a_fresh_probe_but_never_lags_this_nodes_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.path().join("g.db")).unwrap());
+        let sessions = Sessions::new(store.clone());
+        let alice = TenantId::new("alice").unwrap();
+        assert_eq!(sessions.health().await, (true, 0));
+        let made = sessions
+            .create(&alice, "claude", "active", None, json!({}))
+            .await
+            .unwrap();
+        // Written here: the next probe looks again.
+        assert_eq!(sessions.health().await, (true, 1));
+        // Removed behind its back (another node, expiry): the fresh answer is reused...
+        assert!(store.delete_session("alice", &made.id).await.unwrap());
+        assert_eq!(sessions.health().await, (true, 1));
+        // ...until it is half a second old.
+        tokio::time::sleep(HEALTH_FRESH_FOR).await;
+        assert_eq!(sessions.health().await, (true, 0));
+        // A delete through the service counts as a write too.
+        let made = sessions
+            .create(&alice, "claude", "active", None, json!({}))
+            .await
+            .unwrap();
+        assert_eq!(sessions.health().await, (true, 1));
+        sessions.delete(&alice, &made.id).await.unwrap();
+        assert_eq!(sessions.health().await, (true, 0));
+    }
+}
