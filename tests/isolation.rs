@@ -708,3 +708,120 @@ async fn a_model_upstream_the_proxy_cannot_use_refuses_the_task() {
     let (_, tasks) = alice.call("GET", "/v1/tasks", Value::Null).await;
     assert_eq!(tasks["tasks"], json!([]), "nothing was started: {tasks}");
 }
+
+/// The launchers kept ready for `gantry_pid` (its `__sandbox-warm` children): each one's
+/// `--cgroup` directories.
+fn warm_launchers(gantry_pid: u32) -> Vec<Vec<String>> {
+    processes(|c| c.contains(" __sandbox-warm "))
+        .into_iter()
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The parent is the fourth field, after the command in parentheses.
+            let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+            after.split(' ').nth(1) == Some(&gantry_pid.to_string())
+        })
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .map(str::to_string)
+                .collect();
+            args.windows(2)
+                .filter(|w| w[0] == "--cgroup")
+                .map(|w| w[1].clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// Wait up to 10 s for `count` launchers ready beside `node`.
+fn warm_ready(node: &Node, count: usize) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let warm = warm_launchers(node.g.child.id());
+        if warm.len() == count {
+            return warm;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} warm launchers, not {count}",
+            warm.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a task sees of its sandbox, one fact per line, and its cgroup last.
+const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); \
+     echo root=$(ls / | tr '\\n' ,); echo env=$(env | cut -d= -f1 | sort | tr '\\n' ,); \
+     grep -E '^[0-9]+:pids:' /proc/self/cgroup";
+
+#[tokio::test]
+async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
+    let warm = Node::start(FULL, None);
+    let cold = Node::start(&format!("{FULL}[sandbox]\nwarm_launchers = 0\n"), None);
+    let ready = warm_ready(&warm, 2);
+    assert!(
+        ready.iter().all(|dirs| !dirs.is_empty()),
+        "each warm launcher has its cgroup: {ready:?}"
+    );
+    assert!(warm_launchers(cold.g.child.id()).is_empty());
+
+    let (record, warm_out) = run(&warm.client(ALICE), SANDBOX_FACTS).await;
+    assert_eq!(record["state"], "done", "{record}\n{warm_out}");
+    let (cold_record, cold_out) = run(&cold.client(ALICE), SANDBOX_FACTS).await;
+    assert_eq!(cold_record["state"], "done", "{cold_record}\n{cold_out}");
+
+    // The same walls either way: the task uid, its own hostname, /dev/null for input, the
+    // same minimal root and the same environment names.
+    let facts = |out: &str| {
+        out.lines()
+            .filter(|l| !l.contains(":pids:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(facts(&warm_out), facts(&cold_out));
+    assert!(
+        warm_out.starts_with("uid=1000 host=gantry-task stdin=0\n"),
+        "{warm_out}"
+    );
+    // The warm task ran in a cgroup made before it existed; the cold one in its own.
+    let cgroup = |out: &str| {
+        let line = out.lines().find(|l| l.contains(":pids:"));
+        line.unwrap_or_default().to_string()
+    };
+    let warm_cgroup = cgroup(&warm_out);
+    assert!(
+        ready
+            .iter()
+            .flatten()
+            .any(|dir| dir.starts_with("/sys/fs/cgroup/pids")
+                && warm_cgroup.ends_with(dir.trim_start_matches("/sys/fs/cgroup/pids"))),
+        "{warm_cgroup} is not one of {ready:?}"
+    );
+    let task = cold_record["id"].as_str().unwrap();
+    assert!(cgroup(&cold_out).contains(task), "{cold_out}");
+
+    // The one taken is replaced, and the task's cgroup is gone with it.
+    let replaced = warm_ready(&warm, 2);
+    assert!(
+        replaced
+            .iter()
+            .flatten()
+            .all(|dir| !warm_cgroup.ends_with(dir.trim_start_matches("/sys/fs/cgroup/pids"))),
+        "{replaced:?}"
+    );
+
+    // A gantry killed outright: its waiting launchers end and remove their cgroups.
+    let waiting: Vec<String> = replaced.into_iter().flatten().collect();
+    let pid = warm.g.child.id();
+    drop(warm);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !warm_launchers(pid).is_empty() || waiting.iter().any(|d| Path::new(d).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "launchers or their cgroups outlived gantry: {waiting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -56,8 +56,9 @@ fn config(dir: &std::path::Path) -> Config {
         ..Overrides::default()
     };
     Config::from_layers(
-        // No task runs here: no sandbox probe (which would start this binary as its launcher).
-        Some("[runtime]\nmax_instances = 64\n[sandbox]\nnamespaces = false\n"),
+        // No task runs here: no sandbox probe and no launcher kept ready (either would start
+        // this binary as its launcher).
+        Some("[runtime]\nmax_instances = 64\n[sandbox]\nnamespaces = false\nwarm_launchers = 0\n"),
         &overrides,
     )
     .unwrap()

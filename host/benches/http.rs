@@ -206,8 +206,9 @@ async fn gantry_server(dir: &std::path::Path) -> SocketAddr {
         ..Default::default()
     };
     let config = gantry::config::Config::from_layers(
-        // No task runs here: no sandbox probe (which would start this binary as its launcher).
-        Some("[sandbox]\nnamespaces = false\n"),
+        // No task runs here: no sandbox probe and no launcher kept ready (either would start
+        // this binary as its launcher).
+        Some("[sandbox]\nnamespaces = false\nwarm_launchers = 0\n"),
         &overrides,
     )
     .unwrap();

@@ -291,44 +291,71 @@ fn main() {
             through.as_secs_f64() / direct.as_secs_f64(),
             1.5,
         ));
-        if let Some(full) = layers(direct).await {
+        if let Some((cold, warm)) = layers(direct).await {
             table.push(Ratio::at_most(
                 "trivial task, full isolation, spawn to exit vs direct".into(),
-                common::us(full),
+                common::us(warm),
                 common::us(direct),
-                full.as_secs_f64() / direct.as_secs_f64(),
+                warm.as_secs_f64() / direct.as_secs_f64(),
                 1.5,
+            ));
+            table.push(Ratio::measured(
+                "the same, its launcher started for it (warm_launchers = 0)".into(),
+                common::us(cold),
+                common::us(direct),
+                cold.as_secs_f64() / direct.as_secs_f64(),
             ));
         }
         table.print();
     });
 }
 
-/// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`. The layers
-/// take turns, one trivial task each per round, so that drift on a busy machine falls on all
-/// of them alike. The full sandbox's median, when this machine has it.
-async fn layers(direct: Duration) -> Option<Duration> {
+/// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`, each launcher
+/// started for its task; then Landlock only and the full sandbox again with launchers started
+/// ahead of demand (`[sandbox] warm_launchers`, as `gantry serve` runs them). The layers take
+/// turns, one trivial task each per round, so that drift on a busy machine falls on all of
+/// them alike. The full sandbox's medians (launcher started for the task, started ahead), when
+/// this machine has it.
+async fn layers(direct: Duration) -> Option<(Duration, Duration)> {
     let user = Layers {
         user: true,
         ..Layers::default()
     };
     let pid = Layers { pid: true, ..user };
     let mount = Layers { mount: true, ..pid };
-    let steps: [(&str, Layers, bool); 6] = [
-        ("Landlock and rlimits", Layers::default(), false),
-        ("+ user, IPC, UTS namespaces", user, false),
-        ("+ PID namespace", pid, false),
-        ("+ mount namespace (minimal root)", mount, false),
-        ("+ network namespace and proxy", Layers::ALL, false),
-        ("+ cgroup (full isolation)", Layers::ALL, true),
+    const COLD: &str = "(full isolation)";
+    const WARM: &str = "(full isolation, launcher ready ahead)";
+    let steps: [(&str, Layers, bool, usize); 8] = [
+        ("Landlock and rlimits", Layers::default(), false, 0),
+        ("+ user, IPC, UTS namespaces", user, false, 0),
+        ("+ PID namespace", pid, false, 0),
+        ("+ mount namespace (minimal root)", mount, false, 0),
+        ("+ network namespace and proxy", Layers::ALL, false, 0),
+        ("+ cgroup (full isolation)", Layers::ALL, true, 0),
+        (
+            "Landlock and rlimits, launcher ready ahead",
+            Layers::default(),
+            false,
+            2,
+        ),
+        (
+            "all walls (full isolation, launcher ready ahead)",
+            Layers::ALL,
+            true,
+            2,
+        ),
     ];
     let mut runs = Vec::new();
     let mut dirs = Vec::new();
-    for (name, layers, cgroups) in steps {
+    for (name, layers, cgroups, warm) in steps {
         let dir = tempfile::tempdir().unwrap();
         let (sup, ws) = supervisor_without_launcher(dir.path()).await;
+        let config = SandboxConfig {
+            warm_launchers: warm,
+            ..SandboxConfig::default()
+        };
         let Some(isolation) = Isolation::layered(
-            &SandboxConfig::default(),
+            &config,
             env!("CARGO_BIN_EXE_gantry-sandbox").into(),
             dir.path(),
             layers,
@@ -347,11 +374,11 @@ async fn layers(direct: Duration) -> Option<Duration> {
             );
             continue;
         }
-        runs.push((name, sup, ws, Vec::new()));
+        runs.push((name, warm, sup, ws, Vec::new()));
         dirs.push(dir);
     }
     for _ in 0..SPAWNS {
-        for (_, sup, ws, times) in &mut runs {
+        for (_, _, sup, ws, times) in &mut runs {
             let t = Instant::now();
             let task = start(sup, ws, "true").await;
             sup.wait(&tenant(), &task).await.unwrap();
@@ -359,24 +386,28 @@ async fn layers(direct: Duration) -> Option<Duration> {
         }
     }
     let mut previous: Option<Duration> = None;
-    let mut full = None;
-    for (name, _, _, times) in runs {
+    let (mut cold, mut warm) = (None, None);
+    for (name, ahead, _, _, times) in runs {
         let m = median(times);
-        let added = previous.map_or(String::new(), |p| {
-            format!(
+        let added = match previous {
+            Some(p) if ahead == 0 => format!(
                 ", this layer {:+.0} us",
                 (m.as_secs_f64() - p.as_secs_f64()) * 1e6
-            )
-        });
+            ),
+            _ => String::new(),
+        };
         println!(
             "sandbox layer {name}: spawn to exit {:.0} us, {:.2}x direct{added}",
             m.as_secs_f64() * 1e6,
             m.as_secs_f64() / direct.as_secs_f64()
         );
         previous = Some(m);
-        if name.ends_with("(full isolation)") {
-            full = Some(m);
+        if name.ends_with(COLD) {
+            cold = Some(m);
+        }
+        if name.ends_with(WARM) {
+            warm = Some(m);
         }
     }
-    full
+    cold.zip(warm)
 }

@@ -6,6 +6,9 @@ fn main() -> std::process::ExitCode {
         Some(a) if a == gantry::tasks::sandbox::LAUNCHER_ARG => {
             return gantry::tasks::sandbox::launch(args.collect());
         }
+        Some(a) if a == gantry::tasks::sandbox::warm::WARM_ARG => {
+            return gantry::tasks::sandbox::warm::launch_warm(args.collect());
+        }
         Some(a) if a == gantry::tasks::sandbox::PROBE_ARG => {
             let rest: Vec<_> = args.collect();
             return gantry::tasks::isolation::probe_main(&rest).into();

@@ -24,6 +24,16 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
         let rest: Vec<_> = args.skip(1).collect();
         return gantry::tasks::isolation::probe_main(&rest).into();
     }
+    // Started ahead of demand; its task comes later (see `gantry::tasks::sandbox::warm`).
+    if args.peek().map(|a| a.as_os_str())
+        == Some(std::ffi::OsStr::new(gantry::tasks::sandbox::warm::WARM_ARG))
+    {
+        let rest: Vec<_> = args.skip(1).collect();
+        return match gantry::tasks::sandbox::warm::launch_warm(rest) {
+            code if code == std::process::ExitCode::SUCCESS => 0,
+            _ => CANNOT_RUN,
+        };
+    }
     // Launched exactly as `gantry` would be: the mode argument comes first.
     if args.peek().map(|a| a.as_os_str())
         == Some(std::ffi::OsStr::new(gantry::tasks::sandbox::LAUNCHER_ARG))

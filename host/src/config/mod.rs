@@ -296,12 +296,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        const MAX_WARM_LAUNCHERS: usize = 64;
         // Tenants' task uids are uid_base + 0..65536: never system users, never past the
         // largest uid.
         if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 65_537 {
             bail!(
                 "sandbox.uid_base must be between 1000 and {} (tasks run as uid_base + 0..65536)",
                 u32::MAX - 65_537
+            );
+        }
+        if self.sandbox.warm_launchers > MAX_WARM_LAUNCHERS {
+            bail!(
+                "sandbox.warm_launchers is {}: at most {MAX_WARM_LAUNCHERS} (each holds two processes and a cgroup while it waits)",
+                self.sandbox.warm_launchers
             );
         }
         self.telemetry.validate().map_err(anyhow::Error::msg)?;
@@ -506,6 +513,10 @@ mod tests {
         assert!(format!("{err:#}").contains("adress"), "{err:#}");
         assert!(Config::from_layers(Some("addr = \"nonsense\""), &o).is_err());
         assert!(Config::from_layers(Some("[runtime]\nmax_instances = 0"), &o).is_err());
+        let err = Config::from_layers(Some("[sandbox]\nwarm_launchers = 65"), &o).unwrap_err();
+        assert!(format!("{err:#}").contains("at most 64"), "{err:#}");
+        let off = Config::from_layers(Some("[sandbox]\nwarm_launchers = 0"), &o).unwrap();
+        assert_eq!(off.sandbox.warm_launchers, 0);
         let bad_addr = Overrides {
             addr: Some("localhost".into()),
             ..Overrides::default()

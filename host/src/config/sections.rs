@@ -201,6 +201,10 @@ pub struct SandboxConfig {
     pub read_only: Vec<PathBuf>,
     /// The cgroup (below the hierarchy's root) that holds one cgroup per task.
     pub cgroup_parent: String,
+    /// Sandbox launchers kept started ahead of demand, each already in its namespaces and
+    /// cgroups, so that a task's spawn pays only for what is its own (0: start each one when
+    /// its task comes).
+    pub warm_launchers: usize,
     /// Per-task cgroup limits.
     #[serde(flatten)]
     pub limits: CgroupLimits,
@@ -213,6 +217,7 @@ impl Default for SandboxConfig {
             uid_base: 2_100_000_000,
             read_only: Vec::new(),
             cgroup_parent: "gantry".into(),
+            warm_launchers: 2,
             limits: CgroupLimits::default(),
         }
     }

@@ -7,6 +7,7 @@
 //! several tenants with less than `full` needs `isolation = "weak"` in the config.
 
 use super::sandbox::{self, Layers, Rlimits, SandboxSpec, cgroup};
+use super::warm::{WarmLauncher, WarmLaunchers};
 
 pub use crate::config::{EgressConfig, IsolationMode, SandboxConfig};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub struct Isolation {
     root: bool,
     forbidden: Vec<PathBuf>,
     level: String,
+    /// Launchers started ahead of demand (see [`super::warm`]).
+    warm: Option<std::sync::Arc<WarmLaunchers>>,
 }
 
 /// Everything one task's process gets from its sandbox, ready for the launcher.
@@ -56,7 +59,30 @@ impl Isolation {
                 .map(canonical)
                 .collect(),
             level: String::new(),
+            warm: None,
         }
+    }
+
+    /// Keep `[sandbox] warm_launchers` launchers of this sandbox ready (when tasks start
+    /// through a launcher at all). Called once the sandbox is what it will stay.
+    fn keep_warm(mut self) -> Isolation {
+        if let Some(launcher) = &self.launcher
+            && self.config.warm_launchers > 0
+        {
+            self.warm = Some(WarmLaunchers::new(
+                launcher.clone(),
+                self.layers,
+                self.cgroups.clone(),
+                self.config.limits,
+                self.config.warm_launchers,
+            ));
+        }
+        self
+    }
+
+    /// A launcher already in this sandbox's namespaces and cgroups, if one is ready.
+    pub(super) fn take_warm(&self) -> Option<WarmLauncher> {
+        self.warm.as_ref()?.take()
     }
 
     /// No sandbox but Landlock and rlimits applied in a forked child (the library used
@@ -81,6 +107,7 @@ impl Isolation {
             launcher: Some(launcher),
             ..Isolation::landlock_only(data_dir)
         }
+        .keep_warm()
     }
 
     /// Exactly `layers` (and a cgroup per task when `cgroups`), unproven: for benchmarks that
@@ -98,7 +125,7 @@ impl Isolation {
         }
         isolation.layers = layers;
         isolation.level = "unproven".into();
-        Some(isolation)
+        Some(isolation.keep_warm())
     }
 
     /// The memory limit of a task's cgroup, in bytes.
@@ -142,7 +169,7 @@ impl Isolation {
         } else {
             format!("partial: no {}", missing.join(", no "))
         };
-        isolation
+        isolation.keep_warm()
     }
 
     /// `full`, `partial: …` or `off`.
@@ -200,6 +227,33 @@ impl Isolation {
         extra_read: &[PathBuf],
         write: &[&Path],
     ) -> anyhow::Result<TaskSandbox> {
+        let mut spec = self.task_spec(id, tenant, program, extra_read, write)?;
+        // One cgroup per process run: a task's next step may start while the last one's
+        // cgroup is still being removed.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let cgroup = match &self.cgroups {
+            Some(c) => {
+                let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(c.create(&format!("{id}-{run}"), &self.config.limits)?)
+            }
+            None => None,
+        };
+        spec.cgroups = cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default();
+        Ok(TaskSandbox { spec, cgroup })
+    }
+
+    /// What [`Isolation::task`] makes but the cgroup: for a warm launcher, which has its own.
+    pub(super) fn task_spec(
+        &self,
+        id: &str,
+        tenant: &str,
+        program: &Path,
+        extra_read: &[PathBuf],
+        write: &[&Path],
+    ) -> anyhow::Result<SandboxSpec> {
         let mut extra = self.config.read_only.clone();
         extra.extend(extra_read.iter().cloned());
         let forbidden: Vec<&Path> = self.forbidden.iter().map(PathBuf::as_path).collect();
@@ -228,30 +282,14 @@ impl Isolation {
                 std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
             }
         }
-        // One cgroup per process run: a task's next step may start while the last one's
-        // cgroup is still being removed.
-        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let cgroup = match &self.cgroups {
-            Some(c) => {
-                let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Some(c.create(&format!("{id}-{run}"), &self.config.limits)?)
-            }
-            None => None,
-        };
-        Ok(TaskSandbox {
-            spec: SandboxSpec {
-                layers: self.layers,
-                read,
-                write,
-                rlimits: Rlimits::default(),
-                outside_ids,
-                cgroups: cgroup
-                    .as_ref()
-                    .map(|c| c.dirs().to_vec())
-                    .unwrap_or_default(),
-                sync_fd: None,
-            },
-            cgroup,
+        Ok(SandboxSpec {
+            layers: self.layers,
+            read,
+            write,
+            rlimits: Rlimits::default(),
+            outside_ids,
+            cgroups: Vec::new(),
+            sync_fd: None,
         })
     }
 

@@ -13,6 +13,7 @@
 //! - [`log`](self::log): a task's log, its in-memory tail and subscriptions;
 //! - `run`: the run state machine (pending → running → a terminal state, step by step);
 //! - `process`: one step's process (environment, sandbox, pipes, proxy, signals);
+//! - `warm`: sandbox launchers kept ready ahead of demand, which `process` takes;
 //! - [`adapter`]: the narrow trait through which the supervisor reaches backend adapters.
 
 pub mod adapter;
@@ -28,6 +29,7 @@ mod retention;
 mod run;
 pub mod sandbox;
 mod tail;
+mod warm;
 
 pub use crate::config::{StorageConfig, TaskLimits};
 pub use adapter::{AdapterFailure, AdapterRun, Adapters};

@@ -8,6 +8,7 @@ use super::{Inner, egress, lines, sandbox};
 use crate::backends::BackendPlugin;
 use crate::contract::{CommandSpec, ModelUsage, OutputStream};
 use crate::tenants::TenantId;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -184,91 +185,156 @@ pub(super) async fn spawn_sandboxed(
     let program = sandbox::paths::launch_path(&program);
     let writable = [root, tmp, home];
     let isolation = &inner.isolation;
-    // The task's sandbox (its cgroup lives as long as this), and the socket to its
-    // launcher: its network namespace hands back the proxy listener over it, and its
-    // closing (gantry gone) ends the task.
-    let mut task_sandbox = None;
-    let mut sync: Option<(
-        std::os::unix::net::UnixStream,
-        std::os::unix::net::UnixStream,
-    )> = None;
-    let mut cmd = match isolation.launcher() {
-        Some(launcher) => {
-            let built = isolation.task(id, tenant.as_str(), &program, read_only, &writable);
-            let mut built = match built {
-                Ok(built) => built,
+    proxy.serve_host_listener()?;
+    // The program's whole environment: a clean one (never gantry's own), the proxy's, then
+    // the adapter's; a later name overrides an earlier one.
+    let mut environment: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
+    let fixed = [
+        ("PATH", crate::backends::CHILD_PATH.as_ref()),
+        ("HOME", home.as_os_str()),
+        ("TMPDIR", tmp.as_os_str()),
+        ("LANG", "C.UTF-8".as_ref()),
+    ];
+    let proxied = proxy.env();
+    let given = fixed
+        .into_iter()
+        .map(|(k, v)| (std::ffi::OsStr::new(k), v))
+        .chain(proxied.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        .chain(env.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+    for (key, value) in given {
+        environment.retain(|(k, _)| k != key);
+        environment.push((key.to_os_string(), value.to_os_string()));
+    }
+
+    // A launcher started ahead of demand when one is ready, else one started now. Either way:
+    // the task's sandbox (its cgroup lives as long as this), and the socket to its launcher:
+    // its network namespace hands back the proxy listener over it, and its closing (gantry
+    // gone) ends the task.
+    let warm = match isolation.take_warm() {
+        None => None,
+        Some(warm) => {
+            let spec = isolation.task_spec(id, tenant.as_str(), &program, read_only, &writable);
+            let spec = match spec {
+                Ok(spec) => spec,
                 Err(e) => {
+                    warm.discard();
                     let message = format!("could not prepare the task's sandbox: {e:#}");
                     return Ok(Err(message));
                 }
             };
-            if isolation.namespaced() {
-                use std::os::fd::AsRawFd;
-                let pair = std::os::unix::net::UnixStream::pair()?;
-                built.spec.sync_fd = Some(pair.1.as_raw_fd());
-                sync = Some(pair);
+            let mut launch_args = sandbox::launch_args(&spec, &program);
+            launch_args.extend(args.iter().map(Into::into));
+            let job = sandbox::warm::Job {
+                args: launch_args,
+                env: environment
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut kv = k.clone();
+                        kv.push("=");
+                        kv.push(v);
+                        kv
+                    })
+                    .collect(),
+                // As the kernel would give a launcher started in it: the directory it binds.
+                cwd: cwd.canonicalize()?,
+                stdin: stdin.is_some(),
+            };
+            match std::io::Write::write_all(&mut &warm.socket, &job.encode()) {
+                Ok(()) => Some((
+                    warm.child,
+                    Some(warm.socket),
+                    Some(TaskSandbox {
+                        spec,
+                        cgroup: warm.cgroup,
+                    }),
+                )),
+                Err(e) => {
+                    tracing::warn!(
+                        task = id,
+                        "a warm sandbox launcher is gone ({e}); starting one"
+                    );
+                    warm.discard();
+                    None
+                }
             }
-            let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
-            task_sandbox = Some(built);
-            cmd
         }
+    };
+    let (mut child, ours, task_sandbox) = match warm {
+        Some(sent) => sent,
         None => {
-            let restriction =
-                sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
-            let mut cmd = tokio::process::Command::new(&program);
-            // SAFETY: the closure makes only async-signal-safe calls (see
-            // `apply_in_child`).
-            unsafe {
-                cmd.pre_exec(move || restriction.apply_in_child());
+            let mut task_sandbox = None;
+            let mut sync: Option<(UnixStream, UnixStream)> = None;
+            let mut cmd = match isolation.launcher() {
+                Some(launcher) => {
+                    let built = isolation.task(id, tenant.as_str(), &program, read_only, &writable);
+                    let mut built = match built {
+                        Ok(built) => built,
+                        Err(e) => {
+                            let message = format!("could not prepare the task's sandbox: {e:#}");
+                            return Ok(Err(message));
+                        }
+                    };
+                    if isolation.namespaced() {
+                        use std::os::fd::AsRawFd;
+                        let pair = UnixStream::pair()?;
+                        built.spec.sync_fd = Some(pair.1.as_raw_fd());
+                        sync = Some(pair);
+                    }
+                    let cmd = sandbox::launcher_command(launcher, &built.spec, &program);
+                    task_sandbox = Some(built);
+                    cmd
+                }
+                None => {
+                    let restriction =
+                        sandbox::Restriction::new(&[], &writable, sandbox::Rlimits::default())?;
+                    let mut cmd = tokio::process::Command::new(&program);
+                    // SAFETY: the closure makes only async-signal-safe calls (see
+                    // `apply_in_child`).
+                    unsafe {
+                        cmd.pre_exec(move || restriction.apply_in_child());
+                    }
+                    cmd
+                }
+            };
+            cmd.args(&args)
+                .env_clear()
+                .envs(environment.iter().map(|(k, v)| (k, v)))
+                .current_dir(cwd)
+                .process_group(0)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let spawned = {
+                use std::os::fd::AsFd;
+                // The launcher's end of the socket is inherited by it alone.
+                let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, theirs)) = &sync {
+                    set_inheritable(theirs.as_fd(), true)?;
+                }
+                let spawned = cmd.spawn();
+                if let Some((_, theirs)) = &sync {
+                    set_inheritable(theirs.as_fd(), false)?;
+                }
+                spawned
+            };
+            match spawned {
+                Ok(child) => (child, sync.map(|(ours, _theirs)| ours), task_sandbox),
+                Err(e) => {
+                    let message = format!("could not start {name}: {e}");
+                    return Ok(Err(message));
+                }
             }
-            cmd
-        }
-    };
-    proxy.serve_host_listener()?;
-
-    cmd.args(&args)
-        .env_clear()
-        .env("PATH", crate::backends::CHILD_PATH)
-        .env("HOME", home)
-        .env("TMPDIR", tmp)
-        .env("LANG", "C.UTF-8")
-        .envs(proxy.env())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .process_group(0)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let spawned = {
-        use std::os::fd::AsFd;
-        // The launcher's end of the socket is inherited by it alone.
-        let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, theirs)) = &sync {
-            set_inheritable(theirs.as_fd(), true)?;
-        }
-        let spawned = cmd.spawn();
-        if let Some((_, theirs)) = &sync {
-            set_inheritable(theirs.as_fd(), false)?;
-        }
-        spawned
-    };
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let message = format!("could not start {name}: {e}");
-            return Ok(Err(message));
         }
     };
     // Held until the step ends: the launcher kills the task when it closes.
     let mut lifeline = None;
     let mut served = None;
-    if let Some((ours, theirs)) = sync.take() {
-        drop(theirs);
+    if let Some(ours) = ours {
         if isolation.own_network() {
             let (socket, listener) = receive_listener(ours).await;
             lifeline = Some(socket);
@@ -292,6 +358,8 @@ pub(super) async fn spawn_sandboxed(
         }
     }
     let pgid = child.id().map(|p| p as i32);
+    // A warm launcher's stdin is always a pipe; the program reads /dev/null when it has no
+    // input, and this end closes here.
     if let (Some(text), Some(mut stdin)) = (stdin, child.stdin.take()) {
         tokio::spawn(async move {
             let _ = stdin.write_all(text.as_bytes()).await;
@@ -517,9 +585,12 @@ fn base_patterns(inner: &Inner, tenant: &TenantId) -> Vec<String> {
 
 /// Spawns that pass a descriptor to the child clear its close-on-exec flag for the moment of
 /// the spawn; holding this keeps other such spawns from inheriting it.
-static INHERIT_LOCK: Mutex<()> = Mutex::new(());
+pub(super) static INHERIT_LOCK: Mutex<()> = Mutex::new(());
 
-fn set_inheritable(fd: std::os::fd::BorrowedFd<'_>, inherit: bool) -> std::io::Result<()> {
+pub(super) fn set_inheritable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    inherit: bool,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let flag = if inherit { 0 } else { libc::FD_CLOEXEC };
     // SAFETY: fcntl on a descriptor we hold.

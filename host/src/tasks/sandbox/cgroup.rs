@@ -183,6 +183,12 @@ impl TaskCgroup {
         &self.dirs
     }
 
+    /// Leave the directories to the launcher whose init is in them, which removes them when
+    /// it ends (a warm launcher let go without a task).
+    pub fn leave_to_launcher(mut self) {
+        self.dirs.clear();
+    }
+
     /// How many processes of the task the kernel killed for exceeding its memory.
     pub fn oom_kills(&self) -> u64 {
         let text = std::fs::read_to_string(&self.oom_events).unwrap_or_default();

@@ -19,6 +19,7 @@
 pub mod cgroup;
 pub mod namespaces;
 pub mod paths;
+pub mod warm;
 
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
@@ -206,30 +207,43 @@ pub fn launcher_command(
     program: &Path,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(launcher);
-    cmd.arg(LAUNCHER_ARG)
-        .args(["--nproc", &spec.rlimits.processes.to_string()])
-        .args(["--nofile", &spec.rlimits.open_files.to_string()])
-        .args(["--fsize", &spec.rlimits.file_size.to_string()]);
+    cmd.arg(LAUNCHER_ARG).args(launch_args(spec, program));
+    cmd
+}
+
+/// The launch arguments (what follows [`LAUNCHER_ARG`], or a warm launcher's job) that run
+/// `program` in the sandbox `spec` describes; the program's own arguments go after them.
+pub fn launch_args(spec: &SandboxSpec, program: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut flag = |name: &str, value: &OsStr| {
+        args.push(name.into());
+        args.push(value.to_os_string());
+    };
+    flag("--nproc", spec.rlimits.processes.to_string().as_ref());
+    flag("--nofile", spec.rlimits.open_files.to_string().as_ref());
+    flag("--fsize", spec.rlimits.file_size.to_string().as_ref());
     if spec.layers.any() {
-        cmd.args(["--layers", &spec.layers.to_arg()]);
+        flag("--layers", spec.layers.to_arg().as_ref());
     }
     if let Some((uid, gid)) = spec.outside_ids {
-        cmd.args(["--uid", &uid.to_string(), "--gid", &gid.to_string()]);
+        flag("--uid", uid.to_string().as_ref());
+        flag("--gid", gid.to_string().as_ref());
     }
     if let Some(fd) = spec.sync_fd {
-        cmd.args(["--sync", &fd.to_string()]);
+        flag("--sync", fd.to_string().as_ref());
     }
     for dir in &spec.read {
-        cmd.arg("--read").arg(dir);
+        flag("--read", dir.as_os_str());
     }
     for dir in &spec.write {
-        cmd.arg("--write").arg(dir);
+        flag("--write", dir.as_os_str());
     }
     for dir in &spec.cgroups {
-        cmd.arg("--cgroup").arg(dir);
+        flag("--cgroup", dir.as_os_str());
     }
-    cmd.arg("--").arg(program);
-    cmd
+    args.push("--".into());
+    args.push(program.as_os_str().to_os_string());
+    args
 }
 
 /// The launcher's side (`gantry __sandbox-exec [--nproc N] [--nofile N] [--fsize N]

@@ -27,7 +27,8 @@
 //! sequence (the descriptors are opened before the init changes ids; `/proc` is mounted
 //! before the binds, which reach their descriptors through it), so it stays next to the init.
 
-use super::{Restriction, Rlimits};
+use super::warm::{self, READY};
+use super::{PROXY_PORT, Restriction, Rlimits};
 use rustix::mount::MountFlags;
 use std::ffi::{CString, OsString};
 use std::io::{Error, ErrorKind, Result};
@@ -131,10 +132,167 @@ pub struct Plan {
 
 /// Run the task described by `plan`: returns only on failure, with the reason.
 pub fn run(plan: Plan, rlimits: Rlimits, program: &Path, args: &[OsString]) -> String {
-    match monitor(plan, rlimits, program, args) {
+    // The program's environment and directory are the launcher's own.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let job = std::env::current_dir()
+        .map_err(|e| fail("reading the working directory", e))
+        .and_then(|cwd| Job::new(plan, rlimits, program, args, env, cwd, false));
+    match job.and_then(|job| monitor(Start::Now(job))) {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
     }
+}
+
+/// Be a warm launcher (see [`super::warm`]) for `layers`, its init in `cgroups`, waiting for
+/// its job on `sync`: returns only on failure, with the reason (it exits 0 when gantry lets
+/// it go without a job).
+pub fn run_warm(layers: Layers, cgroups: Vec<PathBuf>, sync: RawFd) -> String {
+    match monitor(Start::Later {
+        layers,
+        cgroups,
+        sync,
+    }) {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    }
+}
+
+/// What the init runs, with everything converted before the clone (or, in a warm launcher,
+/// before the init proceeds).
+struct Job {
+    plan: Plan,
+    rlimits: Rlimits,
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: PathBuf,
+    /// The program reads `/dev/null` rather than the launcher's standard input.
+    null_stdin: bool,
+}
+
+impl Job {
+    fn new(
+        plan: Plan,
+        rlimits: Rlimits,
+        program: &Path,
+        args: &[OsString],
+        env: Vec<CString>,
+        cwd: PathBuf,
+        null_stdin: bool,
+    ) -> Result<Job> {
+        let program = CString::new(program.as_os_str().as_bytes())
+            .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in the program"))?;
+        let mut argv = vec![program.clone()];
+        for a in args {
+            argv.push(
+                CString::new(a.as_bytes()).map_err(|_| {
+                    Error::new(ErrorKind::InvalidInput, "a NUL byte in an argument")
+                })?,
+            );
+        }
+        Ok(Job {
+            plan,
+            rlimits,
+            program,
+            argv,
+            env,
+            cwd,
+            null_stdin,
+        })
+    }
+
+    /// A warm launcher's job (a frame's body), checked against what the launcher was made
+    /// for: the same namespaces, and no cgroup or socket of its own (they are the
+    /// launcher's).
+    fn from_frame(body: &[u8], layers: Layers, cgroups: &[PathBuf], sync: RawFd) -> Result<Job> {
+        let job = warm::Job::decode(body)?;
+        let env = job.env_c()?;
+        let (spec, program, rest) =
+            super::parse_launch(job.args).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        if spec.layers != layers {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "a job for namespaces {:?} sent to a warm launcher of {:?}",
+                    spec.layers.to_arg(),
+                    layers.to_arg()
+                ),
+            ));
+        }
+        if !spec.cgroups.is_empty() || spec.sync_fd.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "a warm launcher's job names no cgroup or socket: they are the launcher's",
+            ));
+        }
+        let plan = Plan {
+            layers,
+            outside_uid: spec.outside_ids.map(|(u, _)| u),
+            outside_gid: spec.outside_ids.map(|(_, g)| g),
+            read: spec.read,
+            write: spec.write,
+            cgroups: cgroups.to_vec(),
+            sync: Some(sync),
+            proxy_port: PROXY_PORT,
+        };
+        Job::new(
+            plan,
+            spec.rlimits,
+            &program,
+            &rest,
+            env,
+            job.cwd,
+            !job.stdin,
+        )
+    }
+}
+
+/// How the monitor learns its job.
+enum Start {
+    /// A cold launch: on the launcher's command line.
+    Now(Job),
+    /// A warm launcher: the namespaces and cgroups now, the job from gantry later.
+    Later {
+        layers: Layers,
+        cgroups: Vec<PathBuf>,
+        sync: RawFd,
+    },
+}
+
+impl Start {
+    fn layers(&self) -> Layers {
+        match self {
+            Start::Now(job) => job.plan.layers,
+            Start::Later { layers, .. } => *layers,
+        }
+    }
+
+    fn sync(&self) -> Option<RawFd> {
+        match self {
+            Start::Now(job) => job.plan.sync,
+            Start::Later { sync, .. } => Some(*sync),
+        }
+    }
+
+    fn cgroups(&self) -> &[PathBuf] {
+        match self {
+            Start::Now(job) => &job.plan.cgroups,
+            Start::Later { cgroups, .. } => cgroups,
+        }
+    }
+}
+
+/// Write all of `bytes` to `fd`, which the caller keeps.
+fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<()> {
+    let mut file = std::fs::File::from(fd.try_clone_to_owned()?);
+    std::io::Write::write_all(&mut file, bytes)
 }
 
 fn fail(context: &str, error: Error) -> Error {
@@ -187,19 +345,19 @@ fn write_file(path: &str, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| fail(&format!("writing {path}"), e))
 }
 
-/// The monitor: clone the init, map it, put it in its cgroups, wait for it.
-fn monitor(
-    plan: Plan,
-    rlimits: Rlimits,
-    program: &Path,
-    args: &[OsString],
-) -> Result<std::convert::Infallible> {
+/// The monitor: clone the init, put it in its cgroups, map it (a warm launcher: once its job
+/// came), wait for it.
+fn monitor(start: Start) -> Result<std::convert::Infallible> {
     // A group TERM from gantry reaches the init (and the program) directly; the monitor stays
     // to report the status. It leaves with the init.
     block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    // A write to an init or a gantry that is gone fails; it does not kill the monitor.
+    // SAFETY: setting a signal's action to ignore.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let sync = start.sync();
     // Nothing gantry's process had open reaches the task: every descriptor above stderr is
     // closed at exec (gantry passed the sync socket without close-on-exec on purpose).
-    let ranges = match plan.sync {
+    let ranges = match sync {
         Some(keep) if keep >= 3 => [(3, keep - 1), (keep + 1, libc::c_int::MAX)],
         _ => [(3, libc::c_int::MAX), (1, 0)],
     };
@@ -216,32 +374,22 @@ fn monitor(
             };
         }
     }
-    if let Some(sync) = plan.sync {
+    if let Some(sync) = sync {
         // SAFETY: fcntl on a descriptor gantry handed us.
         unsafe { libc::fcntl(sync, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    // What the init needs, made before the clone so that a bad argument fails here.
-    let program_c = CString::new(program.as_os_str().as_bytes())
-        .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in the program"))?;
-    let mut argv_c = vec![program_c.clone()];
-    for a in args {
-        argv_c.push(
-            CString::new(a.as_bytes())
-                .map_err(|_| Error::new(ErrorKind::InvalidInput, "a NUL byte in an argument"))?,
-        );
-    }
-    let cwd = std::env::current_dir().map_err(|e| fail("reading the working directory", e))?;
     let (go_read, go_write) = pipe()?;
     let (status_read, status_write) = pipe()?;
 
+    let layers = start.layers();
     let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if plan.layers.pid {
+    if layers.pid {
         flags |= libc::CLONE_NEWPID;
     }
-    if plan.layers.mount {
+    if layers.mount {
         flags |= libc::CLONE_NEWNS;
     }
-    if plan.layers.net {
+    if layers.net {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: a fork-like clone (no new stack: the child continues on a copy of ours) of a
@@ -262,15 +410,7 @@ fn monitor(
     if pid == 0 {
         drop(go_write);
         drop(status_read);
-        let code = match init(
-            &plan,
-            rlimits,
-            &program_c,
-            &argv_c,
-            &cwd,
-            go_read,
-            status_write,
-        ) {
+        let code = match init(&start, go_read, status_write) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("gantry sandbox: {e}");
@@ -286,49 +426,107 @@ fn monitor(
         // SAFETY: kill(2) on our own child; a pid > 0.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     };
-    let setup = (|| -> Result<()> {
-        map_ids(pid, &plan)?;
-        for dir in &plan.cgroups {
+    // `Ok(false)`: a warm launcher that gantry let go without a job.
+    let setup = (|| -> Result<bool> {
+        for dir in start.cgroups() {
             let procs = dir.join("cgroup.procs");
             std::fs::write(&procs, pid.to_string())
                 .map_err(|e| fail(&format!("joining {}", procs.display()), e))?;
         }
-        let go = [1u8];
-        // SAFETY: write of a one-byte local buffer to our own pipe.
-        check(
-            unsafe { libc::write(go_write.as_raw_fd(), go.as_ptr().cast(), 1) } as libc::c_long,
-            "starting the task",
-        )?;
-        Ok(())
+        match &start {
+            Start::Now(job) => {
+                map_ids(pid, &job.plan)?;
+                write_all(go_write.as_fd(), &[1]).map_err(|e| fail("starting the task", e))?;
+            }
+            Start::Later {
+                layers,
+                cgroups,
+                sync,
+            } => {
+                // SAFETY: the sync descriptor is open for the life of this process.
+                let socket = unsafe { BorrowedFd::borrow_raw(*sync) };
+                write_all(socket, &[READY]).map_err(|e| fail("saying it is ready", e))?;
+                let mut reader = std::fs::File::from(socket.try_clone_to_owned()?);
+                let Some(body) = warm::Job::read_frame(&mut reader)
+                    .map_err(|e| fail("reading the task's job", e))?
+                else {
+                    return Ok(false);
+                };
+                // Checked here, before anything of the job reaches the init.
+                let job = Job::from_frame(&body, *layers, cgroups, *sync)
+                    .map_err(|e| fail("the task's job", e))?;
+                map_ids(pid, &job.plan)?;
+                let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+                frame.extend(body);
+                write_all(go_write.as_fd(), &frame).map_err(|e| fail("starting the task", e))?;
+            }
+        }
+        Ok(true)
     })();
-    if let Err(e) = setup {
-        kill_init();
-        reap(pid);
-        return Err(e);
+    match setup {
+        Ok(true) => {}
+        Ok(false) => {
+            kill_init();
+            reap(pid);
+            remove_cgroups(start.cgroups());
+            // SAFETY: leave without unwinding; nothing to flush.
+            unsafe { libc::_exit(0) };
+        }
+        Err(e) => {
+            kill_init();
+            reap(pid);
+            return Err(e);
+        }
     }
     drop(go_write);
-    let program_status = wait_for_init(&plan, status_read.as_fd(), kill_init);
+    let (program_status, gantry_gone) = wait_for_init(sync, status_read.as_fd(), kill_init);
     let init_status = reap(pid);
+    if gantry_gone {
+        // No one is left to remove the task's cgroups (gantry removes them once it has the
+        // status).
+        remove_cgroups(start.cgroups());
+    }
     // The program's status when the init reported it; else the init's own (killed by gantry,
     // or by the kernel when out of memory).
     let status = program_status.unwrap_or(init_status);
     exit_like(status)
 }
 
-/// Wait until the init reports the program's status or dies; kill it when gantry goes away.
-fn wait_for_init(plan: &Plan, status: BorrowedFd<'_>, kill_init: impl Fn()) -> Option<i32> {
+/// Remove the (empty) cgroups of an init that is gone; a v1 cgroup lets go a moment after its
+/// last process was reaped, so try for a little while.
+fn remove_cgroups(cgroups: &[PathBuf]) {
+    for dir in cgroups.iter().rev() {
+        for attempt in 0..8u32 {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.kind() != ErrorKind::NotFound && attempt < 7 => {
+                    std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Wait until the init reports the program's status or dies; kill it when gantry goes away
+/// (then also says so).
+fn wait_for_init(
+    sync: Option<RawFd>,
+    status: BorrowedFd<'_>,
+    kill_init: impl Fn(),
+) -> (Option<i32>, bool) {
     let mut fds = vec![libc::pollfd {
         fd: status.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
-    if let Some(sync) = plan.sync {
+    if let Some(sync) = sync {
         fds.push(libc::pollfd {
             fd: sync,
             events: libc::POLLRDHUP,
             revents: 0,
         });
     }
+    let mut gone = false;
     loop {
         // SAFETY: poll on descriptors we hold, with a correct length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -337,18 +535,19 @@ fn wait_for_init(plan: &Plan, status: BorrowedFd<'_>, kill_init: impl Fn()) -> O
                 continue;
             }
             kill_init();
-            return None;
+            return (None, gone);
         }
         if fds.len() > 1 && fds[1].revents != 0 {
             // gantry is gone (or closed its end): nothing of the task may outlive it.
             kill_init();
+            gone = true;
             fds.truncate(1);
         }
         if fds[0].revents != 0 {
             let mut buf = [0u8; 4];
             // SAFETY: read into a local buffer of the given length.
             let n = unsafe { libc::read(fds[0].fd, buf.as_mut_ptr().cast(), buf.len()) };
-            return (n == 4).then(|| i32::from_ne_bytes(buf));
+            return ((n == 4).then(|| i32::from_ne_bytes(buf)), gone);
         }
     }
 }
@@ -417,24 +616,41 @@ fn map_ids(pid: libc::pid_t, plan: &Plan) -> Result<()> {
 }
 
 /// The init: PID 1 of the task's namespaces.
-fn init(
-    plan: &Plan,
-    rlimits: Rlimits,
-    program: &CString,
-    argv: &[CString],
-    cwd: &Path,
-    go: OwnedFd,
-    status: OwnedFd,
-) -> Result<std::convert::Infallible> {
+fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Infallible> {
     // The monitor is single-threaded, so its death is the parent's death: nothing of the task
     // outlives it.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let mut byte = [0u8; 1];
-    // SAFETY: read into a local buffer.
-    if unsafe { libc::read(go.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } != 1 {
-        return Err(Error::other("gantry did not start the task"));
-    }
+    let mut go = std::fs::File::from(go);
+    let not_started = |_| Error::other("gantry did not start the task");
+    let sent;
+    let job = match start {
+        Start::Now(job) => {
+            std::io::Read::read_exact(&mut go, &mut [0u8; 1]).map_err(not_started)?;
+            job
+        }
+        Start::Later {
+            layers,
+            cgroups,
+            sync,
+        } => {
+            let body = warm::Job::read_frame(&mut go)
+                .map_err(not_started)?
+                .ok_or_else(|| Error::other("gantry did not start the task"))?;
+            sent = Job::from_frame(&body, *layers, cgroups, *sync)?;
+            &sent
+        }
+    };
     drop(go);
+    let Job {
+        plan,
+        rlimits,
+        program,
+        argv,
+        env,
+        cwd,
+        null_stdin,
+    } = job;
+    let rlimits = *rlimits;
     // Opened while this process still has gantry's ids (so it can look up `/root/.cache/…`
     // below a `0700` home) and after the clone (a bind's source must be a mount of this
     // namespace).
@@ -487,15 +703,6 @@ fn init(
         unsafe { libc::close(sync) };
     }
     let waited = block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
-    // The program's environment, as the launcher got it.
-    let env: Vec<CString> = std::env::vars_os()
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
@@ -515,9 +722,15 @@ fn init(
         }
         // SAFETY: setsid in the forked child, which leads no group yet.
         unsafe { libc::setsid() };
+        let stdin = if *null_stdin {
+            warm::null_stdin()
+        } else {
+            Ok(())
+        };
         // Landlock's rules name the paths as they are in the new root: made here, after it
         // (this process is single-threaded, so allocating after the fork is safe).
-        let error = drop_privileges(denied_setgroups)
+        let error = stdin
+            .and_then(|()| drop_privileges(denied_setgroups))
             .and_then(|()| {
                 let read: Vec<&Path> = plan.read.iter().map(PathBuf::as_path).collect();
                 let mut write: Vec<&Path> = plan.write.iter().map(PathBuf::as_path).collect();

@@ -1,0 +1,246 @@
+//! Sandbox launchers started ahead of demand (see [`sandbox::warm`]): a task's spawn takes a
+//! launcher that is already in its namespaces and cgroups and sends it the task, instead of
+//! paying for all of that (on cgroup v1, an RCU grace period per cgroup move) while the task
+//! waits.
+//!
+//! The pool keeps up to `[sandbox] warm_launchers` ready; each one taken is replaced in the
+//! background. When none is ready (a burst of tasks, or a launcher that died), the spawn starts
+//! its launcher itself, as without the pool. A warm launcher holds nothing of any tenant until
+//! it is taken: no path, no id mapping, no environment; what it is sent is what a launcher
+//! started for the task would get on its command line.
+
+use super::process::{INHERIT_LOCK, set_inheritable};
+use super::sandbox::{self, Layers, cgroup};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a new launcher may take to say it is ready.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// Launchers of one sandbox shape, ready for a task.
+pub(super) struct WarmLaunchers {
+    launcher: PathBuf,
+    layers: Layers,
+    cgroups: Option<cgroup::Cgroups>,
+    limits: cgroup::CgroupLimits,
+    want: usize,
+    pool: Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct Pool {
+    ready: Vec<WarmLauncher>,
+    starting: usize,
+    /// Why starting one failed: the pool stops trying (tasks start their own launchers) and
+    /// says so once.
+    broken: Option<String>,
+}
+
+/// One launcher waiting for its task.
+pub(super) struct WarmLauncher {
+    /// The launcher (its process group's leader), with its stdin, stdout and stderr piped.
+    pub(super) child: tokio::process::Child,
+    /// gantry's end of its sync socket: the job goes out on it, the proxy listener comes back,
+    /// and its closing ends the task.
+    pub(super) socket: UnixStream,
+    /// The cgroup its init is in.
+    pub(super) cgroup: Option<cgroup::TaskCgroup>,
+}
+
+impl WarmLauncher {
+    /// Let an unused launcher go: it is killed, and its cgroup removed off the caller's path.
+    pub(super) fn discard(mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            remove_in_background(cgroup);
+        }
+    }
+}
+
+impl std::fmt::Debug for WarmLaunchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("WarmLaunchers")
+            .field("layers", &self.layers)
+            .field("want", &self.want)
+            .field("ready", &pool.ready.len())
+            .field("starting", &pool.starting)
+            .field("broken", &pool.broken)
+            .finish()
+    }
+}
+
+impl WarmLaunchers {
+    /// Keep `want` launchers of `launcher` ready with `layers` (and a cgroup each when
+    /// `cgroups` and there are namespaces: an init to put in it). Starts filling at once when
+    /// called inside a tokio runtime, else at the first [`WarmLaunchers::take`].
+    pub(super) fn new(
+        launcher: PathBuf,
+        layers: Layers,
+        cgroups: Option<cgroup::Cgroups>,
+        limits: cgroup::CgroupLimits,
+        want: usize,
+    ) -> Arc<WarmLaunchers> {
+        let pool = Arc::new(WarmLaunchers {
+            launcher,
+            layers,
+            cgroups: cgroups.filter(|_| layers.any()),
+            limits,
+            want,
+            pool: Mutex::default(),
+        });
+        pool.top_up();
+        pool
+    }
+
+    /// A ready launcher, if there is one; it is replaced in the background.
+    pub(super) fn take(self: &Arc<Self>) -> Option<WarmLauncher> {
+        let taken = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = None;
+            while let Some(mut warm) = pool.ready.pop() {
+                // One that died while waiting (killed from outside) is no use.
+                if matches!(warm.child.try_wait(), Ok(None)) {
+                    taken = Some(warm);
+                    break;
+                }
+                tracing::warn!("a warm sandbox launcher died while waiting; dropped");
+                warm.discard();
+            }
+            taken
+        };
+        self.top_up();
+        taken
+    }
+
+    /// Start launchers until `want` are ready or starting.
+    fn top_up(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        while pool.broken.is_none() && pool.ready.len() + pool.starting < self.want {
+            pool.starting += 1;
+            let this = self.clone();
+            runtime.spawn(async move {
+                let started = this.start_one().await;
+                let mut pool = this.pool.lock().unwrap_or_else(|e| e.into_inner());
+                pool.starting -= 1;
+                match started {
+                    Ok(warm) => pool.ready.push(warm),
+                    Err(e) if pool.broken.is_none() => {
+                        let why = format!("{e:#}");
+                        tracing::warn!(
+                            "cannot keep sandbox launchers ready ({why}); each task starts its own"
+                        );
+                        pool.broken = Some(why);
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+    }
+
+    /// Start one launcher and wait until it is ready.
+    async fn start_one(&self) -> anyhow::Result<WarmLauncher> {
+        let cgroup = match self.cgroups.clone() {
+            Some(cgroups) => {
+                let limits = self.limits;
+                let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
+                Some(tokio::task::spawn_blocking(move || cgroups.create(&name, &limits)).await??)
+            }
+            None => None,
+        };
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut cmd = tokio::process::Command::new(&self.launcher);
+        cmd.arg(sandbox::warm::WARM_ARG);
+        if self.layers.any() {
+            cmd.args(["--layers", &self.layers.to_arg()]);
+        }
+        for dir in cgroup.iter().flat_map(|c| c.dirs()) {
+            cmd.arg("--cgroup").arg(dir);
+        }
+        cmd.args(["--sync", &theirs.as_raw_fd().to_string()])
+            .env_clear()
+            .current_dir("/")
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let spawned = {
+            // The launcher's end of the socket is inherited by it alone.
+            let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            set_inheritable(theirs.as_fd(), true)?;
+            let spawned = cmd.spawn();
+            set_inheritable(theirs.as_fd(), false)?;
+            spawned
+        };
+        let mut child = spawned?;
+        drop(theirs);
+        let (socket, ready) = tokio::task::spawn_blocking(move || {
+            let _ = ours.set_read_timeout(Some(READY_WITHIN));
+            let mut byte = [0u8; 1];
+            let ready = (&ours).read(&mut byte);
+            let _ = ours.set_read_timeout(None);
+            (
+                ours,
+                ready.map(|n| n == 1 && byte[0] == sandbox::warm::READY),
+            )
+        })
+        .await?;
+        if !matches!(ready, Ok(true)) {
+            let _ = child.start_kill();
+            let mut why = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = tokio::time::timeout(READY_WITHIN, stderr.read_to_string(&mut why)).await;
+            }
+            let _ = child.wait().await;
+            anyhow::bail!(
+                "a warm launcher did not get ready: {}",
+                why.lines().last().unwrap_or("no reason given")
+            );
+        }
+        Ok(WarmLauncher {
+            child,
+            socket,
+            cgroup,
+        })
+    }
+}
+
+impl Drop for WarmLaunchers {
+    fn drop(&mut self) {
+        let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
+        for mut warm in pool.ready.drain(..) {
+            // Closing its socket lets the launcher go: it ends its init and removes its own
+            // cgroups; a kill would leave them behind.
+            if let Some(cgroup) = warm.cgroup.take() {
+                cgroup.leave_to_launcher();
+            }
+            drop(warm.socket);
+            // Its pipes close; the process itself is not killed (its drop would), so that it
+            // can clean up after itself.
+            drop((
+                warm.child.stdin.take(),
+                warm.child.stdout.take(),
+                warm.child.stderr.take(),
+            ));
+            std::mem::forget(warm.child);
+        }
+    }
+}
+
+/// Remove a dead launcher's cgroup off the caller's path (it retries while the kernel lets
+/// go of it).
+fn remove_in_background(cgroup: cgroup::TaskCgroup) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(cgroup))),
+        Err(_) => drop(cgroup),
+    }
+}
