@@ -709,9 +709,9 @@ async fn a_model_upstream_the_proxy_cannot_use_refuses_the_task() {
     assert_eq!(tasks["tasks"], json!([]), "nothing was started: {tasks}");
 }
 
-/// The launchers kept ready for `gantry_pid` (its `__sandbox-warm` children): each one's
-/// `--cgroup` directories.
-fn warm_launchers(gantry_pid: u32) -> Vec<Vec<String>> {
+/// The launchers kept ready for `gantry_pid` (its `__sandbox-warm` children): each one's pid
+/// and `--cgroup` directories.
+fn warm_launchers(gantry_pid: u32) -> Vec<(u32, Vec<String>)> {
     processes(|c| c.contains(" __sandbox-warm "))
         .into_iter()
         .filter(|pid| {
@@ -726,16 +726,18 @@ fn warm_launchers(gantry_pid: u32) -> Vec<Vec<String>> {
                 .split('\0')
                 .map(str::to_string)
                 .collect();
-            args.windows(2)
+            let dirs = args
+                .windows(2)
                 .filter(|w| w[0] == "--cgroup")
                 .map(|w| w[1].clone())
-                .collect()
+                .collect();
+            (pid, dirs)
         })
         .collect()
 }
 
 /// Wait up to 10 s for `count` launchers ready beside `node`.
-fn warm_ready(node: &Node, count: usize) -> Vec<Vec<String>> {
+fn warm_ready(node: &Node, count: usize) -> Vec<(u32, Vec<String>)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let warm = warm_launchers(node.g.child.id());
@@ -760,7 +762,7 @@ const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); 
 async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     let warm = Node::start(FULL, None);
     let cold = Node::start(&format!("{FULL}[sandbox]\nwarm_launchers = 0\n"), None);
-    let ready = warm_ready(&warm, 2);
+    let ready: Vec<Vec<String>> = warm_ready(&warm, 2).into_iter().map(|(_, d)| d).collect();
     assert!(
         ready.iter().all(|dirs| !dirs.is_empty()),
         "each warm launcher has its cgroup: {ready:?}"
@@ -807,13 +809,34 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     assert!(
         replaced
             .iter()
-            .flatten()
+            .flat_map(|(_, dirs)| dirs)
             .all(|dir| !warm_cgroup.ends_with(dir.trim_start_matches("/sys/fs/cgroup/pids"))),
         "{replaced:?}"
     );
 
+    // Launchers killed while they wait are no use: the next task starts its own, and the
+    // pool fills again.
+    for (pid, _) in &replaced {
+        assert!(*pid > 1);
+        // SAFETY: kill(2) on one process (a pid > 1), gantry's child.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replaced.iter().any(|(pid, _)| {
+        warm_launchers(warm.g.child.id())
+            .iter()
+            .any(|(p, _)| p == pid)
+    }) {
+        assert!(Instant::now() < deadline, "killed launchers still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (record, out) = run(&warm.client(ALICE), "echo still runs").await;
+    assert_eq!(record["state"], "done", "{record}\n{out}");
+    assert!(out.contains("still runs"), "{out}");
+    let refilled = warm_ready(&warm, 2);
+
     // A gantry killed outright: its waiting launchers end and remove their cgroups.
-    let waiting: Vec<String> = replaced.into_iter().flatten().collect();
+    let waiting: Vec<String> = refilled.into_iter().flat_map(|(_, d)| d).collect();
     let pid = warm.g.child.id();
     drop(warm);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -823,5 +846,130 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
             "launchers or their cgroups outlived gantry: {waiting:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A warm launcher driven directly, without gantry (Landlock and rlimits only, no
+/// namespaces): started with its sync socket, it says it is ready, then runs the job it is
+/// sent, or ends quietly when the socket closes, or refuses a job it cannot run.
+mod warm_launcher {
+    use gantry::tasks::sandbox::warm::{Job, READY, WARM_ARG};
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, Stdio};
+
+    fn start() -> (Child, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry-sandbox"));
+        cmd.args([WARM_ARG, "--sync", &fd.to_string()])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: fcntl on a descriptor this test holds, in the child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(theirs);
+        let mut ready = [0u8];
+        (&ours).read_exact(&mut ready).unwrap();
+        assert_eq!(ready[0], READY);
+        (child, ours)
+    }
+
+    fn job(program: &str, args: &[&str], stdin: bool) -> Job {
+        let mut launch: Vec<std::ffi::OsString> = ["--write", "/tmp", "--", program]
+            .iter()
+            .map(Into::into)
+            .collect();
+        launch.extend(args.iter().map(Into::into));
+        Job {
+            args: launch,
+            env: vec!["PATH=/usr/bin:/bin".into(), "GREETING=hi".into()],
+            cwd: "/tmp".into(),
+            stdin,
+        }
+    }
+
+    fn finish(mut child: Child) -> (i32, String, String) {
+        let mut out = String::new();
+        let mut err = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (child.wait().unwrap().code().unwrap_or(-1), out, err)
+    }
+
+    #[test]
+    fn it_runs_its_job_with_the_input_environment_and_directory_sent() {
+        let (mut child, socket) = start();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"from stdin\n")
+            .unwrap();
+        let script = "cat; echo \"$GREETING $(pwd)\"";
+        (&socket)
+            .write_all(&job("/bin/sh", &["-c", script], true).encode())
+            .unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (0, "from stdin\nhi /tmp\n"), "{err}");
+    }
+
+    #[test]
+    fn without_input_the_program_reads_dev_null_not_the_pipe() {
+        let (mut child, socket) = start();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"not for the program\n").unwrap();
+        (&socket)
+            .write_all(&job("/bin/sh", &["-c", "wc -c"], false).encode())
+            .unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.trim()), (0, "0"), "{err}");
+    }
+
+    #[test]
+    fn a_closed_socket_ends_it_quietly_and_a_bad_job_is_refused() {
+        let (child, socket) = start();
+        drop(socket);
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+
+        let (child, socket) = start();
+        (&socket).write_all(&[5, 0, 0, 0, 1, 2]).unwrap();
+        drop(socket);
+        let (code, _, err) = finish(child);
+        assert_eq!(code, 127, "{err}");
+        assert!(err.contains("gantry sandbox:"), "{err}");
+
+        // Namespaces or cgroups in a job for a launcher made without them: refused, nothing run.
+        let (child, socket) = start();
+        let mut with_cgroup = job("/bin/sh", &["-c", "echo ran"], false);
+        with_cgroup
+            .args
+            .splice(0..0, ["--cgroup", "/sys/fs/cgroup/pids"].map(Into::into));
+        (&socket).write_all(&with_cgroup.encode()).unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (127, ""), "{err}");
+        assert!(err.contains("namespaces or cgroups"), "{err}");
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted. With
 //! `BENCH_PROFILE_LINES=1` it runs only the one-subscriber line pipeline, five times, for a
-//! profiler.
+//! profiler; with `BENCH_PROFILE_SPAWN=1`, only trivial tasks one after another.
 
 mod common;
 
@@ -181,6 +181,27 @@ fn main() {
         if std::env::var_os("BENCH_PROFILE_LINES").is_some() {
             for _ in 0..5 {
                 println!("1 subscriber: {:.0} lines/s", fan_out(&sup, &ws, 1).await);
+            }
+            return;
+        }
+        if std::env::var_os("BENCH_PROFILE_SPAWN").is_some() {
+            // Trivial tasks one after another (Landlock and rlimits, launchers ready ahead),
+            // with where the time goes: until `start` returns, then until the end is seen.
+            for _ in 0..5 {
+                let (mut started, mut ended) = (Vec::new(), Vec::new());
+                for _ in 0..SPAWNS * 2 {
+                    let t = Instant::now();
+                    let task = start(&sup, &ws, "true").await;
+                    started.push(t.elapsed());
+                    let t = Instant::now();
+                    sup.wait(&tenant(), &task).await.unwrap();
+                    ended.push(t.elapsed());
+                }
+                println!(
+                    "spawn to exit: start {:.0} us, then to the end {:.0} us (medians)",
+                    median(started).as_secs_f64() * 1e6,
+                    median(ended).as_secs_f64() * 1e6
+                );
             }
             return;
         }
