@@ -21,7 +21,7 @@ pub struct Subscription {
     next_seq: u64,
     progress: Option<watch::Receiver<LogProgress>>,
     tail: Option<Arc<Mutex<tail::Tail>>>,
-    buffer: VecDeque<EventRecord>,
+    buffer: VecDeque<Arc<EventRecord>>,
 }
 
 impl Subscription {
@@ -62,7 +62,7 @@ impl Subscription {
             .read_events(&self.task_id, self.next_seq, READ_BATCH)
             .await?;
         let got = !batch.is_empty();
-        self.buffer.extend(batch);
+        self.buffer.extend(batch.into_iter().map(Arc::new));
         Ok(got)
     }
 
@@ -71,8 +71,9 @@ impl Subscription {
         &self.task_id
     }
 
-    /// The next event if one is already logged, without waiting.
-    pub async fn next_ready(&mut self) -> anyhow::Result<Option<EventRecord>> {
+    /// The next event if one is already logged, without waiting. Events are shared among the
+    /// task's readers (`Arc::unwrap_or_clone` for one of one's own).
+    pub async fn next_ready(&mut self) -> anyhow::Result<Option<Arc<EventRecord>>> {
         if self.buffer.is_empty() {
             self.fill().await?;
         }
@@ -83,7 +84,7 @@ impl Subscription {
     }
 
     /// The next event, waiting for it if the task still runs; `None` after the last one.
-    pub async fn next(&mut self) -> anyhow::Result<Option<EventRecord>> {
+    pub async fn next(&mut self) -> anyhow::Result<Option<Arc<EventRecord>>> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 self.next_seq = event.seq + 1;
@@ -184,7 +185,7 @@ impl TaskLog {
             return Ok(appended);
         }
         self.next_seq += records.len() as u64;
-        self.tail.lock().unwrap().push(&records);
+        self.tail.lock().unwrap().push(records);
         let progress = LogProgress {
             last_seq: self.next_seq - 1,
             ended: false,

@@ -82,6 +82,8 @@ impl TaskRun {
     /// Store the task in `state`, then log the change (with `reason` for a cancel before the
     /// start; a terminal state carries the exit code and error of the record).
     async fn set_state(&mut self, state: TaskState, reason: Option<&str>) -> anyhow::Result<()> {
+        // The row was inserted pending: a first `Pending` is the log's alone.
+        let unchanged = state == self.record.state && state == TaskState::Pending;
         self.record.state = state;
         if state == TaskState::Running {
             self.record.started_at = Some(now_ms());
@@ -89,7 +91,9 @@ impl TaskRun {
         if state.is_terminal() {
             self.record.finished_at = Some(now_ms());
         }
-        self.inner.store.update_task(&self.record).await?;
+        if !unchanged {
+            self.inner.store.update_task(&self.record).await?;
+        }
         if state.is_terminal() {
             // Out of the live set as soon as the end is stored, not after its log entry (a
             // round trip more on a shared store): whoever reads the end finds the workspace

@@ -4,6 +4,7 @@
 
 use crate::store::EventRecord;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// How many bytes of events (roughly) a task keeps in memory for its live subscribers.
 pub const TAIL_BYTES: usize = 1 << 20;
@@ -28,8 +29,9 @@ fn weight(e: &EventRecord) -> usize {
 /// What a subscriber at a given `seq` can get from the tail.
 #[derive(Debug, PartialEq)]
 pub enum Read {
-    /// Events from the asked-for `seq` on.
-    Events(Vec<EventRecord>),
+    /// Events from the asked-for `seq` on, shared with the tail and every other reader: a
+    /// read under the task's lock copies pointers, not text.
+    Events(Vec<Arc<EventRecord>>),
     /// Nothing after that `seq` was appended yet.
     UpToDate,
     /// The `seq` is older than the tail holds: read the store.
@@ -39,7 +41,7 @@ pub enum Read {
 /// The tail of one task's log.
 #[derive(Debug)]
 pub struct Tail {
-    events: VecDeque<EventRecord>,
+    events: VecDeque<Arc<EventRecord>>,
     /// The `seq` the next appended event will have.
     next_seq: u64,
     bytes: usize,
@@ -58,12 +60,12 @@ impl Tail {
     }
 
     /// Add events that were just persisted, in order, dropping the oldest over budget.
-    pub fn push(&mut self, records: &[EventRecord]) {
+    pub fn push(&mut self, records: Vec<EventRecord>) {
         for e in records {
             debug_assert_eq!(e.seq, self.next_seq, "the tail takes events in order");
-            self.bytes += weight(e);
-            self.events.push_back(e.clone());
+            self.bytes += weight(&e);
             self.next_seq = e.seq + 1;
+            self.events.push_back(Arc::new(e));
         }
         while self.bytes > self.budget && self.events.len() > 1 {
             let old = self.events.pop_front().expect("not empty");
@@ -114,7 +116,7 @@ mod tests {
         let mut tail = Tail::new(1, 10 * (96 + 4));
         assert_eq!(tail.read(1, 10), Read::UpToDate);
         let batch: Vec<_> = (1..=25).map(|s| line(s, "abcd")).collect();
-        tail.push(&batch);
+        tail.push(batch);
         // Ten events fit: 16..=25.
         assert_eq!(tail.read(15, 10), Read::Behind);
         assert_eq!(seqs(tail.read(16, 3)), [16, 17, 18]);
@@ -125,8 +127,8 @@ mod tests {
     #[test]
     fn long_lines_leave_room_for_fewer_events_but_the_newest_stays() {
         let mut tail = Tail::new(1, 1000);
-        tail.push(&[line(1, "short")]);
-        tail.push(&[line(2, &"x".repeat(5000))]);
+        tail.push(vec![line(1, "short")]);
+        tail.push(vec![line(2, &"x".repeat(5000))]);
         assert_eq!(tail.read(1, 10), Read::Behind);
         assert_eq!(seqs(tail.read(2, 10)), [2]);
     }

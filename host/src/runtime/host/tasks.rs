@@ -95,12 +95,12 @@ pub(crate) async fn next_batch(
         return Ok(out);
     };
     let mut bytes = approx_size(&first.body);
-    out.push(event(first));
+    out.push(event(std::sync::Arc::unwrap_or_clone(first)));
     while out.len() < max && bytes < MAX_BATCH_BYTES {
         match reader.next_ready().await.map_err(TaskError::Internal)? {
             Some(e) => {
                 bytes += approx_size(&e.body);
-                out.push(event(e));
+                out.push(event(std::sync::Arc::unwrap_or_clone(e)));
             }
             None => break,
         }
