@@ -1,3 +1,9 @@
+/// Every request, call and log line allocates; mimalloc's per-thread free lists make that
+/// cheaper than glibc's arenas under gantry's many short-lived tasks (see the README's
+/// Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args_os();
     // Task processes start through the binary itself, as a sandbox launcher (see

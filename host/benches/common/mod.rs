@@ -5,6 +5,11 @@
 
 pub mod table;
 
+/// The allocator the `gantry` binary has (`host/src/main.rs`), for the benches that run
+/// gantry in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
