@@ -210,6 +210,8 @@ pub(super) async fn spawn_sandboxed(
     // the task's sandbox (its cgroup lives as long as this), and the socket to its launcher:
     // its network namespace hands back the proxy listener over it, and its closing (gantry
     // gone) ends the task.
+    // As the kernel would give a launcher started in it: the directory the sandbox binds.
+    let real_cwd = cwd.canonicalize()?;
     let warm = match isolation.take_warm() {
         None => None,
         Some(warm) => {
@@ -235,8 +237,7 @@ pub(super) async fn spawn_sandboxed(
                         kv
                     })
                     .collect(),
-                // As the kernel would give a launcher started in it: the directory it binds.
-                cwd: cwd.canonicalize()?,
+                cwd: real_cwd,
                 stdin: stdin.is_some(),
             };
             match std::io::Write::write_all(&mut &warm.socket, &job.encode()) {

@@ -22,6 +22,9 @@ use std::time::Duration;
 /// How long a new launcher may take to say it is ready.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
+/// How long the pool rests after a launcher failed to get ready before it tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Launchers of one sandbox shape, ready for a task.
 pub(super) struct WarmLaunchers {
     launcher: PathBuf,
@@ -36,9 +39,9 @@ pub(super) struct WarmLaunchers {
 struct Pool {
     ready: Vec<WarmLauncher>,
     starting: usize,
-    /// Why starting one failed: the pool stops trying (tasks start their own launchers) and
-    /// says so once.
-    broken: Option<String>,
+    /// Why and when starting one last failed: the pool rests for [`RETRY_AFTER`] (tasks start
+    /// their own launchers meanwhile), and says so once per failure.
+    broken: Option<(String, std::time::Instant)>,
 }
 
 /// One launcher waiting for its task.
@@ -123,6 +126,14 @@ impl WarmLaunchers {
             return;
         };
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool
+            .broken
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < RETRY_AFTER)
+        {
+            return;
+        }
+        pool.broken = None;
         while pool.broken.is_none() && pool.ready.len() + pool.starting < self.want {
             pool.starting += 1;
             let this = self.clone();
@@ -135,9 +146,11 @@ impl WarmLaunchers {
                     Err(e) if pool.broken.is_none() => {
                         let why = format!("{e:#}");
                         tracing::warn!(
-                            "cannot keep sandbox launchers ready ({why}); each task starts its own"
+                            "cannot keep sandbox launchers ready ({why}); tasks start their own, \
+                             and the pool tries again in {} s",
+                            RETRY_AFTER.as_secs()
                         );
-                        pool.broken = Some(why);
+                        pool.broken = Some((why, std::time::Instant::now()));
                     }
                     Err(_) => {}
                 }
@@ -242,5 +255,39 @@ fn remove_in_background(cgroup: cgroup::TaskCgroup) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => drop(runtime.spawn_blocking(move || drop(cgroup))),
         Err(_) => drop(cgroup),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_launcher_that_never_gets_ready_rests_the_pool() {
+        // `/bin/false` takes the arguments and exits without a word.
+        let pool = WarmLaunchers::new(
+            "/bin/false".into(),
+            Layers::default(),
+            None,
+            cgroup::CgroupLimits::default(),
+            2,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.pool.lock().unwrap().starting > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the attempts never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            pool.take().is_none(),
+            "nothing ready: the task starts its own"
+        );
+        let state = pool.pool.lock().unwrap();
+        let (why, _) = state.broken.as_ref().expect("the failure is kept");
+        assert!(why.contains("did not get ready"), "{why}");
+        assert_eq!(state.starting, 0, "resting: no new attempt at once");
+        assert!(state.ready.is_empty());
     }
 }
