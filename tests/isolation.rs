@@ -755,7 +755,8 @@ fn warm_ready(node: &Node, count: usize) -> Vec<(u32, Vec<String>)> {
 
 /// What a task sees of its sandbox, one fact per line, and its cgroup last.
 const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); \
-     echo root=$(ls / | tr '\\n' ,); echo env=$(env | cut -d= -f1 | sort | tr '\\n' ,); \
+     echo root=$(ls -d /bin /usr /tmp /home /root /data 2>/dev/null | tr '\\n' ,); \
+     echo env=$(env | cut -d= -f1 | sort | tr '\\n' ,); \
      grep -E '^[0-9]+:pids:' /proc/self/cgroup";
 
 #[tokio::test]
@@ -784,8 +785,8 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     };
     assert_eq!(facts(&warm_out), facts(&cold_out));
     assert!(
-        warm_out.starts_with("uid=1000 host=gantry-task stdin=0\n"),
-        "{warm_out}"
+        warm_out.starts_with("uid=1000 host=gantry-task stdin=0\nroot=/bin,/tmp,/usr,\n"),
+        "the task uid, its hostname, no input, and none of /home, /root or /data: {warm_out}"
     );
     // The warm task ran in a cgroup made before it existed; the cold one in its own.
     let cgroup = |out: &str| {
@@ -814,9 +815,35 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
         "{replaced:?}"
     );
 
+    // A launcher whose init dies while it waits ends too, rather than wait to fail a task.
+    let (monitor, _) = replaced[0].clone();
+    let init = processes(|c| c.contains(" __sandbox-warm "))
+        .into_iter()
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+            after.split(' ').nth(1) == Some(&monitor.to_string())
+        })
+        .expect("the waiting launcher's init");
+    assert!(init > 1);
+    // SAFETY: kill(2) on one process (a pid > 1), the launcher's init.
+    unsafe { libc::kill(init as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warm_launchers(warm.g.child.id())
+        .iter()
+        .any(|(p, _)| *p == monitor)
+    {
+        assert!(Instant::now() < deadline, "a launcher outlived its init");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // Launchers killed while they wait are no use: the next task starts its own, and the
     // pool fills again.
-    for (pid, _) in &replaced {
+    let listed = warm_launchers(warm.g.child.id());
+    for (pid, _) in replaced
+        .iter()
+        .filter(|(p, _)| listed.iter().any(|(l, _)| l == p))
+    {
         assert!(*pid > 1);
         // SAFETY: kill(2) on one process (a pid > 1), gantry's child.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };

@@ -4,6 +4,7 @@
 
 use super::isolation::TaskSandbox;
 use super::run::TaskRun;
+use super::warm::WarmLauncher;
 use super::{Inner, egress, lines, sandbox};
 use crate::backends::BackendPlugin;
 use crate::contract::{CommandSpec, ModelUsage, OutputStream};
@@ -211,7 +212,11 @@ pub(super) async fn spawn_sandboxed(
     // its network namespace hands back the proxy listener over it, and its closing (gantry
     // gone) ends the task.
     // As the kernel would give a launcher started in it: the directory the sandbox binds.
-    let real_cwd = cwd.canonicalize()?;
+    let real_cwd = match cwd.canonicalize() {
+        Ok(real) => real,
+        // The message reaches the task's answer: the error names no host path.
+        Err(e) => return Ok(Err(format!("could not enter the task's directory: {e}"))),
+    };
     let warm = match isolation.take_warm() {
         None => None,
         Some(warm) => {
@@ -240,21 +245,19 @@ pub(super) async fn spawn_sandboxed(
                 cwd: real_cwd,
                 stdin: stdin.is_some(),
             };
-            match std::io::Write::write_all(&mut &warm.socket, &job.encode()) {
-                Ok(()) => Some((
-                    warm.child,
-                    Some(warm.socket),
-                    Some(TaskSandbox {
-                        spec,
-                        cgroup: warm.cgroup,
-                    }),
-                )),
+            let WarmLauncher {
+                child,
+                socket,
+                cgroup,
+            } = warm;
+            match send_job(socket, &job.encode()).await {
+                Ok(socket) => Some((child, Some(socket), Some(TaskSandbox { spec, cgroup }))),
                 Err(e) => {
                     tracing::warn!(
                         task = id,
                         "a warm sandbox launcher is gone ({e}); starting one"
                     );
-                    warm.discard();
+                    WarmLauncher::discard_parts(child, cgroup);
                     None
                 }
             }
@@ -599,6 +602,20 @@ pub(super) fn set_inheritable(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Send a warm launcher its job without blocking a runtime worker (a frame may be larger than
+/// the socket's buffer), within 10 s; gives the socket back in blocking mode.
+async fn send_job(socket: UnixStream, frame: &[u8]) -> std::io::Result<UnixStream> {
+    use tokio::io::AsyncWriteExt as _;
+    socket.set_nonblocking(true)?;
+    let mut stream = tokio::net::UnixStream::from_std(socket)?;
+    tokio::time::timeout(Duration::from_secs(10), stream.write_all(frame))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending the job"))??;
+    let socket = stream.into_std()?;
+    socket.set_nonblocking(false)?;
+    Ok(socket)
 }
 
 /// Receive the proxy listener the task's sandbox made inside its network namespace, waiting

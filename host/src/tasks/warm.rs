@@ -57,8 +57,14 @@ pub(super) struct WarmLauncher {
 
 impl WarmLauncher {
     /// Let an unused launcher go: it is killed, and its cgroup removed off the caller's path.
-    pub(super) fn discard(mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
+    pub(super) fn discard(self) {
+        WarmLauncher::discard_parts(self.child, self.cgroup);
+    }
+
+    /// [`WarmLauncher::discard`] for one taken apart.
+    pub(super) fn discard_parts(child: tokio::process::Child, cgroup: Option<cgroup::TaskCgroup>) {
+        drop(child);
+        if let Some(cgroup) = cgroup {
             remove_in_background(cgroup);
         }
     }
@@ -160,7 +166,7 @@ impl WarmLaunchers {
 
     /// Start one launcher and wait until it is ready.
     async fn start_one(&self) -> anyhow::Result<WarmLauncher> {
-        let cgroup = match self.cgroups.clone() {
+        let mut cgroup = match self.cgroups.clone() {
             Some(cgroups) => {
                 let limits = self.limits;
                 let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
@@ -168,13 +174,35 @@ impl WarmLaunchers {
             }
             None => None,
         };
+        let dirs: Vec<PathBuf> = cgroup.iter().flat_map(|c| c.dirs()).cloned().collect();
+        match self.start_in(&dirs).await {
+            Ok((child, socket)) => Ok(WarmLauncher {
+                child,
+                socket,
+                cgroup,
+            }),
+            Err(e) => {
+                // Removing it may wait for the kernel: not on a runtime worker.
+                if let Some(cgroup) = cgroup.take() {
+                    remove_in_background(cgroup);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Start a launcher whose init joins `cgroups`, and wait until it says it is ready.
+    async fn start_in(
+        &self,
+        cgroups: &[PathBuf],
+    ) -> anyhow::Result<(tokio::process::Child, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = tokio::process::Command::new(&self.launcher);
         cmd.arg(sandbox::warm::WARM_ARG);
         if self.layers.any() {
             cmd.args(["--layers", &self.layers.to_arg()]);
         }
-        for dir in cgroup.iter().flat_map(|c| c.dirs()) {
+        for dir in cgroups {
             cmd.arg("--cgroup").arg(dir);
         }
         cmd.args(["--sync", &theirs.as_raw_fd().to_string()])
@@ -198,7 +226,13 @@ impl WarmLaunchers {
         let (socket, ready) = tokio::task::spawn_blocking(move || {
             let _ = ours.set_read_timeout(Some(READY_WITHIN));
             let mut byte = [0u8; 1];
-            let ready = (&ours).read(&mut byte);
+            // A signal handler running on this thread (SIGCHLD, SIGHUP) interrupts the read.
+            let ready = loop {
+                match (&ours).read(&mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
             let _ = ours.set_read_timeout(None);
             (
                 ours,
@@ -219,11 +253,7 @@ impl WarmLaunchers {
                 why.lines().last().unwrap_or("no reason given")
             );
         }
-        Ok(WarmLauncher {
-            child,
-            socket,
-            cgroup,
-        })
+        Ok((child, socket))
     }
 }
 
@@ -238,13 +268,19 @@ impl Drop for WarmLaunchers {
             }
             drop(warm.socket);
             // Its pipes close; the process itself is not killed (its drop would), so that it
-            // can clean up after itself.
+            // can clean up after itself, and it is reaped once it has.
             drop((
                 warm.child.stdin.take(),
                 warm.child.stdout.take(),
                 warm.child.stderr.take(),
             ));
-            std::mem::forget(warm.child);
+            let mut child = warm.child;
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move {
+                    let _ = child.wait().await;
+                })),
+                Err(_) => std::mem::forget(child),
+            }
         }
     }
 }

@@ -446,6 +446,7 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
                 // SAFETY: the sync descriptor is open for the life of this process.
                 let socket = unsafe { BorrowedFd::borrow_raw(*sync) };
                 write_all(socket, &[READY]).map_err(|e| fail("saying it is ready", e))?;
+                wait_for_job(socket, status_read.as_fd())?;
                 let mut reader = std::fs::File::from(socket.try_clone_to_owned()?);
                 let Some(body) = warm::Job::read_frame(&mut reader)
                     .map_err(|e| fail("reading the task's job", e))?
@@ -475,6 +476,10 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
         Err(e) => {
             kill_init();
             reap(pid);
+            if matches!(start, Start::Later { .. }) {
+                // A warm launcher's cgroups are its own until its job came: gantry may be gone.
+                remove_cgroups(start.cgroups());
+            }
             return Err(e);
         }
     }
@@ -492,13 +497,48 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
     exit_like(status)
 }
 
+/// Wait until gantry sends a job (or lets the launcher go) on `sync`; fail if the init dies
+/// meanwhile (its end of `status` closes), so that the launcher is seen dead before it is
+/// taken.
+fn wait_for_job(sync: BorrowedFd<'_>, status: BorrowedFd<'_>) -> Result<()> {
+    let mut fds = [
+        libc::pollfd {
+            fd: sync.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: status.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: poll on descriptors we hold, with a correct length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let error = Error::last_os_error();
+            if error.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(fail("waiting for the task's job", error));
+        }
+        if fds[1].revents != 0 {
+            return Err(Error::other("the task's init died while it waited"));
+        }
+        if fds[0].revents != 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Remove the (empty) cgroups of an init that is gone; a v1 cgroup lets go a moment after its
-/// last process was reaped, so try for a little while.
+/// last process was reaped, so try for about a second, as gantry's own removal does.
 fn remove_cgroups(cgroups: &[PathBuf]) {
     for dir in cgroups.iter().rev() {
-        for attempt in 0..8u32 {
+        for attempt in 0..10u32 {
             match std::fs::remove_dir(dir) {
-                Err(e) if e.kind() != ErrorKind::NotFound && attempt < 7 => {
+                Err(e) if e.kind() != ErrorKind::NotFound && attempt < 9 => {
                     std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
                 }
                 _ => break,
