@@ -570,6 +570,17 @@ impl Inner {
             match (&task.run_id, TenantId::new(&task.tenant)) {
                 (Some(run_id), Ok(tenant)) => match self.supervisor.get(&tenant, run_id).await {
                     Ok(run) if !run.state.is_terminal() => continue,
+                    // Ended just now, not by a take-over: its follower is recording how (it
+                    // reads the board task, then writes its end), and this pass must not
+                    // call it interrupted meanwhile (seen on PostgreSQL under load).
+                    Ok(run)
+                        if run.state != TaskState::Interrupted
+                            && run
+                                .finished_at
+                                .is_some_and(|at| now_ms() - at < CLAIM_GRACE_MS) =>
+                    {
+                        continue;
+                    }
                     _ => {}
                 },
                 // Claimed but its run not started yet: on a shared store another node may be
