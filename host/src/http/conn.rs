@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// The timeouts of [`ConnectionLimits`] as durations (`None`: no limit).
@@ -155,10 +154,15 @@ enum Phase {
 }
 
 /// One connection's phase, watched by [`Activity::expired`].
+///
+/// A change of phase wakes nobody: the watchdog looks again on its own, never later than the
+/// phase's deadline nor than the shortest timeout after it last looked, which no phase entered
+/// since can be due before. Waking it on every change woke the connection's own task while it
+/// was being polled, and tokio answers that by waking an idle worker: a context switch per
+/// request for nothing.
 #[derive(Debug)]
 pub struct Activity {
     phase: Mutex<Phase>,
-    changed: Notify,
 }
 
 impl Activity {
@@ -166,18 +170,12 @@ impl Activity {
     pub fn new(now: Instant) -> Arc<Activity> {
         Arc::new(Activity {
             phase: Mutex::new(Phase::Head(now)),
-            changed: Notify::new(),
         })
     }
 
     fn set(&self, f: impl FnOnce(Phase) -> Phase) {
         let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        let next = f(*phase);
-        if next != *phase {
-            *phase = next;
-            // A stored permit if the watchdog is not waiting: it then looks again at once.
-            self.changed.notify_one();
-        }
+        *phase = f(*phase);
     }
 
     /// Bytes arrived at `now`: an idle connection is now reading a head.
@@ -217,19 +215,31 @@ impl Activity {
 
     /// Resolves when the connection has been in one phase past that phase's timeout.
     pub async fn expired(&self, timeouts: &Timeouts) {
+        // A phase entered after the watchdog looks is due no sooner than this after.
+        let Some(recheck) = [timeouts.header_read, timeouts.keep_alive]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return std::future::pending().await;
+        };
         loop {
-            let changed = self.changed.notified();
-            match self.deadline(timeouts) {
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(deadline) => {}
-                        () = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
+            let now = Instant::now();
+            let Some(then) = look_again(self.deadline(timeouts), recheck, now) else {
+                return;
+            };
+            tokio::time::sleep_until(then).await;
         }
+    }
+}
+
+/// When a watchdog that looked at `now` is to look again (`None`: the phase is past its
+/// `deadline`): at the deadline, or after `recheck`, the shortest timeout, if sooner.
+fn look_again(deadline: Option<Instant>, recheck: Duration, now: Instant) -> Option<Instant> {
+    match deadline {
+        Some(deadline) if deadline <= now => None,
+        Some(deadline) => Some(deadline.min(now + recheck)),
+        None => Some(now + recheck),
     }
 }
 
@@ -448,6 +458,34 @@ mod tests {
             keep_alive: None,
         };
         assert_eq!(a.deadline(&off), None);
+    }
+
+    /// No phase a connection enters after the watchdog looks can be due before it looks again,
+    /// though nothing wakes it.
+    #[test]
+    fn the_watchdog_looks_again_before_any_new_phase_is_due() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let recheck = s(10);
+        // Kept alive since t0: due at t0 + 30 s, but a head may start at any moment and is
+        // due 10 s after it does.
+        let a = Activity::new(t0);
+        a.request_started();
+        a.request_ended(t0);
+        let next = look_again(a.deadline(&TIMEOUTS), recheck, t0).unwrap();
+        assert_eq!(next, t0 + s(10));
+        a.bytes_read(t0 + s(1));
+        assert!(next <= a.deadline(&TIMEOUTS).unwrap());
+        // Looking again at t0 + 10 s: that head is due at t0 + 11 s.
+        let next = look_again(a.deadline(&TIMEOUTS), recheck, t0 + s(10)).unwrap();
+        assert_eq!(next, t0 + s(11));
+        assert_eq!(look_again(a.deadline(&TIMEOUTS), recheck, t0 + s(11)), None);
+        // Answering: no deadline of its own, looked at again after the shortest timeout.
+        let _busy = a.request_started();
+        assert_eq!(
+            look_again(a.deadline(&TIMEOUTS), recheck, t0),
+            Some(t0 + s(10))
+        );
     }
 
     #[tokio::test]

@@ -280,7 +280,7 @@ impl Runtime {
             caller,
         );
         let (mut store, slot) = self.plugins().reserve(plugin, tenant, host)?;
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let setup = (|| {
             let req = store
                 .data_mut()
@@ -302,9 +302,10 @@ impl Runtime {
             plugin: plugin.manifest.name.clone(),
             tenant: tenant.clone(),
         };
-        let task = tokio::spawn(async move {
-            // Boxed, and so freed once it is over: a task is as large as its largest state,
-            // and a stream's task outlives the call by as long as the client follows the log.
+        // Boxed: it is polled here first and may then move to a task of its own, and a task is
+        // as large as its largest state, which a stream's keeps for as long as the client
+        // follows the log.
+        let mut call = Box::pin(async move {
             let call = Box::pin(async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -344,24 +345,52 @@ impl Runtime {
             }
             result
         });
-        let guard = AbortOnDrop(Some(task.abort_handle()));
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response.map(|inner| GuestBody {
+        // The call runs in the request's own task until it answers. Most calls end in that
+        // same poll, and need no task of their own: spawning one woke an idle worker for
+        // nothing, a third context switch per request at one connection. A call still writing
+        // its body (a stream, a log handed to the host) moves to a task of its own, so that
+        // it goes on whether or not the client reads.
+        let progress = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = call.as_mut().poll(cx) {
+                return Poll::Ready(CallProgress::Ended(result));
+            }
+            Pin::new(&mut receiver).poll(cx).map(CallProgress::Answered)
+        })
+        .await;
+        let (answer, guard) = match progress {
+            CallProgress::Ended(result) => match receiver.try_recv() {
+                Ok(answer) => (answer, AbortOnDrop(None)),
+                // The guest dropped its outparam: the call's result says why.
+                Err(_) => return Err(result.err().unwrap_or(CallFailure::NoResponse)),
+            },
+            CallProgress::Answered(Ok(answer)) => {
+                let task = tokio::spawn(call);
+                (answer, AbortOnDrop(Some(task.abort_handle())))
+            }
+            CallProgress::Answered(Err(_)) => {
+                return Err(call.await.err().unwrap_or(CallFailure::NoResponse));
+            }
+        };
+        match answer {
+            Ok(response) => Ok(response.map(|inner| GuestBody {
                 inner,
                 failed: Some(failed_rx),
                 on_failure: None,
                 _call: guard,
                 _open: Some(OpenResponse::new(self.services().metrics.clone())),
             })),
-            Ok(Err(code)) => Err(CallFailure::HandlerError(format!("{code:?}"))),
-            // The guest dropped its outparam: the task's result says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(CallFailure::NoResponse),
-                Ok(Err(failure)) => Err(failure),
-                Err(join) => Err(CallFailure::Trap(format!("call aborted: {join}"))),
-            },
+            // Dropping the call (or its task, through the guard) ends it.
+            Err(code) => Err(CallFailure::HandlerError(format!("{code:?}"))),
         }
     }
+}
+
+/// How far a handler call got in the request's own task.
+enum CallProgress<A> {
+    /// The call is over, answered or not.
+    Ended(Result<(), CallFailure>),
+    /// The guest answered (or dropped its outparam) and the call goes on.
+    Answered(Result<A, tokio::sync::oneshot::error::RecvError>),
 }
 
 #[cfg(test)]
