@@ -22,7 +22,9 @@ const LAYERS: &[&[&str]] = &[
         "work_sessions",
     ],
     &["store"],
-    &["config", "manifest", "contract", "tenants", "metrics"],
+    &[
+        "config", "manifest", "contract", "tenants", "metrics", "spawn",
+    ],
 ];
 
 fn rank(module: &str) -> Option<usize> {

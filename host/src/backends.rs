@@ -206,7 +206,12 @@ async fn run_version(path: &Path, args: &[String], dir: &Path) -> Result<String,
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let shown = format!("{} {}", path.display(), args.join(" "));
-    let output = match tokio::time::timeout(PROBE_TIMEOUT, cmd.output()).await {
+    // Spawned apart from a sandbox launcher's spawn, whose socket it must not inherit.
+    let child = match crate::spawn::inheriting(&[], || cmd.spawn()) {
+        Ok(Ok(child)) => child,
+        Ok(Err(e)) | Err(e) => return Err(format!("`{shown}` could not be run: {e}")),
+    };
+    let output = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
         Err(_) => return Err(format!("`{shown}` did not answer within {PROBE_TIMEOUT:?}")),
         Ok(Err(e)) => return Err(format!("`{shown}` could not be run: {e}")),
         Ok(Ok(output)) => output,

@@ -35,6 +35,7 @@ pub mod projects;
 pub mod reload;
 pub mod runtime;
 pub mod sessions;
+pub mod spawn;
 pub mod store;
 pub mod tasks;
 pub mod tenants;

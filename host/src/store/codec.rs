@@ -202,10 +202,7 @@ fn agent_event(v: &Value) -> Result<AgentEvent> {
 pub fn event_columns(body: &EventBody) -> (&'static str, Value) {
     match body {
         EventBody::Output(line) => {
-            let kind = match line.stream {
-                OutputStream::Stdout => "stdout",
-                OutputStream::Stderr => "stderr",
-            };
+            let kind = event_columns_kind(line.stream);
             let mut data = json!({ "line": line.text });
             if line.partial {
                 data["partial"] = true.into();
@@ -225,6 +222,39 @@ pub fn event_columns(body: &EventBody) -> (&'static str, Value) {
             }
             ("state", Value::Object(data))
         }
+    }
+}
+
+/// An event's columns as stored: its kind and its data as JSON text. An output line, nearly
+/// every event of a busy log, is written straight to text, without a `Value` between.
+pub fn event_text(body: &EventBody) -> (&'static str, String) {
+    /// An output line's data, as [`event_columns`] has it.
+    #[derive(serde::Serialize)]
+    struct LineData<'a> {
+        line: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
+    }
+    match body {
+        EventBody::Output(line) => {
+            let data = LineData {
+                line: &line.text,
+                partial: line.partial,
+            };
+            let text = serde_json::to_string(&data).expect("a struct of a string and a bool");
+            (event_columns_kind(line.stream), text)
+        }
+        other => {
+            let (kind, data) = event_columns(other);
+            (kind, data.to_string())
+        }
+    }
+}
+
+fn event_columns_kind(stream: OutputStream) -> &'static str {
+    match stream {
+        OutputStream::Stdout => "stdout",
+        OutputStream::Stderr => "stderr",
     }
 }
 
@@ -314,6 +344,30 @@ mod tests {
     fn round_trip(body: EventBody) {
         let (kind, data) = event_columns(&body);
         assert_eq!(event_body(kind, &data).unwrap(), body, "{kind} {data}");
+        assert_eq!(
+            event_text(&body),
+            (kind, data.to_string()),
+            "stored as text"
+        );
+    }
+
+    /// Output lines skip the `Value`, and are stored as the same text.
+    #[test]
+    fn output_lines_are_stored_as_the_same_text() {
+        for (text, partial) in [
+            ("plain", false),
+            ("quote \" backslash \\ tab \t nul \u{0} é 🦀", true),
+            ("", false),
+        ] {
+            let line = EventBody::Output(OutputLine {
+                stream: OutputStream::Stdout,
+                text: text.into(),
+                partial,
+            });
+            let (kind, data) = event_columns(&line);
+            assert_eq!(event_text(&line), (kind, data.to_string()));
+            round_trip(line);
+        }
     }
 
     #[test]

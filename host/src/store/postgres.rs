@@ -626,8 +626,7 @@ async fn append_in<C: GenericClient>(
     let (mut seqs, mut kinds, mut data, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lines, mut bytes) = (0u64, 0u64);
     for e in events {
-        let (kind, json) = codec::event_columns(&e.body);
-        let json = json.to_string();
+        let (kind, json) = codec::event_text(&e.body);
         let size = (kind.len() + json.len()) as u64;
         if quota.is_some_and(|q| !q.admits(usage, size)) {
             break;

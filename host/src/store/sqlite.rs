@@ -1204,8 +1204,7 @@ fn append_in(
             "INSERT INTO events (task_id, seq, kind, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for e in events {
-            let (kind, data) = codec::event_columns(&e.body);
-            let data = data.to_string();
+            let (kind, data) = codec::event_text(&e.body);
             let size = (kind.len() + data.len()) as u64;
             if quota.is_some_and(|q| !q.admits(usage, size)) {
                 break;

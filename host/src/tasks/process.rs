@@ -12,7 +12,7 @@ use crate::tenants::TenantId;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -316,15 +316,8 @@ pub(super) async fn spawn_sandboxed(
             let spawned = {
                 use std::os::fd::AsFd;
                 // The launcher's end of the socket is inherited by it alone.
-                let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, theirs)) = &sync {
-                    set_inheritable(theirs.as_fd(), true)?;
-                }
-                let spawned = cmd.spawn();
-                if let Some((_, theirs)) = &sync {
-                    set_inheritable(theirs.as_fd(), false)?;
-                }
-                spawned
+                let handed: Vec<_> = sync.iter().map(|(_, theirs)| theirs.as_fd()).collect();
+                crate::spawn::inheriting(&handed, || cmd.spawn())?
             };
             match spawned {
                 Ok(child) => (child, sync.map(|(ours, _theirs)| ours), task_sandbox),
@@ -585,23 +578,6 @@ fn base_patterns(inner: &Inner, tenant: &TenantId) -> Vec<String> {
             .cloned(),
     );
     patterns
-}
-
-/// Spawns that pass a descriptor to the child clear its close-on-exec flag for the moment of
-/// the spawn; holding this keeps other such spawns from inheriting it.
-pub(super) static INHERIT_LOCK: Mutex<()> = Mutex::new(());
-
-pub(super) fn set_inheritable(
-    fd: std::os::fd::BorrowedFd<'_>,
-    inherit: bool,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let flag = if inherit { 0 } else { libc::FD_CLOEXEC };
-    // SAFETY: fcntl on a descriptor we hold.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Send a warm launcher its job without blocking a runtime worker (a frame may be larger than

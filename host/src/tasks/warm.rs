@@ -9,7 +9,6 @@
 //! it is taken: no path, no id mapping, no environment; what it is sent is what a launcher
 //! started for the task would get on its command line.
 
-use super::process::{INHERIT_LOCK, set_inheritable};
 use super::sandbox::{self, Layers, cgroup};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
@@ -213,15 +212,8 @@ impl WarmLaunchers {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let spawned = {
-            // The launcher's end of the socket is inherited by it alone.
-            let _inherit = INHERIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            set_inheritable(theirs.as_fd(), true)?;
-            let spawned = cmd.spawn();
-            set_inheritable(theirs.as_fd(), false)?;
-            spawned
-        };
-        let mut child = spawned?;
+        // The launcher's end of the socket is inherited by it alone.
+        let mut child = crate::spawn::inheriting(&[theirs.as_fd()], || cmd.spawn())??;
         drop(theirs);
         let (socket, ready) = tokio::task::spawn_blocking(move || {
             let _ = ours.set_read_timeout(Some(READY_WITHIN));

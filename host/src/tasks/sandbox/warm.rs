@@ -232,7 +232,7 @@ fn without_namespaces(sync: RawFd) -> Result<Option<std::convert::Infallible>> {
     // SAFETY: gantry handed this descriptor over for this process alone; it is closed at the
     // exec below.
     let mut socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(sync) };
-    socket.set_cloexec()?;
+    crate::spawn::set_inheritable(std::os::fd::AsFd::as_fd(&socket), false)?;
     std::io::Write::write_all(&mut socket, &[READY])?;
     let Some(frame) = Job::read_frame(&mut socket)? else {
         return Ok(None);
@@ -284,20 +284,6 @@ pub(super) fn null_stdin() -> Result<()> {
         return Err(Error::last_os_error());
     }
     Ok(())
-}
-
-trait SetCloexec {
-    fn set_cloexec(&self) -> Result<()>;
-}
-
-impl SetCloexec for std::os::unix::net::UnixStream {
-    fn set_cloexec(&self) -> Result<()> {
-        // SAFETY: fcntl on a descriptor we own.
-        if unsafe { libc::fcntl(self.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-            return Err(Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
