@@ -250,7 +250,7 @@ pub(super) async fn spawn_sandboxed(
                 socket,
                 cgroup,
             } = warm;
-            match send_job(socket, &job.encode()).await {
+            match send_job(socket, &job.encode(), JOB_SEND_LIMIT).await {
                 Ok(socket) => Some((child, Some(socket), Some(TaskSandbox { spec, cgroup }))),
                 Err(e) => {
                     tracing::warn!(
@@ -580,13 +580,20 @@ fn base_patterns(inner: &Inner, tenant: &TenantId) -> Vec<String> {
     patterns
 }
 
+/// How long a warm launcher may take to read its job.
+const JOB_SEND_LIMIT: Duration = Duration::from_secs(10);
+
 /// Send a warm launcher its job without blocking a runtime worker (a frame may be larger than
-/// the socket's buffer), within 10 s; gives the socket back in blocking mode.
-async fn send_job(socket: UnixStream, frame: &[u8]) -> std::io::Result<UnixStream> {
+/// the socket's buffer), `within` a limit; gives the socket back in blocking mode.
+async fn send_job(
+    socket: UnixStream,
+    frame: &[u8],
+    within: Duration,
+) -> std::io::Result<UnixStream> {
     use tokio::io::AsyncWriteExt as _;
     socket.set_nonblocking(true)?;
     let mut stream = tokio::net::UnixStream::from_std(socket)?;
-    tokio::time::timeout(Duration::from_secs(10), stream.write_all(frame))
+    tokio::time::timeout(within, stream.write_all(frame))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending the job"))??;
     let socket = stream.into_std()?;
@@ -654,5 +661,50 @@ pub(super) fn signal_group(pgid: Option<i32>, signal: i32) {
         unsafe {
             libc::kill(-pgid, signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    /// A launcher that reads its job gets all of it, and gantry gets the socket back blocking.
+    #[tokio::test]
+    async fn a_job_larger_than_the_socket_buffer_is_sent_whole() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let frame = vec![7u8; 4 << 20];
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            (&theirs).read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        let socket = send_job(ours, &frame, JOB_SEND_LIMIT).await.unwrap();
+        // SAFETY: fcntl on a descriptor the test holds.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again");
+        drop(socket);
+        assert_eq!(reader.join().unwrap(), frame.len());
+    }
+
+    /// A launcher gone before its job: the send fails (and the task starts its own launcher).
+    #[tokio::test]
+    async fn a_job_to_a_launcher_that_is_gone_fails() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let e = send_job(ours, b"job", JOB_SEND_LIMIT).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+
+    /// A launcher that never reads a job larger than the socket's buffer: the send gives up at
+    /// its limit instead of holding the task.
+    #[tokio::test]
+    async fn a_job_a_launcher_never_reads_times_out() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let frame = vec![0u8; 4 << 20];
+        let e = send_job(ours, &frame, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     }
 }
