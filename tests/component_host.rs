@@ -251,6 +251,42 @@ async fn streams_arrive_as_written_and_outlive_the_plugin_timeout() {
     assert!(g.wait_for_log("plugin_timeout", Duration::from_secs(5)));
 }
 
+/// A handler that lets its response go unanswered, at once or while it goes on, and one that
+/// answers with an error code: each a 500 that says which, and no instance left behind.
+#[tokio::test]
+async fn an_unanswered_or_refused_request_is_a_500_that_says_which() {
+    let setup = standard();
+    let g = setup.start();
+    for path in ["/t/silent", "/t/silent?ms=300"] {
+        let started = std::time::Instant::now();
+        let (status, body) = g.get_json(path).await;
+        assert_eq!(status, 500, "{path}: {body}");
+        assert_error(&body, "plugin_no_response", Some("test-handler"));
+        if path.ends_with("300") {
+            // The answer waits for the call's end, which says why there was none.
+            assert!(started.elapsed() >= Duration::from_millis(300), "{path}");
+        }
+    }
+    let (status, body) = g.get_json("/t/refuse").await;
+    assert_eq!(status, 500, "{body}");
+    assert_error(&body, "plugin_error", Some("test-handler"));
+    assert!(
+        body.to_string().contains("refused on request"),
+        "the guest's error code is in the message: {body}"
+    );
+    // Only the health call itself holds an instance.
+    let mut active = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, health) = g.get_json("/health").await;
+        active = health["active_instances"].clone();
+        if active == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(active, 1, "an instance outlived its call");
+}
+
 #[tokio::test]
 async fn a_client_that_goes_away_ends_the_call() {
     let setup = standard();

@@ -470,8 +470,7 @@ mod tests {
         // Kept alive since t0: due at t0 + 30 s, but a head may start at any moment and is
         // due 10 s after it does.
         let a = Activity::new(t0);
-        a.request_started();
-        a.request_ended(t0);
+        a.set(|_| Phase::Idle(t0));
         let next = look_again(a.deadline(&TIMEOUTS), recheck, t0).unwrap();
         assert_eq!(next, t0 + s(10));
         a.bytes_read(t0 + s(1));

@@ -357,31 +357,31 @@ impl Runtime {
             Pin::new(&mut receiver).poll(cx).map(CallProgress::Answered)
         })
         .await;
-        let (answer, guard) = match progress {
+        let refused = |code| CallFailure::HandlerError(format!("{code:?}"));
+        let (response, guard) = match progress {
             CallProgress::Ended(result) => match receiver.try_recv() {
-                Ok(answer) => (answer, AbortOnDrop(None)),
+                Ok(Ok(response)) => (response, AbortOnDrop(None)),
+                Ok(Err(code)) => return Err(refused(code)),
                 // The guest dropped its outparam: the call's result says why.
                 Err(_) => return Err(result.err().unwrap_or(CallFailure::NoResponse)),
             },
-            CallProgress::Answered(Ok(answer)) => {
+            CallProgress::Answered(Ok(Ok(response))) => {
                 let task = tokio::spawn(call);
-                (answer, AbortOnDrop(Some(task.abort_handle())))
+                (response, AbortOnDrop(Some(task.abort_handle())))
             }
+            // Dropping the call ends it.
+            CallProgress::Answered(Ok(Err(code))) => return Err(refused(code)),
             CallProgress::Answered(Err(_)) => {
                 return Err(call.await.err().unwrap_or(CallFailure::NoResponse));
             }
         };
-        match answer {
-            Ok(response) => Ok(response.map(|inner| GuestBody {
-                inner,
-                failed: Some(failed_rx),
-                on_failure: None,
-                _call: guard,
-                _open: Some(OpenResponse::new(self.services().metrics.clone())),
-            })),
-            // Dropping the call (or its task, through the guard) ends it.
-            Err(code) => Err(CallFailure::HandlerError(format!("{code:?}"))),
-        }
+        Ok(response.map(|inner| GuestBody {
+            inner,
+            failed: Some(failed_rx),
+            on_failure: None,
+            _call: guard,
+            _open: Some(OpenResponse::new(self.services().metrics.clone())),
+        }))
     }
 }
 

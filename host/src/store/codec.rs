@@ -202,7 +202,7 @@ fn agent_event(v: &Value) -> Result<AgentEvent> {
 pub fn event_columns(body: &EventBody) -> (&'static str, Value) {
     match body {
         EventBody::Output(line) => {
-            let kind = event_columns_kind(line.stream);
+            let kind = output_kind(line.stream);
             let mut data = json!({ "line": line.text });
             if line.partial {
                 data["partial"] = true.into();
@@ -242,7 +242,7 @@ pub fn event_text(body: &EventBody) -> (&'static str, String) {
                 partial: line.partial,
             };
             let text = serde_json::to_string(&data).expect("a struct of a string and a bool");
-            (event_columns_kind(line.stream), text)
+            (output_kind(line.stream), text)
         }
         other => {
             let (kind, data) = event_columns(other);
@@ -251,7 +251,7 @@ pub fn event_text(body: &EventBody) -> (&'static str, String) {
     }
 }
 
-fn event_columns_kind(stream: OutputStream) -> &'static str {
+fn output_kind(stream: OutputStream) -> &'static str {
     match stream {
         OutputStream::Stdout => "stdout",
         OutputStream::Stderr => "stderr",

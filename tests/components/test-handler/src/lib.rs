@@ -7,11 +7,14 @@
 //! - `/oom` — allocates until the memory cap stops it;
 //! - `/sleep?ms=N` — logs that it begins, waits N ms without using CPU, then answers;
 //! - `/stream?lines=N&interval_ms=M` — streams N lines, one every M ms;
+//! - `/silent?ms=N` — lets its response go unanswered, then waits N ms and returns;
+//! - `/refuse` — answers with an error code instead of a response;
 //! - `/config?key=K` — a setting from the manifest (needs the config grant);
 //! - `/log?message=M` — logs M at info level;
 //! - `/whoami` — the caller's tenant, and any credentials headers the handler can see.
 
 use gantry_guest::bindings::wasi::clocks::monotonic_clock;
+use gantry_guest::bindings::wasi::http::types::ErrorCode;
 use gantry_guest::handler::{Guest, IncomingRequest, ResponseOutparam};
 use gantry_guest::{config, http, identity, log};
 use serde_json::json;
@@ -59,6 +62,17 @@ impl Guest for TestHandler {
                     std::hint::black_box(&hoard);
                 }
             }
+            "silent" => {
+                drop(out);
+                let ms = number("ms", 0);
+                if ms > 0 {
+                    monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                }
+            }
+            "refuse" => ResponseOutparam::set(
+                out,
+                Err(ErrorCode::InternalError(Some("refused on request".into()))),
+            ),
             "sleep" => {
                 let ms = number("ms", 100);
                 log::info(&format!("sleep of {ms} ms begins"));
