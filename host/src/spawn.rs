@@ -48,15 +48,25 @@ mod tests {
     }
 
     /// A handed descriptor is inheritable during the spawn only, and a child sees it then.
+    /// The child writes through `/proc/self/fd/N` (so a pipe, which can be reopened there)
+    /// because `dash` reads `>&N` as one digit only, and a test binary running many threads
+    /// often has descriptors past 9.
     #[test]
     fn a_handed_descriptor_is_inheritable_for_the_spawn_alone() {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut ours, writer) = std::io::pipe().unwrap();
+        // Past 9 on purpose, as it is in a busy test binary.
+        // SAFETY: fcntl on a descriptor the test holds; the new one is owned below.
+        let high = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 20) };
+        assert!(high >= 20);
+        // SAFETY: `high` is a fresh descriptor no one else owns.
+        let theirs = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        drop(writer);
         assert!(cloexec(theirs.as_fd()));
         let fd = theirs.as_raw_fd();
         let status = inheriting(&[theirs.as_fd()], || {
             assert!(!cloexec(theirs.as_fd()));
             std::process::Command::new("/bin/sh")
-                .args(["-c", &format!("echo x >&{fd}")])
+                .args(["-c", &format!("echo x > /proc/self/fd/{fd}")])
                 .status()
                 .unwrap()
         })
@@ -67,12 +77,12 @@ mod tests {
             "close-on-exec again after the spawn"
         );
         let mut got = [0u8; 2];
-        std::io::Read::read_exact(&mut &ours, &mut got).unwrap();
+        std::io::Read::read_exact(&mut ours, &mut got).unwrap();
         assert_eq!(&got, b"x\n");
         // A spawn handing nothing over: the descriptor is not the child's.
         let status = inheriting(&[], || {
             std::process::Command::new("/bin/sh")
-                .args(["-c", &format!("echo y >&{fd}")])
+                .args(["-c", &format!("echo y > /proc/self/fd/{fd}")])
                 .status()
                 .unwrap()
         })
