@@ -13,14 +13,15 @@ use tokio_tungstenite::tungstenite::Message;
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The test component at `/sock/...` (public for the upgrade: it authenticates in a message),
-/// and the Web UI API for making projects.
+/// The test component at `/sock/...` (public for the upgrade: it authenticates in a message)
+/// and, with a fresh instance for every call, at `/fresh/...`; the Web UI API for making
+/// projects.
 fn setup() -> Setup {
     Setup::new(&[
         (
             "test-socket",
             format!(
-                "kind = \"handler\"\ncomponent = {:?}\nroutes = [{{ path = \"/sock/...\", public = true, websocket = true }}]\nimports = [\"gantry:plugin/websocket\", \"gantry:plugin/identity\"]\n[limits]\ncpu_ms = 200\ntimeout_ms = 2000\n",
+                "kind = \"handler\"\ncomponent = {:?}\nroutes = [{{ path = \"/sock/...\", public = true, websocket = true }}, {{ path = \"/fresh/...\", public = true, websocket = true, socket_instance = \"per-call\" }}]\nimports = [\"gantry:plugin/websocket\", \"gantry:plugin/identity\"]\n[limits]\ncpu_ms = 200\ntimeout_ms = 2000\n",
                 test_component("test-socket").display().to_string()
             ),
         ),
@@ -82,7 +83,11 @@ async fn closed(ws: &mut Client) -> (u16, String) {
 }
 
 async fn authed(g: &Gantry, key: &str) -> Client {
-    let mut ws = connect(g, "/sock/a").await;
+    authed_at(g, "/sock/a", key).await
+}
+
+async fn authed_at(g: &Gantry, path: &str, key: &str) -> Client {
+    let mut ws = connect(g, path).await;
     say(&mut ws, &format!("auth {key}")).await;
     let user = hear(&mut ws).await;
     assert!(user.starts_with("user service:"), "{user}");
@@ -118,6 +123,84 @@ async fn one_instance_serves_a_connection_for_its_life() {
     }
     say(&mut ws, "close 4000").await;
     assert_eq!(closed(&mut ws).await.0, 4000);
+}
+
+/// The node's live component instances, from the Web UI API's detailed health (itself one).
+async fn active_instances(g: &Gantry) -> u64 {
+    let (status, _, body) = call(
+        g,
+        "GET",
+        "/api/health/detailed",
+        Some(ALICE),
+        json!(null),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["checks"]["component_instances"]["active"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_between_calls() {
+    let setup = setup();
+    let g = serve(&setup);
+    let mut ws = authed_at(&g, "/fresh/a", ALICE).await;
+    // Each message meets a fresh instance: its memory starts over.
+    say(&mut ws, "count").await;
+    assert_eq!(hear(&mut ws).await, "1");
+    say(&mut ws, "count").await;
+    assert_eq!(hear(&mut ws).await, "1");
+    // What the component keeps with the host stays from call to call.
+    say(&mut ws, "kept").await;
+    assert_eq!(hear(&mut ws).await, "");
+    say(&mut ws, "keep the state").await;
+    assert_eq!(hear(&mut ws).await, "kept");
+    say(&mut ws, "kept").await;
+    assert_eq!(hear(&mut ws).await, "the state");
+    // More than a connection may keep is refused, and the earlier state stays.
+    say(&mut ws, "keep-bytes 16385").await;
+    assert_eq!(
+        hear(&mut ws).await,
+        "error SocketError::StateTooLarge(16384)"
+    );
+    say(&mut ws, "keep-bytes 16384").await;
+    assert_eq!(hear(&mut ws).await, "kept");
+    say(&mut ws, "keep the state again").await;
+    assert_eq!(hear(&mut ws).await, "kept");
+    // The host's part stays too: who authenticated, what is followed, the timer.
+    say(&mut ws, "follow").await;
+    assert_eq!(hear(&mut ws).await, "following 0");
+    say(&mut ws, "sub kind project.created").await;
+    assert_eq!(hear(&mut ws).await, "subscribed");
+    say(&mut ws, "timer 20").await;
+    assert_eq!(hear(&mut ws).await, "timer");
+    // An idle connection holds no instance: only the health call itself is live.
+    assert_eq!(active_instances(&g).await, 1);
+    let (status, _, body) = call(
+        &g,
+        "POST",
+        "/api/projects/",
+        Some(ALICE),
+        json!({"name": "p1"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(hear(&mut ws).await, "event 1 project.created");
+    say(&mut ws, "kept").await;
+    assert_eq!(hear(&mut ws).await, "the state again");
+    // A connection to the per-connection route holds its instance while idle.
+    let mut resident = authed(&g, ALICE).await;
+    say(&mut resident, "count").await;
+    assert_eq!(hear(&mut resident).await, "2");
+    assert_eq!(active_instances(&g).await, 2);
+    // A trap in a fresh instance ends that connection, as it would a resident one.
+    say(&mut ws, "trap").await;
+    assert_eq!(closed(&mut ws).await.0, 1011);
+    say(&mut resident, "echo still here").await;
+    assert_eq!(hear(&mut resident).await, "still here");
 }
 
 #[tokio::test]

@@ -273,6 +273,23 @@ async fn a_client_follows_its_project_and_runs_a_task_and_another_tenant_sees_no
     );
     assert!(data["active_connections"].as_u64().unwrap() >= 2, "{perf}");
     assert_eq!(data["tasks_per_minute"], 1.0, "{perf}");
+    // The detailed health report counts the same connections.
+    let (status, _, detailed) = call(
+        &g,
+        "GET",
+        "/api/health/detailed",
+        Some(&ada),
+        Value::Null,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{detailed}");
+    let sockets = &detailed["data"]["checks"]["websocket"];
+    assert_eq!(sockets["status"], "healthy", "{detailed}");
+    assert!(
+        sockets["active_connections"].as_u64().unwrap() >= 2,
+        "{detailed}"
+    );
     assert_eq!(
         data["queue_sizes"],
         json!({"high": 0, "normal": 0, "low": 0}),

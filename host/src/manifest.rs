@@ -51,6 +51,20 @@ pub struct RouteSpec {
     /// `websocket-handler` export serves; `timeout` then limits each call, not the
     /// connection.
     pub websocket: bool,
+    /// On a WebSocket route, how long one instance serves a connection.
+    pub socket_instance: SocketInstance,
+}
+
+/// How long one instance of a WebSocket route's component lives (`socket_instance`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SocketInstance {
+    /// One instance for the connection's whole life: the component keeps the connection's
+    /// state in its memory, and an idle connection holds its instance.
+    #[default]
+    PerConnection,
+    /// A fresh instance for every call: the component keeps its state with
+    /// `websocket.keep`, and an idle connection holds no instance.
+    PerCall,
 }
 
 /// A validated manifest.
@@ -156,6 +170,8 @@ enum RawRoute {
         operator: bool,
         #[serde(default)]
         websocket: bool,
+        // Read as text so a wrong value is named (an untagged enum's error would not).
+        socket_instance: Option<String>,
     },
 }
 
@@ -217,25 +233,41 @@ impl Manifest {
             .routes
             .into_iter()
             .map(|r| {
-                let (pattern, timeout_ms, public, operator, websocket) = match r {
-                    RawRoute::Path(p) => (p, limits.timeout_ms, false, false, false),
+                let (pattern, timeout_ms, public, operator, websocket, socket_instance) = match r
+                {
+                    RawRoute::Path(p) => (p, limits.timeout_ms, false, false, false, None),
                     RawRoute::Table {
                         path,
                         timeout_ms,
                         public,
                         operator,
                         websocket,
+                        socket_instance,
                     } => (
                         path,
                         timeout_ms.unwrap_or(limits.timeout_ms),
                         public,
                         operator,
                         websocket,
+                        socket_instance,
                     ),
                 };
                 check_route(&pattern)?;
                 if public && operator {
                     bail!("route {pattern:?} cannot be both `public` and `operator`");
+                }
+                let socket_instance = match socket_instance.as_deref() {
+                    None => None,
+                    Some("per-connection") => Some(SocketInstance::PerConnection),
+                    Some("per-call") => Some(SocketInstance::PerCall),
+                    Some(other) => bail!(
+                        "route {pattern:?}: `socket_instance` is \"per-connection\" or \"per-call\", not {other:?}"
+                    ),
+                };
+                if socket_instance.is_some() && !websocket {
+                    bail!(
+                        "route {pattern:?} sets `socket_instance` but is no WebSocket endpoint: add `websocket = true` or remove it"
+                    );
                 }
                 Ok(RouteSpec {
                     pattern,
@@ -243,6 +275,7 @@ impl Manifest {
                     public,
                     operator,
                     websocket,
+                    socket_instance: socket_instance.unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -481,6 +514,12 @@ mod tests {
         .unwrap();
         assert!(m.user_auth);
         assert_eq!(m.error_envelope, ErrorEnvelope::Webui);
+        let m = parse(
+            "kind = \"handler\"\ncomponent = \"x.wasm\"\nimports = [\"gantry:plugin/websocket\"]\nroutes = [{ path = \"/a\", websocket = true }, { path = \"/b\", websocket = true, socket_instance = \"per-call\" }]",
+        )
+        .unwrap();
+        assert_eq!(m.routes[0].socket_instance, SocketInstance::PerConnection);
+        assert_eq!(m.routes[1].socket_instance, SocketInstance::PerCall);
     }
 
     #[test]
@@ -550,6 +589,14 @@ mod tests {
             (
                 "kind = \"backend\"\ncomponent = \"x.wasm\"\nbinary = \"b\"\nuser_auth = true",
                 "`user_auth`",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [{ path = \"/a\", socket_instance = \"per-call\" }]",
+                "no WebSocket endpoint",
+            ),
+            (
+                "kind = \"handler\"\ncomponent = \"x.wasm\"\nimports = [\"gantry:plugin/websocket\"]\nroutes = [{ path = \"/a\", websocket = true, socket_instance = \"per-message\" }]",
+                "per-call",
             ),
             (
                 "kind = \"handler\"\ncomponent = \"x.wasm\"\nroutes = [\"/a\"]\nuser_auth = \"yes\"",

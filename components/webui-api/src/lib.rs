@@ -479,19 +479,24 @@ fn disable_user(id: &str) -> Answer {
 
 impl gantry_guest::websocket::Guest for WebUi {
     fn on_open(connection: gantry_guest::websocket::Connection) -> Result<(), (u16, String)> {
-        ws::open(&connection)
+        let opened = ws::open(&connection);
+        ws::keep();
+        opened
     }
 
     fn on_message(message: gantry_guest::websocket::Message) {
         ws::message(message);
+        ws::keep();
     }
 
     fn on_events(events: Vec<gantry_guest::websocket::Event>) {
         ws::events(events);
+        ws::keep();
     }
 
     fn on_timer() {
         ws::timer();
+        ws::keep();
     }
 
     fn on_close(_code: u16, _reason: String) {}

@@ -51,9 +51,8 @@ pub fn detailed() -> Answer {
                     "response_time": store.response_ms,
                 },
                 "websocket": {
-                    // Served with the next part of the API: no connections to count yet.
-                    "status": "not_served",
-                    "active_connections": 0,
+                    "status": "healthy",
+                    "active_connections": host_info::node_load().websocket_connections,
                 },
                 "component_instances": {
                     "active": node.active_instances,

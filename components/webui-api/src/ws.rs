@@ -1,7 +1,9 @@
-//! `/ws/{session_id}`: the document's WebSocket protocol, one instance per connection (so the
-//! connection's state is this module's thread-locals). The host does the framing, keepalive,
-//! limits and backpressure, checks the token and scopes everything to the caller's tenant
-//! (`gantry:plugin/websocket`); this module speaks the protocol.
+//! `/ws/{session_id}`: the document's WebSocket protocol. The route gives every call a fresh
+//! instance (`socket_instance = "per-call"`), so an idle connection holds none: the
+//! connection's state ([`Conn`]) is read from the host (`websocket.kept`) on a call's first
+//! use and kept there again when the call changed it ([`keep`]). The host does the framing,
+//! keepalive, limits and backpressure, checks the token and scopes everything to the caller's
+//! tenant (`gantry:plugin/websocket`); this module speaks the protocol.
 //!
 //! Client messages: `authenticate` (first, within the host's deadline; with an added
 //! `resume_from`, the last `event_id` the client saw), `subscribe` / `unsubscribe` (channels
@@ -14,19 +16,21 @@
 
 use crate::{ApiError, now_ms, queues, timestamp_ms};
 use gantry_guest::host_info;
-use gantry_guest::identity::UserInfo;
 use gantry_guest::websocket::{self, Connection, Event, EventKind, Message, SocketError, Topic};
 use gantry_guest::work_sessions::{self, WorkSessionStatus};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::cell::RefCell;
 
 /// How often at most a `queue_status` subscriber is sent the queues, in ms.
 const QUEUE_STATUS_EVERY_MS: u32 = 1000;
 
-#[derive(Default)]
+/// What a connection remembers between calls, kept with the host as JSON.
+#[derive(Default, Serialize, Deserialize)]
 struct Conn {
     session_id: String,
-    user: Option<UserInfo>,
+    /// The first message authenticated the connection.
+    authenticated: bool,
     queue_status: bool,
     /// A queue snapshot is due at the next timer.
     queue_dirty: bool,
@@ -38,12 +42,42 @@ struct Conn {
     pending_resume: Option<u64>,
 }
 
+/// This call's view of the connection: the state and the bytes it was read from.
+struct Loaded {
+    conn: Conn,
+    kept: Vec<u8>,
+}
+
 thread_local! {
-    static CONN: RefCell<Conn> = RefCell::new(Conn::default());
+    static CONN: RefCell<Option<Loaded>> = const { RefCell::new(None) };
 }
 
 fn with<T>(f: impl FnOnce(&mut Conn) -> T) -> T {
-    CONN.with(|c| f(&mut c.borrow_mut()))
+    CONN.with(|c| {
+        let mut c = c.borrow_mut();
+        let loaded = c.get_or_insert_with(|| {
+            let kept = websocket::kept();
+            Loaded {
+                conn: serde_json::from_slice(&kept).unwrap_or_default(),
+                kept,
+            }
+        });
+        f(&mut loaded.conn)
+    })
+}
+
+/// Keep the connection's state with the host if this call changed it; every entry point ends
+/// with this. The state is a few identifiers and at most the host's topics' worth of
+/// followed ids, well inside what a connection may keep.
+pub fn keep() {
+    CONN.with(|c| {
+        if let Some(loaded) = c.borrow_mut().as_mut() {
+            let now = serde_json::to_vec(&loaded.conn).unwrap_or_default();
+            if now != loaded.kept && websocket::keep(&now).is_ok() {
+                loaded.kept = now;
+            }
+        }
+    });
 }
 
 fn send(kind: &str, data: Value) {
@@ -101,7 +135,7 @@ pub fn message(message: Message) {
         }
     };
     let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
-    let authenticated = with(|c| c.user.is_some());
+    let authenticated = with(|c| c.authenticated);
     if !authenticated {
         if kind == "authenticate" {
             authenticate(&body);
@@ -220,7 +254,7 @@ fn authenticate(body: &Map<String, Value>) {
         },
     };
     let session_id = with(|c| {
-        c.user = Some(user.clone());
+        c.authenticated = true;
         c.pending_resume = resume_from;
         c.session_id.clone()
     });

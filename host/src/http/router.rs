@@ -23,6 +23,8 @@ pub struct RouteTarget {
     pub user_auth: bool,
     /// A WebSocket endpoint (`websocket = true`).
     pub websocket: bool,
+    /// How long one instance serves a connection there (`socket_instance`).
+    pub socket_instance: crate::manifest::SocketInstance,
     /// The plugin does not import `gantry:plugin/identity`: it cannot tell users apart, so
     /// it acts for the whole tenant whoever calls.
     pub acts_for_tenant: bool,
@@ -54,6 +56,7 @@ impl Router {
                         errors: manifest.error_envelope,
                         user_auth: manifest.user_auth,
                         websocket: route.websocket,
+                        socket_instance: route.socket_instance,
                         acts_for_tenant: !manifest
                             .imports
                             .iter()
@@ -120,6 +123,7 @@ mod tests {
             errors: Default::default(),
             user_auth: false,
             websocket: false,
+            socket_instance: Default::default(),
             acts_for_tenant: true,
         }
     }

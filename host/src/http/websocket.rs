@@ -268,7 +268,14 @@ pub async fn upgrade(
         query: req.uri().query().map(str::to_string),
     };
     let opened = runtime
-        .open_socket(&target.plugin, &caller, target.timeout, info, host)
+        .open_socket(
+            &target.plugin,
+            &caller,
+            target.socket_instance,
+            target.timeout,
+            info,
+            host,
+        )
         .await
         .map_err(Refused::Failed)?;
     let on_upgrade = hyper::upgrade::on(&mut req);

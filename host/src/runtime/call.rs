@@ -108,6 +108,20 @@ pub(crate) fn new_store<H: Send + 'static>(
         setting_overrides: Vec::new(),
         host,
     };
+    store_around(engine, state)
+}
+
+/// A store around `state`, kept from an earlier store of the same plugin: a WebSocket
+/// connection served by a fresh instance per call keeps its call state, not its instance.
+/// The resource table and the CPU budget start afresh; the instance's memory is the new
+/// store's.
+pub(crate) fn store_around<H: Send + 'static>(
+    engine: &wasmtime::Engine,
+    mut state: CallState<H>,
+) -> Store<CallState<H>> {
+    state.table = ResourceTable::new();
+    state.cpu.used = Duration::ZERO;
+    state.cpu.entered = None;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.call_hook(|mut ctx, hook| {

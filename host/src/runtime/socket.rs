@@ -1,19 +1,27 @@
-//! Serving one WebSocket connection through a handler plugin: one instance for the
-//! connection's whole life, so the component keeps the connection's state in its memory. Each
-//! call into it (`on-message`, `on-events`, `on-timer`, `on-close`) has the plugin's CPU budget
-//! and the route's wall-clock limit of its own; a call that fails ends the connection (the
-//! instance cannot be trusted after a trap), never the node.
+//! Serving one WebSocket connection through a handler plugin. Each call into it
+//! (`on-message`, `on-events`, `on-timer`, `on-close`) has the plugin's CPU budget and the
+//! route's wall-clock limit of its own; a call that fails ends the connection (the instance
+//! cannot be trusted after a trap), never the node.
+//!
+//! A route's `socket_instance` says how long one instance serves: the connection's whole life
+//! (the component keeps the connection's state in its memory), or one call (the connection
+//! keeps only its call state between calls, and what the component `keep`s there, so an idle
+//! connection holds no instance and no instance memory).
 
+use super::call::store_around;
+use super::capacity::Permit;
 use super::handler::{CallFailure, Caller};
-use super::host::websocket_bindings::WebsocketServing;
 use super::host::websocket_bindings::exports::gantry::plugin::websocket_handler as wit;
-use super::host::{HandlerHost, HandlerState, SocketHost, wit_event};
+use super::host::websocket_bindings::{WebsocketServing, WebsocketServingPre};
+use super::host::{ActiveInstance, HandlerHost, HandlerState, SocketHost, wit_event};
 use super::registry::PluginInstance;
-use super::{Runtime, Slot};
+use super::{Plugins, Runtime};
 use crate::events::Event;
+use crate::manifest::SocketInstance;
 use crate::tenants::TenantId;
 use crate::users::Principal;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The upgrade request, as the component sees it.
@@ -34,15 +42,61 @@ pub enum ClientMessage {
     Binary(Vec<u8>),
 }
 
-/// One connection's instance.
+/// One connection served by a component.
 pub struct Socket {
-    store: wasmtime::Store<HandlerState>,
-    instance: WebsocketServing,
+    served: Served,
     /// Each call's wall-clock limit (the route's).
     timeout: Option<Duration>,
     plugin: String,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    _slot: Slot,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The connection's place among `[websocket] max_connections`, for its whole life.
+    _permit: Permit,
+}
+
+/// How the connection's component is held between calls.
+enum Served {
+    /// One instance for the connection's life.
+    Resident {
+        store: wasmtime::Store<HandlerState>,
+        instance: WebsocketServing,
+        _live: ActiveInstance,
+    },
+    /// A fresh instance for each call, in a store around the kept call state.
+    PerCall {
+        /// The call state between calls; `None` only while a call has it.
+        parked: Option<Box<HandlerState>>,
+        pre: WebsocketServingPre<HandlerState>,
+        plugins: Arc<Plugins>,
+    },
+}
+
+/// One call into the component.
+enum Callback<'a> {
+    Open(&'a wit::Connection),
+    Message(&'a wit::Message),
+    Events(&'a [wit::Event]),
+    Timer,
+    Close(u16, &'a str),
+}
+
+impl Callback<'_> {
+    /// Make the call; `on-open`'s refusal is the inner error, every other call's is `Ok`.
+    async fn invoke(
+        self,
+        instance: &WebsocketServing,
+        store: &mut wasmtime::Store<HandlerState>,
+    ) -> wasmtime::Result<Result<(), (u16, String)>> {
+        let handler = instance.gantry_plugin_websocket_handler();
+        match self {
+            Callback::Open(c) => handler.call_on_open(store, c).await,
+            Callback::Message(m) => handler.call_on_message(store, m).await.map(Ok),
+            Callback::Events(e) => handler.call_on_events(store, e).await.map(Ok),
+            Callback::Timer => handler.call_on_timer(store).await.map(Ok),
+            Callback::Close(code, reason) => {
+                handler.call_on_close(store, code, reason).await.map(Ok)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Socket {
@@ -54,13 +108,14 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Runtime {
-    /// Open a connection served by the handler plugin `plugin`: its instance (from the
-    /// connections' own pool), and its `on-open`. `Ok(Err((code, reason)))` when the
+    /// Open a connection served by the handler plugin `plugin`, one instance serving it for
+    /// `instance`'s span, and call its `on-open`. `Ok(Err((code, reason)))` when the
     /// component refused the connection.
     pub async fn open_socket(
         &self,
         plugin: &str,
         caller: &Caller,
+        instance: SocketInstance,
         timeout: Option<Duration>,
         info: ConnectionInfo,
         socket: SocketHost,
@@ -88,32 +143,37 @@ impl Runtime {
             caller,
         )
         .with_socket(socket);
-        let (mut store, slot) = self
-            .plugins()
-            .new_store(found, &caller.tenant, host, permit);
-        let instance = limited(timeout, pre.instantiate_async(&mut store)).await?;
+        let plugins = self.plugins();
+        let mut store =
+            super::call::new_store(&plugins.engine, &found.context, &caller.tenant, host);
+        let served = match instance {
+            SocketInstance::PerConnection => {
+                let _live = plugins.node().instance_guard();
+                let instance = limited(timeout, pre.instantiate_async(&mut store)).await?;
+                Served::Resident {
+                    store,
+                    instance,
+                    _live,
+                }
+            }
+            SocketInstance::PerCall => Served::PerCall {
+                parked: Some(Box::new(store.into_data())),
+                pre: pre.clone(),
+                plugins: plugins.clone(),
+            },
+        };
         let mut socket = Socket {
-            store,
-            instance,
+            served,
             timeout,
             plugin: plugin.to_string(),
             metrics: self.services().metrics.clone(),
-            _slot: slot,
+            _permit: permit,
         };
         let connection = wit::Connection {
             path: info.path,
             query: info.query,
         };
-        socket.store.data_mut().start_call();
-        let opened = limited(
-            socket.timeout,
-            socket
-                .instance
-                .gantry_plugin_websocket_handler()
-                .call_on_open(&mut socket.store, &connection),
-        )
-        .await;
-        match socket.report(opened)? {
+        match socket.call(Callback::Open(&connection)).await? {
             Ok(()) => Ok(Ok(socket)),
             Err((code, reason)) => Ok(Err((code, reason))),
         }
@@ -135,8 +195,38 @@ async fn limited<T>(
 }
 
 impl Socket {
-    /// Count and log a failed call; the connection ends with it.
-    fn report<T>(&self, result: Result<T, CallFailure>) -> Result<T, CallFailure> {
+    /// Make one call into the component (in a fresh instance when it is served per call);
+    /// count and log its failure, with which the connection ends.
+    async fn call(
+        &mut self,
+        callback: Callback<'_>,
+    ) -> Result<Result<(), (u16, String)>, CallFailure> {
+        let result = match &mut self.served {
+            Served::Resident {
+                store, instance, ..
+            } => {
+                store.data_mut().start_call();
+                limited(self.timeout, callback.invoke(instance, store)).await
+            }
+            Served::PerCall {
+                parked,
+                pre,
+                plugins,
+            } => {
+                let state = parked.take().expect("a connection's calls do not overlap");
+                let mut store = store_around(&plugins.engine, *state);
+                let live = plugins.node().instance_guard();
+                let result = limited(self.timeout, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    callback.invoke(&instance, &mut store).await
+                })
+                .await;
+                // The instance and its memory go with the store; the call state stays.
+                *parked = Some(Box::new(store.into_data()));
+                drop(live);
+                result
+            }
+        };
         if let Err(failure) = &result {
             tracing::warn!(plugin = %self.plugin, code = failure.code(), "a WebSocket connection's call failed: {}", failure.message());
             self.metrics.plugin_error(&self.plugin, failure.code());
@@ -150,15 +240,7 @@ impl Socket {
             ClientMessage::Text(t) => wit::Message::Text(t),
             ClientMessage::Binary(b) => wit::Message::Binary(b),
         };
-        self.store.data_mut().start_call();
-        let r = limited(
-            self.timeout,
-            self.instance
-                .gantry_plugin_websocket_handler()
-                .call_on_message(&mut self.store, &message),
-        )
-        .await;
-        self.report(r)
+        self.call(Callback::Message(&message)).await.map(drop)
     }
 
     /// Events the connection follows, in order; the cursor moves past them.
@@ -167,15 +249,7 @@ impl Socket {
             return Ok(());
         };
         let batch: Vec<_> = events.iter().map(wit_event).collect();
-        self.store.data_mut().start_call();
-        let r = limited(
-            self.timeout,
-            self.instance
-                .gantry_plugin_websocket_handler()
-                .call_on_events(&mut self.store, &batch),
-        )
-        .await;
-        self.report(r)?;
+        self.call(Callback::Events(&batch)).await.map(drop)?;
         self.advance(last);
         Ok(())
     }
@@ -183,34 +257,36 @@ impl Socket {
     /// The timer the component asked for has come.
     pub async fn on_timer(&mut self) -> Result<(), CallFailure> {
         self.state_mut().wake_at = None;
-        self.store.data_mut().start_call();
-        let r = limited(
-            self.timeout,
-            self.instance
-                .gantry_plugin_websocket_handler()
-                .call_on_timer(&mut self.store),
-        )
-        .await;
-        self.report(r)
+        self.call(Callback::Timer).await.map(drop)
     }
 
     /// The connection closed with `code`.
     pub async fn on_close(&mut self, code: u16, reason: &str) -> Result<(), CallFailure> {
-        self.store.data_mut().start_call();
-        let r = limited(
-            self.timeout,
-            self.instance
-                .gantry_plugin_websocket_handler()
-                .call_on_close(&mut self.store, code, reason),
-        )
-        .await;
-        self.report(r)
+        self.call(Callback::Close(code, reason)).await.map(drop)
+    }
+
+    /// The call state the connection keeps.
+    fn call_state(&self) -> &HandlerState {
+        match &self.served {
+            Served::Resident { store, .. } => store.data(),
+            Served::PerCall { parked, .. } => parked
+                .as_ref()
+                .expect("a connection's calls do not overlap"),
+        }
+    }
+
+    fn call_state_mut(&mut self) -> &mut HandlerState {
+        match &mut self.served {
+            Served::Resident { store, .. } => store.data_mut(),
+            Served::PerCall { parked, .. } => parked
+                .as_mut()
+                .expect("a connection's calls do not overlap"),
+        }
     }
 
     /// The connection's host-side state.
     pub fn state(&self) -> &SocketHost {
-        self.store
-            .data()
+        self.call_state()
             .host
             .socket
             .as_ref()
@@ -218,8 +294,7 @@ impl Socket {
     }
 
     fn state_mut(&mut self) -> &mut SocketHost {
-        self.store
-            .data_mut()
+        self.call_state_mut()
             .host
             .socket
             .as_mut()
@@ -241,11 +316,11 @@ impl Socket {
 
     /// The tenant the connection acts for (its user's, once authenticated).
     pub fn tenant(&self) -> &TenantId {
-        &self.store.data().tenant
+        &self.call_state().tenant
     }
 
     /// The authenticated user.
     pub fn user(&self) -> Option<&Principal> {
-        self.store.data().host.user()
+        self.call_state().host.user()
     }
 }

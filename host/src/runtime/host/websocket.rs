@@ -77,6 +77,8 @@ pub struct SocketHost {
     pub(crate) closing: Option<(u16, String)>,
     /// The client stopped taking messages: every further send fails at once.
     stalled: bool,
+    /// What the component kept for itself (`keep`), at most [`MAX_KEPT`] bytes.
+    kept: Vec<u8>,
 }
 
 impl std::fmt::Debug for SocketHost {
@@ -103,6 +105,7 @@ impl SocketHost {
             wake_at: None,
             closing: None,
             stalled: false,
+            kept: Vec::new(),
         }
     }
 
@@ -300,6 +303,20 @@ impl wit::Host for WebSocketView<'_> {
         }
     }
 
+    async fn keep(&mut self, state: Vec<u8>) -> Result<(), wit::SocketError> {
+        let socket = self.socket()?;
+        if state.len() > MAX_KEPT {
+            return Err(wit::SocketError::StateTooLarge(MAX_KEPT as u32));
+        }
+        socket.kept = state;
+        socket.kept.shrink_to_fit();
+        Ok(())
+    }
+
+    async fn kept(&mut self) -> Vec<u8> {
+        self.socket().map(|s| s.kept.clone()).unwrap_or_default()
+    }
+
     async fn wake_after(&mut self, ms: u32) {
         if let Ok(socket) = self.socket() {
             socket.wake_at =
@@ -310,6 +327,10 @@ impl wit::Host for WebSocketView<'_> {
 
 /// Topics one connection may follow at once.
 const MAX_TOPICS: usize = 256;
+
+/// What one connection's component may keep between calls (`keep`), in bytes: its state is
+/// meant to be a few identifiers, and a thousand idle connections hold all of theirs.
+pub const MAX_KEPT: usize = 16 * 1024;
 
 fn internal(e: crate::store::StoreError) -> wit::SocketError {
     tracing::error!("reading events for a connection: {e}");

@@ -3,8 +3,10 @@
 //!
 //! - `auth TOKEN` — authenticate; answers `user ID` or `error …`;
 //! - `echo TEXT` — answers `TEXT`;
-//! - `count` — how many messages this connection's instance has had (its state lives as long
-//!   as the connection);
+//! - `count` — how many messages this instance has had (on a per-connection route, the
+//!   connection's; on a per-call route, always 1);
+//! - `keep TEXT` — keeps TEXT with the host (`kept` or `error …`); `keep-bytes N` keeps N
+//!   bytes; `kept` — answers what was kept;
 //! - `follow [SEQ]` — follow the tenant's events after SEQ (or from now): `following N`;
 //! - `sub project ID` / `sub task ID` / `sub kind KIND` — subscribe: `subscribed` or `error …`;
 //! - `timer MS` — `timer` arrives after MS ms;
@@ -76,6 +78,15 @@ impl Guest for TestSocket {
                 Err(e) => send(&format!("error {e:?}")),
             },
             "echo" => send(rest),
+            "keep" => match websocket::keep(rest.as_bytes()) {
+                Ok(()) => send("kept"),
+                Err(e) => send(&format!("error {e:?}")),
+            },
+            "keep-bytes" => match websocket::keep(&vec![b'k'; rest.parse().unwrap_or(0)]) {
+                Ok(()) => send("kept"),
+                Err(e) => send(&format!("error {e:?}")),
+            },
+            "kept" => send(&String::from_utf8_lossy(&websocket::kept())),
             "count" => send(&MESSAGES.with(Cell::get).to_string()),
             "follow" => match websocket::follow(rest.parse().ok()) {
                 Ok(from) => send(&format!("following {from}")),
