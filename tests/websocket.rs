@@ -204,6 +204,35 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
 }
 
 #[tokio::test]
+async fn per_call_connections_share_few_instances_and_wait_for_one() {
+    let setup = setup();
+    let g = setup.start_configured(
+        "[websocket]\nmax_instances = 1\nmax_connections = 8\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    );
+    // Three connections served per call, one instance slot: each call takes it in turn.
+    let mut fresh = Vec::new();
+    for _ in 0..3 {
+        fresh.push(authed_at(&g, "/fresh/a", ALICE).await);
+    }
+    for ws in &mut fresh {
+        say(ws, "echo served").await;
+        assert_eq!(hear(ws).await, "served");
+    }
+    // A connection served per connection holds the slot for its life; a second cannot open.
+    let mut resident = authed(&g, ALICE).await;
+    let (status, body) = upgrade_refused(&g, "/sock/b").await;
+    assert_eq!(status, 503, "{body}");
+    // A per-call connection's message waits for the slot, and is served once it is free.
+    say(&mut fresh[0], "echo waited").await;
+    let early = tokio::time::timeout(Duration::from_millis(300), fresh[0].next()).await;
+    assert!(early.is_err(), "answered without a slot: {early:?}");
+    resident.close(None).await.unwrap();
+    let _ = closed(&mut resident).await;
+    assert_eq!(hear(&mut fresh[0]).await, "waited");
+}
+
+#[tokio::test]
 async fn upgrades_are_refused_with_a_reason_before_anything_opens() {
     let setup = setup();
     let g = serve(&setup);

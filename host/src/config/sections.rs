@@ -498,9 +498,13 @@ pub struct WebSocketConfig {
     /// Open connections per user (per key for callers without a user); more are closed with
     /// 1008 (policy violation).
     pub max_connections_per_user: u32,
-    /// Open connections on the node; more are refused with 503 before the upgrade. Each holds
-    /// one component instance for its life, so the engine's pool keeps a slot for each.
+    /// Open connections on the node; more are refused with 503 before the upgrade.
     pub max_connections: u32,
+    /// Component instances serving connections at once, node-wide: the engine's pool keeps
+    /// a slot for each. A connection on a `socket_instance = "per-connection"` route holds
+    /// one for its life (none free: 503 before the upgrade); one on a `"per-call"` route
+    /// holds one only during a call, and its call waits for a slot.
+    pub max_instances: u32,
     /// A connection that has not authenticated within this many ms is closed with 4401.
     pub auth_timeout_ms: u64,
     /// Connections from one client address (an IPv6 /64) that have not authenticated yet;
@@ -524,6 +528,7 @@ impl Default for WebSocketConfig {
         WebSocketConfig {
             max_connections_per_user: 50,
             max_connections: 1024,
+            max_instances: 1024,
             auth_timeout_ms: 10_000,
             max_unauthenticated_per_address: 16,
             max_message_bytes: 64 * 1024,
@@ -538,10 +543,11 @@ impl WebSocketConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections_per_user == 0
             || self.max_connections == 0
+            || self.max_instances == 0
             || self.max_unauthenticated_per_address == 0
         {
-            return Err("websocket.max_connections, max_connections_per_user and \
-                 max_unauthenticated_per_address must be at least 1"
+            return Err("websocket.max_connections, max_instances, max_connections_per_user \
+                 and max_unauthenticated_per_address must be at least 1"
                 .into());
         }
         if self.auth_timeout_ms == 0 || self.ping_interval_ms == 0 || self.slow_consumer_ms == 0 {

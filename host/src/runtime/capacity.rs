@@ -35,8 +35,11 @@ pub struct Shares {
     pub max_streams: u32,
     /// Log readers per tenant.
     pub streams_per_tenant: u32,
-    /// WebSocket connections, node-wide: each holds one handler instance for its life.
+    /// Instances serving WebSocket connections, node-wide: one for each connection served
+    /// per connection, for its life; one for each call in progress on a per-call route.
     pub sockets: u32,
+    /// Open WebSocket connections, node-wide.
+    pub socket_connections: u32,
 }
 
 impl Shares {
@@ -50,12 +53,15 @@ impl Shares {
             max_streams: rt.max_streams,
             streams_per_tenant: rt.max_streams_per_tenant.min(rt.max_streams),
             sockets: 0,
+            socket_connections: 0,
         }
     }
 
-    /// The same, with room for `n` WebSocket connections.
-    pub fn with_sockets(mut self, n: u32) -> Shares {
-        self.sockets = n;
+    /// The same, with room for `connections` WebSocket connections served by at most
+    /// `instances` instances at once.
+    pub fn with_sockets(mut self, connections: u32, instances: u32) -> Shares {
+        self.socket_connections = connections;
+        self.sockets = instances;
         self
     }
 
@@ -70,6 +76,7 @@ impl Shares {
             max_streams: u32::MAX >> 3,
             streams_per_tenant: u32::MAX >> 3,
             sockets: max_instances,
+            socket_connections: max_instances,
         }
     }
 
@@ -95,6 +102,7 @@ pub(crate) struct Capacity {
     adapters: Arc<Semaphore>,
     streams: Arc<Semaphore>,
     sockets: Arc<Semaphore>,
+    socket_connections: Arc<Semaphore>,
     /// Per tenant: its instance share and its log readers. Tenants are the configured keys'
     /// (plus `local` and `anonymous`), so the map stays small.
     tenants: Mutex<HashMap<TenantId, TenantShare>>,
@@ -128,6 +136,7 @@ impl Capacity {
             adapters: permits(shares.adapters),
             streams: permits(shares.max_streams),
             sockets: permits(shares.sockets),
+            socket_connections: permits(shares.socket_connections),
             tenants: Mutex::default(),
         }
     }
@@ -143,15 +152,43 @@ impl Capacity {
             .clone()
     }
 
-    /// An instance for one WebSocket connection's life, now or never. Connections have their
-    /// own pool, so open ones never take the slots requests need (and each user's share of
+    /// A place for one more open WebSocket connection, now or never (each user's share of
     /// them is held where the connection authenticates).
+    pub(crate) fn socket_connection(&self) -> Result<Permit, Busy> {
+        let node = self
+            .socket_connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        Ok(Permit {
+            _node: node,
+            _tenant: None,
+        })
+    }
+
+    /// An instance for one WebSocket connection's life, now or never. Connections have their
+    /// own pool, so open ones never take the slots requests need.
     pub(crate) fn socket(&self) -> Result<Permit, Busy> {
         let node = self.sockets.clone().try_acquire_owned().map_err(|_| Busy)?;
         Ok(Permit {
             _node: node,
             _tenant: None,
         })
+    }
+
+    /// An instance for one call of a connection served per call: it waits for a slot, as
+    /// the connection has nothing else to do meanwhile (the route's limit bounds the wait).
+    pub(crate) async fn socket_call(&self) -> Permit {
+        let node = self
+            .sockets
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool is never closed");
+        Permit {
+            _node: node,
+            _tenant: None,
+        }
     }
 
     /// A handler instance for `tenant`, now or never. A caller without a key takes the
@@ -237,6 +274,7 @@ mod tests {
             max_streams: 3,
             streams_per_tenant: 2,
             sockets: 2,
+            socket_connections: 3,
         }
     }
 
@@ -252,7 +290,28 @@ mod tests {
         drop(sockets);
         assert!(c.socket().is_ok());
         drop(held);
+        // Connections are counted apart from the instances serving them, and need no slot.
+        let open: Vec<_> = (0..3).map(|_| c.socket_connection().unwrap()).collect();
+        assert!(c.socket_connection().is_err());
+        drop(open);
+        assert!(c.socket_connection().is_ok());
         assert_eq!(shares().pool_slots(), 4 + 1 + 1 + 2);
+    }
+
+    #[tokio::test]
+    async fn a_per_call_connection_waits_for_an_instance() {
+        let c = Arc::new(Capacity::new(shares()));
+        let held = [c.socket().unwrap(), c.socket().unwrap()];
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.socket_call().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        waiter.await.unwrap();
     }
 
     #[test]

@@ -157,7 +157,10 @@ impl Plugins {
     /// that call a plugin with no server (`gantry plugin test`).
     pub async fn start_with(config: &Config, manifests: Vec<Manifest>) -> Result<Plugins> {
         let rt = &config.runtime;
-        let shares = Shares::from_config(rt).with_sockets(config.websocket.max_connections);
+        let shares = Shares::from_config(rt).with_sockets(
+            config.websocket.max_connections,
+            config.websocket.max_instances,
+        );
         let engine = engine_for(rt, shares)?;
         start_epoch_ticker(&engine, Duration::from_millis(rt.epoch_tick_ms));
         let cache = ComponentCache::open(&config.data_dir.join("cache"), &engine)?;

@@ -50,7 +50,7 @@ pub struct Socket {
     plugin: String,
     metrics: Arc<crate::metrics::Metrics>,
     /// The connection's place among `[websocket] max_connections`, for its whole life.
-    _permit: Permit,
+    _connection: Permit,
 }
 
 /// How the connection's component is held between calls.
@@ -59,6 +59,8 @@ enum Served {
     Resident {
         store: wasmtime::Store<HandlerState>,
         instance: WebsocketServing,
+        /// Its slot among `[websocket] max_instances`.
+        _slot: Permit,
         _live: ActiveInstance,
     },
     /// A fresh instance for each call, in a store around the kept call state.
@@ -131,10 +133,10 @@ impl Runtime {
                 "plugin {plugin} serves no WebSocket connections"
             )));
         };
-        let permit = self
+        let connection = self
             .plugins()
             .capacity()
-            .socket()
+            .socket_connection()
             .map_err(|_| CallFailure::OverCapacity)?;
         let host = HandlerHost::new(
             self.services().clone(),
@@ -148,11 +150,16 @@ impl Runtime {
             super::call::new_store(&plugins.engine, &found.context, &caller.tenant, host);
         let served = match instance {
             SocketInstance::PerConnection => {
+                let _slot = plugins
+                    .capacity()
+                    .socket()
+                    .map_err(|_| CallFailure::OverCapacity)?;
                 let _live = plugins.node().instance_guard();
                 let instance = limited(timeout, pre.instantiate_async(&mut store)).await?;
                 Served::Resident {
                     store,
                     instance,
+                    _slot,
                     _live,
                 }
             }
@@ -167,7 +174,7 @@ impl Runtime {
             timeout,
             plugin: plugin.to_string(),
             metrics: self.services().metrics.clone(),
-            _permit: permit,
+            _connection: connection,
         };
         let connection = wit::Connection {
             path: info.path,
@@ -213,18 +220,32 @@ impl Socket {
                 pre,
                 plugins,
             } => {
-                let state = parked.take().expect("a connection's calls do not overlap");
-                let mut store = store_around(&plugins.engine, *state);
-                let live = plugins.node().instance_guard();
-                let result = limited(self.timeout, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    callback.invoke(&instance, &mut store).await
-                })
-                .await;
-                // The instance and its memory go with the store; the call state stays.
-                *parked = Some(Box::new(store.into_data()));
-                drop(live);
-                result
+                // A slot first (the route's limit bounds the wait), held until the store
+                // that used it is gone.
+                let slot = match self.timeout {
+                    Some(limit) => tokio::time::timeout(limit, plugins.capacity().socket_call())
+                        .await
+                        .map_err(|_| CallFailure::Timeout(limit)),
+                    None => Ok(plugins.capacity().socket_call().await),
+                };
+                match slot {
+                    Err(failure) => Err(failure),
+                    Ok(slot) => {
+                        let state = parked.take().expect("a connection's calls do not overlap");
+                        let mut store = store_around(&plugins.engine, *state);
+                        let live = plugins.node().instance_guard();
+                        let result = limited(self.timeout, async {
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            callback.invoke(&instance, &mut store).await
+                        })
+                        .await;
+                        // The instance and its memory go with the store; the call state
+                        // stays.
+                        *parked = Some(Box::new(store.into_data()));
+                        drop((live, slot));
+                        result
+                    }
+                }
             }
         };
         if let Err(failure) = &result {
