@@ -546,9 +546,11 @@ impl WebSocketConfig {
             || self.max_instances == 0
             || self.max_unauthenticated_per_address == 0
         {
-            return Err("websocket.max_connections, max_instances, max_connections_per_user \
+            return Err(
+                "websocket.max_connections, max_instances, max_connections_per_user \
                  and max_unauthenticated_per_address must be at least 1"
-                .into());
+                    .into(),
+            );
         }
         if self.auth_timeout_ms == 0 || self.ping_interval_ms == 0 || self.slow_consumer_ms == 0 {
             return Err(
