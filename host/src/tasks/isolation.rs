@@ -150,7 +150,16 @@ impl Isolation {
             missing.push("Landlock".to_string());
         }
         match cgroup::Cgroups::detect(&config.cgroup_parent) {
-            Ok(c) => isolation.cgroups = Some(c),
+            Ok(c) => {
+                let swept = c.sweep_abandoned(cgroup::ABANDONED_AFTER);
+                if swept > 0 {
+                    tracing::info!(
+                        swept,
+                        "removed empty task cgroups that a gantry stopped before it could left behind"
+                    );
+                }
+                isolation.cgroups = Some(c);
+            }
             Err(why) => missing.push(format!("cgroups ({why})")),
         }
         if !config.namespaces {

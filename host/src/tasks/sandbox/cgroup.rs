@@ -162,6 +162,54 @@ impl Cgroups {
     }
 }
 
+/// How long a task cgroup must have been empty-handed (made this long ago, no process in
+/// it) before [`Cgroups::sweep_abandoned`] takes it for abandoned: a launcher joins its cgroup
+/// within milliseconds of gantry making it, and leaves it only when it ends.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Cgroups {
+    /// Remove the task cgroups under the parent that a gantry killed before it could (SIGKILL,
+    /// a crash, the end of a test) left behind: those made at least `older_than` ago with no
+    /// process in them. Another gantry's are safe: a cgroup in use has processes, and the
+    /// kernel refuses to remove one that has. Returns how many were removed.
+    pub fn sweep_abandoned(&self, older_than: std::time::Duration) -> usize {
+        let parents: Vec<&PathBuf> = match &self.kind {
+            Kind::V2 { parent } => vec![parent],
+            Kind::V1 { pids, memory, cpu } => [Some(pids), Some(memory), cpu.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let plain = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| !n.starts_with('.'));
+                let old = entry
+                    .metadata()
+                    .ok()
+                    .filter(std::fs::Metadata::is_dir)
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .map(|p| p.trim().is_empty())
+                    .unwrap_or(true);
+                if plain && old && empty && std::fs::remove_dir(&dir).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
 /// Whether this process may make cgroups in `dir` (it may exist, made by another user).
 fn can_make_children(dir: &Path) -> Result<()> {
     // Unique: one left behind by a killed process must not fail a later one with its pid.
@@ -274,5 +322,32 @@ mod tests {
         }
         assert!(!pids.exists() && !memory.exists(), "removed on drop");
         assert!(cgroups.create("../x", &limits).is_err());
+    }
+
+    #[test]
+    fn abandoned_cgroups_are_swept_and_those_in_use_or_new_are_not() {
+        let root = tempfile::tempdir().unwrap();
+        for c in ["pids", "memory"] {
+            std::fs::create_dir_all(root.path().join(c)).unwrap();
+            std::fs::write(root.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        let cgroups = Cgroups::detect_at(root.path(), "gantry").unwrap();
+        // Left behind by a killed gantry: no process (here, no files at all).
+        let left = [
+            root.path().join("pids/gantry/t1-0"),
+            root.path().join("memory/gantry/t1-0"),
+        ];
+        // In use: a process in it.
+        let busy = root.path().join("pids/gantry/t2-1");
+        for d in left.iter().chain([&busy]) {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(busy.join("cgroup.procs"), "4242\n").unwrap();
+        // Too new to tell from one whose launcher is about to join it.
+        assert_eq!(cgroups.sweep_abandoned(ABANDONED_AFTER), 0);
+        assert!(left.iter().all(|d| d.exists()));
+        assert_eq!(cgroups.sweep_abandoned(std::time::Duration::ZERO), 2);
+        assert!(left.iter().all(|d| !d.exists()));
+        assert!(busy.exists(), "a cgroup with a process stays");
     }
 }
