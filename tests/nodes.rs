@@ -100,19 +100,29 @@ async fn each_node_lists_the_live_nodes_of_its_store() {
     let a = node(&setup, "node-a");
     let b = node(&setup, "node-b");
     for (g, me) in [(&a, "node-a"), (&b, "node-b")] {
-        let (status, health) = Client { g, key: ALICE }
-            .call("GET", "/health", Value::Null)
-            .await;
-        assert_eq!(status, 200, "{health}");
-        assert_eq!(health["store"]["kind"], "postgres", "{health}");
-        assert_eq!(health["store"]["node_id"], me);
-        let live: Vec<&str> = health["store"]["live_nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap())
-            .collect();
-        assert_eq!(live, ["node-a", "node-b"], "{health}");
+        // A node reads the live nodes at most every half second: A may have read them
+        // before B joined.
+        let mut tries = 0;
+        loop {
+            let (status, health) = Client { g, key: ALICE }
+                .call("GET", "/health", Value::Null)
+                .await;
+            assert_eq!(status, 200, "{health}");
+            assert_eq!(health["store"]["kind"], "postgres", "{health}");
+            assert_eq!(health["store"]["node_id"], me);
+            let live: Vec<&str> = health["store"]["live_nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            tries += 1;
+            if live == ["node-a", "node-b"] {
+                break;
+            }
+            assert!(live.contains(&me) && tries < 40, "{health}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -62,3 +62,72 @@ impl Lease {
         Ok(Lease { _stop: stop })
     }
 }
+
+/// The ids of the live nodes, as last read from the store: `/health` lists them on every
+/// probe, and probes within `fresh_for` of a read share it instead of each querying the store.
+/// A node that joined (or whose lease lapsed) shows so within that long.
+#[derive(Debug)]
+pub(crate) struct LiveNodes {
+    fresh_for: Duration,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+}
+
+/// How old the live nodes a node lists may be.
+pub(crate) const LIVE_NODES_FRESH_FOR: Duration = Duration::from_millis(500);
+
+impl LiveNodes {
+    pub(crate) fn new(fresh_for: Duration) -> LiveNodes {
+        LiveNodes {
+            fresh_for,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last answer while it is fresh, else `read`'s (kept only when it succeeds). Probes
+    /// that come while a read is under way wait for it and share it.
+    pub(crate) async fn get<E>(
+        &self,
+        read: impl Future<Output = Result<Vec<String>, E>>,
+    ) -> Result<Vec<String>, E> {
+        let mut last = self.last.lock().await;
+        if let Some((at, ids)) = &*last
+            && at.elapsed() < self.fresh_for
+        {
+            return Ok(ids.clone());
+        }
+        let ids = read.await?;
+        *last = Some((std::time::Instant::now(), ids.clone()));
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod live_nodes_tests {
+    use super::*;
+
+    fn read(ids: &[&str]) -> impl Future<Output = Result<Vec<String>, ()>> + use<> {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        async move { Ok(ids) }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_answer_is_shared_and_a_stale_or_failed_one_is_not() {
+        let shared = LiveNodes::new(Duration::from_secs(3600));
+        assert_eq!(shared.get(read(&["a"])).await.unwrap(), ["a"]);
+        // Within the window the store is not asked: b's join is not seen yet.
+        assert_eq!(shared.get(read(&["a", "b"])).await.unwrap(), ["a"]);
+        // Past it, every probe reads again.
+        let stale = LiveNodes::new(Duration::ZERO);
+        assert_eq!(stale.get(read(&["a"])).await.unwrap(), ["a"]);
+        assert_eq!(stale.get(read(&["a", "b"])).await.unwrap(), ["a", "b"]);
+        // A failed read is the caller's error and keeps nothing.
+        let failing = LiveNodes::new(Duration::from_secs(3600));
+        assert!(
+            failing
+                .get(async { Err::<Vec<String>, _>(()) })
+                .await
+                .is_err()
+        );
+        assert_eq!(failing.get(read(&["b"])).await.unwrap(), ["b"]);
+    }
+}

@@ -123,6 +123,8 @@ struct Inner {
     node: String,
     /// Renews the node's lease while the supervisor lives.
     _lease: lease::Lease,
+    /// The live nodes, as last read.
+    live_nodes: lease::LiveNodes,
     workspaces: Arc<Workspaces>,
     limits: TaskLimits,
     global: Arc<Semaphore>,
@@ -195,6 +197,7 @@ impl Supervisor {
                 notifier: notifier.clone(),
                 node,
                 _lease: lease,
+                live_nodes: lease::LiveNodes::new(lease::LIVE_NODES_FRESH_FOR),
                 workspaces,
                 global: Arc::new(Semaphore::new(limits.max_running.max(1))),
                 limits,
@@ -246,10 +249,17 @@ impl Supervisor {
         self.inner.store.store_kind()
     }
 
-    /// The ids of the nodes whose lease holds now (this one among them), oldest first.
+    /// The ids of the nodes whose lease holds (this one among them), oldest first, as read
+    /// at most half a second ago (`/health` asks on every probe).
     pub async fn live_nodes(&self) -> Result<Vec<String>, TaskError> {
-        let nodes = self.inner.store.live_nodes(now_ms()).await?;
-        Ok(nodes.into_iter().map(|n| n.id).collect())
+        let store = &self.inner.store;
+        self.inner
+            .live_nodes
+            .get(async {
+                let nodes = store.live_nodes(now_ms()).await?;
+                Ok(nodes.into_iter().map(|n| n.id).collect())
+            })
+            .await
     }
 
     /// Count ended runs in `metrics`. Call before the supervisor is shared.
