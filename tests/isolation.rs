@@ -876,9 +876,9 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     }
 }
 
-/// A warm launcher driven directly, without gantry (Landlock and rlimits only, no
-/// namespaces): started with its sync socket, it says it is ready, then runs the job it is
-/// sent, or ends quietly when the socket closes, or refuses a job it cannot run.
+/// A warm launcher driven directly, without gantry (Landlock and rlimits only, and once in
+/// its namespaces): started with its sync socket, it says it is ready, then runs the job it
+/// is sent, or ends quietly when the socket closes, or refuses a job it cannot run.
 mod warm_launcher {
     use gantry::tasks::sandbox::warm::{Job, READY, WARM_ARG};
     use std::io::{Read, Write};
@@ -888,10 +888,17 @@ mod warm_launcher {
     use std::process::{Child, Command, Stdio};
 
     fn start() -> (Child, UnixStream) {
+        start_with(&[])
+    }
+
+    /// A warm launcher started with `launch` before its socket (`--layers …`).
+    fn start_with(launch: &[&str]) -> (Child, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let fd = theirs.as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry-sandbox"));
-        cmd.args([WARM_ARG, "--sync", &fd.to_string()])
+        cmd.arg(WARM_ARG)
+            .args(launch)
+            .args(["--sync", &fd.to_string()])
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -998,5 +1005,38 @@ mod warm_launcher {
         let (code, out, err) = finish(child);
         assert_eq!((code, out.as_str()), (127, ""), "{err}");
         assert!(err.contains("namespaces or cgroups"), "{err}");
+    }
+
+    /// A launcher already in its namespaces (as gantry keeps them ready, root here as in
+    /// CI) refuses a job made for other namespaces, or one naming a cgroup of its own, and
+    /// runs nothing.
+    #[test]
+    fn a_namespaced_launcher_refuses_a_job_for_other_walls() {
+        let layers = ["--layers", "user,pid,mount,net"];
+        // Its job names no namespaces: not what the launcher is.
+        let (child, socket) = start_with(&layers);
+        (&socket)
+            .write_all(&job("/bin/sh", &["-c", "echo ran"], false).encode())
+            .unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (127, ""), "{err}");
+        assert!(err.contains("a job for namespaces"), "{err}");
+        // The same namespaces, but a cgroup of its own: the cgroup is the launcher's.
+        let (child, socket) = start_with(&layers);
+        let mut with_cgroup = job("/bin/sh", &["-c", "echo ran"], false);
+        with_cgroup.args.splice(
+            0..0,
+            [
+                "--layers",
+                "user,pid,mount,net",
+                "--cgroup",
+                "/sys/fs/cgroup/pids",
+            ]
+            .map(Into::into),
+        );
+        (&socket).write_all(&with_cgroup.encode()).unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (127, ""), "{err}");
+        assert!(err.contains("no cgroup or socket"), "{err}");
     }
 }
