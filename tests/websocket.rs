@@ -230,6 +230,13 @@ async fn per_call_connections_share_few_instances_and_wait_for_one() {
     resident.close(None).await.unwrap();
     let _ = closed(&mut resident).await;
     assert_eq!(hear(&mut fresh[0]).await, "waited");
+    // One that finds no slot within the route's limit (2 s here) is closed as the node being
+    // busy (1013, try again later), not as the component failing.
+    let _resident = authed(&g, ALICE).await;
+    say(&mut fresh[1], "echo never").await;
+    let (code, reason) = closed(&mut fresh[1]).await;
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.contains("busy"), "{reason}");
 }
 
 #[tokio::test]

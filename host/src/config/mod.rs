@@ -305,6 +305,17 @@ impl Config {
                 u32::MAX - 65_537
             );
         }
+        let parent = &self.sandbox.cgroup_parent;
+        if parent.is_empty()
+            || parent.starts_with('.')
+            || !parent
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!(
+                "sandbox.cgroup_parent is {parent:?}: one plain name (letters, digits, '-', '_', '.'), a cgroup of gantry's own"
+            );
+        }
         if self.sandbox.warm_launchers > MAX_WARM_LAUNCHERS {
             bail!(
                 "sandbox.warm_launchers is {}: at most {MAX_WARM_LAUNCHERS} (each holds two processes and a cgroup while it waits)",
@@ -542,6 +553,11 @@ mod tests {
             "[http]\nread_buffer_bytes = 4096",
             "[http]\nmax_header_bytes = 4000000",
             "operators = [\"not a tenant\"]",
+            // The cgroup sweep removes what is under it: one name of gantry's own.
+            "[sandbox]\ncgroup_parent = \"\"",
+            "[sandbox]\ncgroup_parent = \"../system.slice\"",
+            "[sandbox]\ncgroup_parent = \"a/b\"",
+            "[websocket]\nmax_instances = 0",
         ] {
             assert!(Config::from_layers(Some(bad), &o).is_err(), "{bad}");
         }

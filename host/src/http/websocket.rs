@@ -388,7 +388,14 @@ impl Ending {
     }
 
     fn failed(failure: &CallFailure) -> Ending {
-        Ending::host(1011, format!("the handler failed: {}", failure.code()))
+        match failure {
+            // Not the handler's doing: the client may come back (1013, try again later).
+            CallFailure::OverCapacity => Ending::host(
+                1013,
+                "the node is busy: reconnect later and resume from the last event_id",
+            ),
+            _ => Ending::host(1011, format!("the handler failed: {}", failure.code())),
+        }
     }
 }
 
@@ -481,7 +488,7 @@ async fn serve(
         }
     };
     // The component hears of the end (it may not send anything more).
-    if !matches!(ending.code, 1011) {
+    if !matches!(ending.code, 1011 | 1013) {
         let _ = socket.on_close(ending.code, &ending.reason).await;
     }
     drop(socket);

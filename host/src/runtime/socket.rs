@@ -55,7 +55,8 @@ pub struct Socket {
 
 /// How the connection's component is held between calls.
 enum Served {
-    /// One instance for the connection's life.
+    /// One instance for the connection's life. `store` is declared before `_slot`, so it
+    /// is dropped (and its pool slot freed) before the permit that counts the slot.
     Resident {
         store: wasmtime::Store<HandlerState>,
         instance: WebsocketServing,
@@ -155,7 +156,14 @@ impl Runtime {
                     .socket()
                     .map_err(|_| CallFailure::OverCapacity)?;
                 let _live = plugins.node().instance_guard();
-                let instance = limited(timeout, pre.instantiate_async(&mut store)).await?;
+                let instance = match limited(timeout, pre.instantiate_async(&mut store)).await {
+                    Ok(instance) => instance,
+                    Err(failure) => {
+                        // The store gives its slot back before the permit does.
+                        drop(store);
+                        return Err(failure);
+                    }
+                };
                 Served::Resident {
                     store,
                     instance,
@@ -186,6 +194,9 @@ impl Runtime {
         }
     }
 }
+
+/// The longest a per-call connection's call waits for an instance slot.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// `call` within `timeout`, its failure typed.
 async fn limited<T>(
@@ -220,14 +231,13 @@ impl Socket {
                 pre,
                 plugins,
             } => {
-                // A slot first (the route's limit bounds the wait), held until the store
-                // that used it is gone.
-                let slot = match self.timeout {
-                    Some(limit) => tokio::time::timeout(limit, plugins.capacity().socket_call())
-                        .await
-                        .map_err(|_| CallFailure::Timeout(limit)),
-                    None => Ok(plugins.capacity().socket_call().await),
-                };
+                // A slot first, held until the store that used it is gone. Waiting longer
+                // than the route's limit (or `SLOT_WAIT` on a route without one) means the
+                // node is busy: over capacity, not the plugin's failure.
+                let wait = self.timeout.unwrap_or(SLOT_WAIT).min(SLOT_WAIT);
+                let slot = tokio::time::timeout(wait, plugins.capacity().socket_call())
+                    .await
+                    .map_err(|_| CallFailure::OverCapacity);
                 match slot {
                     Err(failure) => Err(failure),
                     Ok(slot) => {
@@ -248,9 +258,15 @@ impl Socket {
                 }
             }
         };
-        if let Err(failure) = &result {
-            tracing::warn!(plugin = %self.plugin, code = failure.code(), "a WebSocket connection's call failed: {}", failure.message());
-            self.metrics.plugin_error(&self.plugin, failure.code());
+        match &result {
+            Err(CallFailure::OverCapacity) => {
+                tracing::warn!(plugin = %self.plugin, "a WebSocket connection's call found no instance slot in time");
+            }
+            Err(failure) => {
+                tracing::warn!(plugin = %self.plugin, code = failure.code(), "a WebSocket connection's call failed: {}", failure.message());
+                self.metrics.plugin_error(&self.plugin, failure.code());
+            }
+            Ok(_) => {}
         }
         result
     }

@@ -187,10 +187,7 @@ impl Cgroups {
             };
             for entry in entries.flatten() {
                 let dir = entry.path();
-                let plain = entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| !n.starts_with('.'));
+                let ours = entry.file_name().to_str().is_some_and(is_task_cgroup_name);
                 let old = entry
                     .metadata()
                     .ok()
@@ -201,13 +198,29 @@ impl Cgroups {
                 let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
                     .map(|p| p.trim().is_empty())
                     .unwrap_or(true);
-                if plain && old && empty && std::fs::remove_dir(&dir).is_ok() {
+                if ours && old && empty && std::fs::remove_dir(&dir).is_ok() {
                     removed += 1;
                 }
             }
         }
         removed
     }
+}
+
+/// Whether `name` is one gantry gives a cgroup: `<task id>-<run>` (a task id is a UUID) or
+/// `warm-<32 hex digits>` (a launcher kept ready).
+fn is_task_cgroup_name(name: &str) -> bool {
+    let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(id) = name.strip_prefix("warm-") {
+        return id.len() == 32 && hex(id);
+    }
+    let Some((task, run)) = name.rsplit_once('-') else {
+        return false;
+    };
+    let uuid = task.len() == 36
+        && task.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+        && task.split('-').all(hex);
+    uuid && !run.is_empty() && run.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether this process may make cgroups in `dir` (it may exist, made by another user).
@@ -333,13 +346,17 @@ mod tests {
         }
         let cgroups = Cgroups::detect_at(root.path(), "gantry").unwrap();
         // Left behind by a killed gantry: no process (here, no files at all).
+        let task = "0414432f-ac49-4177-90fa-a7d11f54ee21";
         let left = [
-            root.path().join("pids/gantry/t1-0"),
-            root.path().join("memory/gantry/t1-0"),
+            root.path().join(format!("pids/gantry/{task}-0")),
+            root.path()
+                .join(format!("memory/gantry/warm-{}", "a0".repeat(16))),
         ];
         // In use: a process in it.
-        let busy = root.path().join("pids/gantry/t2-1");
-        for d in left.iter().chain([&busy]) {
+        let busy = root.path().join(format!("pids/gantry/{task}-1"));
+        // Not a name gantry gives: someone else's, whatever its state.
+        let foreign = root.path().join("pids/gantry/system.slice");
+        for d in left.iter().chain([&busy, &foreign]) {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(busy.join("cgroup.procs"), "4242\n").unwrap();
@@ -349,5 +366,24 @@ mod tests {
         assert_eq!(cgroups.sweep_abandoned(std::time::Duration::ZERO), 2);
         assert!(left.iter().all(|d| !d.exists()));
         assert!(busy.exists(), "a cgroup with a process stays");
+        assert!(foreign.exists(), "a cgroup gantry did not name stays");
+    }
+
+    #[test]
+    fn only_the_names_gantry_gives_are_its_own() {
+        assert!(is_task_cgroup_name(
+            "0414432f-ac49-4177-90fa-a7d11f54ee21-12"
+        ));
+        assert!(is_task_cgroup_name(&format!("warm-{}", "f".repeat(32))));
+        for other in [
+            "system.slice",
+            "warm-xyz",
+            "0414432f-ac49-4177-90fa-a7d11f54ee21",
+            "0414432f-ac49-4177-90fa-a7d11f54ee21-",
+            "0414432f-ac49-4177-90fa-a7d11f54ee2z-1",
+            ".probe-1",
+        ] {
+            assert!(!is_task_cgroup_name(other), "{other}");
+        }
     }
 }
