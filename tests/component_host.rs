@@ -461,7 +461,7 @@ fn an_ungranted_import_stops_startup_naming_plugin_and_import() {
         test_handler_manifest("routes = [\"/t/...\"]\nimports = [\"gantry:plugin/log\"]");
     let line = startup_error(&[("test-handler", manifest)]);
     assert!(line.contains("plugin test-handler"), "{line}");
-    assert!(line.contains("gantry:plugin/config@0.3.0"), "{line}");
+    assert!(line.contains("gantry:plugin/config@0.3.1"), "{line}");
     assert!(line.contains("does not grant"), "{line}");
 }
 
@@ -476,7 +476,7 @@ fn a_component_built_for_an_older_contract_is_refused_naming_the_version() {
     let line = startup_error(&[("old-backend", backend)]);
     assert!(line.contains("plugin old-backend"), "{line}");
     assert!(line.contains("built for gantry:plugin@0.2.0"), "{line}");
-    assert!(line.contains("gantry:plugin@0.3.0"), "{line}");
+    assert!(line.contains("gantry:plugin@0.3.1"), "{line}");
     let handler = format!(
         "kind = \"handler\"\ncomponent = {:?}\nroutes = [\"/old/...\"]\nimports = [\"gantry:plugin/config\", \"gantry:plugin/log\", \"gantry:plugin/identity\"]\n",
         fixtures.join("test_handler.wasm").display().to_string()

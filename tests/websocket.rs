@@ -161,10 +161,7 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
     assert_eq!(hear(&mut ws).await, "the state");
     // More than a connection may keep is refused, and the earlier state stays.
     say(&mut ws, "keep-bytes 16385").await;
-    assert_eq!(
-        hear(&mut ws).await,
-        "error SocketError::StateTooLarge(16384)"
-    );
+    assert_eq!(hear(&mut ws).await, "error KeepError::TooLarge(16384)");
     say(&mut ws, "keep-bytes 16384").await;
     assert_eq!(hear(&mut ws).await, "kept");
     say(&mut ws, "keep the state again").await;
@@ -237,6 +234,27 @@ async fn per_call_connections_share_few_instances_and_wait_for_one() {
     let (code, reason) = closed(&mut fresh[1]).await;
     assert_eq!(code, 1013, "{reason}");
     assert!(reason.contains("busy"), "{reason}");
+}
+
+/// A plugin built against `gantry:plugin@0.3.0`, before `keep` was added in 0.3.1, still
+/// loads and serves: an additive change keeps earlier plugins working.
+#[tokio::test]
+async fn a_socket_plugin_built_for_the_contracts_previous_patch_still_serves() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/plugin-0.3.0/test_socket.wasm");
+    let setup = Setup::new(&[(
+        "old-socket",
+        format!(
+            "kind = \"handler\"\ncomponent = {:?}\nroutes = [{{ path = \"/old/...\", public = true, websocket = true }}]\nimports = [\"gantry:plugin/websocket\", \"gantry:plugin/identity\"]\n",
+            fixture.display().to_string()
+        ),
+    )]);
+    let g = setup.start_configured("", &format!("alice:{ALICE}"));
+    let mut ws = authed_at(&g, "/old/a", ALICE).await;
+    say(&mut ws, "echo from 0.3.0").await;
+    assert_eq!(hear(&mut ws).await, "from 0.3.0");
+    say(&mut ws, "count").await;
+    assert_eq!(hear(&mut ws).await, "3");
 }
 
 #[tokio::test]

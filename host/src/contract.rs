@@ -13,7 +13,7 @@ mod bindings {
         path: "../wit",
         inline: "
             package gantry:host-types;
-            world shared { import gantry:plugin/types@0.3.0; }
+            world shared { import gantry:plugin/types@0.3.1; }
         ",
         world: "gantry:host-types/shared",
         additional_derives: [PartialEq],
@@ -29,10 +29,10 @@ pub use types::{
 
 include!(concat!(env!("OUT_DIR"), "/contract.rs"));
 
-/// The contract's package and version, as `wit/` declares it (`gantry:plugin@0.3.0`).
+/// The contract's package and version, as `wit/` declares it (`gantry:plugin@0.3.1`).
 pub const PACKAGE: &str = env!("GANTRY_WIT_PACKAGE");
 
-/// The contract's version (`0.3.0`): a component built for another major (or, before 1.0,
+/// The contract's version (`0.3.1`): a component built for another major (or, before 1.0,
 /// minor) version does not fit.
 pub const VERSION: &str = env!("GANTRY_WIT_VERSION");
 

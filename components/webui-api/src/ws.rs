@@ -73,8 +73,16 @@ pub fn keep() {
     CONN.with(|c| {
         if let Some(loaded) = c.borrow_mut().as_mut() {
             let now = serde_json::to_vec(&loaded.conn).unwrap_or_default();
-            if now != loaded.kept && websocket::keep(&now).is_ok() {
-                loaded.kept = now;
+            if now != loaded.kept {
+                match websocket::keep(&now) {
+                    Ok(()) => loaded.kept = now,
+                    // The earlier state stays with the host; say so (stderr reaches gantry's
+                    // log) rather than drift silently.
+                    Err(e) => eprintln!(
+                        "the connection's state ({} bytes) was not kept: {e:?}",
+                        now.len()
+                    ),
+                }
             }
         }
     });

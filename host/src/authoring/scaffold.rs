@@ -166,11 +166,17 @@ fn js_files(name: &str) -> Vec<(String, String)> {
             JS_LOCK.replace(JS_TEMPLATE_NAME, &named),
         ),
         (".gitignore".into(), "/node_modules\n/dist\n".into()),
+        // The contract's version, so a new plugin names the WIT it is given.
         (
             "src/handler.js".into(),
-            JS_HANDLER.replace("{{name}}", name),
+            JS_HANDLER
+                .replace("{{name}}", name)
+                .replace("{{version}}", crate::contract::VERSION),
         ),
-        ("wit/world.wit".into(), JS_WORLD.into()),
+        (
+            "wit/world.wit".into(),
+            JS_WORLD.replace("{{version}}", crate::contract::VERSION),
+        ),
         (
             "tests/hello.requests".into(),
             HELLO_REQUESTS.replace("{{name}}", name),

@@ -80,8 +80,9 @@ pub fn token_in_query(query: Option<&str>) -> bool {
 }
 
 /// Open connections across the node: per user once authenticated, per client network while
-/// not yet (each holds an instance from the connection pool; an address that opens many and
-/// never authenticates would otherwise hold them all until `auth_timeout_ms`).
+/// not yet (each holds a place among `[websocket] max_connections`, and on a per-connection
+/// route an instance slot; an address that opens many and never authenticates would otherwise
+/// hold them all until `auth_timeout_ms`).
 #[derive(Debug, Default)]
 pub struct SocketCounts {
     open: Arc<Mutex<HashMap<String, u32>>>,
@@ -218,8 +219,9 @@ pub enum Refused {
     Failed(CallFailure),
 }
 
-/// Answer an upgrade request on a `websocket = true` route: open the connection's instance,
-/// then switch protocols and serve it in the background.
+/// Answer an upgrade request on a `websocket = true` route: open the connection (its instance,
+/// or its first one on a per-call route, for `on-open`), then switch protocols and serve it
+/// in the background.
 pub async fn upgrade(
     runtime: &Arc<Runtime>,
     gate: &Arc<Gate>,
@@ -246,7 +248,7 @@ pub async fn upgrade(
     };
     let config = gate.websocket.clone();
     let client = caller.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    // Counted before an instance is taken for it.
+    // Counted before an instance or a connection's place is taken for it.
     let unauthenticated = gate
         .sockets
         .admit_unauthenticated(client, config.max_unauthenticated_per_address)

@@ -1,4 +1,4 @@
-//! Write gantry plugins in Rust (the `gantry:plugin@0.3.0` contract).
+//! Write gantry plugins in Rust (the `gantry:plugin@0.3.1` contract).
 //!
 //! A handler component implements [`handler::Guest`] (the standard
 //! `wasi:http/incoming-handler`) and registers it with [`export_handler!`]; a backend adapter
@@ -36,8 +36,8 @@ pub mod bindings {
         path: "../../wit",
         world: "gantry:plugin/handler",
         with: {
-            "gantry:plugin/types@0.3.0": crate::backend::gantry::plugin::types,
-            "gantry:plugin/config@0.3.0": crate::backend::gantry::plugin::config,
+            "gantry:plugin/types@0.3.1": crate::backend::gantry::plugin::types,
+            "gantry:plugin/config@0.3.1": crate::backend::gantry::plugin::config,
         },
         generate_all,
         pub_export_macro: true,
@@ -54,8 +54,8 @@ pub mod log_shaping {
         path: "../../wit",
         world: "gantry:plugin/log-shaping",
         with: {
-            "gantry:plugin/types@0.3.0": crate::backend::gantry::plugin::types,
-            "gantry:plugin/tasks@0.3.0": crate::bindings::gantry::plugin::tasks,
+            "gantry:plugin/types@0.3.1": crate::backend::gantry::plugin::types,
+            "gantry:plugin/tasks@0.3.1": crate::bindings::gantry::plugin::tasks,
         },
         pub_export_macro: true,
         export_macro_name: "export_log_shaper",
@@ -71,8 +71,8 @@ pub mod websocket_serving {
         path: "../../wit",
         world: "gantry:plugin/websocket-serving",
         with: {
-            "gantry:plugin/identity@0.3.0": crate::bindings::gantry::plugin::identity,
-            "gantry:plugin/websocket@0.3.0": crate::bindings::gantry::plugin::websocket,
+            "gantry:plugin/identity@0.3.1": crate::bindings::gantry::plugin::identity,
+            "gantry:plugin/websocket@0.3.1": crate::bindings::gantry::plugin::websocket,
         },
         pub_export_macro: true,
         export_macro_name: "export_websocket_handler",

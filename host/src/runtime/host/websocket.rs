@@ -303,10 +303,10 @@ impl wit::Host for WebSocketView<'_> {
         }
     }
 
-    async fn keep(&mut self, state: Vec<u8>) -> Result<(), wit::SocketError> {
-        let socket = self.socket()?;
+    async fn keep(&mut self, state: Vec<u8>) -> Result<(), wit::KeepError> {
+        let socket = self.socket().map_err(|_| wit::KeepError::NotAConnection)?;
         if state.len() > MAX_KEPT {
-            return Err(wit::SocketError::StateTooLarge(MAX_KEPT as u32));
+            return Err(wit::KeepError::TooLarge(MAX_KEPT as u32));
         }
         socket.kept = state;
         socket.kept.shrink_to_fit();
