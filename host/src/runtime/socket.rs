@@ -8,14 +8,16 @@
 //! keeps only its call state between calls, and what the component `keep`s there, so an idle
 //! connection holds no instance and no instance memory).
 
+use super::Runtime;
 use super::call::store_around;
+use super::capacity::Capacity;
 use super::capacity::Permit;
 use super::handler::{CallFailure, Caller};
+use super::host::NodeState;
 use super::host::websocket_bindings::exports::gantry::plugin::websocket_handler as wit;
 use super::host::websocket_bindings::{WebsocketServing, WebsocketServingPre};
 use super::host::{ActiveInstance, HandlerHost, HandlerState, SocketHost, wit_event};
 use super::registry::PluginInstance;
-use super::{Plugins, Runtime};
 use crate::events::Event;
 use crate::manifest::SocketInstance;
 use crate::tenants::TenantId;
@@ -69,7 +71,11 @@ enum Served {
         /// The call state between calls; `None` only while a call has it.
         parked: Option<Box<HandlerState>>,
         pre: WebsocketServingPre<HandlerState>,
-        plugins: Arc<Plugins>,
+        /// What a call needs of the node, and no more: holding the whole plugin set would
+        /// keep every plugin of an older set alive after a reload, not just this one.
+        engine: wasmtime::Engine,
+        capacity: Arc<Capacity>,
+        node: Arc<NodeState>,
     },
 }
 
@@ -174,7 +180,9 @@ impl Runtime {
             SocketInstance::PerCall => Served::PerCall {
                 parked: Some(Box::new(store.into_data())),
                 pre: pre.clone(),
-                plugins: plugins.clone(),
+                engine: plugins.engine.clone(),
+                capacity: plugins.capacity().clone(),
+                node: plugins.node().clone(),
             },
         };
         let mut socket = Socket {
@@ -229,21 +237,23 @@ impl Socket {
             Served::PerCall {
                 parked,
                 pre,
-                plugins,
+                engine,
+                capacity,
+                node,
             } => {
                 // A slot first, held until the store that used it is gone. Waiting longer
                 // than the route's limit (or `SLOT_WAIT` on a route without one) means the
                 // node is busy: over capacity, not the plugin's failure.
                 let wait = self.timeout.unwrap_or(SLOT_WAIT).min(SLOT_WAIT);
-                let slot = tokio::time::timeout(wait, plugins.capacity().socket_call())
+                let slot = tokio::time::timeout(wait, capacity.socket_call())
                     .await
                     .map_err(|_| CallFailure::OverCapacity);
                 match slot {
                     Err(failure) => Err(failure),
                     Ok(slot) => {
                         let state = parked.take().expect("a connection's calls do not overlap");
-                        let mut store = store_around(&plugins.engine, *state);
-                        let live = plugins.node().instance_guard();
+                        let mut store = store_around(engine, *state);
+                        let live = node.instance_guard();
                         let result = limited(self.timeout, async {
                             let instance = pre.instantiate_async(&mut store).await?;
                             callback.invoke(&instance, &mut store).await
