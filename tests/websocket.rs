@@ -51,6 +51,12 @@ async fn say(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
 }
 
+/// Say `text` and hear the answer.
+async fn ask(ws: &mut Client, text: &str) -> String {
+    say(ws, text).await;
+    hear(ws).await
+}
+
 /// The next text message, within 10 s.
 async fn hear(ws: &mut Client) -> String {
     loop {
@@ -148,31 +154,24 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
     let g = serve(&setup);
     let mut ws = authed_at(&g, "/fresh/a", ALICE).await;
     // Each message meets a fresh instance: its memory starts over.
-    say(&mut ws, "count").await;
-    assert_eq!(hear(&mut ws).await, "1");
-    say(&mut ws, "count").await;
-    assert_eq!(hear(&mut ws).await, "1");
+    assert_eq!(ask(&mut ws, "count").await, "1");
+    assert_eq!(ask(&mut ws, "count").await, "1");
     // What the component keeps with the host stays from call to call.
-    say(&mut ws, "kept").await;
-    assert_eq!(hear(&mut ws).await, "");
-    say(&mut ws, "keep the state").await;
-    assert_eq!(hear(&mut ws).await, "kept");
-    say(&mut ws, "kept").await;
-    assert_eq!(hear(&mut ws).await, "the state");
+    assert_eq!(ask(&mut ws, "kept").await, "");
+    assert_eq!(ask(&mut ws, "keep the state").await, "kept");
+    assert_eq!(ask(&mut ws, "kept").await, "the state");
     // More than a connection may keep is refused, and the earlier state stays.
-    say(&mut ws, "keep-bytes 16385").await;
-    assert_eq!(hear(&mut ws).await, "error KeepError::TooLarge(16384)");
-    say(&mut ws, "keep-bytes 16384").await;
-    assert_eq!(hear(&mut ws).await, "kept");
-    say(&mut ws, "keep the state again").await;
-    assert_eq!(hear(&mut ws).await, "kept");
+    assert_eq!(
+        ask(&mut ws, "keep-bytes 16385").await,
+        "error KeepError::TooLarge(16384)"
+    );
+    assert_eq!(ask(&mut ws, "kept").await, "the state");
+    assert_eq!(ask(&mut ws, "keep-bytes 16384").await, "kept");
+    assert_eq!(ask(&mut ws, "keep the state again").await, "kept");
     // The host's part stays too: who authenticated, what is followed, the timer.
-    say(&mut ws, "follow").await;
-    assert_eq!(hear(&mut ws).await, "following 0");
-    say(&mut ws, "sub kind project.created").await;
-    assert_eq!(hear(&mut ws).await, "subscribed");
-    say(&mut ws, "timer 20").await;
-    assert_eq!(hear(&mut ws).await, "timer");
+    assert_eq!(ask(&mut ws, "follow").await, "following 0");
+    assert_eq!(ask(&mut ws, "sub kind project.created").await, "subscribed");
+    assert_eq!(ask(&mut ws, "timer 20").await, "timer");
     // An idle connection holds no instance: only the health call itself is live.
     assert_eq!(active_instances(&g).await, 1);
     let (status, _, body) = call(
@@ -186,18 +185,15 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
     .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(hear(&mut ws).await, "event 1 project.created");
-    say(&mut ws, "kept").await;
-    assert_eq!(hear(&mut ws).await, "the state again");
+    assert_eq!(ask(&mut ws, "kept").await, "the state again");
     // A connection to the per-connection route holds its instance while idle.
     let mut resident = authed(&g, ALICE).await;
-    say(&mut resident, "count").await;
-    assert_eq!(hear(&mut resident).await, "2");
+    assert_eq!(ask(&mut resident, "count").await, "2");
     assert_eq!(active_instances(&g).await, 2);
     // A trap in a fresh instance ends that connection, as it would a resident one.
     say(&mut ws, "trap").await;
     assert_eq!(closed(&mut ws).await.0, 1011);
-    say(&mut resident, "echo still here").await;
-    assert_eq!(hear(&mut resident).await, "still here");
+    assert_eq!(ask(&mut resident, "echo still here").await, "still here");
 }
 
 #[tokio::test]
