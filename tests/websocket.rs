@@ -131,21 +131,30 @@ async fn one_instance_serves_a_connection_for_its_life() {
     assert_eq!(closed(&mut ws).await.0, 4000);
 }
 
-/// The node's live component instances, from the Web UI API's detailed health (itself one).
-async fn active_instances(g: &Gantry) -> u64 {
-    let (status, _, body) = call(
-        g,
-        "GET",
-        "/api/health/detailed",
-        Some(ALICE),
-        json!(null),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["data"]["checks"]["component_instances"]["active"]
-        .as_u64()
-        .unwrap()
+/// Wait until the node's live component instances, from the Web UI API's detailed health
+/// (itself one), are `n`: a call's instance ends a moment after the message it sent arrives.
+async fn until_active_instances(g: &Gantry, n: u64) {
+    let mut active = 0;
+    for _ in 0..100 {
+        let (status, _, body) = call(
+            g,
+            "GET",
+            "/api/health/detailed",
+            Some(ALICE),
+            json!(null),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        active = body["data"]["checks"]["component_instances"]["active"]
+            .as_u64()
+            .unwrap();
+        if active == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{active} live instances, not {n}");
 }
 
 #[tokio::test]
@@ -173,7 +182,7 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
     assert_eq!(ask(&mut ws, "sub kind project.created").await, "subscribed");
     assert_eq!(ask(&mut ws, "timer 20").await, "timer");
     // An idle connection holds no instance: only the health call itself is live.
-    assert_eq!(active_instances(&g).await, 1);
+    until_active_instances(&g, 1).await;
     let (status, _, body) = call(
         &g,
         "POST",
@@ -189,7 +198,7 @@ async fn a_per_call_connection_keeps_its_state_with_the_host_and_no_instance_bet
     // A connection to the per-connection route holds its instance while idle.
     let mut resident = authed(&g, ALICE).await;
     assert_eq!(ask(&mut resident, "count").await, "2");
-    assert_eq!(active_instances(&g).await, 2);
+    until_active_instances(&g, 2).await;
     // A trap in a fresh instance ends that connection, as it would a resident one.
     say(&mut ws, "trap").await;
     assert_eq!(closed(&mut ws).await.0, 1011);
