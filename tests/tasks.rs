@@ -377,6 +377,56 @@ async fn a_tenant_never_runs_more_than_its_limit_and_every_task_finishes() {
     assert!(most >= 2, "tasks should run side by side");
 }
 
+/// The states a task's log went through, in order.
+async fn logged_states(h: &Harness, task: &str) -> Vec<TaskState> {
+    let mut sub = h.sup.subscribe(&alice(), task, 1).await.unwrap();
+    let mut states = Vec::new();
+    while let Some(e) = sub.next().await.unwrap() {
+        if let EventBody::State(change) = &e.body {
+            states.push(change.state);
+        }
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() {
+    let limits = TaskLimits {
+        max_running_per_tenant: 1,
+        ..TaskLimits::default()
+    };
+    let h = harness(limits).await;
+    let ws = h.workspaces.create(&alice(), "w").await.unwrap();
+    // The first finds its slot free (its two states go in one append); the second waits for
+    // it, pending, while the first holds it.
+    let first = h
+        .start(&alice(), &ws.id, "echo started; sleep 0.3", None)
+        .await;
+    h.wait_line(&alice(), &first, "started").await;
+    let second = h.start(&alice(), &ws.id, "true", None).await;
+    let mut sub = h.sup.subscribe(&alice(), &second, 1).await.unwrap();
+    let Some(e) = sub.next().await.unwrap() else {
+        panic!("the waiting task's log is empty");
+    };
+    assert!(
+        matches!(&e.body, EventBody::State(c) if c.state == TaskState::Pending),
+        "{e:?}"
+    );
+    assert_eq!(
+        h.sup.get(&alice(), &second).await.unwrap().state,
+        TaskState::Pending,
+        "it waits while the first runs"
+    );
+    let expected = [TaskState::Pending, TaskState::Running, TaskState::Done];
+    for task in [&first, &second] {
+        assert_eq!(
+            h.sup.wait(&alice(), task).await.unwrap().state,
+            TaskState::Done
+        );
+        assert_eq!(logged_states(&h, task).await, expected, "{task}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenant_cannot_see_or_touch_a_task() {
     let h = harness(TaskLimits::default()).await;

@@ -13,7 +13,9 @@
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted. With
 //! `BENCH_PROFILE_LINES=1` it runs only the one-subscriber line pipeline, five times, for a
-//! profiler; with `BENCH_PROFILE_SPAWN=1`, only trivial tasks one after another.
+//! profiler; with `BENCH_PROFILE_SPAWN=1`, only trivial tasks one after another, with the
+//! median time to each phase the supervisor marks (`BENCH_PROFILE_SPAWN=full`: in the full
+//! sandbox, launchers ready ahead).
 
 mod common;
 
@@ -184,24 +186,31 @@ fn main() {
             }
             return;
         }
-        if std::env::var_os("BENCH_PROFILE_SPAWN").is_some() {
-            // Trivial tasks one after another (Landlock and rlimits, launchers ready ahead),
-            // with where the time goes: until `start` returns, then until the end is seen.
+        if let Some(mode) = std::env::var_os("BENCH_PROFILE_SPAWN") {
+            // Trivial tasks one after another (Landlock and rlimits, launchers ready ahead;
+            // `BENCH_PROFILE_SPAWN=full`: in the full sandbox), with where the time goes: the
+            // median time from `start` to each phase the supervisor marks, and to `wait`'s
+            // return.
+            let full_dir = tempfile::tempdir().unwrap();
+            let full = match mode.to_str() {
+                Some("full") => Some(full_sandbox(full_dir.path()).await),
+                _ => None,
+            };
+            let (sup, ws) = match &full {
+                Some((sup, ws)) => (sup, ws),
+                None => (&sup, &ws),
+            };
+            // The supervisor's tasks run on the runtime's workers: a global subscriber.
+            let phases = Phases::default();
+            phases.record();
             for _ in 0..5 {
-                let (mut started, mut ended) = (Vec::new(), Vec::new());
+                phases.0.lock().unwrap().clear();
                 for _ in 0..SPAWNS * 2 {
-                    let t = Instant::now();
-                    let task = start(&sup, &ws, "true").await;
-                    started.push(t.elapsed());
-                    let t = Instant::now();
+                    let task = start(sup, ws, "true").await;
                     sup.wait(&tenant(), &task).await.unwrap();
-                    ended.push(t.elapsed());
+                    phases.mark(&task, "waited");
                 }
-                println!(
-                    "spawn to exit: start {:.0} us, then to the end {:.0} us (medians)",
-                    median(started).as_secs_f64() * 1e6,
-                    median(ended).as_secs_f64() * 1e6
-                );
+                phases.print();
             }
             return;
         }
@@ -329,6 +338,100 @@ fn main() {
         }
         table.print();
     });
+}
+
+/// The phases tasks reached, as the supervisor marks them (target
+/// [`gantry::tasks::PHASE_TARGET`]), with when: (task, phase, when).
+#[derive(Default, Clone)]
+struct Phases(Arc<std::sync::Mutex<Vec<(String, String, Instant)>>>);
+
+impl Phases {
+    /// Record the supervisor's marks from every thread, from now on.
+    fn record(&self) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let only = tracing_subscriber::filter::Targets::new()
+            .with_target(gantry::tasks::PHASE_TARGET, tracing::Level::TRACE);
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::Layer::with_filter(self.clone(), only));
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    }
+
+    fn mark(&self, task: &str, phase: &str) {
+        let now = Instant::now();
+        let mut marks = self.0.lock().unwrap();
+        marks.push((task.to_string(), phase.to_string(), now));
+    }
+
+    /// The median time from each task's `start` to each phase, in the order phases came.
+    fn print(&self) {
+        let marks = self.0.lock().unwrap();
+        let mut order: Vec<&str> = Vec::new();
+        let mut starts = std::collections::HashMap::new();
+        let mut times: std::collections::HashMap<&str, Vec<Duration>> = Default::default();
+        for (task, phase, at) in marks.iter() {
+            if phase == "start" {
+                starts.insert(task.as_str(), *at);
+            }
+            let Some(start) = starts.get(task.as_str()) else {
+                continue;
+            };
+            if !order.contains(&phase.as_str()) {
+                order.push(phase);
+            }
+            times.entry(phase).or_default().push(*at - *start);
+        }
+        let mut line = String::from("phases (median us from start):");
+        let mut before = Duration::ZERO;
+        for phase in order {
+            let m = median(times.remove(phase).unwrap_or_default());
+            line.push_str(&format!(
+                " {phase} {:.0} (+{:.0})",
+                m.as_secs_f64() * 1e6,
+                m.saturating_sub(before).as_secs_f64() * 1e6
+            ));
+            before = m;
+        }
+        println!("{line}");
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Phases {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields(String, String);
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                match field.name() {
+                    "task" => self.0 = value.to_string(),
+                    "phase" => self.1 = value.to_string(),
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        self.mark(&fields.0, &fields.1);
+    }
+}
+
+/// A supervisor running tasks in the full sandbox, launchers ready ahead (as `gantry serve`
+/// runs them).
+async fn full_sandbox(dir: &Path) -> (Supervisor, String) {
+    let (sup, ws) = supervisor_without_launcher(dir).await;
+    let config = SandboxConfig {
+        warm_launchers: 2,
+        ..SandboxConfig::default()
+    };
+    let isolation = Isolation::layered(
+        &config,
+        env!("CARGO_BIN_EXE_gantry-sandbox").into(),
+        dir,
+        Layers::ALL,
+        true,
+    )
+    .expect("the full sandbox on this machine");
+    (sup.with_isolation(isolation), ws)
 }
 
 /// Spawn-to-exit with the sandbox's walls added one at a time, against `direct`, each launcher

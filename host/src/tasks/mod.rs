@@ -314,6 +314,9 @@ impl Supervisor {
         start: StartTask,
     ) -> Result<TaskRecord, TaskError> {
         let inner = &self.inner;
+        // Made first so that the phases of this task's start are marked from here.
+        let task_id = uuid::Uuid::new_v4().to_string();
+        phase(&task_id, "start");
         let workspace = inner.workspaces.get(tenant, &start.workspace_id).await?;
         // Checked now so that a bad directory is the caller's error, not a failed run.
         if let Some(subdir) = &start.subdir {
@@ -340,7 +343,7 @@ impl Supervisor {
                 )));
             }
         }
-        let task_id = uuid::Uuid::new_v4().to_string();
+        phase(&task_id, "checked");
         let proxy = TaskProxy::new(inner, tenant, &backend, &task_id)
             .map_err(|e| TaskError::Refused(format!("{e:#}")))?;
         let overrides = proxy.setting_overrides();
@@ -356,6 +359,7 @@ impl Supervisor {
             steps.push(Step { request, spec });
         }
         let binary = backend.binary.clone();
+        phase(&task_id, "built");
         let task = TaskRecord {
             id: task_id,
             tenant: tenant.to_string(),
@@ -374,6 +378,7 @@ impl Supervisor {
             node: Some(inner.node.clone()),
         };
         inner.store.insert_task(&task).await?;
+        phase(&task.id, "stored");
         let (cancel_tx, cancel_rx) = watch::channel(false);
         inner.notifier.open(&task.id);
         let progress_rx = inner
@@ -599,4 +604,15 @@ fn tenant_slots(inner: &Inner, tenant: &str) -> Arc<Semaphore> {
         .entry(tenant.to_string())
         .or_insert_with(|| Arc::new(Semaphore::new(inner.limits.max_running_per_tenant.max(1))))
         .clone()
+}
+
+/// The tracing target of a task's phases (see [`phase`]).
+pub const PHASE_TARGET: &str = "gantry::tasks::phase";
+
+/// Mark that task `task` reached `phase` on its way from admission through its spawn to its
+/// end: a trace-level event (target [`PHASE_TARGET`]) for a profiler's subscriber to timestamp
+/// (`BENCH_PROFILE_SPAWN` in `benches/tasks.rs` prints the median time to each). Disabled, as
+/// it is unless traced, it costs one relaxed load.
+pub(crate) fn phase(task: &str, phase: &'static str) {
+    tracing::trace!(target: PHASE_TARGET, task, phase);
 }

@@ -78,6 +78,7 @@ impl TaskRun {
             );
             return Ok(Err(message));
         };
+        super::phase(&self.record.id, "prepared");
         let launch = Launch {
             id: &self.record.id,
             tenant: &self.tenant,
@@ -217,6 +218,7 @@ pub(super) async fn spawn_sandboxed(
         // The message reaches the task's answer: the error names no host path.
         Err(e) => return Ok(Err(format!("could not enter the task's directory: {e}"))),
     };
+    super::phase(id, "environment");
     let warm = match isolation.take_warm() {
         None => None,
         Some(warm) => {
@@ -328,6 +330,7 @@ pub(super) async fn spawn_sandboxed(
             }
         }
     };
+    super::phase(id, "launched");
     // Held until the step ends: the launcher kills the task when it closes.
     let mut lifeline = None;
     let mut served = None;

@@ -75,6 +75,7 @@ impl TaskRun {
         self.inner
             .metrics
             .run_ended(&self.record.backend, self.record.state.as_str());
+        super::phase(&id, "ended");
         self.log.end();
         let _ = std::fs::remove_dir_all(self.inner.tmp_root.join(&id));
     }
@@ -82,6 +83,16 @@ impl TaskRun {
     /// Store the task in `state`, then log the change (with `reason` for a cancel before the
     /// start; a terminal state carries the exit code and error of the record).
     async fn set_state(&mut self, state: TaskState, reason: Option<&str>) -> anyhow::Result<()> {
+        self.set_state_after(Vec::new(), state, reason).await
+    }
+
+    /// [`TaskRun::set_state`], logging `earlier` entries first, in the same append.
+    async fn set_state_after(
+        &mut self,
+        mut earlier: Vec<EventBody>,
+        state: TaskState,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
         // The row was inserted pending: a first `Pending` is the log's alone.
         let unchanged = state == self.record.state && state == TaskState::Pending;
         self.record.state = state;
@@ -100,54 +111,70 @@ impl TaskRun {
             // free.
             self.inner.live.lock().unwrap().remove(&self.record.id);
         }
-        let change = StateChange {
+        earlier.push(EventBody::State(self.state_change(state, reason)));
+        self.log.append(earlier).await
+    }
+
+    /// The log's entry for a change to `state`.
+    fn state_change(&self, state: TaskState, reason: Option<&str>) -> StateChange {
+        StateChange {
             state,
             reason: reason.map(str::to_string),
             exit_code: self.record.exit_code,
             error: self.record.error.clone(),
-        };
-        self.log.append(vec![EventBody::State(change)]).await
+        }
     }
 
     async fn supervise(&mut self, cancel: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        self.set_state(TaskState::Pending, None).await?;
+        super::phase(&self.record.id, "running-task");
         // Wait for this tenant's slot, then a global one; both queues are first come, first
         // served. A cancel while waiting ends the task without running it.
         // On a store shared by several nodes the limits hold over all of them: the store
         // hands out a running slot too (on one node it always has one to give).
         let inner = self.inner.clone();
         let (tenant_name, task_id) = (self.tenant.as_str().to_string(), self.record.id.clone());
-        let slots = async move {
-            let tenant = tenant_slots(&inner, &tenant_name).acquire_owned().await;
-            let global = inner.global.clone().acquire_owned().await;
-            let limits = &inner.limits;
-            loop {
-                let claimed = inner
-                    .store
-                    .claim_run_slot(
-                        &tenant_name,
-                        &task_id,
-                        limits.max_running.max(1) as u64,
-                        limits.max_running_per_tenant.max(1) as u64,
-                        now_ms(),
-                    )
-                    .await;
-                match claimed {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(task = %task_id, "claiming a running slot: {e}"),
+        // Slots free now (a semaphore hands out none while others queue for it): no wait, so
+        // the pending state is logged with the running one, in one commit instead of two.
+        let tenant_now = tenant_slots(&inner, &tenant_name).try_acquire_owned().ok();
+        let global_now = tenant_now
+            .as_ref()
+            .and_then(|_| inner.global.clone().try_acquire_owned().ok());
+        let claimed_now = global_now.is_some() && claim_slot(&inner, &tenant_name, &task_id).await;
+        let _slots = if claimed_now {
+            let pending = EventBody::State(self.state_change(TaskState::Pending, None));
+            self.set_state_after(vec![pending], TaskState::Running, None)
+                .await?;
+            (tenant_now, global_now)
+        } else {
+            self.set_state(TaskState::Pending, None).await?;
+            let slots = async move {
+                // Semaphores that are never closed: acquiring one does not fail.
+                let tenant = match tenant_now {
+                    Some(permit) => Some(permit),
+                    None => tenant_slots(&inner, &tenant_name)
+                        .acquire_owned()
+                        .await
+                        .ok(),
+                };
+                let global = match global_now {
+                    Some(permit) => Some(permit),
+                    None => inner.global.clone().acquire_owned().await.ok(),
+                };
+                while !claim_slot(&inner, &tenant_name, &task_id).await {
+                    tokio::time::sleep(CLUSTER_SLOT_RETRY).await;
                 }
-                tokio::time::sleep(CLUSTER_SLOT_RETRY).await;
-            }
-            (tenant, global)
+                (tenant, global)
+            };
+            let slots = tokio::select! {
+                slots = slots => slots,
+                () = cancelled(cancel) => {
+                    return self.set_state(TaskState::Cancelled, Some("cancelled before it started")).await;
+                }
+            };
+            self.set_state(TaskState::Running, None).await?;
+            slots
         };
-        let _slots = tokio::select! {
-            slots = slots => slots,
-            () = cancelled(cancel) => {
-                return self.set_state(TaskState::Cancelled, Some("cancelled before it started")).await;
-            }
-        };
-        self.set_state(TaskState::Running, None).await?;
+        super::phase(&self.record.id, "state-running");
 
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let steps = std::mem::take(&mut self.steps);
@@ -179,6 +206,7 @@ impl TaskRun {
         let started = adapters
             .start_run(&self.record.backend, &self.tenant, &step.request)
             .await;
+        super::phase(&self.record.id, "adapter-started");
         let mut adapter = match started {
             Ok(run) => Some(run),
             Err(failure) => return self.could_not_start(failure.message).await,
@@ -196,6 +224,7 @@ impl TaskRun {
         };
 
         let grace = Duration::from_millis(self.inner.limits.kill_grace_ms);
+        super::phase(&self.record.id, "spawned");
         let mut stop = Stop::Exited;
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut status = None;
@@ -212,6 +241,7 @@ impl TaskRun {
                 }
                 exit = child.wait(), if status.is_none() => {
                     status = Some(exit?);
+                    super::phase(&self.record.id, "exited");
                     // Whatever the child left behind in its group goes with it.
                     signal_group(pgid, libc::SIGKILL);
                 }
@@ -232,6 +262,7 @@ impl TaskRun {
             }
         }
         let status = status.expect("the loop ends after the exit");
+        super::phase(&self.record.id, "output-read");
         let exit_code = status.code();
         // A program that lost a child to the memory limit and still succeeded is not failed.
         if let Some(cgroup) = task_sandbox.as_ref().and_then(|t| t.cgroup.as_ref())
@@ -258,6 +289,7 @@ impl TaskRun {
             },
             None => None,
         };
+        super::phase(&self.record.id, "adapter-finished");
         Ok(Some(StepEnd {
             stop,
             exit_code,
@@ -356,6 +388,25 @@ impl TaskRun {
 /// large as this. 1024 measured no faster than 256 (`cargo bench --bench tasks`): past a few
 /// hundred lines a batch's cost is per line (SQLite's B-tree inserts), not per commit.
 const LINES_PER_BATCH: usize = 256;
+
+/// Ask the store for a running slot for `task` (on one node it always has one to give).
+async fn claim_slot(inner: &Inner, tenant: &str, task: &str) -> bool {
+    let limits = &inner.limits;
+    let claimed = inner
+        .store
+        .claim_run_slot(
+            tenant,
+            task,
+            limits.max_running.max(1) as u64,
+            limits.max_running_per_tenant.max(1) as u64,
+            now_ms(),
+        )
+        .await;
+    claimed.unwrap_or_else(|e| {
+        tracing::warn!(task, "claiming a running slot: {e}");
+        false
+    })
+}
 
 /// How often a task waiting for a running slot another node holds asks again.
 const CLUSTER_SLOT_RETRY: Duration = Duration::from_millis(100);
