@@ -398,9 +398,14 @@ async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() 
     let h = harness(limits).await;
     let ws = h.workspaces.create(&alice(), "w").await.unwrap();
     // The first finds its slot free (its two states go in one append); the second waits for
-    // it, pending, while the first holds it.
+    // it, pending, while the first holds it: until the test lets it go (at most 30 s).
     let first = h
-        .start(&alice(), &ws.id, "echo started; sleep 0.3", None)
+        .start(
+            &alice(),
+            &ws.id,
+            "echo started; for i in $(seq 3000); do [ -e go ] && break; sleep 0.01; done",
+            None,
+        )
         .await;
     h.wait_line(&alice(), &first, "started").await;
     let second = h.start(&alice(), &ws.id, "true", None).await;
@@ -417,6 +422,8 @@ async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() 
         TaskState::Pending,
         "it waits while the first runs"
     );
+    let (_, root) = h.workspaces.dir(&alice(), &ws.id).await.unwrap();
+    std::fs::write(root.join("go"), "").unwrap();
     let expected = [TaskState::Pending, TaskState::Running, TaskState::Done];
     for task in [&first, &second] {
         assert_eq!(
