@@ -63,6 +63,31 @@ fn line(seq: u64) -> EventRecord {
 }
 
 #[tokio::test]
+async fn a_state_and_its_log_entry_commit_together_or_not_at_all() {
+    let db = store().await;
+    workspace(db.as_ref(), "w", "alice").await;
+    let mut t = task("t", "alice", "w", TaskState::Pending, "a");
+    db.insert_task(&t).await.unwrap();
+    t.state = TaskState::Running;
+    t.started_at = Some(5);
+    let appended = db
+        .update_task_and_append(&t, &[line(1), line(2)])
+        .await
+        .unwrap();
+    assert_eq!(appended.stored, 2);
+    let stored = db.get_task("alice", "t").await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Running);
+    assert_eq!((stored.started_at, stored.last_seq), (Some(5), 2));
+    // A seq already logged: a conflict, and neither the row nor the log changes.
+    t.state = TaskState::Done;
+    let again = db.update_task_and_append(&t, &[line(2)]).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let stored = db.get_task("alice", "t").await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.last_seq), (TaskState::Running, 2));
+    assert_eq!(db.read_events("t", 1, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn a_quota_stores_the_prefix_that_fits_and_errors_are_typed() {
     let db = store().await;
     workspace(db.as_ref(), "w", "alice").await;

@@ -244,6 +244,14 @@ pub trait TaskStore: Send + Sync {
         events: &[EventRecord],
         quota: Option<OutputQuota>,
     ) -> StoreResult<Appended>;
+    /// Write a task's state (as [`TaskStore::update_task`]) and append `events` to its log (as
+    /// [`TaskStore::append_events`], without a quota) in one transaction: a change of state
+    /// and its log entry commit together.
+    async fn update_task_and_append(
+        &self,
+        task: &TaskRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<Appended>;
     /// Up to `limit` events of a task from `from_seq` on.
     async fn read_events(
         &self,

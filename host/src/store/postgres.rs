@@ -519,20 +519,7 @@ impl TaskStore for Postgres {
         Ok(())
     }
     async fn update_task(&self, t: &TaskRecord) -> StoreResult<()> {
-        self.execute(
-            "UPDATE tasks SET state = $2, started_at = $3, finished_at = $4, exit_code = $5, error = $6, summary = $7 WHERE id = $1",
-            &[
-                &t.id,
-                &t.state.as_str(),
-                &t.started_at,
-                &t.finished_at,
-                &t.exit_code.map(i64::from),
-                &t.error,
-                &t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
-            ],
-        )
-        .await?;
-        Ok(())
+        update_in(&self.client().await?, t).await
     }
     async fn get_task(&self, tenant: &str, id: &str) -> StoreResult<Option<TaskRecord>> {
         self.query_opt(
@@ -569,6 +556,18 @@ impl TaskStore for Postgres {
         tx.commit().await?;
         Ok(appended)
     }
+    async fn update_task_and_append(
+        &self,
+        task: &TaskRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<Appended> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        update_in(&tx, task).await?;
+        let appended = append_in(&tx, &task.id, events, None).await?;
+        tx.commit().await?;
+        Ok(appended)
+    }
     async fn read_events(
         &self,
         task_id: &str,
@@ -599,6 +598,32 @@ impl TaskStore for Postgres {
 /// Append `events` to a task's log in `tx` (see [`TaskStore::append_events`]), in three round
 /// trips whatever the batch's size. The tenant's totals row is locked first (an upsert that
 /// returns it), so the quota is judged on figures no other writer changes before this commits.
+/// Write a task's state, times, exit code, error and summary.
+async fn update_in<C: GenericClient>(client: &C, t: &TaskRecord) -> StoreResult<()> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE tasks SET state = $2, started_at = $3, finished_at = $4, exit_code = $5, error = $6, summary = $7 WHERE id = $1",
+        )
+        .await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &t.id,
+                &t.state.as_str(),
+                &t.started_at,
+                &t.finished_at,
+                &t.exit_code.map(i64::from),
+                &t.error,
+                &t.summary
+                    .as_ref()
+                    .map(|s| codec::summary_json(s).to_string()),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn append_in<C: GenericClient>(
     tx: &C,
     task_id: &str,

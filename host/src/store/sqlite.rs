@@ -657,18 +657,7 @@ impl TaskStore for Sqlite {
         Ok(())
     }
     async fn update_task(&self, t: &TaskRecord) -> StoreResult<()> {
-        self.execute(
-            "UPDATE tasks SET state = ?2, started_at = ?3, finished_at = ?4, exit_code = ?5, error = ?6, summary = ?7 WHERE id = ?1",
-            params![
-                t.id,
-                t.state.as_str(),
-                t.started_at,
-                t.finished_at,
-                t.exit_code,
-                t.error,
-                t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
-            ],
-        )?;
+        update_in(&self.conn(), t)?;
         Ok(())
     }
     async fn get_task(&self, tenant: &str, id: &str) -> StoreResult<Option<TaskRecord>> {
@@ -702,6 +691,18 @@ impl TaskStore for Sqlite {
         // Immediate: the quota is judged on figures no other writer can change before commit.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let appended = append_in(&tx, task_id, events, quota)?;
+        tx.commit()?;
+        Ok(appended)
+    }
+    async fn update_task_and_append(
+        &self,
+        task: &TaskRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<Appended> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        update_in(&tx, task)?;
+        let appended = append_in(&tx, &task.id, events, None)?;
         tx.commit()?;
         Ok(appended)
     }
@@ -1177,6 +1178,22 @@ impl UserStore for Sqlite {
 }
 
 /// Append `events` to a task's log in `tx` (see [`TaskStore::append_events`]).
+/// Write a task's state, times, exit code, error and summary.
+fn update_in(conn: &Connection, t: &TaskRecord) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE tasks SET state = ?2, started_at = ?3, finished_at = ?4, exit_code = ?5, error = ?6, summary = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        t.id,
+        t.state.as_str(),
+        t.started_at,
+        t.finished_at,
+        t.exit_code,
+        t.error,
+        t.summary.as_ref().map(|s| codec::summary_json(s).to_string()),
+    ])
+}
+
 fn append_in(
     tx: &rusqlite::Transaction<'_>,
     task_id: &str,
@@ -1402,6 +1419,31 @@ mod tests {
         assert_eq!(db.read_events("t1", 12, 10).await.unwrap(), vec![]);
         let t = db.get_task("alice", "t1").await.unwrap().unwrap();
         assert_eq!((t.last_seq, t.output_lines), (11, 10));
+    }
+
+    #[tokio::test]
+    async fn a_state_and_its_log_entry_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("g.db")).unwrap();
+        db.create_workspace(&ws("w1", "alice")).await.unwrap();
+        let mut t = task("t1", "alice", "w1", TaskState::Pending);
+        db.insert_task(&t).await.unwrap();
+        t.state = TaskState::Running;
+        t.started_at = Some(5);
+        let appended = db
+            .update_task_and_append(&t, &[event(1), event(2)])
+            .await
+            .unwrap();
+        assert_eq!(appended.stored, 2);
+        let stored = db.get_task("alice", "t1").await.unwrap().unwrap();
+        assert_eq!(stored.state, TaskState::Running);
+        assert_eq!((stored.started_at, stored.last_seq), (Some(5), 2));
+        // A seq already logged: neither the row nor the log changes.
+        t.state = TaskState::Done;
+        assert!(db.update_task_and_append(&t, &[event(2)]).await.is_err());
+        let stored = db.get_task("alice", "t1").await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.last_seq), (TaskState::Running, 2));
+        assert_eq!(db.read_events("t1", 1, 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 
 use super::tail;
 use crate::contract::{AgentEvent, EventBody};
-use crate::store::{Appended, EventRecord, LogNotifier, LogProgress, OutputQuota, Store, now_ms};
+use crate::store::{
+    Appended, EventRecord, LogNotifier, LogProgress, OutputQuota, Store, TaskRecord, now_ms,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -141,7 +143,7 @@ impl TaskLog {
             return Ok(());
         }
         let offered = entries.len();
-        let appended = self.write(entries, self.quota).await?;
+        let appended = self.write(entries, self.quota, None, || {}).await?;
         if appended.stored < offered {
             self.truncated = true;
             let quota = self.quota.unwrap_or_default();
@@ -160,13 +162,28 @@ impl TaskLog {
     /// Persist `entries` as the next events of the log, whatever the quota, then announce
     /// them.
     pub(super) async fn append(&mut self, entries: Vec<EventBody>) -> anyhow::Result<()> {
-        self.write(entries, None).await.map(drop)
+        self.write(entries, None, None, || {}).await.map(drop)
+    }
+
+    /// Store `task`'s row and persist `entries` in one commit (a change of state and its log
+    /// entry), whatever the quota; call `stored` once they are, then announce them.
+    pub(super) async fn append_with_row(
+        &mut self,
+        task: &TaskRecord,
+        entries: Vec<EventBody>,
+        stored: impl FnOnce(),
+    ) -> anyhow::Result<()> {
+        self.write(entries, None, Some(task), stored)
+            .await
+            .map(drop)
     }
 
     async fn write(
         &mut self,
         entries: Vec<EventBody>,
         quota: Option<OutputQuota>,
+        row: Option<&TaskRecord>,
+        stored: impl FnOnce(),
     ) -> anyhow::Result<Appended> {
         if entries.is_empty() {
             return Ok(Appended::default());
@@ -176,10 +193,15 @@ impl TaskLog {
             .zip(entries)
             .map(|(seq, body)| EventRecord { seq, body, at })
             .collect();
-        let appended = self
-            .store
-            .append_events(&self.task_id, &records, quota)
-            .await?;
+        let appended = match row {
+            Some(task) => self.store.update_task_and_append(task, &records).await?,
+            None => {
+                self.store
+                    .append_events(&self.task_id, &records, quota)
+                    .await?
+            }
+        };
+        stored();
         records.truncate(appended.stored);
         if records.is_empty() {
             return Ok(appended);

@@ -102,17 +102,20 @@ impl TaskRun {
         if state.is_terminal() {
             self.record.finished_at = Some(now_ms());
         }
-        if !unchanged {
-            self.inner.store.update_task(&self.record).await?;
-        }
-        if state.is_terminal() {
-            // Out of the live set as soon as the end is stored, not after its log entry (a
-            // round trip more on a shared store): whoever reads the end finds the workspace
-            // free.
-            self.inner.live.lock().unwrap().remove(&self.record.id);
-        }
         earlier.push(EventBody::State(self.state_change(state, reason)));
-        self.log.append(earlier).await
+        if unchanged {
+            return self.log.append(earlier).await;
+        }
+        // The row and its log entry in one commit (one round trip on a shared store). A
+        // terminal state leaves the live set as soon as it is stored, before it is announced:
+        // whoever reads the end finds the workspace free.
+        let (live, id) = (&self.inner.live, &self.record.id);
+        let leave = || {
+            if state.is_terminal() {
+                live.lock().unwrap().remove(id);
+            }
+        };
+        self.log.append_with_row(&self.record, earlier, leave).await
     }
 
     /// The log's entry for a change to `state`.
