@@ -595,8 +595,23 @@ async fn send_job(
 ) -> std::io::Result<UnixStream> {
     use tokio::io::AsyncWriteExt as _;
     socket.set_nonblocking(true)?;
+    // A job fits the socket's buffer nearly always: written at once, without registering the
+    // socket with the runtime's reactor (and taking it out again) for a write that never waits.
+    let mut sent = 0;
+    while sent < frame.len() {
+        match std::io::Write::write(&mut &socket, &frame[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if sent == frame.len() {
+        socket.set_nonblocking(false)?;
+        return Ok(socket);
+    }
     let mut stream = tokio::net::UnixStream::from_std(socket)?;
-    tokio::time::timeout(within, stream.write_all(frame))
+    tokio::time::timeout(within, stream.write_all(&frame[sent..]))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending the job"))??;
     let socket = stream.into_std()?;
@@ -672,22 +687,27 @@ mod tests {
     use super::*;
     use std::io::Read as _;
 
-    /// A launcher that reads its job gets all of it, and gantry gets the socket back blocking.
+    /// A launcher that reads its job gets all of it, whether it fits the socket's buffer (sent
+    /// at once) or not (the rest sent as the launcher reads), and gantry gets the socket back
+    /// blocking.
     #[tokio::test]
     async fn a_job_larger_than_the_socket_buffer_is_sent_whole() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let frame = vec![7u8; 4 << 20];
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            (&theirs).read_to_end(&mut got).unwrap();
-            got.len()
-        });
-        let socket = send_job(ours, &frame, JOB_SEND_LIMIT).await.unwrap();
-        // SAFETY: fcntl on a descriptor the test holds.
-        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::F_GETFL) };
-        assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again");
-        drop(socket);
-        assert_eq!(reader.join().unwrap(), frame.len());
+        for size in [16, 4 << 20] {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let frame = vec![7u8; size];
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                (&theirs).read_to_end(&mut got).unwrap();
+                got.len()
+            });
+            let socket = send_job(ours, &frame, JOB_SEND_LIMIT).await.unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+            // SAFETY: fcntl on a descriptor the test holds.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again ({size} bytes)");
+            drop(socket);
+            assert_eq!(reader.join().unwrap(), frame.len());
+        }
     }
 
     /// A launcher gone before its job: the send fails (and the task starts its own launcher).

@@ -212,10 +212,12 @@ impl WarmLaunchers {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // The launcher's end of the socket is inherited by it alone.
-        let mut child = crate::spawn::inheriting(&[theirs.as_fd()], || cmd.spawn())??;
-        drop(theirs);
-        let (socket, ready) = tokio::task::spawn_blocking(move || {
+        // Off the runtime's workers: the spawn's vfork holds its thread until the launcher
+        // execs, and the launcher's start is read with a blocking read.
+        let (mut child, socket, ready) = tokio::task::spawn_blocking(move || {
+            // The launcher's end of the socket is inherited by it alone.
+            let child = crate::spawn::inheriting(&[theirs.as_fd()], || cmd.spawn())??;
+            drop(theirs);
             let _ = ours.set_read_timeout(Some(READY_WITHIN));
             let mut byte = [0u8; 1];
             // A signal handler running on this thread (SIGCHLD, SIGHUP) interrupts the read.
@@ -226,12 +228,10 @@ impl WarmLaunchers {
                 }
             };
             let _ = ours.set_read_timeout(None);
-            (
-                ours,
-                ready.map(|n| n == 1 && byte[0] == sandbox::warm::READY),
-            )
+            let ready = ready.map(|n| n == 1 && byte[0] == sandbox::warm::READY);
+            std::io::Result::Ok((child, ours, ready))
         })
-        .await?;
+        .await??;
         if !matches!(ready, Ok(true)) {
             let _ = child.start_kill();
             let mut why = String::new();
