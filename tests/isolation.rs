@@ -757,6 +757,10 @@ fn warm_ready(node: &Node, count: usize) -> Vec<(u32, Vec<String>)> {
 const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); \
      echo root=$(ls -d /bin /usr /tmp /home /root /data 2>/dev/null | tr '\\n' ,); \
      echo env=$(env | cut -d= -f1 | sort | tr '\\n' ,); \
+     echo etc=$(ls -A /etc | tr '\\n' ,) dev=$(ls -A /dev | tr '\\n' ,); \
+     echo written=$(for p in /etc/x /dev/x /usr/x /dev/shm/x /tmp/x; do \
+       touch $p 2>/dev/null && printf %s, $p; done)$(echo >/dev/null && echo null); \
+     echo etc-mount=$(awk '$5==\"/etc\"{print $4}' /proc/self/mountinfo); \
      grep -E '^[0-9]+:pids:' /proc/self/cgroup";
 
 #[tokio::test]
@@ -779,11 +783,39 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     // same minimal root and the same environment names.
     let facts = |out: &str| {
         out.lines()
-            .filter(|l| !l.contains(":pids:"))
+            .filter(|l| !l.contains(":pids:") && !l.starts_with("etc-mount="))
             .collect::<Vec<_>>()
             .join("\n")
     };
     assert_eq!(facts(&warm_out), facts(&cold_out));
+    // Only the system entries and the harmless devices, read-only but for /dev/shm and /tmp.
+    assert!(
+        warm_out.contains(",hosts,")
+            && warm_out.contains(",passwd,")
+            && !warm_out.contains("shadow"),
+        "{warm_out}"
+    );
+    assert!(
+        warm_out.contains(" dev=fd,full,null,random,shm,stderr,stdin,stdout,urandom,zero,\n"),
+        "{warm_out}"
+    );
+    assert!(
+        warm_out.contains("\nwritten=/dev/shm/x,/tmp/x,null\n"),
+        "{warm_out}"
+    );
+    // The warm launcher bound the system entries while it waited (onto the skeleton in the
+    // data directory); the cold one bound them one by one into its own tmpfs.
+    let etc_mount = |out: &str| {
+        let line = out.lines().find(|l| l.starts_with("etc-mount="));
+        line.unwrap_or_default()
+            .trim_start_matches("etc-mount=")
+            .to_string()
+    };
+    assert!(
+        etc_mount(&warm_out).ends_with("/sandbox-skeleton/etc"),
+        "{warm_out}"
+    );
+    assert_eq!(etc_mount(&cold_out), "", "{cold_out}");
     assert!(
         warm_out.starts_with("uid=1000 host=gantry-task stdin=0\nroot=/bin,/tmp,/usr,\n"),
         "the task uid, its hostname, no input, and none of /home, /root or /data: {warm_out}"

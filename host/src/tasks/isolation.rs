@@ -75,9 +75,35 @@ impl Isolation {
                 self.cgroups.clone(),
                 self.config.limits,
                 self.config.warm_launchers,
+                self.skeleton(),
             ));
         }
         self
+    }
+
+    /// The skeleton warm launchers bind a root's system entries onto ahead of demand (see
+    /// [`sandbox::skeleton`]), made afresh in the data directory; `None` (the root is then
+    /// built whole for each task) without a root of its own, or when it cannot be made.
+    fn skeleton(&self) -> Option<PathBuf> {
+        if !self.layers.mount {
+            return None;
+        }
+        let dir = self.forbidden.first()?.join("sandbox-skeleton");
+        // Inside what it holds, a launcher's binds would nest in each other.
+        let system = sandbox::skeleton::system_entries().chain([PathBuf::from("/dev")]);
+        if system.into_iter().any(|p| dir.starts_with(p)) {
+            return None;
+        }
+        match sandbox::skeleton::create(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot make the sandbox skeleton in {} ({e}); each task's root is built whole",
+                    dir.display()
+                );
+                None
+            }
+        }
     }
 
     /// A launcher already in this sandbox's namespaces and cgroups, if one is ready.

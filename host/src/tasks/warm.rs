@@ -31,6 +31,8 @@ pub(super) struct WarmLaunchers {
     cgroups: Option<cgroup::Cgroups>,
     limits: cgroup::CgroupLimits,
     want: usize,
+    /// The skeleton their inits bind a root's system entries onto while they wait.
+    skeleton: Option<PathBuf>,
     pool: Mutex<Pool>,
 }
 
@@ -84,14 +86,16 @@ impl std::fmt::Debug for WarmLaunchers {
 
 impl WarmLaunchers {
     /// Keep `want` launchers of `launcher` ready with `layers` (and a cgroup each when
-    /// `cgroups` and there are namespaces: an init to put in it). Starts filling at once when
-    /// called inside a tokio runtime, else at the first [`WarmLaunchers::take`].
+    /// `cgroups` and there are namespaces: an init to put in it; the system entries of a root
+    /// of its own bound onto `skeleton` when there is one). Starts filling at once when called
+    /// inside a tokio runtime, else at the first [`WarmLaunchers::take`].
     pub(super) fn new(
         launcher: PathBuf,
         layers: Layers,
         cgroups: Option<cgroup::Cgroups>,
         limits: cgroup::CgroupLimits,
         want: usize,
+        skeleton: Option<PathBuf>,
     ) -> Arc<WarmLaunchers> {
         let pool = Arc::new(WarmLaunchers {
             launcher,
@@ -99,6 +103,7 @@ impl WarmLaunchers {
             cgroups: cgroups.filter(|_| layers.any()),
             limits,
             want,
+            skeleton: skeleton.filter(|_| layers.mount),
             pool: Mutex::default(),
         });
         pool.top_up();
@@ -204,6 +209,9 @@ impl WarmLaunchers {
         for dir in cgroups {
             cmd.arg("--cgroup").arg(dir);
         }
+        if let Some(skeleton) = &self.skeleton {
+            cmd.arg("--skeleton").arg(skeleton);
+        }
         cmd.args(["--sync", &theirs.as_raw_fd().to_string()])
             .env_clear()
             .current_dir("/")
@@ -299,6 +307,7 @@ mod tests {
             None,
             cgroup::CgroupLimits::default(),
             2,
+            None,
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while pool.pool.lock().unwrap().starting > 0 {

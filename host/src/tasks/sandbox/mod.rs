@@ -19,6 +19,7 @@
 pub mod cgroup;
 pub mod namespaces;
 pub mod paths;
+pub mod skeleton;
 pub mod warm;
 
 use landlock::{

@@ -10,7 +10,8 @@
 //!   of the task's program, re-raising a signal that ended it.
 //! - the **init** (PID 1 of the new namespace) builds the task's root: a tmpfs holding only
 //!   the system directories, the backend's install tree and the task's own directories, a
-//!   private `/proc`, `/dev` and `/tmp`; brings up loopback and hands gantry a listener on it
+//!   private `/proc`, `/dev` and `/tmp` (a warm launcher's init binds the system part while it
+//!   waits for its job: [`Prebuilt`]); brings up loopback and hands gantry a listener on it
 //!   (the egress and model proxy); forks the program; forwards TERM to everything in the
 //!   namespace; and when the program exits, kills whatever it left behind.
 //! - the **program** drops to the task uid with no capabilities and no way to gain any, applies
@@ -27,6 +28,7 @@
 //! sequence (the descriptors are opened before the init changes ids; `/proc` is mounted
 //! before the binds, which reach their descriptors through it), so it stays next to the init.
 
+use super::skeleton;
 use super::warm::{self, READY};
 use super::{PROXY_PORT, Restriction, Rlimits};
 use rustix::mount::MountFlags;
@@ -153,11 +155,17 @@ pub fn run(plan: Plan, rlimits: Rlimits, program: &Path, args: &[OsString]) -> S
 /// Be a warm launcher (see [`super::warm`]) for `layers`, its init in `cgroups`, waiting for
 /// its job on `sync`: returns only on failure, with the reason (it exits 0 when gantry lets
 /// it go without a job).
-pub fn run_warm(layers: Layers, cgroups: Vec<PathBuf>, sync: RawFd) -> String {
+pub fn run_warm(
+    layers: Layers,
+    cgroups: Vec<PathBuf>,
+    sync: RawFd,
+    skeleton: Option<PathBuf>,
+) -> String {
     match monitor(Start::Later {
         layers,
         cgroups,
         sync,
+        skeleton,
     }) {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
@@ -263,6 +271,8 @@ enum Start {
         layers: Layers,
         cgroups: Vec<PathBuf>,
         sync: RawFd,
+        /// The skeleton its init binds the system entries onto while it waits.
+        skeleton: Option<PathBuf>,
     },
 }
 
@@ -442,6 +452,7 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
                 layers,
                 cgroups,
                 sync,
+                ..
             } => {
                 // SAFETY: the sync descriptor is open for the life of this process.
                 let socket = unsafe { BorrowedFd::borrow_raw(*sync) };
@@ -663,6 +674,7 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
     let mut go = std::fs::File::from(go);
     let not_started = |_| Error::other("gantry did not start the task");
     let sent;
+    let mut prebuilt = None;
     let job = match start {
         Start::Now(job) => {
             std::io::Read::read_exact(&mut go, &mut [0u8; 1]).map_err(not_started)?;
@@ -672,7 +684,14 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
             layers,
             cgroups,
             sync,
+            skeleton,
         } => {
+            // While it waits, with gantry's ids still (the job is read after it). A skeleton
+            // that does not match this machine is no error: the root is then built whole.
+            prebuilt = skeleton
+                .as_deref()
+                .filter(|_| layers.mount)
+                .and_then(|s| Prebuilt::bind(s).ok());
             let body = warm::Job::read_frame(&mut go)
                 .map_err(not_started)?
                 .ok_or_else(|| Error::other("gantry did not start the task"))?;
@@ -694,8 +713,10 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
     // Opened while this process still has gantry's ids (so it can look up `/root/.cache/…`
     // below a `0700` home) and after the clone (a bind's source must be a mount of this
     // namespace).
+    // The system entries bound ahead of demand serve only a job that reads exactly them.
+    let prebuilt = prebuilt.filter(|p| p.fits(plan));
     let binds = if plan.layers.mount {
-        prepare_binds(plan)?
+        prepare_binds(plan, prebuilt.is_some())?
     } else {
         Vec::new()
     };
@@ -716,9 +737,10 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         return Err(Error::other("the launcher is gone"));
     }
     if plan.layers.mount {
-        build_root(&binds).map_err(|e| fail("building the task's root", e))?;
+        build_root(&binds, prebuilt.as_ref()).map_err(|e| fail("building the task's root", e))?;
         // The descriptors of the host's paths go before anything of the task runs.
         drop(binds);
+        drop(prebuilt);
     }
     // No namespaces below this one (the kernel surface a user namespace opens is where local
     // privilege escalations live), and no keyring shared with gantry or other tasks. Both
@@ -772,7 +794,7 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         let error = stdin
             .and_then(|()| drop_privileges(denied_setgroups))
             .and_then(|()| {
-                let read: Vec<&Path> = plan.read.iter().map(PathBuf::as_path).collect();
+                let read = landlock_read_paths(&plan.read, plan.layers.mount);
                 let mut write: Vec<&Path> = plan.write.iter().map(PathBuf::as_path).collect();
                 if plan.layers.mount {
                     // Its own tmpfs, not the host's.
@@ -796,6 +818,27 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         unsafe { libc::_exit(127) };
     }
     supervise(plan.layers.pid, child, &waited, status)
+}
+
+/// The paths Landlock lets the program read: `read`, except that in a root of its own
+/// (`own_root`) the entries under `/etc` are one rule on `/etc`. That root's `/etc` holds
+/// nothing but those entries (it is built from the same list), so the one rule allows what the
+/// two dozen did, and every spawn opens and adds two dozen rules fewer.
+fn landlock_read_paths(read: &[PathBuf], own_root: bool) -> Vec<&Path> {
+    let etc = Path::new("/etc");
+    let mut paths: Vec<&Path> = Vec::with_capacity(read.len());
+    let mut any_etc = false;
+    for path in read {
+        if own_root && path.starts_with(etc) {
+            any_etc = true;
+        } else {
+            paths.push(path);
+        }
+    }
+    if any_etc {
+        paths.push(etc);
+    }
+    paths
 }
 
 /// The init's loop: forward TERM, INT and HUP; reap; when the program ends, end the rest.
@@ -972,11 +1015,13 @@ enum Source {
 }
 
 /// Open every read and write path of `plan`, parents before children (so a write path inside
-/// a read path lands on top of it).
-fn prepare_binds(plan: &Plan) -> Result<Vec<Bind>> {
+/// a read path lands on top of it); with `prebuilt`, all but the system entries, which are
+/// bound already.
+fn prepare_binds(plan: &Plan, prebuilt: bool) -> Result<Vec<Bind>> {
     let mut paths: Vec<(&PathBuf, bool)> = plan
         .read
         .iter()
+        .filter(|p| !(prebuilt && skeleton::is_system_entry(p)))
         .map(|p| (p, false))
         .chain(plan.write.iter().map(|p| (p, true)))
         .collect();
@@ -988,20 +1033,7 @@ fn prepare_binds(plan: &Plan) -> Result<Vec<Bind>> {
             Err(e) => return Err(fail(&format!("reading {}", path.display()), e)),
             Ok(meta) if meta.file_type().is_symlink() => Source::Symlink(std::fs::read_link(path)?),
             Ok(meta) => {
-                let c = cstr(path)?;
-                // SAFETY: open(2) with a valid C string; the descriptor is ours.
-                let fd = check(
-                    unsafe {
-                        libc::open(
-                            c.as_ptr(),
-                            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                        )
-                    }
-                    .into(),
-                    &format!("opening {}", path.display()),
-                )?;
-                // SAFETY: just returned by open.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+                let fd = open_path(path)?;
                 if meta.is_dir() {
                     Source::Dir(fd)
                 } else {
@@ -1072,7 +1104,7 @@ fn bind(bind: &Bind) -> Result<()> {
 
 /// Build the task's root and make it `/`: a read-only tmpfs with the read paths bound
 /// read-only, the write paths read-write, and a private `/proc`, `/dev` and `/tmp`.
-fn build_root(binds: &[Bind]) -> Result<()> {
+fn build_root(binds: &[Bind], prebuilt: Option<&Prebuilt>) -> Result<()> {
     use rustix::mount::{MountPropagationFlags, UnmountFlags};
     let slash = Path::new("/");
     let private = MountFlags::NOSUID | MountFlags::NODEV;
@@ -1109,7 +1141,10 @@ fn build_root(binds: &[Bind]) -> Result<()> {
         ),
         || "mounting /proc".into(),
     )?;
-    build_dev()?;
+    match prebuilt {
+        Some(prebuilt) => prebuilt.graft()?,
+        None => build_dev()?,
+    }
     let tmp = under(NEW, Path::new("/tmp"));
     std::fs::create_dir_all(&tmp)?;
     tmpfs(&tmp, private, c"mode=1777")?;
@@ -1133,8 +1168,7 @@ fn build_dev() -> Result<()> {
     let dev = under(NEW, Path::new("/dev"));
     std::fs::create_dir_all(&dev)?;
     tmpfs(&dev, MountFlags::NOSUID, c"mode=0755")?;
-    // No `tty`: a task must not reach a terminal gantry may have (TIOCSTI types into it).
-    for name in ["null", "zero", "full", "random", "urandom"] {
+    for name in skeleton::DEVICES {
         let source = Path::new(OLD).join("dev").join(name);
         let target = dev.join(name);
         if std::fs::metadata(&source).is_ok() {
@@ -1144,17 +1178,178 @@ fn build_dev() -> Result<()> {
             })?;
         }
     }
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
+    for (name, target) in skeleton::DEVICE_LINKS {
         std::os::unix::fs::symlink(target, dev.join(name))?;
     }
     let shm = dev.join("shm");
     std::fs::create_dir_all(&shm)?;
     tmpfs(&shm, MountFlags::NOSUID | MountFlags::NODEV, c"mode=1777")
+}
+
+/// The system part of a task's root, bound by a warm launcher's init while it waits for its
+/// job (see [`skeleton`]): the host's system entries and devices on the skeleton's
+/// mountpoints, read-only, in the init's own mount namespace. When the job comes, each of
+/// the skeleton's top-level entries is one recursive bind (or one symlink) into the new root,
+/// in place of a bind and a remount per entry.
+#[derive(Debug)]
+struct Prebuilt {
+    /// The skeleton's top-level entries but `dev`: a directory with the host's entries bound
+    /// beneath it, or a symlink.
+    top: Vec<(OsString, Source)>,
+    /// The skeleton's `dev`, with the devices bound onto it.
+    dev: OwnedFd,
+}
+
+impl Prebuilt {
+    /// Bind the host's system entries onto the skeleton at `skeleton`. Done before the uid
+    /// map exists (the init may make no file then, only mounts), with gantry's ids. Fails when
+    /// the skeleton does not match the host (an entry changed kind since gantry made it).
+    fn bind(skeleton: &Path) -> Result<Prebuilt> {
+        use rustix::mount::MountPropagationFlags;
+        // Nothing mounted here propagates back to gantry's namespace.
+        doing(
+            rustix::mount::mount_change(
+                Path::new("/"),
+                MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+            ),
+            || "making mounts private".into(),
+        )?;
+        let base = MountFlags::NOSUID | MountFlags::NODEV;
+        // The skeleton's own directories read-only, whatever the file system it lies on.
+        doing(rustix::mount::mount_bind(skeleton, skeleton), || {
+            "binding the skeleton".into()
+        })?;
+        let own = open_path(skeleton)?;
+        remount_bind(
+            skeleton,
+            base | MountFlags::RDONLY | locked_flags(own.as_fd()),
+        )?;
+        for host in skeleton::system_entries() {
+            let at = under(&skeleton.to_string_lossy(), &host);
+            let host_meta = std::fs::symlink_metadata(&host);
+            let at_meta = std::fs::symlink_metadata(&at);
+            let (host_meta, at_meta) = match (host_meta, at_meta) {
+                (Err(_), Err(_)) => continue,
+                (Ok(h), Ok(a)) => (h, a),
+                _ => return Err(mismatch(&host)),
+            };
+            if host_meta.file_type().is_symlink() || at_meta.file_type().is_symlink() {
+                if std::fs::read_link(&host).ok() != std::fs::read_link(&at).ok() {
+                    return Err(mismatch(&host));
+                }
+                continue;
+            }
+            if host_meta.is_dir() != at_meta.is_dir() {
+                return Err(mismatch(&host));
+            }
+            let source = open_path(&host)?;
+            doing(rustix::mount::mount_bind_recursive(&host, &at), || {
+                format!("binding {}", host.display())
+            })?;
+            let flags = base | MountFlags::RDONLY | locked_flags(source.as_fd());
+            remount_bind(&at, flags)?;
+        }
+        let dev = skeleton.join("dev");
+        for name in skeleton::DEVICES {
+            let (host, at) = (Path::new("/dev").join(name), dev.join(name));
+            match (std::fs::metadata(&host).is_ok(), at.is_file()) {
+                (false, false) => {}
+                (true, true) => doing(rustix::mount::mount_bind(&host, &at), || {
+                    format!("binding /dev/{name}")
+                })?,
+                _ => return Err(mismatch(&host)),
+            }
+        }
+        let mut top = Vec::new();
+        for entry in std::fs::read_dir(skeleton)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == "dev" {
+                continue;
+            }
+            let source = if entry.file_type()?.is_symlink() {
+                Source::Symlink(std::fs::read_link(entry.path())?)
+            } else {
+                Source::Dir(open_path(&entry.path())?)
+            };
+            top.push((name, source));
+        }
+        Ok(Prebuilt {
+            top,
+            dev: open_path(&dev)?,
+        })
+    }
+
+    /// Whether `plan`'s root is what this holds plus the task's own paths: it reads every
+    /// system entry (none was left out as forbidden), writes none, and nothing else of it
+    /// lies in `/etc` or `/dev`, where the prebuilt tree has no mountpoint to give it.
+    fn fits(&self, plan: &Plan) -> bool {
+        skeleton::system_entries().all(|e| plan.read.contains(&e))
+            && plan.write.iter().all(|p| !skeleton::is_system_entry(p))
+            && plan
+                .read
+                .iter()
+                .chain(&plan.write)
+                .filter(|p| !skeleton::is_system_entry(p))
+                .all(|p| !p.starts_with("/etc") && !p.starts_with("/dev"))
+    }
+
+    /// Graft the prebuilt tree into the new root (at [`NEW`], with its `/proc` mounted): its
+    /// `/dev` with a fresh `/dev/shm`, and the system entries.
+    fn graft(&self) -> Result<()> {
+        let from = |fd: &OwnedFd| PathBuf::from(format!("{NEW}/proc/self/fd/{}", fd.as_raw_fd()));
+        let dev = under(NEW, Path::new("/dev"));
+        std::fs::create_dir(&dev)?;
+        doing(
+            rustix::mount::mount_bind_recursive(from(&self.dev), &dev),
+            || "binding /dev".into(),
+        )?;
+        tmpfs(
+            &dev.join("shm"),
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=1777",
+        )?;
+        for (name, source) in &self.top {
+            let target = Path::new(NEW).join(name);
+            match source {
+                Source::Symlink(link) => std::os::unix::fs::symlink(link, &target)?,
+                Source::Dir(fd) => {
+                    std::fs::create_dir(&target)?;
+                    doing(
+                        rustix::mount::mount_bind_recursive(from(fd), &target),
+                        || format!("binding {}", target.display()),
+                    )?;
+                }
+                Source::File(_) | Source::Missing => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mismatch(host: &Path) -> Error {
+    Error::other(format!(
+        "the sandbox skeleton does not match {}",
+        host.display()
+    ))
+}
+
+/// An `O_PATH` descriptor of `path`, not following a last symlink.
+fn open_path(path: &Path) -> Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: open(2) with a valid C string; the descriptor is ours.
+    let fd = check(
+        unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        }
+        .into(),
+        &format!("opening {}", path.display()),
+    )?;
+    // SAFETY: just returned by open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Bring up `lo` in the task's network namespace (it starts down).
@@ -1250,6 +1445,30 @@ mod tests {
         assert!(Layers::parse("pid").is_err(), "pid without user");
         assert!(Layers::parse("user,mount").is_err(), "mount without pid");
         assert!(Layers::parse("user,bogus").is_err());
+    }
+
+    #[test]
+    fn etc_is_one_landlock_rule_only_in_a_root_of_its_own() {
+        let read: Vec<PathBuf> = ["/usr", "/etc/hosts", "/etc/ssl", "/opt/tool", "/etcetera/x"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(
+            landlock_read_paths(&read, true),
+            [
+                Path::new("/usr"),
+                Path::new("/opt/tool"),
+                Path::new("/etcetera/x"),
+                Path::new("/etc")
+            ]
+        );
+        // Without a mount namespace the task sees the host's whole /etc: a rule per entry.
+        assert_eq!(
+            landlock_read_paths(&read, false),
+            read.iter().map(PathBuf::as_path).collect::<Vec<_>>()
+        );
+        let no_etc = [PathBuf::from("/usr")];
+        assert_eq!(landlock_read_paths(&no_etc, true), [Path::new("/usr")]);
     }
 
     #[test]

@@ -165,12 +165,15 @@ struct Warm {
     layers: Layers,
     cgroups: Vec<PathBuf>,
     sync: RawFd,
+    /// The skeleton of a root of its own (see [`super::skeleton`]), to bind ahead of demand.
+    skeleton: Option<PathBuf>,
 }
 
 fn parse_warm(args: Vec<OsString>) -> std::result::Result<Warm, String> {
     let mut layers = Layers::default();
     let mut cgroups = Vec::new();
     let mut sync = None;
+    let mut skeleton = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -187,6 +190,13 @@ fn parse_warm(args: Vec<OsString>) -> std::result::Result<Warm, String> {
                 }
                 cgroups.push(dir);
             }
+            Some("--skeleton") => {
+                let dir = PathBuf::from(value("--skeleton")?);
+                if !dir.is_absolute() {
+                    return Err("--skeleton needs an absolute path".into());
+                }
+                skeleton = Some(dir);
+            }
             Some("--sync") => {
                 sync = Some(
                     value("--sync")?
@@ -200,10 +210,14 @@ fn parse_warm(args: Vec<OsString>) -> std::result::Result<Warm, String> {
     let sync = sync
         .filter(|fd| *fd > 2)
         .ok_or("--sync FD (above 2) is needed")?;
+    if skeleton.is_some() && !layers.mount {
+        return Err("--skeleton is for a root of its own (the mount layer)".into());
+    }
     Ok(Warm {
         layers,
         cgroups,
         sync,
+        skeleton,
     })
 }
 
@@ -213,7 +227,9 @@ fn parse_warm(args: Vec<OsString>) -> std::result::Result<Warm, String> {
 pub fn launch_warm(args: Vec<OsString>) -> ExitCode {
     let message = match parse_warm(args) {
         Err(message) => message,
-        Ok(warm) if warm.layers.any() => namespaces::run_warm(warm.layers, warm.cgroups, warm.sync),
+        Ok(warm) if warm.layers.any() => {
+            namespaces::run_warm(warm.layers, warm.cgroups, warm.sync, warm.skeleton)
+        }
         Ok(warm) if !warm.cgroups.is_empty() => {
             "a warm launcher without namespaces has no init to put in cgroups".into()
         }
@@ -373,8 +389,43 @@ mod tests {
             Warm {
                 layers: Layers::parse("user,pid").unwrap(),
                 cgroups: vec!["/c".into()],
-                sync: 5
+                sync: 5,
+                skeleton: None,
             }
+        );
+        let with_skeleton = parse_warm(os(&[
+            "--layers",
+            "user,pid,mount",
+            "--skeleton",
+            "/s",
+            "--sync",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(with_skeleton.skeleton.as_deref(), Some(Path::new("/s")));
+        assert!(
+            parse_warm(os(&[
+                "--layers",
+                "user,pid",
+                "--skeleton",
+                "/s",
+                "--sync",
+                "5"
+            ]))
+            .is_err(),
+            "a skeleton without a root of its own"
+        );
+        assert!(
+            parse_warm(os(&[
+                "--layers",
+                "user,pid,mount",
+                "--skeleton",
+                "s",
+                "--sync",
+                "5"
+            ]))
+            .is_err(),
+            "a relative skeleton"
         );
         assert!(parse_warm(os(&[])).is_err(), "no sync socket");
         assert!(
