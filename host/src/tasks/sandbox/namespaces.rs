@@ -675,6 +675,7 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
     let not_started = |_| Error::other("gantry did not start the task");
     let sent;
     let mut prebuilt = None;
+    let mut proxy_ahead = None;
     let job = match start {
         Start::Now(job) => {
             std::io::Read::read_exact(&mut go, &mut [0u8; 1]).map_err(not_started)?;
@@ -692,6 +693,11 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
                 .as_deref()
                 .filter(|_| layers.mount)
                 .and_then(|s| Prebuilt::bind(s).ok());
+            // Loopback and the proxy's listener are no tenant's either: made now, sent when
+            // the job comes (or made then, should this fail).
+            if layers.net {
+                proxy_ahead = proxy_network(PROXY_PORT).ok();
+            }
             let body = warm::Job::read_frame(&mut go)
                 .map_err(not_started)?
                 .ok_or_else(|| Error::other("gantry did not start the task"))?;
@@ -755,9 +761,11 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         "setting the hostname".into()
     })?;
     if plan.layers.net {
-        loopback_up().map_err(|e| fail("bringing up loopback", e))?;
-        if let Some(sync) = plan.sync {
-            send_listener(sync, plan.proxy_port).map_err(|e| fail("starting the proxy", e))?;
+        let ahead = proxy_ahead.filter(|_| plan.proxy_port == PROXY_PORT);
+        match (plan.sync, ahead) {
+            (Some(sync), Some(listener)) => send_listener(sync, listener)?,
+            (Some(sync), None) => send_listener(sync, proxy_network(plan.proxy_port)?)?,
+            (None, _) => loopback_up().map_err(|e| fail("bringing up loopback", e))?,
         }
     }
     if let Some(sync) = plan.sync {
@@ -1380,13 +1388,19 @@ fn loopback_up() -> Result<()> {
     Ok(())
 }
 
-/// Listen on the proxy port inside the namespace and hand the listener to gantry, which
-/// serves it from outside (a socket stays in the namespace it was made in).
-fn send_listener(sync: RawFd, port: u16) -> Result<()> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+/// Bring up loopback and listen on the proxy port on it, inside the task's network
+/// namespace.
+fn proxy_network(port: u16) -> Result<std::net::TcpListener> {
+    loopback_up().map_err(|e| fail("bringing up loopback", e))?;
+    std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| fail("starting the proxy", e))
+}
+
+/// Hand the proxy's listener to gantry, which serves it from outside (a socket stays in the
+/// namespace it was made in).
+fn send_listener(sync: RawFd, listener: std::net::TcpListener) -> Result<()> {
     // SAFETY: the sync descriptor is open for the life of this process.
     let sync = unsafe { BorrowedFd::borrow_raw(sync) };
-    send_fd(sync, listener.as_fd())
+    send_fd(sync, listener.as_fd()).map_err(|e| fail("starting the proxy", e))
 }
 
 /// Send one descriptor over a unix socket (SCM_RIGHTS), with one byte of data.
