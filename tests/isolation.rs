@@ -753,6 +753,69 @@ fn warm_ready(node: &Node, count: usize) -> Vec<(u32, Vec<String>)> {
     }
 }
 
+/// The children of `parent`: their pids and one-letter states (`Z`: exited, not reaped).
+fn children(parent: u32) -> Vec<(u32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let mut after = stat.rsplit_once(") ")?.1.split(' ');
+            let state = after.next()?.chars().next()?;
+            (after.next()? == parent.to_string()).then_some((pid, state))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sandboxed_task_ends_with_its_programs_status_and_all_its_output() {
+    let node = Node::start(FULL, None);
+    let c = node.client(ALICE);
+    // The status comes from the launcher's report, before its namespaces are torn down; the
+    // output is whole all the same (it ends when the task's last process is gone).
+    let (record, out) = run(
+        &c,
+        "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line$i; done; echo err >&2; exit 7",
+    )
+    .await;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert_eq!(record["exit_code"], 7, "{record}");
+    // Standard output in order; standard error, a pipe of its own, anywhere among it.
+    let stdout: Vec<&str> = out.lines().filter(|l| *l != "err").collect();
+    let expected: Vec<String> = (1..=3000).map(|i| format!("line{i}")).collect();
+    assert_eq!(stdout, expected);
+    assert_eq!(out.lines().filter(|l| *l == "err").count(), 1);
+    let (record, out) = run(&c, "echo before; kill -KILL $$").await;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(
+        record["exit_code"].is_null(),
+        "killed by a signal: {record}"
+    );
+    assert_eq!(out, "before");
+    let (record, out) = run(&c, "(sleep 30; echo late) & echo main").await;
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(out, "main", "what the program left behind went with it");
+
+    // Each task's launcher ended by itself and was reaped: none is left, not even exited.
+    let gantry = node.g.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let warm: Vec<u32> = warm_launchers(gantry).into_iter().map(|(p, _)| p).collect();
+        let others: Vec<(u32, char)> = children(gantry)
+            .into_iter()
+            .filter(|(pid, state)| !warm.contains(pid) || *state == 'Z')
+            .collect();
+        if others.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "launchers left behind: {others:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What a task sees of its sandbox, one fact per line, and its cgroup last.
 const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); \
      echo root=$(ls -d /bin /usr /tmp /home /root /data 2>/dev/null | tr '\\n' ,); \

@@ -27,7 +27,7 @@ pub(super) struct Spawned {
     /// Its sandbox (its cgroup lives as long as this).
     pub(super) sandbox: Option<TaskSandbox>,
     /// The socket to its launcher: closing it (gantry gone) ends the task.
-    pub(super) lifeline: Option<std::os::unix::net::UnixStream>,
+    pub(super) lifeline: Option<Lifeline>,
     /// The proxy serving the listener its network namespace handed over.
     pub(super) proxy: Option<egress::ProxyHandle>,
 }
@@ -400,9 +400,54 @@ pub(super) async fn spawn_sandboxed(
         pgid,
         lines,
         sandbox: task_sandbox,
-        lifeline,
+        lifeline: lifeline.map(Lifeline::new),
         proxy: served,
     }))
+}
+
+/// gantry's end of a launcher's socket, held as long as the step runs (the launcher kills
+/// the task when it closes), on which a launcher with a PID namespace reports the program's
+/// status before its namespaces are torn down ([`sandbox::namespaces::EXIT_REPORT`]).
+pub(super) struct Lifeline {
+    held: UnixStream,
+    /// The same socket, registered with the reactor (absent if that failed: the status then
+    /// comes from the launcher's exit alone).
+    watched: Option<tokio::net::UnixStream>,
+}
+
+impl Lifeline {
+    fn new(held: UnixStream) -> Lifeline {
+        let watched = held
+            .try_clone()
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(socket)
+            })
+            .ok();
+        Lifeline { held, watched }
+    }
+
+    /// The program's wait status as the launcher reports it; `None` when the socket ends
+    /// without a report (a launcher without namespaces closes it when it execs the program;
+    /// one that failed or was killed, when it exits). Not cancel-safe: keep the future.
+    pub(super) async fn exit_report(&mut self) -> Option<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        use tokio::io::AsyncReadExt;
+        let socket = self.watched.as_mut()?;
+        let mut frame = [0u8; 5];
+        socket.read_exact(&mut frame).await.ok()?;
+        let status = i32::from_ne_bytes(frame[1..].try_into().ok()?);
+        (frame[0] == sandbox::namespaces::EXIT_REPORT)
+            .then(|| std::process::ExitStatus::from_raw(status))
+    }
+}
+
+impl std::fmt::Debug for Lifeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifeline")
+            .field("held", &self.held)
+            .finish()
+    }
 }
 
 /// A task's egress and model proxy: what it may reach, the per-task token its CLI holds in
@@ -686,6 +731,40 @@ pub(super) fn signal_group(pgid: Option<i32>, signal: i32) {
 mod tests {
     use super::*;
     use std::io::Read as _;
+
+    #[tokio::test]
+    async fn a_launchers_report_is_the_programs_status_and_anything_else_is_none() {
+        use std::io::Write as _;
+        use std::os::unix::process::ExitStatusExt;
+        let report = |frame: &[u8]| {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            // Written in two pieces: the report is read whole however it arrives.
+            theirs.write_all(&frame[..2]).unwrap();
+            theirs.write_all(&frame[2..]).unwrap();
+            (Lifeline::new(ours), theirs)
+        };
+        let mut frame = vec![sandbox::namespaces::EXIT_REPORT];
+        frame.extend(7i32.wrapping_shl(8).to_ne_bytes());
+        let (mut lifeline, _theirs) = report(&frame);
+        let status = lifeline.exit_report().await.expect("a report");
+        assert_eq!(status.code(), Some(7));
+        frame[1..].copy_from_slice(&9i32.to_ne_bytes());
+        let (mut lifeline, _theirs) = report(&frame);
+        assert_eq!(lifeline.exit_report().await.unwrap().signal(), Some(9));
+
+        // The launcher closed its end without a report (it exec'd, failed or was killed).
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        assert!(Lifeline::new(ours).exit_report().await.is_none());
+        // Half a report, then the end; or a frame of another kind.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(&frame[..3]).unwrap();
+        drop(theirs);
+        assert!(Lifeline::new(ours).exit_report().await.is_none());
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"R\0\0\0\0").unwrap();
+        assert!(Lifeline::new(ours).exit_report().await.is_none());
+    }
 
     /// A launcher that reads its job gets all of it, whether it fits the socket's buffer (sent
     /// at once) or not (the rest sent as the launcher reads), and gantry gets the socket back

@@ -219,7 +219,7 @@ impl TaskRun {
             pgid,
             mut lines,
             sandbox: task_sandbox,
-            lifeline: _lifeline,
+            mut lifeline,
             proxy: _proxy,
         } = match self.spawn(&backend, step.spec).await? {
             Ok(spawned) => spawned,
@@ -233,6 +233,16 @@ impl TaskRun {
         let mut status = None;
         let mut output_open = true;
         let mut batch = Vec::new();
+        // The launcher's report of the program's status, which comes before its own exit.
+        let report = async {
+            match lifeline.as_mut() {
+                Some(lifeline) => lifeline.exit_report().await,
+                None => None,
+            }
+        };
+        tokio::pin!(report);
+        let mut report_pending = true;
+        let mut reported = false;
         while status.is_none() || output_open {
             tokio::select! {
                 n = lines.recv_many(&mut batch, LINES_PER_BATCH), if output_open => {
@@ -247,6 +257,17 @@ impl TaskRun {
                     super::phase(&self.record.id, "exited");
                     // Whatever the child left behind in its group goes with it.
                     signal_group(pgid, libc::SIGKILL);
+                }
+                exit = &mut report, if status.is_none() && report_pending => {
+                    report_pending = false;
+                    if let Some(exit) = exit {
+                        // Everything of the task is gone (its init killed and reaped the
+                        // whole PID namespace); the launcher ends by itself, and is not
+                        // killed (its init must be reaped by it, not orphaned).
+                        status = Some(exit);
+                        reported = true;
+                        super::phase(&self.record.id, "exited");
+                    }
                 }
                 () = cancelled(cancel), if stop == Stop::Exited && status.is_none() => {
                     stop = Stop::Cancelled;
@@ -277,9 +298,16 @@ impl TaskRun {
                 self.inner.isolation.memory_limit()
             ));
         }
-        // Removing a cgroup may wait a moment for the kernel to let go of it: not on the
-        // task's path.
-        if let Some(sandbox) = task_sandbox {
+        // Removing a cgroup may wait a moment for the kernel to let go of it (and, after a
+        // report, for the launcher to end): not on the task's path.
+        if reported {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+                if let Some(sandbox) = task_sandbox {
+                    let _ = tokio::task::spawn_blocking(move || drop(sandbox)).await;
+                }
+            });
+        } else if let Some(sandbox) = task_sandbox {
             tokio::task::spawn_blocking(move || drop(sandbox));
         }
         let summary = match adapter.take() {

@@ -7,7 +7,9 @@
 //!   process outside the new user namespace may map it to an unprivileged uid other than its
 //!   own), moves it into the task's cgroups, then waits. When gantry goes away (the sync socket
 //!   closes) it kills the init, and with it the whole PID namespace; it exits with the status
-//!   of the task's program, re-raising a signal that ended it.
+//!   of the task's program, re-raising a signal that ended it (and, with a PID namespace,
+//!   reports that status on the socket first: [`EXIT_REPORT`]). Once the init runs the job,
+//!   neither it nor the monitor holds the task's output pipes.
 //! - the **init** (PID 1 of the new namespace) builds the task's root: a tmpfs holding only
 //!   the system directories, the backend's install tree and the task's own directories, a
 //!   private `/proc`, `/dev` and `/tmp` (a warm launcher's init binds the system part while it
@@ -44,6 +46,12 @@ pub const TASK_UID: u32 = 1000;
 pub const TASK_GID: u32 = 1000;
 /// The task's hostname (its own UTS namespace).
 pub const HOSTNAME: &str = "gantry-task";
+
+/// The first byte of the frame a launcher with a PID namespace sends gantry on its socket
+/// once the task has ended: the program's wait status follows (4 bytes, native order). By
+/// then the init has killed and reaped everything in the namespace; what is left is the
+/// namespaces' teardown, a few hundred microseconds gantry need not wait for.
+pub const EXIT_REPORT: u8 = b'X';
 
 /// Which namespaces a launch makes. Each later one needs the ones before it: the user
 /// namespace gives the rights to make the others, a private `/proc` needs the PID namespace.
@@ -495,7 +503,19 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
         }
     }
     drop(go_write);
+    // Nothing of the monitor's reaches the task's output from here: its copies of the output
+    // pipes close, so that the output ends when the task's processes are gone, not when the
+    // launcher is.
+    let _ = stdio_to_null();
     let (program_status, gantry_gone) = wait_for_init(sync, status_read.as_fd(), kill_init);
+    if let (Some(status), Some(sync), false, true) =
+        (program_status, sync, gantry_gone, start.layers().pid)
+    {
+        let mut frame = [EXIT_REPORT; 5];
+        frame[1..].copy_from_slice(&status.to_ne_bytes());
+        // SAFETY: the sync descriptor is open for the life of this process.
+        let _ = write_all(unsafe { BorrowedFd::borrow_raw(sync) }, &frame);
+    }
     let init_status = reap(pid);
     if gantry_gone {
         // No one is left to remove the task's cgroups (gantry removes them once it has the
@@ -506,6 +526,21 @@ fn monitor(start: Start) -> Result<std::convert::Infallible> {
     // or by the kernel when out of memory).
     let status = program_status.unwrap_or(init_status);
     exit_like(status)
+}
+
+/// Point standard input, output and error at `/dev/null`.
+fn stdio_to_null() -> Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto one of this process's standard descriptors.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Wait until gantry sends a job (or lets the launcher go) on `sync`; fail if the init dies
@@ -825,6 +860,8 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         // SAFETY: leave the forked child without unwinding.
         unsafe { libc::_exit(127) };
     }
+    // As the monitor's: the init's copies of the output pipes close.
+    let _ = stdio_to_null();
     supervise(plan.layers.pid, child, &waited, status)
 }
 
