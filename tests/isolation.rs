@@ -874,8 +874,9 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
             .trim_start_matches("etc-mount=")
             .to_string()
     };
+    let warm_etc = etc_mount(&warm_out);
     assert!(
-        etc_mount(&warm_out).ends_with("/sandbox-skeleton/etc"),
+        warm_etc.contains("/sandbox-skeleton-") && warm_etc.ends_with("/etc"),
         "{warm_out}"
     );
     assert_eq!(etc_mount(&cold_out), "", "{cold_out}");

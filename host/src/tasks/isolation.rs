@@ -88,18 +88,18 @@ impl Isolation {
         if !self.layers.mount {
             return None;
         }
-        let dir = self.forbidden.first()?.join("sandbox-skeleton");
+        let data_dir = self.forbidden.first()?;
         // Inside what it holds, a launcher's binds would nest in each other.
         let system = sandbox::skeleton::system_entries().chain([PathBuf::from("/dev")]);
-        if system.into_iter().any(|p| dir.starts_with(p)) {
+        if system.into_iter().any(|p| data_dir.starts_with(p)) {
             return None;
         }
-        match sandbox::skeleton::create(&dir) {
-            Ok(()) => Some(dir),
+        match sandbox::skeleton::create(data_dir) {
+            Ok(dir) => Some(dir),
             Err(e) => {
                 tracing::warn!(
                     "cannot make the sandbox skeleton in {} ({e}); each task's root is built whole",
-                    dir.display()
+                    data_dir.display()
                 );
                 None
             }

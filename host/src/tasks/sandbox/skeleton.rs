@@ -50,29 +50,48 @@ pub fn is_system_entry(path: &Path) -> bool {
                 .is_some_and(|n| ETC_ENTRIES.contains(&n)))
 }
 
-/// Make the skeleton at `dir` (replacing one left by an earlier start: the host may have
-/// changed since). It is built beside `dir` and renamed into place, so a launcher never sees
-/// half of one.
-pub fn create(dir: &Path) -> Result<()> {
-    let parent = dir
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent"))?;
-    std::fs::create_dir_all(parent)?;
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let unique = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let fresh = parent.join(format!(".{name}.new-{unique}"));
-    let result = build(&fresh).and_then(|()| {
-        if std::fs::symlink_metadata(dir).is_ok() {
-            let old = parent.join(format!(".{name}.old-{unique}"));
-            std::fs::rename(dir, &old)?;
-            let _ = std::fs::remove_dir_all(&old);
+/// The skeleton for this machine in `parent`, made if it is not there yet; its path.
+///
+/// Its name holds a hash of what it mirrors (each entry's kind, each symlink's target), so it
+/// is never replaced while launchers may have their mounts on it: unlinking a mountpoint
+/// would take those mounts away from them. A machine whose entries changed kind gets a
+/// skeleton of another name; the old one (a few empty files) stays. It is built beside its
+/// place and renamed into it, so no launcher sees half of one.
+pub fn create(parent: &Path) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for host in system_entries().chain(DEVICES.iter().map(|d| Path::new("/dev").join(d))) {
+        host.hash(&mut hasher);
+        match std::fs::symlink_metadata(&host) {
+            Err(_) => 0u8.hash(&mut hasher),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                1u8.hash(&mut hasher);
+                std::fs::read_link(&host)?.hash(&mut hasher);
+            }
+            Ok(meta) if meta.is_dir() => 2u8.hash(&mut hasher),
+            Ok(_) => 3u8.hash(&mut hasher),
         }
-        std::fs::rename(&fresh, dir)
-    });
+    }
+    let dir = parent.join(format!("sandbox-skeleton-{:016x}", hasher.finish()));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(parent)?;
+    let fresh = parent.join(format!(
+        ".sandbox-skeleton.new-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = build(&fresh).and_then(|()| std::fs::rename(&fresh, &dir));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&fresh);
+        // Another start made it meanwhile (a rename onto a directory that is not empty
+        // fails).
+        if dir.is_dir() {
+            return Ok(dir);
+        }
     }
-    result
+    result.map(|()| dir)
 }
 
 fn build(root: &Path) -> Result<()> {
@@ -133,8 +152,8 @@ mod tests {
     #[test]
     fn the_skeleton_mirrors_the_kinds_of_the_system_entries() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("skeleton");
-        create(&dir).unwrap();
+        let dir = create(tmp.path()).unwrap();
+        assert!(dir.starts_with(tmp.path()));
         for host in system_entries() {
             let at = dir.join(host.strip_prefix("/").unwrap());
             match std::fs::symlink_metadata(&host) {
@@ -167,10 +186,12 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o755);
 
-        // Made again over the old one (a restart), with nothing left beside it.
-        std::fs::write(dir.join("stale"), b"x").unwrap();
-        create(&dir).unwrap();
-        assert!(!dir.join("stale").exists());
+        // Asked again (another node in this process, a restart), the same one, left as it
+        // is (launchers may have their mounts on it), and nothing made beside it.
+        let marker = dir.join("dev/marker");
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(create(tmp.path()).unwrap(), dir);
+        assert!(marker.exists());
         let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(beside.len(), 1);
     }
