@@ -251,6 +251,7 @@ pub(super) async fn spawn_sandboxed(
                 child,
                 socket,
                 cgroup,
+                ..
             } = warm;
             match send_job(socket, &job.encode(), JOB_SEND_LIMIT).await {
                 Ok(socket) => Some((child, Some(socket), Some(TaskSandbox { spec, cgroup }))),

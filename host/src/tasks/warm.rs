@@ -24,6 +24,13 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 /// How long the pool rests after a launcher failed to get ready before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// How long a launcher may wait for a task before it is replaced: what it holds of the host
+/// (the `/etc` files bound into its root, the mounts its namespace copied) is the host as it
+/// was when it started, and a file the host replaced since (`ldconfig` renaming a new
+/// `ld.so.cache` into place) must reach tasks within minutes, not whenever the node is busy
+/// again.
+const REPLACE_AFTER: Duration = Duration::from_secs(300);
+
 /// Launchers of one sandbox shape, ready for a task.
 pub(super) struct WarmLaunchers {
     launcher: PathBuf,
@@ -54,12 +61,37 @@ pub(super) struct WarmLauncher {
     pub(super) socket: UnixStream,
     /// The cgroup its init is in.
     pub(super) cgroup: Option<cgroup::TaskCgroup>,
+    /// When it said it was ready.
+    ready_at: std::time::Instant,
 }
 
 impl WarmLauncher {
     /// Let an unused launcher go: it is killed, and its cgroup removed off the caller's path.
     pub(super) fn discard(self) {
         WarmLauncher::discard_parts(self.child, self.cgroup);
+    }
+
+    /// Let an unused launcher end by itself: closing its socket lets it go, and it ends its
+    /// init and removes its own cgroups (a kill would leave them behind); it is reaped once
+    /// it has.
+    fn let_go(mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.leave_to_launcher();
+        }
+        drop(self.socket);
+        // Its pipes close; the process itself is not killed (its drop would).
+        drop((
+            self.child.stdin.take(),
+            self.child.stdout.take(),
+            self.child.stderr.take(),
+        ));
+        let mut child = self.child;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                let _ = child.wait().await;
+            })),
+            Err(_) => std::mem::forget(child),
+        }
     }
 
     /// [`WarmLauncher::discard`] for one taken apart.
@@ -107,7 +139,31 @@ impl WarmLaunchers {
             pool: Mutex::default(),
         });
         pool.top_up();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(replace_stale_while_alive(Arc::downgrade(&pool)));
+        }
         pool
+    }
+
+    /// Let the launchers that waited longer than `after` go, and start new ones in their
+    /// place; how many went.
+    fn replace_stale(self: &Arc<Self>, after: Duration) -> usize {
+        let stale: Vec<WarmLauncher> = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let (stale, fresh) = std::mem::take(&mut pool.ready)
+                .into_iter()
+                .partition(|w| w.ready_at.elapsed() > after);
+            pool.ready = fresh;
+            stale
+        };
+        let count = stale.len();
+        for warm in stale {
+            warm.let_go();
+        }
+        if count > 0 {
+            self.top_up();
+        }
+        count
     }
 
     /// A ready launcher, if there is one; it is replaced in the background.
@@ -184,6 +240,7 @@ impl WarmLaunchers {
                 child,
                 socket,
                 cgroup,
+                ready_at: std::time::Instant::now(),
             }),
             Err(e) => {
                 // Removing it may wait for the kernel: not on a runtime worker.
@@ -260,27 +317,26 @@ impl WarmLaunchers {
 impl Drop for WarmLaunchers {
     fn drop(&mut self) {
         let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
-        for mut warm in pool.ready.drain(..) {
-            // Closing its socket lets the launcher go: it ends its init and removes its own
-            // cgroups; a kill would leave them behind.
-            if let Some(cgroup) = warm.cgroup.take() {
-                cgroup.leave_to_launcher();
-            }
-            drop(warm.socket);
-            // Its pipes close; the process itself is not killed (its drop would), so that it
-            // can clean up after itself, and it is reaped once it has.
-            drop((
-                warm.child.stdin.take(),
-                warm.child.stdout.take(),
-                warm.child.stderr.take(),
-            ));
-            let mut child = warm.child;
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move {
-                    let _ = child.wait().await;
-                })),
-                Err(_) => std::mem::forget(child),
-            }
+        for warm in pool.ready.drain(..) {
+            warm.let_go();
+        }
+    }
+}
+
+/// Replace the pool's stale launchers (see [`REPLACE_AFTER`]) every so often, for as long as
+/// the pool is there.
+async fn replace_stale_while_alive(pool: std::sync::Weak<WarmLaunchers>) {
+    let mut every = tokio::time::interval(REPLACE_AFTER / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let replaced = pool.replace_stale(REPLACE_AFTER);
+        if replaced > 0 {
+            tracing::debug!(replaced, "replaced sandbox launchers that waited too long");
         }
     }
 }
@@ -297,6 +353,51 @@ fn remove_in_background(cgroup: cgroup::TaskCgroup) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for a ready launcher: a process, and the socket gantry keeps to it.
+    async fn standing_in(waited: Duration) -> (WarmLauncher, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let child = tokio::process::Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let ready_at = std::time::Instant::now().checked_sub(waited).unwrap();
+        let warm = WarmLauncher {
+            child,
+            socket: ours,
+            cgroup: None,
+            ready_at,
+        };
+        (warm, theirs)
+    }
+
+    #[tokio::test]
+    async fn launchers_that_waited_too_long_are_let_go_and_the_others_kept() {
+        let pool = WarmLaunchers::new(
+            "/bin/false".into(),
+            Layers::default(),
+            None,
+            cgroup::CgroupLimits::default(),
+            0,
+            None,
+        );
+        let (old, old_end) = standing_in(Duration::from_secs(400)).await;
+        let (new, new_end) = standing_in(Duration::from_secs(10)).await;
+        pool.pool.lock().unwrap().ready.extend([old, new]);
+        assert_eq!(pool.replace_stale(REPLACE_AFTER), 1);
+        let ready = &pool.pool.lock().unwrap().ready;
+        assert_eq!(ready.len(), 1);
+        assert!(ready[0].ready_at.elapsed() < REPLACE_AFTER);
+        // The stale one's socket is closed (a launcher then ends by itself); the other's not.
+        let mut byte = [0u8; 1];
+        assert_eq!((&old_end).read(&mut byte).unwrap(), 0, "closed");
+        new_end.set_nonblocking(true).unwrap();
+        assert!(
+            (&new_end).read(&mut byte).is_err(),
+            "still open: nothing to read yet"
+        );
+    }
 
     #[tokio::test]
     async fn a_launcher_that_never_gets_ready_rests_the_pool() {
