@@ -232,6 +232,9 @@ async fn per_call_connections_share_few_instances_and_wait_for_one() {
     resident.close(None).await.unwrap();
     let _ = closed(&mut resident).await;
     assert_eq!(hear(&mut fresh[0]).await, "waited");
+    // The answer goes out while the call still holds the slot; it is free once the call's
+    // instance is gone (the one left is the health call's own).
+    until_active_instances(&g, 1).await;
     // One that finds no slot within the route's limit (2 s here) is closed as the node being
     // busy (1013, try again later), not as the component failing.
     let _resident = authed(&g, ALICE).await;

@@ -260,9 +260,12 @@ impl Socket {
                         })
                         .await;
                         // The instance and its memory go with the store; the call state
-                        // stays.
+                        // stays. The slot is freed before the live count falls, as a
+                        // resident connection's is: once no instance is counted, a slot is
+                        // free.
                         *parked = Some(Box::new(store.into_data()));
-                        drop((live, slot));
+                        drop(slot);
+                        drop(live);
                         result
                     }
                 }

@@ -751,11 +751,11 @@ fn init(start: &Start, go: OwnedFd, status: OwnedFd) -> Result<std::convert::Inf
         null_stdin,
     } = job;
     let rlimits = *rlimits;
+    // The system entries bound ahead of demand serve only a job that reads exactly them.
+    let prebuilt = prebuilt.filter(|p| p.fits(plan));
     // Opened while this process still has gantry's ids (so it can look up `/root/.cache/…`
     // below a `0700` home) and after the clone (a bind's source must be a mount of this
     // namespace).
-    // The system entries bound ahead of demand serve only a job that reads exactly them.
-    let prebuilt = prebuilt.filter(|p| p.fits(plan));
     let binds = if plan.layers.mount {
         prepare_binds(plan, prebuilt.is_some())?
     } else {
