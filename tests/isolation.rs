@@ -816,7 +816,8 @@ async fn a_sandboxed_task_ends_with_its_programs_status_and_all_its_output() {
     }
 }
 
-/// What a task sees of its sandbox, one fact per line, and its cgroup last.
+/// What a task sees of its sandbox, one fact per line, and its cgroups last (`cgroup=` and a
+/// line of `/proc/self/cgroup`).
 const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); \
      echo root=$(ls -d /bin /usr /tmp /home /root /data 2>/dev/null | tr '\\n' ,); \
      echo env=$(env | cut -d= -f1 | sort | tr '\\n' ,); \
@@ -824,7 +825,7 @@ const SANDBOX_FACTS: &str = "echo uid=$(id -u) host=$(hostname) stdin=$(wc -c); 
      echo written=$(for p in /etc/x /dev/x /usr/x /dev/shm/x /tmp/x; do \
        touch $p 2>/dev/null && printf %s, $p; done)$(echo >/dev/null && echo null); \
      echo etc-mount=$(awk '$5==\"/etc\"{print $4}' /proc/self/mountinfo); \
-     grep -E '^[0-9]+:pids:' /proc/self/cgroup";
+     sed 's/^/cgroup=/' /proc/self/cgroup";
 
 #[tokio::test]
 async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
@@ -846,7 +847,7 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
     // same minimal root and the same environment names.
     let facts = |out: &str| {
         out.lines()
-            .filter(|l| !l.contains(":pids:") && !l.starts_with("etc-mount="))
+            .filter(|l| !l.starts_with("cgroup=") && !l.starts_with("etc-mount="))
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -890,14 +891,36 @@ async fn a_warm_launcher_gives_a_task_the_same_sandbox_a_cold_one_does() {
         line.unwrap_or_default().to_string()
     };
     let warm_cgroup = cgroup(&warm_out);
-    assert!(
-        ready
-            .iter()
-            .flatten()
-            .any(|dir| dir.starts_with("/sys/fs/cgroup/pids")
-                && warm_cgroup.ends_with(dir.trim_start_matches("/sys/fs/cgroup/pids"))),
-        "{warm_cgroup} is not one of {ready:?}"
-    );
+    let taken = ready
+        .iter()
+        .find(|dirs| {
+            dirs.iter().any(|dir| {
+                dir.starts_with("/sys/fs/cgroup/pids")
+                    && warm_cgroup.ends_with(dir.trim_start_matches("/sys/fs/cgroup/pids"))
+            })
+        })
+        .unwrap_or_else(|| panic!("{warm_cgroup} is not one of {ready:?}"));
+    // ... and in every one of that launcher's cgroups, not only its pids one: the directory
+    // each line of the task's `/proc/self/cgroup` names (`N:controller:/path`, or `0::/path`
+    // on v2).
+    let in_cgroups: Vec<String> = warm_out
+        .lines()
+        .filter_map(|l| l.strip_prefix("cgroup="))
+        .filter_map(|l| {
+            let mut fields = l.splitn(3, ':');
+            let (_, controller, path) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(match controller {
+                "" => format!("/sys/fs/cgroup{path}"),
+                c => format!("/sys/fs/cgroup/{c}{path}"),
+            })
+        })
+        .collect();
+    for dir in taken {
+        assert!(
+            in_cgroups.contains(dir),
+            "the task is not in {dir}: {in_cgroups:?}"
+        );
+    }
     let task = cold_record["id"].as_str().unwrap();
     assert!(cgroup(&cold_out).contains(task), "{cold_out}");
 
