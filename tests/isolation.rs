@@ -1158,4 +1158,54 @@ mod warm_launcher {
         assert_eq!((code, out.as_str()), (127, ""), "{err}");
         assert!(err.contains("no cgroup or socket"), "{err}");
     }
+
+    /// In its namespaces, the launcher runs its job's program with the job's status, or says
+    /// on the task's stderr why the program could not run (the start that shares the init's
+    /// memory reports the child's error through it).
+    #[test]
+    fn a_namespaced_launcher_runs_its_program_or_says_why_it_could_not() {
+        let layers = ["--layers", "user,pid,mount,net"];
+        let in_namespaces = |program: &str, args: &[&str]| {
+            let mut job = job(program, args, false);
+            job.args.splice(
+                0..0,
+                [
+                    "--layers",
+                    "user,pid,mount,net",
+                    "--uid",
+                    "61234",
+                    "--gid",
+                    "61234",
+                    "--read",
+                    "/usr",
+                    "--read",
+                    "/bin",
+                    "--read",
+                    "/lib",
+                    "--read",
+                    "/lib64",
+                ]
+                .map(Into::into),
+            );
+            job
+        };
+        let (child, socket) = start_with(&layers);
+        let script = "echo \"ran as $(id -u) in $(pwd)\"; exit 3";
+        (&socket)
+            .write_all(&in_namespaces("/bin/sh", &["-c", script]).encode())
+            .unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (3, "ran as 1000 in /tmp\n"), "{err}");
+
+        let (child, socket) = start_with(&layers);
+        (&socket)
+            .write_all(&in_namespaces("/nowhere/at/all", &[]).encode())
+            .unwrap();
+        let (code, out, err) = finish(child);
+        assert_eq!((code, out.as_str()), (127, ""), "{err}");
+        assert!(
+            err.contains("cannot run /nowhere/at/all: No such file or directory"),
+            "{err}"
+        );
+    }
 }

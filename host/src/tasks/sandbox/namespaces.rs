@@ -865,62 +865,157 @@ fn init(
         // SAFETY: our copy of the sync socket; the monitor keeps its own.
         unsafe { libc::close(sync) };
     }
-    let waited = block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    // Everything the program's start needs is made here, before it: the child shares this
+    // process's memory until its `execve`, so it makes system calls only.
+    // Landlock's rules name the paths as they are in the new root, built above.
+    let restriction = {
+        let read = landlock_read_paths(&plan.read, plan.layers.mount);
+        let mut write: Vec<&Path> = plan.write.iter().map(PathBuf::as_path).collect();
+        if plan.layers.mount {
+            // Its own tmpfs, not the host's.
+            write.extend([Path::new("/tmp"), Path::new("/dev/shm")]);
+        }
+        Restriction::new(&read, &write, rlimits)
+            .map_err(|e| Error::other(format!("restricting the program: {e:#}")))?
+    };
+    let stdin = match null_stdin {
+        true => Some(std::fs::File::open("/dev/null").map_err(|e| fail("opening /dev/null", e))?),
+        false => None,
+    };
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
     env_p.push(std::ptr::null());
-    let denied_setgroups = plan.outside_uid.is_none();
-
-    // SAFETY: fork of a single-threaded process.
-    let child = check(unsafe { libc::fork() }.into(), "starting the program")? as libc::pid_t;
-    if child == 0 {
-        drop(status);
-        unblock_all_signals();
-        // Default actions for every signal (a Rust launcher starts with SIGPIPE ignored, which
-        // an exec would keep), and a session of its own: no controlling terminal.
-        for signal in 1..32 {
-            // SAFETY: signal(2) with the default action; KILL and STOP refuse it, harmlessly.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
-        }
-        // SAFETY: setsid in the forked child, which leads no group yet.
-        unsafe { libc::setsid() };
-        let stdin = if *null_stdin {
-            warm::null_stdin()
-        } else {
-            Ok(())
-        };
-        // Landlock's rules name the paths as they are in the new root: made here, after it
-        // (this process is single-threaded, so allocating after the fork is safe).
-        let error = stdin
-            .and_then(|()| drop_privileges(denied_setgroups))
-            .and_then(|()| {
-                let read = landlock_read_paths(&plan.read, plan.layers.mount);
-                let mut write: Vec<&Path> = plan.write.iter().map(PathBuf::as_path).collect();
-                if plan.layers.mount {
-                    // Its own tmpfs, not the host's.
-                    write.extend([Path::new("/tmp"), Path::new("/dev/shm")]);
-                }
-                Restriction::new(&read, &write, rlimits)
-                    .map_err(|e| Error::other(format!("{e:#}")))?
-                    .apply_in_child()
-            })
-            .map(|()| {
-                // SAFETY: execve with NUL-terminated arrays of valid C strings.
-                unsafe { libc::execve(program.as_ptr(), argv_p.as_ptr(), env_p.as_ptr()) };
-                Error::last_os_error()
-            })
-            .unwrap_or_else(|e| e);
+    let mut start = ProgramStart {
+        stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
+        denied_setgroups: plan.outside_uid.is_none(),
+        restriction: &restriction,
+        program,
+        argv: &argv_p,
+        env: &env_p,
+        failed: None,
+    };
+    let waited = block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    let child = start.spawn()?;
+    if let Some(error) = start.failed.take() {
+        // Still the task's stderr: the task's answer says why nothing ran.
         eprintln!(
             "gantry sandbox: cannot run {}: {error}",
             program.to_string_lossy()
         );
-        // SAFETY: leave the forked child without unwinding.
-        unsafe { libc::_exit(127) };
     }
+    drop((stdin, restriction));
     // As the monitor's: the init's copies of the output pipes close.
     let _ = stdio_to_null();
     supervise(plan.layers.pid, child, &waited, status)
+}
+
+/// The program's start, prepared by the init: a child made with `CLONE_VM | CLONE_VFORK` (as
+/// `posix_spawn` does) on a stack of its own, which drops the init's privileges, applies the
+/// restriction and calls `execve`. Sharing the init's memory until then, it copies no page
+/// tables and takes no copy-on-write faults, and the init, suspended meanwhile, has nothing to
+/// unmap afterwards: a `fork` and the `exec` that followed it cost about 160 µs more on this
+/// project's machines.
+struct ProgramStart<'a> {
+    /// `/dev/null`, to become standard input; `None` keeps the launcher's.
+    stdin: Option<RawFd>,
+    denied_setgroups: bool,
+    restriction: &'a Restriction,
+    program: &'a std::ffi::CStr,
+    /// NUL-terminated arrays of pointers into the job's strings.
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+    /// Why the child could not run the program, put here by the child (same memory) before it
+    /// exits with 127.
+    failed: Option<Error>,
+}
+
+/// The child's stack: only system calls and, on failure, one error value need it.
+const PROGRAM_START_STACK: usize = 256 << 10;
+
+impl ProgramStart<'_> {
+    /// Start the program; its pid. Returns once the child has called `execve` (or exited).
+    fn spawn(&mut self) -> Result<libc::pid_t> {
+        let page = 4096;
+        // SAFETY: an anonymous private mapping of our own, unmapped below.
+        let stack = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PROGRAM_START_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if stack == libc::MAP_FAILED {
+            return Err(fail(
+                "mapping the program's start stack",
+                Error::last_os_error(),
+            ));
+        }
+        // SAFETY: the lowest page of the mapping above: a guard against overflowing it.
+        unsafe { libc::mprotect(stack, page, libc::PROT_NONE) };
+        // SAFETY: the child runs `start_program` on the stack above (it grows down from its
+        // end) with `self`, which outlives it: CLONE_VFORK suspends this process until the
+        // child has called `execve` or exited, and this process is single-threaded, so no
+        // other thread touches the memory they share meanwhile.
+        let pid = unsafe {
+            let top = stack.cast::<u8>().add(PROGRAM_START_STACK);
+            libc::clone(
+                start_program,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (self as *mut Self).cast(),
+            )
+        };
+        let error = Error::last_os_error();
+        // SAFETY: the mapping above; the child no longer runs on it.
+        unsafe { libc::munmap(stack, PROGRAM_START_STACK) };
+        if pid < 0 {
+            return Err(fail("starting the program", error));
+        }
+        Ok(pid)
+    }
+}
+
+/// The child of [`ProgramStart::spawn`].
+extern "C" fn start_program(start: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: the `ProgramStart` the init passed, alive and not touched by the init (it is
+    // suspended) until this child execs or exits.
+    let start = unsafe { &mut *start.cast::<ProgramStart>() };
+    // Default actions for every signal (a Rust launcher starts with SIGPIPE ignored, which an
+    // exec would keep), and a session of its own: no controlling terminal. The child has its
+    // own copy of the signal actions (no CLONE_SIGHAND) and its own mask.
+    for signal in 1..32 {
+        // SAFETY: signal(2) with the default action; KILL and STOP refuse it, harmlessly.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    unblock_all_signals();
+    // SAFETY: setsid in the new child, which leads no group yet.
+    unsafe { libc::setsid() };
+    let stdin = match start.stdin {
+        // SAFETY: dup2 of the init's descriptor onto this child's standard input.
+        Some(null) if unsafe { libc::dup2(null, 0) } < 0 => Err(Error::last_os_error()),
+        _ => Ok(()),
+    };
+    let error = stdin
+        .and_then(|()| drop_privileges(start.denied_setgroups))
+        .and_then(|()| start.restriction.apply_in_child())
+        .map(|()| {
+            // SAFETY: execve with NUL-terminated arrays of valid C strings.
+            unsafe {
+                libc::execve(
+                    start.program.as_ptr(),
+                    start.argv.as_ptr(),
+                    start.env.as_ptr(),
+                )
+            };
+            Error::last_os_error()
+        })
+        .unwrap_or_else(|e| e);
+    start.failed = Some(error);
+    127
 }
 
 /// The paths Landlock lets the program read: `read`, except that in a root of its own
