@@ -30,20 +30,27 @@ async fn send(ws: &mut Client, message: Value) {
 
 /// The next JSON message, within `limit`; none when the connection closed first.
 async fn next_within(ws: &mut Client, limit: Duration) -> Option<Value> {
+    next_or_why(ws, limit).await.ok()
+}
+
+/// The next JSON message within `limit`, or what came instead (a close and its code, an
+/// error, nothing).
+async fn next_or_why(ws: &mut Client, limit: Duration) -> Result<Value, String> {
     loop {
         match tokio::time::timeout(limit, ws.next()).await {
-            Err(_) => return None,
-            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+            Err(_) => return Err(format!("nothing within {limit:?}")),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t).unwrap()),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            Ok(_) => return None,
+            Ok(other) => return Err(format!("{other:?}")),
         }
     }
 }
 
 async fn next(ws: &mut Client) -> Value {
-    next_within(ws, Duration::from_secs(20))
-        .await
-        .expect("a message within 20 s")
+    match next_or_why(ws, Duration::from_secs(20)).await {
+        Ok(message) => message,
+        Err(why) => panic!("a message within 20 s; instead: {why}"),
+    }
 }
 
 /// Messages until one of `kind`; that one and those before it.
