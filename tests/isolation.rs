@@ -160,6 +160,19 @@ fn none_left(marker: &str, limit: Duration) -> Vec<u32> {
     }
 }
 
+/// Each of `pids` as `/proc` shows it (its stat line: state, parent, group; its command
+/// line), for a failure's message.
+fn described(pids: &[u32]) -> String {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            format!("\n{} | {cmdline}", stat.trim())
+        })
+        .collect()
+}
+
 const FULL: &str = "isolation = \"full\"\n";
 
 #[tokio::test]
@@ -319,7 +332,8 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
         "cancel took {:?}",
         asked.elapsed()
     );
-    assert_eq!(none_left("7101", Duration::from_secs(5)), Vec::<u32>::new());
+    let left = none_left("7101", Duration::from_secs(5));
+    assert_eq!(left, Vec::<u32>::new(), "{}", described(&left));
 
     // Timeout.
     let (task, _) = start(&alice, &escaping_script("7102"), 1500).await;
@@ -327,7 +341,8 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
     assert_eq!(record["state"], "timed_out");
     let ran = record["finished_at"].as_u64().unwrap() - record["started_at"].as_u64().unwrap();
     assert!(ran < 15_000, "a 1.5 s timeout ended after {ran} ms");
-    assert_eq!(none_left("7102", Duration::from_secs(5)), Vec::<u32>::new());
+    let left = none_left("7102", Duration::from_secs(5));
+    assert_eq!(left, Vec::<u32>::new(), "{}", described(&left));
 
     // The task's own end: its program exits, what it started goes with it.
     let (record, _) = run(
@@ -336,7 +351,8 @@ async fn escaped_children_die_with_a_cancel_a_timeout_and_the_end() {
     )
     .await;
     assert_eq!(record["state"], "done", "{record}");
-    assert_eq!(none_left("7103", Duration::from_secs(5)), Vec::<u32>::new());
+    let left = none_left("7103", Duration::from_secs(5));
+    assert_eq!(left, Vec::<u32>::new(), "{}", described(&left));
 }
 
 #[tokio::test]
@@ -352,12 +368,13 @@ async fn escaped_children_die_with_gantry() {
             .wait_exit(Duration::from_secs(40))
             .expect("gantry exits");
         let left = none_left(marker, Duration::from_secs(10));
+        let seen = described(&left);
         // Never leave them to the rest of the suite.
         for pid in &left {
             // SAFETY: kill(2) on a positive pid found above.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
-        assert_eq!(left, Vec::<u32>::new(), "after gantry's {how}");
+        assert_eq!(left, Vec::<u32>::new(), "after gantry's {how}: {seen}");
     }
 }
 
@@ -381,7 +398,8 @@ async fn a_fork_bomb_is_capped_and_a_memory_hog_is_killed() {
         ["timed_out", "failed"].contains(&record["state"].as_str().unwrap()),
         "{record}"
     );
-    assert_eq!(none_left("7301", Duration::from_secs(5)), Vec::<u32>::new());
+    let left = none_left("7301", Duration::from_secs(5));
+    assert_eq!(left, Vec::<u32>::new(), "{}", described(&left));
 
     // 64 MiB is the limit; the shell keeps a 300 MB command substitution in memory.
     let (record, out) = run(
