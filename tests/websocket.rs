@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::webui::{ALICE, BOB, call};
+use common::webui::{ALICE, BOB, add_user, call, token};
 use common::{Gantry, Setup, test_component};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -327,17 +327,60 @@ async fn each_user_has_a_cap_and_the_next_is_closed_with_a_policy_code() {
     let mut first = open.remove(0);
     first.close(None).await.unwrap();
     let _ = closed(&mut first).await;
-    let mut again = None;
+    authenticates_again(&g, ALICE).await;
+}
+
+/// Once a connection closed, its place comes back (the host counts the close when its task
+/// ends, just after the close frame): a connection authenticating with `token` is admitted
+/// within a second.
+async fn authenticates_again(g: &Gantry, token: &str) -> Client {
     for _ in 0..50 {
-        let mut ws = connect(&g, "/sock/a").await;
-        say(&mut ws, &format!("auth {ALICE}")).await;
-        if hear(&mut ws).await.starts_with("user ") {
-            again = Some(ws);
-            break;
+        let mut ws = connect(g, "/sock/a").await;
+        if ask(&mut ws, &format!("auth {token}"))
+            .await
+            .starts_with("user ")
+        {
+            return ws;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(again.is_some(), "a closed connection's slot came back");
+    panic!("a closed connection's place did not come back");
+}
+
+#[tokio::test]
+async fn a_tenants_users_share_a_cap_so_no_tenant_holds_the_nodes_connections() {
+    let setup = setup();
+    add_user(&setup, "alice", "carol", false);
+    let g = setup.start_configured(
+        "[websocket]\nmax_connections_per_user = 3\nmax_connections_per_tenant = 4\n",
+        &format!("alice:{ALICE}, bob:{BOB}"),
+    );
+    let carol = token(&g, "carol").await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(authed(&g, ALICE).await);
+    }
+    // carol is under her own cap of 3; her tenant reaches its 4 with her first.
+    let mut first = connect(&g, "/sock/a").await;
+    assert!(
+        ask(&mut first, &format!("auth {carol}"))
+            .await
+            .starts_with("user ")
+    );
+    let mut second = connect(&g, "/sock/a").await;
+    let refused = ask(&mut second, &format!("auth {carol}")).await;
+    assert!(refused.contains("TooManyConnections(4)"), "{refused}");
+    let (code, reason) = closed(&mut second).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("4 open connections per tenant"), "{reason}");
+    // Another tenant is not held back by it.
+    let _bob = authed(&g, BOB).await;
+    // The tenant's connections still work, and a closed one makes room for carol.
+    assert_eq!(ask(&mut first, "echo still").await, "still");
+    let mut key = keys.remove(0);
+    key.close(None).await.unwrap();
+    let _ = closed(&mut key).await;
+    authenticates_again(&g, &carol).await;
 }
 
 /// An upgrade's HTTP refusal: status and body.

@@ -119,7 +119,7 @@ async fn marginal_kib<C, F: Future<Output = C>>(
 
 /// The server's configuration: no request budgets, room for the idle connections, and a held
 /// delivery that does not time out while the backlog is made.
-const CONFIG: &str = "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 20480\n[websocket]\nmax_connections = 10240\nmax_connections_per_user = 10240\n[webhooks]\nallowed_private_hosts = [\"127.0.0.1\"]\ntimeout_ms = 120000\n";
+const CONFIG: &str = "[http]\nuser_rate_limit_per_minute = 0\npublic_rate_limit_per_minute = 0\nmax_connections_per_address = 20480\n[websocket]\nmax_connections = 10240\nmax_connections_per_user = 10240\nmax_connections_per_tenant = 10240\n[webhooks]\nallowed_private_hosts = [\"127.0.0.1\"]\ntimeout_ms = 120000\n";
 
 fn main() {
     let rt = runtime();

@@ -208,7 +208,9 @@ fn authenticate(body: &Map<String, Value>) {
         Err(SocketError::TooManyConnections(cap)) => {
             send_error(
                 "WEBSOCKET_CONNECTION_FAILED",
-                &format!("at most {cap} connections per user are open at once"),
+                &format!(
+                    "at most {cap} connections are open at once for this user (or its tenant)"
+                ),
                 json!({ "limit": cap }),
             );
             return;

@@ -498,6 +498,9 @@ pub struct WebSocketConfig {
     /// Open connections per user (per key for callers without a user); more are closed with
     /// 1008 (policy violation).
     pub max_connections_per_user: u32,
+    /// Open connections of one tenant's users together (API keys included), so that no
+    /// tenant holds the node's connections and instance slots; more are closed with 1008.
+    pub max_connections_per_tenant: u32,
     /// Open connections on the node; more are refused with 503 before the upgrade.
     pub max_connections: u32,
     /// Component instances serving connections at once, node-wide: the engine's pool keeps
@@ -527,6 +530,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
             max_connections_per_user: 50,
+            max_connections_per_tenant: 256,
             max_connections: 1024,
             max_instances: 1024,
             auth_timeout_ms: 10_000,
@@ -542,13 +546,15 @@ impl Default for WebSocketConfig {
 impl WebSocketConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections_per_user == 0
+            || self.max_connections_per_tenant == 0
             || self.max_connections == 0
             || self.max_instances == 0
             || self.max_unauthenticated_per_address == 0
         {
             return Err(
-                "websocket.max_connections, max_instances, max_connections_per_user \
-                 and max_unauthenticated_per_address must be at least 1"
+                "websocket.max_connections, max_instances, max_connections_per_user, \
+                 max_connections_per_tenant and max_unauthenticated_per_address must be at \
+                 least 1"
                     .into(),
             );
         }

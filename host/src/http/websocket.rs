@@ -15,8 +15,8 @@ use super::router::RouteTarget;
 use crate::config::WebSocketConfig;
 use crate::events::Event;
 use crate::runtime::{
-    CallFailure, Caller, ClientMessage, ConnectionInfo, Runtime, Socket, SocketAuth, SocketHost,
-    truncate_reason,
+    CallFailure, Caller, ClientMessage, ConnectionInfo, OverConnections, Runtime, Socket,
+    SocketAuth, SocketHost, truncate_reason,
 };
 use crate::tenants::TenantId;
 use crate::users::Principal;
@@ -88,46 +88,65 @@ pub struct SocketCounts {
     open: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// One counted connection; the count drops with it.
+/// One counted connection; its counts drop with it.
 struct Counted {
     open: Arc<Mutex<HashMap<String, u32>>>,
-    key: String,
+    keys: Vec<String>,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
+        for key in &self.keys {
+            if let Some(n) = open.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(key);
+                }
             }
         }
     }
 }
 
 impl SocketCounts {
-    /// Count one more connection of `who`, or the cap it is at.
-    fn admit_user(&self, who: &Principal, cap: u32) -> Result<Counted, u32> {
-        self.admit(format!("user\n{}\n{}", who.tenant, who.id), cap)
+    /// Count one more connection of `who` and of its tenant, or say which cap it is at
+    /// (counting neither).
+    fn admit_user(
+        &self,
+        who: &Principal,
+        per_user: u32,
+        per_tenant: u32,
+    ) -> Result<Counted, OverConnections> {
+        let user = format!("user\n{}\n{}", who.tenant, who.id);
+        let tenant = format!("tenant\n{}", who.tenant);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(&user).is_some_and(|n| *n >= per_user) {
+            return Err(OverConnections::User(per_user));
+        }
+        if open.get(&tenant).is_some_and(|n| *n >= per_tenant) {
+            return Err(OverConnections::Tenant(per_tenant));
+        }
+        Ok(self.count(&mut open, vec![user, tenant]))
     }
 
     /// Count one more connection from `client` that has not authenticated yet, or the cap.
     fn admit_unauthenticated(&self, client: IpAddr, cap: u32) -> Result<Counted, u32> {
-        self.admit(format!("address\n{}", client_network(client)), cap)
-    }
-
-    fn admit(&self, key: String, cap: u32) -> Result<Counted, u32> {
+        let key = format!("address\n{}", client_network(client));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(key.clone()).or_default();
-        if *n >= cap {
+        if open.get(&key).is_some_and(|n| *n >= cap) {
             return Err(cap);
         }
-        *n += 1;
-        Ok(Counted {
+        Ok(self.count(&mut open, vec![key]))
+    }
+
+    fn count(&self, open: &mut HashMap<String, u32>, keys: Vec<String>) -> Counted {
+        for key in &keys {
+            *open.entry(key.clone()).or_default() += 1;
+        }
+        Counted {
             open: self.open.clone(),
-            key,
-        })
+            keys,
+        }
     }
 }
 
@@ -180,7 +199,7 @@ impl SocketAuth for RouteAuth {
         }
     }
 
-    fn admit(&self, who: &Principal) -> Result<Box<dyn Send + Sync>, u32> {
+    fn admit(&self, who: &Principal) -> Result<Box<dyn Send + Sync>, OverConnections> {
         // Authenticated: no longer one of its address's unauthenticated connections.
         drop(
             self.unauthenticated
@@ -188,10 +207,14 @@ impl SocketAuth for RouteAuth {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
-        let cap = self.gate.websocket.max_connections_per_user;
+        let config = &self.gate.websocket;
         self.gate
             .sockets
-            .admit_user(who, cap)
+            .admit_user(
+                who,
+                config.max_connections_per_user,
+                config.max_connections_per_tenant,
+            )
             .map(|c| Box::new(c) as Box<dyn Send + Sync>)
     }
 }
@@ -604,13 +627,64 @@ mod tests {
         let sockets = SocketCounts::default();
         let tenant = TenantId::new("t").unwrap();
         let a = Principal::service(&tenant);
-        let first = sockets.admit_user(&a, 2).unwrap();
-        let _second = sockets.admit_user(&a, 2).unwrap();
-        assert_eq!(sockets.admit_user(&a, 2).err(), Some(2));
+        let first = sockets.admit_user(&a, 2, 10).unwrap();
+        let _second = sockets.admit_user(&a, 2, 10).unwrap();
+        assert_eq!(
+            sockets.admit_user(&a, 2, 10).err(),
+            Some(OverConnections::User(2))
+        );
         drop(first);
-        assert!(sockets.admit_user(&a, 2).is_ok());
+        assert!(sockets.admit_user(&a, 2, 10).is_ok());
         let other = Principal::service(&TenantId::new("u").unwrap());
-        assert!(sockets.admit_user(&other, 2).is_ok());
+        assert!(sockets.admit_user(&other, 2, 10).is_ok());
+    }
+
+    /// A user of `tenant` other than its API key's.
+    fn user_of(tenant: &TenantId, id: &str) -> Principal {
+        Principal {
+            id: id.to_string(),
+            username: id.to_string(),
+            service: false,
+            ..Principal::service(tenant)
+        }
+    }
+
+    #[test]
+    fn a_tenants_users_share_its_cap_and_a_refusal_counts_nothing() {
+        let sockets = SocketCounts::default();
+        let tenant = TenantId::new("t").unwrap();
+        let (a, b, c) = (
+            user_of(&tenant, "a"),
+            user_of(&tenant, "b"),
+            Principal::service(&tenant),
+        );
+        let a1 = sockets.admit_user(&a, 2, 3).unwrap();
+        let _a2 = sockets.admit_user(&a, 2, 3).unwrap();
+        let _b1 = sockets.admit_user(&b, 2, 3).unwrap();
+        // b is under its own cap, but the tenant is at its.
+        assert_eq!(
+            sockets.admit_user(&b, 2, 3).err(),
+            Some(OverConnections::Tenant(3))
+        );
+        assert_eq!(
+            sockets.admit_user(&c, 2, 3).err(),
+            Some(OverConnections::Tenant(3))
+        );
+        // The user's cap is told first when both are reached.
+        assert_eq!(
+            sockets.admit_user(&a, 2, 3).err(),
+            Some(OverConnections::User(2))
+        );
+        // Another tenant is not touched by it.
+        let other = user_of(&TenantId::new("u").unwrap(), "a");
+        assert!(sockets.admit_user(&other, 2, 3).is_ok());
+        // The refusals above counted nothing: one closed makes room for exactly one.
+        drop(a1);
+        let _b2 = sockets.admit_user(&b, 2, 3).unwrap();
+        assert_eq!(
+            sockets.admit_user(&c, 2, 3).err(),
+            Some(OverConnections::Tenant(3))
+        );
     }
 
     #[test]
@@ -625,7 +699,7 @@ mod tests {
         assert!(sockets.admit_unauthenticated(elsewhere, 2).is_ok());
         // A user's count is another.
         let user = Principal::service(&TenantId::new("t").unwrap());
-        assert!(sockets.admit_user(&user, 1).is_ok());
+        assert!(sockets.admit_user(&user, 1, 1).is_ok());
         drop(first);
         assert!(sockets.admit_unauthenticated(same_host, 2).is_ok());
     }

@@ -26,7 +26,9 @@ pub use cache::{CacheOutcome, ComponentCache};
 pub use call::CallLimit;
 pub use capacity::Shares;
 pub use handler::{CallFailure, Caller, GuestBody};
-pub use host::{NodeState, Services, SocketAuth, SocketHost, Topic, truncate_reason};
+pub use host::{
+    NodeState, OverConnections, Services, SocketAuth, SocketHost, Topic, truncate_reason,
+};
 pub use live::LivePlugins;
 pub use registry::Plugin;
 pub use socket::{ClientMessage, ConnectionInfo, Socket};

@@ -115,7 +115,7 @@ pub(crate) use responses::LogHandoff;
 pub(crate) use tasks::{next_batch, task as wit_task};
 pub use websocket::truncate_reason;
 pub(crate) use websocket::wit_event;
-pub use websocket::{SocketAuth, SocketHost, Topic};
+pub use websocket::{OverConnections, SocketAuth, SocketHost, Topic};
 
 /// The core services a handler reaches through its host interfaces.
 #[derive(Debug, Clone)]

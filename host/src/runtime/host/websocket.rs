@@ -13,15 +13,41 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Checks a connection's token, and holds each user to its share of connections.
+/// Which cap an authenticated connection would have gone over, and the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverConnections {
+    /// The user already has this many open.
+    User(u32),
+    /// The user's tenant (its users and keys together) already has this many open.
+    Tenant(u32),
+}
+
+impl OverConnections {
+    /// The cap that was reached.
+    pub fn cap(self) -> u32 {
+        match self {
+            OverConnections::User(cap) | OverConnections::Tenant(cap) => cap,
+        }
+    }
+
+    /// Why the connection is closed, for its close frame.
+    pub fn reason(self) -> String {
+        match self {
+            OverConnections::User(cap) => format!("at most {cap} open connections per user"),
+            OverConnections::Tenant(cap) => format!("at most {cap} open connections per tenant"),
+        }
+    }
+}
+
+/// Checks a connection's token, and holds each user and tenant to its share of connections.
 #[async_trait::async_trait]
 pub trait SocketAuth: Send + Sync {
     /// The tenant and user a token (an access token or an API key) names, or why not.
     async fn authenticate(&self, token: &str) -> Result<(TenantId, Principal), String>;
 
-    /// Count one more open connection for `who`; the count drops with the returned guard.
-    /// Refused with the cap when `who` already has that many.
-    fn admit(&self, who: &Principal) -> Result<Box<dyn Send + Sync>, u32>;
+    /// Count one more open connection for `who` and its tenant; the counts drop with the
+    /// returned guard. Refused, counting nothing, when either is at its cap.
+    fn admit(&self, who: &Principal) -> Result<Box<dyn Send + Sync>, OverConnections>;
 }
 
 /// What the connection follows.
@@ -239,9 +265,9 @@ impl wit::Host for WebSocketView<'_> {
             .map_err(wit::SocketError::BadToken)?;
         let slot = match auth.admit(&user) {
             Ok(slot) => slot,
-            Err(cap) => {
-                socket.close(1008, &format!("at most {cap} open connections per user"));
-                return Err(wit::SocketError::TooManyConnections(cap));
+            Err(over) => {
+                socket.close(1008, &over.reason());
+                return Err(wit::SocketError::TooManyConnections(over.cap()));
             }
         };
         socket.admitted = Some(slot);
