@@ -7,7 +7,9 @@
 # Installs Debian's postgresql when its server is missing (apt-get). The cluster lives in DIR,
 # owned by the `postgres` system user when run as root (the server refuses to run as root),
 # listens on 127.0.0.1:PORT only, and has one role, `gantry`, with a random password made here
-# (scram-sha-256; no default password). DIR holds the URL in `url` for later callers.
+# (scram-sha-256; no default password). DIR holds the URL in `url` for later callers. PORT is
+# the one wanted: when something else listens there (another checkout's cluster, left running),
+# the next free port above it is taken, and the URL says which.
 set -euo pipefail
 
 cmd="${1:-}"; dir="${2:-}"
@@ -40,6 +42,21 @@ case "$cmd" in
     port="${3:?a port}"
     if [[ -f "$dir/url" ]] && as_owner "$BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
       cat "$dir/url"; exit 0
+    fi
+    # A stopped cluster comes back on the port its URL names, if that is still free.
+    if [[ -f "$dir/url" ]]; then
+      port="$(sed -E 's|.*@127\.0\.0\.1:([0-9]+)/.*|\1|' "$dir/url")"
+    fi
+    wanted="$port"
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+      port=$((port + 1))
+      (( port < wanted + 100 )) || { echo "cluster.sh: ports $wanted to $port are all taken" >&2; exit 1; }
+    done
+    if [[ "$port" != "$wanted" ]]; then
+      echo "cluster.sh: port $wanted is taken (ps aux | grep 'postgres -D' shows a cluster left running); using $port" >&2
+      if [[ -f "$dir/url" ]]; then
+        sed -i -E "s|@127\.0\.0\.1:[0-9]+/|@127.0.0.1:$port/|" "$dir/url"
+      fi
     fi
     mkdir -p "$dir"
     [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
