@@ -372,16 +372,22 @@ mod tests {
         (warm, theirs)
     }
 
-    #[tokio::test]
-    async fn launchers_that_waited_too_long_are_let_go_and_the_others_kept() {
-        let pool = WarmLaunchers::new(
+    /// A pool that wants `want` launchers of a program that can never be one: `/bin/false`
+    /// takes the arguments and exits without a word.
+    fn failing_pool(want: usize) -> Arc<WarmLaunchers> {
+        WarmLaunchers::new(
             "/bin/false".into(),
             Layers::default(),
             None,
             cgroup::CgroupLimits::default(),
-            0,
+            want,
             None,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn launchers_that_waited_too_long_are_let_go_and_the_others_kept() {
+        let pool = failing_pool(0);
         let (old, old_end) = standing_in(Duration::from_secs(400)).await;
         let (new, new_end) = standing_in(Duration::from_secs(10)).await;
         pool.pool.lock().unwrap().ready.extend([old, new]);
@@ -401,15 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_launcher_that_never_gets_ready_rests_the_pool() {
-        // `/bin/false` takes the arguments and exits without a word.
-        let pool = WarmLaunchers::new(
-            "/bin/false".into(),
-            Layers::default(),
-            None,
-            cgroup::CgroupLimits::default(),
-            2,
-            None,
-        );
+        let pool = failing_pool(2);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while pool.pool.lock().unwrap().starting > 0 {
             assert!(
