@@ -147,12 +147,22 @@ fn sleeps_running(marker: &str, count: usize) -> Vec<u32> {
     }
 }
 
+/// Whether a command line has a number starting with `marker` as a word of its own (`sleep
+/// 71024`, or a launcher's argument holding the script): not inside a longer word, as in the
+/// hex name of a warm launcher's cgroup (`warm-…fab571022482…`), which a launcher that
+/// belongs to no task may carry.
+fn mentions(cmdline: &str, marker: &str) -> bool {
+    cmdline
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word.starts_with(marker) && word.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Wait up to `limit` for no process (the task's shell, its launcher, its children) to
 /// mention `marker`.
 fn none_left(marker: &str, limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;
     loop {
-        let left = processes(|c| c.contains(marker));
+        let left = processes(|c| mentions(c, marker));
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }
@@ -171,6 +181,21 @@ fn described(pids: &[u32]) -> String {
             format!("\n{} | {cmdline}", stat.trim())
         })
         .collect()
+}
+
+#[test]
+fn a_marker_is_found_as_a_word_not_inside_an_id() {
+    assert!(mentions("sleep 71024", "7102"));
+    assert!(mentions(
+        "sh -c setsid sleep 71021 & (sleep 71022 &) ; echo",
+        "7102"
+    ));
+    assert!(!mentions("sleep 71034", "7102"));
+    // A warm launcher's cgroup that happened to hold the digits (seen in a failing run).
+    assert!(!mentions(
+        "gantry-sandbox __sandbox-warm --cgroup /sys/fs/cgroup/pids/gantry/warm-b9937533ef7c45fab571022482453f7a",
+        "7102"
+    ));
 }
 
 const FULL: &str = "isolation = \"full\"\n";
