@@ -8,7 +8,7 @@ use gantry::contract::{
     AgentEvent, BackendInfo, CommandSpec, EventBody, OutputLine, OutputStream, PromptRequest,
     RequestError, RunSummary, plain_request,
 };
-use gantry::store::{EventRecord, Sqlite, Store, TaskState};
+use gantry::store::{EventRecord, Sqlite, Store, TaskState, WorkspaceRecord};
 use gantry::tasks::{
     AdapterFailure, AdapterRun, Adapters, StartTask, Supervisor, TaskError, TaskLimits,
 };
@@ -16,39 +16,43 @@ use gantry::tenants::TenantId;
 use gantry::workspaces::Workspaces;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// `sh -c PROMPT`, refusing every extra flag; its summary's final text is the last stdout
-/// line.
+/// line. `removed` takes the backend away, as a reload that drops its plugin does.
 #[derive(Debug)]
-struct Shell(Arc<BackendPlugin>);
+struct Shell(Arc<BackendPlugin>, AtomicBool);
 
 impl Shell {
     fn new() -> Shell {
-        Shell(Arc::new(BackendPlugin {
-            name: "sh".into(),
-            info: BackendInfo {
+        Shell(
+            Arc::new(BackendPlugin {
                 name: "sh".into(),
+                info: BackendInfo {
+                    name: "sh".into(),
+                    binary: "/bin/sh".into(),
+                    version_args: vec!["--version".into()],
+                    supports_resume: false,
+                    supports_system_prompt: false,
+                    supports_model: false,
+                    supports_max_turns: false,
+                },
                 binary: "/bin/sh".into(),
-                version_args: vec!["--version".into()],
-                supports_resume: false,
-                supports_system_prompt: false,
-                supports_model: false,
-                supports_max_turns: false,
-            },
-            binary: "/bin/sh".into(),
-            passed_env: vec![],
-            model_upstream: None,
-            read_only: vec![],
-            egress: vec![],
-        }))
+                passed_env: vec![],
+                model_upstream: None,
+                read_only: vec![],
+                egress: vec![],
+            }),
+            AtomicBool::new(false),
+        )
     }
 }
 
 #[async_trait::async_trait]
 impl Adapters for Shell {
     fn backend(&self, name: &str) -> Option<Arc<BackendPlugin>> {
-        (name == "sh").then(|| self.0.clone())
+        (name == "sh" && !self.1.load(Ordering::SeqCst)).then(|| self.0.clone())
     }
 
     async fn build_command(
@@ -119,6 +123,7 @@ fn stdout(e: &EventRecord) -> Option<&str> {
 
 struct Harness {
     sup: Supervisor,
+    shell: Arc<Shell>,
     workspaces: Arc<Workspaces>,
     store: Arc<dyn Store>,
     dir: tempfile::TempDir,
@@ -131,8 +136,9 @@ fn request(script: &str) -> PromptRequest {
 async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {
     let store: Arc<dyn Store> = Arc::new(Sqlite::open(&dir.path().join("gantry.db")).unwrap());
     let workspaces = Arc::new(Workspaces::open(dir.path(), store.clone()).unwrap());
+    let shell = Arc::new(Shell::new());
     let sup = Supervisor::new(
-        Arc::new(Shell::new()),
+        shell.clone(),
         store.clone(),
         workspaces.clone(),
         dir.path(),
@@ -142,6 +148,7 @@ async fn harness_in(dir: tempfile::TempDir, limits: TaskLimits) -> Harness {
     .unwrap();
     Harness {
         sup,
+        shell,
         workspaces,
         store,
         dir,
@@ -389,16 +396,15 @@ async fn logged_states(h: &Harness, task: &str) -> Vec<TaskState> {
     states
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() {
+/// A tenant allowed one running task, and a task of its holding that slot until [`let_go`]
+/// (at most 30 s): the harness, the workspace and the task.
+async fn one_slot_held() -> (Harness, WorkspaceRecord, String) {
     let limits = TaskLimits {
         max_running_per_tenant: 1,
         ..TaskLimits::default()
     };
     let h = harness(limits).await;
     let ws = h.workspaces.create(&alice(), "w").await.unwrap();
-    // The first finds its slot free (its two states go in one append); the second waits for
-    // it, pending, while the first holds it: until the test lets it go (at most 30 s).
     let first = h
         .start(
             &alice(),
@@ -408,6 +414,20 @@ async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() 
         )
         .await;
     h.wait_line(&alice(), &first, "started").await;
+    (h, ws, first)
+}
+
+/// End the task of [`one_slot_held`].
+async fn let_go(h: &Harness, ws: &WorkspaceRecord) {
+    let (_, root) = h.workspaces.dir(&alice(), &ws.id).await.unwrap();
+    std::fs::write(root.join("go"), "").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() {
+    // The first finds its slot free (its two states go in one append); the second waits for
+    // it, pending, while the first holds it.
+    let (h, ws, first) = one_slot_held().await;
     let second = h.start(&alice(), &ws.id, "true", None).await;
     let mut sub = h.sup.subscribe(&alice(), &second, 1).await.unwrap();
     let Some(e) = sub.next().await.unwrap() else {
@@ -422,8 +442,7 @@ async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() 
         TaskState::Pending,
         "it waits while the first runs"
     );
-    let (_, root) = h.workspaces.dir(&alice(), &ws.id).await.unwrap();
-    std::fs::write(root.join("go"), "").unwrap();
+    let_go(&h, &ws).await;
     let expected = [TaskState::Pending, TaskState::Running, TaskState::Done];
     for task in [&first, &second] {
         assert_eq!(
@@ -431,6 +450,36 @@ async fn a_task_logs_pending_then_running_whether_or_not_it_waited_for_a_slot() 
             TaskState::Done
         );
         assert_eq!(logged_states(&h, task).await, expected, "{task}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_backend_went_while_it_waited_fails_and_logs_why() {
+    let (h, ws, first) = one_slot_held().await;
+    let second = h.start(&alice(), &ws.id, "echo never", None).await;
+    // The second waits for the slot; meanwhile its backend is taken away.
+    h.shell.1.store(true, Ordering::SeqCst);
+    let_go(&h, &ws).await;
+    assert_eq!(
+        h.sup.wait(&alice(), &first).await.unwrap().state,
+        TaskState::Done
+    );
+    let ended = h.sup.wait(&alice(), &second).await.unwrap();
+    assert_eq!(ended.state, TaskState::Failed, "{ended:?}");
+    let error = ended.error.unwrap_or_default();
+    assert!(
+        error.contains("backend sh is no longer configured"),
+        "{error}"
+    );
+    // Its log says so too (a follower sees how it ended), and nothing ran.
+    let events = h.store.read_events(&second, 1, 100).await.unwrap();
+    assert!(events.iter().all(|e| stdout(e).is_none()), "{events:?}");
+    match &events.last().unwrap().body {
+        EventBody::State(end) => {
+            assert_eq!(end.state, TaskState::Failed);
+            assert_eq!(end.error.as_deref(), Some(error.as_str()));
+        }
+        other => panic!("the log ends with {other:?}"),
     }
 }
 
@@ -631,6 +680,7 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
     for launcher in [Some(dedicated), Some(gantry.to_path_buf()), None] {
         let Harness {
             sup,
+            shell,
             workspaces,
             store,
             dir,
@@ -641,6 +691,7 @@ async fn launched_and_forked_tasks_get_the_same_sandbox() {
         };
         let h = Harness {
             sup,
+            shell,
             workspaces: workspaces.clone(),
             store,
             dir,

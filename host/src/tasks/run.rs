@@ -64,10 +64,15 @@ impl TaskRun {
         let id = self.record.id.clone();
         if let Err(e) = self.supervise(&mut cancel).await {
             tracing::error!(task = %id, "task supervision failed: {e:#}");
-            self.record.state = TaskState::Failed;
             self.record.error = Some(format!("{e:#}"));
-            self.record.finished_at = Some(now_ms());
-            let _ = self.inner.store.update_task(&self.record).await;
+            // Logged with the row, so that a follower reads how the task ended, not only that
+            // its log did. The store may be what failed: then the row alone is tried.
+            if let Err(again) = self.set_state(TaskState::Failed, None).await {
+                tracing::error!(task = %id, "the failed task's end cannot be logged: {again:#}");
+                self.record.state = TaskState::Failed;
+                self.record.finished_at = Some(now_ms());
+                let _ = self.inner.store.update_task(&self.record).await;
+            }
         }
         // Leave the live set before announcing the end, so whoever sees the end sees the
         // workspace free.
@@ -203,9 +208,14 @@ impl TaskRun {
         deadline: Option<tokio::time::Instant>,
     ) -> anyhow::Result<Option<StepEnd>> {
         let adapters = self.inner.adapters.clone();
-        let backend = adapters
-            .backend(&self.record.backend)
-            .ok_or_else(|| anyhow::anyhow!("backend {} is gone", self.record.backend))?;
+        // A reload may have removed the backend while the task waited for its slot.
+        let Some(backend) = adapters.backend(&self.record.backend) else {
+            let gone = format!(
+                "backend {} is no longer configured (a reload removed it)",
+                self.record.backend
+            );
+            return self.could_not_start(gone).await;
+        };
         let started = adapters
             .start_run(&self.record.backend, &self.tenant, &step.request)
             .await;
