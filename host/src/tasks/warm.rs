@@ -31,9 +31,20 @@ const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// again.
 const REPLACE_AFTER: Duration = Duration::from_secs(300);
 
+/// The directory whose entries a launcher's init binds one by one, as they were when it
+/// started (see [`WarmLaunchers::take`]).
+const ETC: &str = "/etc";
+
+/// How much older than a launcher's start a change to [`ETC`] may look and still make the
+/// launcher stale: a directory's mtime comes from the kernel's coarse clock (a tick behind at
+/// most), the launcher's start from the precise one.
+const ETC_SLACK: Duration = Duration::from_millis(50);
+
 /// Launchers of one sandbox shape, ready for a task.
 pub(super) struct WarmLaunchers {
     launcher: PathBuf,
+    /// [`ETC`], or a stand-in for it in tests.
+    etc: PathBuf,
     layers: Layers,
     cgroups: Option<cgroup::Cgroups>,
     limits: cgroup::CgroupLimits,
@@ -63,6 +74,9 @@ pub(super) struct WarmLauncher {
     pub(super) cgroup: Option<cgroup::TaskCgroup>,
     /// When it said it was ready.
     ready_at: std::time::Instant,
+    /// When it was started: an `/etc` entry the host renamed into place after this may not
+    /// be in its root.
+    started: std::time::SystemTime,
 }
 
 impl WarmLauncher {
@@ -131,6 +145,7 @@ impl WarmLaunchers {
     ) -> Arc<WarmLaunchers> {
         let pool = Arc::new(WarmLaunchers {
             launcher,
+            etc: PathBuf::from(ETC),
             layers,
             cgroups: cgroups.filter(|_| layers.any()),
             limits,
@@ -168,20 +183,42 @@ impl WarmLaunchers {
 
     /// A ready launcher, if there is one; it is replaced in the background.
     pub(super) fn take(self: &Arc<Self>) -> Option<WarmLauncher> {
-        let taken = {
+        // The host's `/etc` changed since (a file renamed into place: `ld.so.cache` after
+        // `ldconfig`, `resolv.conf`): a launcher started before that binds what it replaced.
+        // A file written in place needs no check: the bind shows the same file.
+        // A time ahead of the clock (a skewed image) would make every launcher stale: ignored.
+        let now = std::time::SystemTime::now();
+        let etc_changed = std::fs::metadata(&self.etc)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|at| at.checked_add(ETC_SLACK).unwrap_or(at))
+            .filter(|at| at.duration_since(now).unwrap_or_default() <= ETC_SLACK);
+        let (taken, stale) = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let mut taken = None;
+            let (mut taken, mut stale) = (None, Vec::new());
             while let Some(mut warm) = pool.ready.pop() {
                 // One that died while waiting (killed from outside) is no use.
-                if matches!(warm.child.try_wait(), Ok(None)) {
+                if !matches!(warm.child.try_wait(), Ok(None)) {
+                    tracing::warn!("a warm sandbox launcher died while waiting; dropped");
+                    warm.discard();
+                } else if etc_changed.is_some_and(|changed| changed >= warm.started) {
+                    stale.push(warm);
+                } else {
                     taken = Some(warm);
                     break;
                 }
-                tracing::warn!("a warm sandbox launcher died while waiting; dropped");
-                warm.discard();
             }
-            taken
+            (taken, stale)
         };
+        if !stale.is_empty() {
+            tracing::debug!(
+                stale = stale.len(),
+                "the host's /etc changed: sandbox launchers started before are let go"
+            );
+        }
+        for warm in stale {
+            warm.let_go();
+        }
         self.top_up();
         taken
     }
@@ -226,6 +263,7 @@ impl WarmLaunchers {
 
     /// Start one launcher and wait until it is ready.
     async fn start_one(&self) -> anyhow::Result<WarmLauncher> {
+        let started = std::time::SystemTime::now();
         let mut cgroup = match self.cgroups.clone() {
             Some(cgroups) => {
                 let limits = self.limits;
@@ -241,6 +279,7 @@ impl WarmLaunchers {
                 socket,
                 cgroup,
                 ready_at: std::time::Instant::now(),
+                started,
             }),
             Err(e) => {
                 // Removing it may wait for the kernel: not on a runtime worker.
@@ -354,7 +393,8 @@ fn remove_in_background(cgroup: cgroup::TaskCgroup) {
 mod tests {
     use super::*;
 
-    /// A stand-in for a ready launcher: a process, and the socket gantry keeps to it.
+    /// A stand-in for a ready launcher that has waited `waited`: a process, and the socket
+    /// gantry keeps to it.
     async fn standing_in(waited: Duration) -> (WarmLauncher, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let child = tokio::process::Command::new("sleep")
@@ -363,11 +403,13 @@ mod tests {
             .spawn()
             .unwrap();
         let ready_at = std::time::Instant::now().checked_sub(waited).unwrap();
+        let started = std::time::SystemTime::now().checked_sub(waited).unwrap();
         let warm = WarmLauncher {
             child,
             socket: ours,
             cgroup: None,
             ready_at,
+            started,
         };
         (warm, theirs)
     }
@@ -403,6 +445,41 @@ mod tests {
             (&new_end).read(&mut byte).is_err(),
             "still open: nothing to read yet"
         );
+    }
+
+    #[tokio::test]
+    async fn launchers_started_before_etc_changed_are_let_go_not_taken() {
+        let etc = tempfile::tempdir().unwrap();
+        // An empty pool that reads `etc` for the host's `/etc`, and starts nothing.
+        let pool = Arc::new(WarmLaunchers {
+            launcher: "/bin/false".into(),
+            etc: etc.path().to_path_buf(),
+            layers: Layers::default(),
+            cgroups: None,
+            limits: cgroup::CgroupLimits::default(),
+            want: 0,
+            skeleton: None,
+            pool: Mutex::default(),
+        });
+        let (before, before_end) = standing_in(Duration::from_secs(5)).await;
+        pool.pool.lock().unwrap().ready.push(before);
+        // A file renamed into place, as `ldconfig` does with `ld.so.cache`.
+        std::fs::write(etc.path().join("new"), "x").unwrap();
+        std::fs::rename(etc.path().join("new"), etc.path().join("ld.so.cache")).unwrap();
+        assert!(pool.take().is_none(), "the only launcher is stale");
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            (&before_end).read(&mut byte).unwrap(),
+            0,
+            "let go: its socket closed"
+        );
+        assert!(pool.pool.lock().unwrap().ready.is_empty());
+        // One started after the change is taken (its start is the stand-in's now).
+        let (after, _after_end) = standing_in(Duration::ZERO).await;
+        let mut after = after;
+        after.started = std::time::SystemTime::now() + ETC_SLACK * 2;
+        pool.pool.lock().unwrap().ready.push(after);
+        assert!(pool.take().is_some(), "a launcher started after the change");
     }
 
     #[tokio::test]
