@@ -22,12 +22,15 @@ use std::time::Duration;
 /// `sh -c PROMPT`, refusing every extra flag; its summary's final text is the last stdout
 /// line. `removed` takes the backend away, as a reload that drops its plugin does.
 #[derive(Debug)]
-struct Shell(Arc<BackendPlugin>, AtomicBool);
+struct Shell {
+    backend: Arc<BackendPlugin>,
+    removed: AtomicBool,
+}
 
 impl Shell {
     fn new() -> Shell {
-        Shell(
-            Arc::new(BackendPlugin {
+        Shell {
+            backend: Arc::new(BackendPlugin {
                 name: "sh".into(),
                 info: BackendInfo {
                     name: "sh".into(),
@@ -44,15 +47,15 @@ impl Shell {
                 read_only: vec![],
                 egress: vec![],
             }),
-            AtomicBool::new(false),
-        )
+            removed: AtomicBool::new(false),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl Adapters for Shell {
     fn backend(&self, name: &str) -> Option<Arc<BackendPlugin>> {
-        (name == "sh" && !self.1.load(Ordering::SeqCst)).then(|| self.0.clone())
+        (name == "sh" && !self.removed.load(Ordering::SeqCst)).then(|| self.backend.clone())
     }
 
     async fn build_command(
@@ -458,7 +461,7 @@ async fn a_task_whose_backend_went_while_it_waited_fails_and_logs_why() {
     let (h, ws, first) = one_slot_held().await;
     let second = h.start(&alice(), &ws.id, "echo never", None).await;
     // The second waits for the slot; meanwhile its backend is taken away.
-    h.shell.1.store(true, Ordering::SeqCst);
+    h.shell.removed.store(true, Ordering::SeqCst);
     let_go(&h, &ws).await;
     assert_eq!(
         h.sup.wait(&alice(), &first).await.unwrap().state,

@@ -332,7 +332,7 @@ async fn each_user_has_a_cap_and_the_next_is_closed_with_a_policy_code() {
 
 /// Once a connection closed, its place comes back (the host counts the close when its task
 /// ends, just after the close frame): a connection authenticating with `token` is admitted
-/// within a second.
+/// within 50 tries, 20 ms apart.
 async fn authenticates_again(g: &Gantry, token: &str) -> Client {
     for _ in 0..50 {
         let mut ws = connect(g, "/sock/a").await;

@@ -4,7 +4,8 @@
 //! stores, as two nodes hold them) against a follower on the writing node.
 //!
 //! PostgreSQL is the throwaway cluster of the tests (`tests/postgres/cluster.sh`, on
-//! 127.0.0.1:55433, `fsync` off as in the tests), a fresh database per run.
+//! 127.0.0.1:55433 or the next free port, `fsync` off as in the tests), a fresh database per
+//! run.
 
 mod common;
 

@@ -46,11 +46,12 @@ case "$cmd" in
     # A stopped cluster comes back on the port its URL names, if that is still free.
     if [[ -f "$dir/url" ]]; then
       port="$(sed -E 's|.*@127\.0\.0\.1:([0-9]+)/.*|\1|' "$dir/url")"
+      [[ "$port" =~ ^[0-9]+$ ]] || { echo "cluster.sh: $dir/url names no port; using $3" >&2; port="$3"; }
     fi
     wanted="$port"
     while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+      (( port < wanted + 99 )) || { echo "cluster.sh: ports $wanted to $port are all taken" >&2; exit 1; }
       port=$((port + 1))
-      (( port < wanted + 100 )) || { echo "cluster.sh: ports $wanted to $port are all taken" >&2; exit 1; }
     done
     if [[ "$port" != "$wanted" ]]; then
       echo "cluster.sh: port $wanted is taken (ps aux | grep 'postgres -D' shows a cluster left running); using $port" >&2

@@ -46,7 +46,8 @@ pub struct Gate {
     pub connections: ConnectionLimits,
     /// WebSocket connections' limits.
     pub websocket: WebSocketConfig,
-    /// Open WebSocket connections per user, and per address while unauthenticated.
+    /// Open WebSocket connections per user and per tenant, and per address while
+    /// unauthenticated.
     pub sockets: websocket::SocketCounts,
 }
 

@@ -191,8 +191,8 @@ impl WarmLaunchers {
         let etc_changed = std::fs::metadata(&self.etc)
             .and_then(|m| m.modified())
             .ok()
-            .map(|at| at.checked_add(ETC_SLACK).unwrap_or(at))
-            .filter(|at| at.duration_since(now).unwrap_or_default() <= ETC_SLACK);
+            .filter(|at| *at <= now)
+            .map(|at| at.checked_add(ETC_SLACK).unwrap_or(at));
         let (taken, stale) = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             let (mut taken, mut stale) = (None, Vec::new());
@@ -461,12 +461,23 @@ mod tests {
             skeleton: None,
             pool: Mutex::default(),
         });
+        let set_etc_mtime = |at: std::time::SystemTime| {
+            std::fs::File::open(etc.path())
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        let now = std::time::SystemTime::now();
+        // `/etc` last changed a minute ago: launchers of 5 s ago are fresh.
+        set_etc_mtime(now - Duration::from_secs(60));
+        let (fresh, _fresh_end) = standing_in(Duration::from_secs(5)).await;
         let (before, before_end) = standing_in(Duration::from_secs(5)).await;
-        pool.pool.lock().unwrap().ready.push(before);
+        pool.pool.lock().unwrap().ready.extend([before, fresh]);
+        assert!(pool.take().is_some(), "no change since it started");
         // A file renamed into place, as `ldconfig` does with `ld.so.cache`.
         std::fs::write(etc.path().join("new"), "x").unwrap();
         std::fs::rename(etc.path().join("new"), etc.path().join("ld.so.cache")).unwrap();
-        assert!(pool.take().is_none(), "the only launcher is stale");
+        assert!(pool.take().is_none(), "the only launcher left is stale");
         let mut byte = [0u8; 1];
         assert_eq!(
             (&before_end).read(&mut byte).unwrap(),
@@ -474,12 +485,17 @@ mod tests {
             "let go: its socket closed"
         );
         assert!(pool.pool.lock().unwrap().ready.is_empty());
-        // One started after the change is taken (its start is the stand-in's now).
-        let (after, _after_end) = standing_in(Duration::ZERO).await;
-        let mut after = after;
-        after.started = std::time::SystemTime::now() + ETC_SLACK * 2;
+        // One started a moment after the change is taken.
+        let changed = std::fs::metadata(etc.path()).unwrap().modified().unwrap();
+        let (mut after, _after_end) = standing_in(Duration::ZERO).await;
+        after.started = changed + ETC_SLACK * 2;
         pool.pool.lock().unwrap().ready.push(after);
         assert!(pool.take().is_some(), "a launcher started after the change");
+        // A modification time ahead of the clock (a skewed image) stales nothing.
+        set_etc_mtime(now + Duration::from_secs(3600));
+        let (old, _old_end) = standing_in(Duration::from_secs(5)).await;
+        pool.pool.lock().unwrap().ready.push(old);
+        assert!(pool.take().is_some(), "a time in the future is ignored");
     }
 
     #[tokio::test]

@@ -153,8 +153,8 @@ export class LiveSocket {
       case 4404: // the working session expired or is gone: make a new one
         this.retry('the working session ended; starting a new one', { freshSession: true });
         return;
-      case 1008: // too many connections for this user
-        this.retry('too many open connections for this user', { slow: true });
+      case 1008: // too many connections for this user, or for its tenant (the reason says)
+        this.retry(event.reason || 'too many open connections', { slow: true });
         return;
       default: // 4408 (too slow), 1001 (went away), 1006 (dropped), …: resume
         this.retry(event.reason || `connection closed (${event.code})`);
