@@ -221,6 +221,9 @@ async fn per_call_connections_share_few_instances_and_wait_for_one() {
         say(ws, "echo served").await;
         assert_eq!(hear(ws).await, "served");
     }
+    // The last answer went out while its call still held the slot: wait for the call's end
+    // (the one instance left is the health call's own).
+    until_active_instances(&g, 1).await;
     // A connection served per connection holds the slot for its life; a second cannot open.
     let mut resident = authed(&g, ALICE).await;
     let (status, body) = upgrade_refused(&g, "/sock/b").await;
@@ -232,8 +235,7 @@ async fn per_call_connections_share_few_instances_and_wait_for_one() {
     resident.close(None).await.unwrap();
     let _ = closed(&mut resident).await;
     assert_eq!(hear(&mut fresh[0]).await, "waited");
-    // The answer goes out while the call still holds the slot; it is free once the call's
-    // instance is gone (the one left is the health call's own).
+    // As above: the slot is free once the call's instance is gone.
     until_active_instances(&g, 1).await;
     // One that finds no slot within the route's limit (2 s here) is closed as the node being
     // busy (1013, try again later), not as the component failing.
