@@ -3,9 +3,9 @@
 //! host's; what the messages mean is the plugin's (`runtime::Socket`).
 //!
 //! Close codes the host uses: 1001 (a peer that stopped answering pings, or shutdown), 1008
-//! (over the user's or the tenant's connection cap), 1009 (a message over `max_message_bytes`), 1011 (the
-//! component failed), 4401 (not authenticated in time), 4408 (too slow a consumer), 4410
-//! (asked to resume from events no longer kept).
+//! (over the user's or the tenant's connection cap), 1009 (a message over
+//! `max_message_bytes`), 1011 (the component failed), 4401 (not authenticated in time), 4408
+//! (too slow a consumer), 4410 (asked to resume from events no longer kept).
 
 use super::Gate;
 use super::auth;
@@ -80,9 +80,9 @@ pub fn token_in_query(query: Option<&str>) -> bool {
 }
 
 /// Open connections across the node: per user and per tenant once authenticated, per client
-/// network while not yet (each holds a place among `[websocket] max_connections`, and on a per-connection
-/// route an instance slot; an address that opens many and never authenticates would otherwise
-/// hold them all until `auth_timeout_ms`).
+/// network while not yet (each holds a place among `[websocket] max_connections`, and on a
+/// per-connection route an instance slot; an address that opens many and never authenticates
+/// would otherwise hold them all until `auth_timeout_ms`).
 #[derive(Debug, Default)]
 pub struct SocketCounts {
     open: Arc<Mutex<HashMap<String, u32>>>,
