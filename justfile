@@ -6,7 +6,7 @@ serve *ARGS:
 
 # The whole test suite (what CI runs after the lints).
 test:
-    cargo test --workspace
+    cargo test --workspace --no-fail-fast
 
 # Formatting and lints, as CI checks them.
 lint:
