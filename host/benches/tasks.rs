@@ -9,13 +9,16 @@
 //!   as its own launcher;
 //! - the cost of each wall of the task sandbox: spawn-to-exit with the user, PID, mount and
 //!   network namespaces added one by one (the network one with its proxy listener handed to
-//!   gantry), then a cgroup per task, as `gantry serve` runs tasks with full isolation.
+//!   gantry), then a cgroup per task, as `gantry serve` runs tasks with full isolation;
+//! - the full sandbox's spawn again, each spawn (and each direct one) after 20 ms of rest:
+//!   the spawn's own path, without the work the task before left on the two CPUs.
 //!
 //! Run with `cargo bench --bench tasks`. Loops are bounded in count; nothing is asserted. With
 //! `BENCH_PROFILE_LINES=1` it runs only the one-subscriber line pipeline, five times, for a
 //! profiler; with `BENCH_PROFILE_SPAWN=1`, only trivial tasks one after another, with the
 //! median time to each phase the supervisor marks (`BENCH_PROFILE_SPAWN=full`: in the full
-//! sandbox, launchers ready ahead).
+//! sandbox, launchers ready ahead). `BENCH_SPAWN_SPACED=1` runs only the rested spawns,
+//! three times.
 
 mod common;
 
@@ -163,6 +166,44 @@ async fn delivery_delay(sup: &Supervisor, ws: &str) -> (Duration, Duration) {
     common::percentiles(delays)
 }
 
+/// How long the machine rests before each spawn of [`spaced`].
+const REST: Duration = Duration::from_millis(20);
+
+/// A direct spawn of the trivial task, as the spawn ratios' baseline does it.
+async fn direct_spawn() -> Duration {
+    let t = Instant::now();
+    tokio::process::Command::new("/bin/sh")
+        .args(["-c", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    t.elapsed()
+}
+
+/// Spawn to exit of a trivial task in the full sandbox (launchers ready ahead) and of the
+/// same program spawned directly, taking turns, each after [`REST`] of nothing: medians
+/// (sandboxed, direct). Back to back, a task's spawn shares the two CPUs with the work the
+/// one before left behind (its launcher's replacement starting, its namespaces and cgroup
+/// torn down); here that work is done before the next spawn starts, so this is the spawn's
+/// own path.
+async fn spaced(dir: &Path) -> (Duration, Duration) {
+    let (sup, ws) = full_sandbox(dir).await;
+    let (mut through, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..SPAWNS {
+        tokio::time::sleep(REST).await;
+        let t = Instant::now();
+        let task = start(&sup, &ws, "true").await;
+        sup.wait(&tenant(), &task).await.unwrap();
+        through.push(t.elapsed());
+        tokio::time::sleep(REST).await;
+        direct.push(direct_spawn().await);
+    }
+    (median(through), median(direct))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -183,6 +224,20 @@ fn main() {
         if std::env::var_os("BENCH_PROFILE_LINES").is_some() {
             for _ in 0..5 {
                 println!("1 subscriber: {:.0} lines/s", fan_out(&sup, &ws, 1).await);
+            }
+            return;
+        }
+        if std::env::var_os("BENCH_SPAWN_SPACED").is_some() {
+            let full_dir = tempfile::tempdir().unwrap();
+            for _ in 0..3 {
+                let (through, direct) = spaced(full_dir.path()).await;
+                println!(
+                    "spawn to exit, full isolation, {} ms apart: {:.0} us, direct {:.0} us, ratio {:.2}x",
+                    REST.as_millis(),
+                    through.as_secs_f64() * 1e6,
+                    direct.as_secs_f64() * 1e6,
+                    through.as_secs_f64() / direct.as_secs_f64()
+                );
             }
             return;
         }
@@ -271,16 +326,7 @@ fn main() {
             let task = start(&own_sup, &own_ws, "true").await;
             own_sup.wait(&tenant(), &task).await.unwrap();
             through_own.push(t.elapsed());
-            let t = Instant::now();
-            tokio::process::Command::new("/bin/sh")
-                .args(["-c", "true"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .output()
-                .await
-                .unwrap();
-            direct.push(t.elapsed());
+            direct.push(direct_spawn().await);
             // The same with a no-op `pre_exec` hook, which (like the sandbox's) rules out
             // `posix_spawn`: what a fork of this whole process costs.
             let t = Instant::now();
@@ -334,6 +380,18 @@ fn main() {
                 common::us(cold),
                 common::us(direct),
                 cold.as_secs_f64() / direct.as_secs_f64(),
+            ));
+            let full_dir = tempfile::tempdir().unwrap();
+            let (through, direct) = spaced(full_dir.path()).await;
+            table.push(Ratio::at_most(
+                format!(
+                    "trivial task, full isolation, spawns {} ms apart vs direct alike",
+                    REST.as_millis()
+                ),
+                common::us(through),
+                common::us(direct),
+                through.as_secs_f64() / direct.as_secs_f64(),
+                1.5,
             ));
         }
         table.print();
