@@ -98,11 +98,7 @@ pub(crate) fn new_store<H: Send + 'static>(
         memory: MemoryCap {
             limit: usize::try_from(plugin.limits.memory_mb << 20).unwrap_or(usize::MAX),
         },
-        cpu: CpuMeter {
-            budget: Duration::from_millis(plugin.limits.cpu_ms),
-            used: Duration::ZERO,
-            entered: None,
-        },
+        cpu: CpuMeter::new(Duration::from_millis(plugin.limits.cpu_ms)),
         plugin: plugin.clone(),
         tenant: tenant.clone(),
         setting_overrides: Vec::new(),
@@ -120,8 +116,7 @@ pub(crate) fn store_around<H: Send + 'static>(
     mut state: CallState<H>,
 ) -> Store<CallState<H>> {
     state.table = ResourceTable::new();
-    state.cpu.used = Duration::ZERO;
-    state.cpu.entered = None;
+    state.cpu = CpuMeter::new(state.cpu.budget);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.call_hook(|mut ctx, hook| {
@@ -129,13 +124,14 @@ pub(crate) fn store_around<H: Send + 'static>(
         Ok(())
     });
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|ctx| {
-        let cpu = &ctx.data().cpu;
+    store.epoch_deadline_callback(|mut ctx| {
+        let cpu = &mut ctx.data_mut().cpu;
         if cpu.spent() > cpu.budget {
             Err(wasmtime::Error::new(CallLimit::CpuDeadline(cpu.budget)))
         } else {
-            // Yield each tick so one busy component cannot hold a worker thread.
-            Ok(UpdateDeadline::Yield(1))
+            // Yield each tick so one busy component cannot hold a worker thread; the wait
+            // until the executor resumes the call is not the guest's CPU.
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(cpu.pause())))
         }
     });
     store
@@ -200,15 +196,31 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Time spent executing the guest's own code, excluding host calls and waiting.
+/// Time spent executing the guest's own code, excluding host calls and waiting: the time
+/// in a host call, and after each yield at an epoch tick the time until the executor
+/// resumes the call (on a busy node that can be long, and none of it is the guest's).
 struct CpuMeter {
     budget: Duration,
     used: Duration,
+    /// Since when the guest runs, while it does.
     entered: Option<Instant>,
+    /// When the call resumed after its last yield, set by the yield's future (which has no
+    /// access to the store); made at the first yield.
+    resumed: Option<Arc<std::sync::Mutex<Option<Instant>>>>,
 }
 
 impl CpuMeter {
+    fn new(budget: Duration) -> CpuMeter {
+        CpuMeter {
+            budget,
+            used: Duration::ZERO,
+            entered: None,
+            resumed: None,
+        }
+    }
+
     fn on_hook(&mut self, hook: CallHook) {
+        self.catch_up();
         if hook.exiting_host() {
             self.entered = Some(Instant::now());
         } else if let Some(since) = self.entered.take() {
@@ -216,8 +228,33 @@ impl CpuMeter {
         }
     }
 
-    fn spent(&self) -> Duration {
+    fn spent(&mut self) -> Duration {
+        self.catch_up();
         self.used + self.entered.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Stop counting: the call yields to the executor. The future yields, then counts again
+    /// from when the executor polls it, which is when the guest resumes.
+    fn pause(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.catch_up();
+        if let Some(since) = self.entered.take() {
+            self.used += since.elapsed();
+        }
+        let resumed = self.resumed.get_or_insert_with(Default::default).clone();
+        async move {
+            tokio::task::yield_now().await;
+            *resumed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// The guest runs again since the time a yield's future recorded.
+    fn catch_up(&mut self) {
+        let Some(resumed) = &self.resumed else {
+            return;
+        };
+        if let Some(at) = resumed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.entered = Some(at);
+        }
     }
 }
 
@@ -310,11 +347,7 @@ mod tests {
 
     #[test]
     fn cpu_meter_counts_only_guest_time() {
-        let mut m = CpuMeter {
-            budget: Duration::from_secs(1),
-            used: Duration::ZERO,
-            entered: None,
-        };
+        let mut m = CpuMeter::new(Duration::from_secs(1));
         m.on_hook(CallHook::CallingWasm);
         std::thread::sleep(Duration::from_millis(20));
         m.on_hook(CallHook::CallingHost);
@@ -325,6 +358,31 @@ mod tests {
         assert_eq!(m.spent(), in_guest);
         m.on_hook(CallHook::ReturningFromHost);
         assert!(m.spent() >= in_guest);
+    }
+
+    /// A call that yields at an epoch tick is not charged for the time until the executor
+    /// resumes it: on a loaded node that wait alone could exceed the budget.
+    #[tokio::test]
+    async fn cpu_meter_does_not_count_the_wait_after_a_yield() {
+        let mut m = CpuMeter::new(Duration::from_secs(1));
+        m.on_hook(CallHook::CallingWasm);
+        std::thread::sleep(Duration::from_millis(5));
+        let yielded = m.pause();
+        let before = m.spent();
+        assert!(before >= Duration::from_millis(5));
+        // The executor is busy elsewhere for a while before it polls the call again.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(m.spent(), before, "nothing counts while the call waits");
+        yielded.await;
+        std::thread::sleep(Duration::from_millis(5));
+        let after = m.spent();
+        assert!(after >= before + Duration::from_millis(5), "{after:?}");
+        assert!(after < before + Duration::from_millis(150), "{after:?}");
+        // And the count goes on as before: into the host, out of it.
+        m.on_hook(CallHook::CallingHost);
+        let at_host = m.spent();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(m.spent(), at_host);
     }
 
     #[test]
