@@ -116,7 +116,9 @@ pub(crate) fn store_around<H: Send + 'static>(
     mut state: CallState<H>,
 ) -> Store<CallState<H>> {
     state.table = ResourceTable::new();
-    state.cpu = CpuMeter::new(state.cpu.budget);
+    state.cpu.used = Duration::ZERO;
+    state.cpu.entered = None;
+    state.cpu.resumed = None;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.call_hook(|mut ctx, hook| {
@@ -248,6 +250,7 @@ impl CpuMeter {
     }
 
     /// The guest runs again since the time a yield's future recorded.
+    #[inline]
     fn catch_up(&mut self) {
         let Some(resumed) = &self.resumed else {
             return;
