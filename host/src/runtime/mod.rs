@@ -88,6 +88,11 @@ fn engine_for(rt: &RuntimeConfig, shares: Shares) -> Result<Engine> {
     config.epoch_interruption(true);
     config.memory_init_cow(true);
     config.parallel_compilation(true);
+    // `perf` names a component's functions only from a map the engine writes as it loads
+    // code (`/tmp/perf-PID.map`); off by default, since the file grows with every load.
+    if std::env::var_os("GANTRY_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     // Slots for every pool, and a few more for startup checks while serving.
     let slots = shares.pool_slots().saturating_add(4);
     let mut pool = PoolingAllocationConfig::default();
