@@ -13,7 +13,9 @@
 //!
 //! Run with `cargo bench --bench http`. Loops are bounded in count; nothing is asserted. With
 //! `BENCH_PROFILE=/hello/` (or `/health`) it serves gantry alone and drives one connection (or
-//! `BENCH_CONNECTIONS`) in five rounds, for a profiler to attach to.
+//! `BENCH_CONNECTIONS`) in five rounds, for a profiler to attach to; `BENCH_PROFILE_SERVER=hyper`
+//! drives bare hyper answering the same bytes instead, so that both can be counted alike
+//! (`perf stat`: CPU time and context switches per request).
 
 mod common;
 
@@ -334,9 +336,21 @@ fn main() {
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or(1);
+        let (name, target) = match std::env::var("BENCH_PROFILE_SERVER").as_deref() {
+            Ok("hyper") => {
+                let body = fetch(gantry, path);
+                let kind = if path.starts_with("/hello") {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                ("bare hyper", hyper_rt.block_on(hyper_server(body, kind)))
+            }
+            _ => ("gantry", gantry),
+        };
         for _ in 0..5 {
-            let load = drive(gantry, path, connections, 20_000);
-            show("gantry", connections, load);
+            let load = drive(target, path, connections, 20_000);
+            show(name, connections, load);
         }
         return;
     }
