@@ -373,9 +373,13 @@ fn main() {
             loads.push(load);
         }
         let (g, s, h) = (loads[0], loads[1], loads[2]);
+        let over = match connections {
+            1 => "1 connection".to_string(),
+            n => format!("{n} connections"),
+        };
         if connections > 1 {
             table.push(Ratio::at_least(
-                format!("hello component, {connections} connections, vs bare hyper"),
+                format!("hello component, {over}, vs bare hyper"),
                 format!("{:.0} req/s", g.rate),
                 format!("{:.0} req/s", h.rate),
                 g.rate / h.rate,
@@ -383,7 +387,7 @@ fn main() {
             ));
         }
         table.push(Ratio::at_least(
-            format!("hello component, {connections} connections, vs wasmtime serve"),
+            format!("hello component, {over}, vs wasmtime serve"),
             format!("{:.0} req/s", g.rate),
             format!("{:.0} req/s", s.rate),
             g.rate / s.rate,
