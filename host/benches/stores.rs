@@ -4,7 +4,7 @@
 //! stores, as two nodes hold them) against a follower on the writing node.
 //!
 //! PostgreSQL is the throwaway cluster of the tests (`tests/postgres/cluster.sh`, on
-//! 127.0.0.1:55433 or the next free port, `fsync` off as in the tests), a fresh database per
+//! 127.0.0.1:25433 or the next free port, `fsync` off as in the tests), a fresh database per
 //! run.
 
 mod common;
@@ -34,7 +34,7 @@ fn postgres_url() -> String {
         .arg(root().join("tests/postgres/cluster.sh"))
         .arg("start")
         .arg(root().join("target/postgres"))
-        .arg("55433")
+        .arg("25433")
         .output()
         .expect("tests/postgres/cluster.sh");
     assert!(

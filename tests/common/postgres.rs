@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The port of the tests' cluster (loopback only).
-const PORT: u16 = 55433;
+/// The port of the tests' cluster (loopback only): below the kernel's ephemeral ports (32768
+/// and up by default), so that no connection's own end can hold it when the cluster starts.
+const PORT: u16 = 25433;
 
 /// Whether the suite runs on PostgreSQL: `GANTRY_TEST_STORE=postgres`.
 pub fn selected() -> bool {
