@@ -16,7 +16,7 @@
 
 use crate::projects::{self, ProjectError, Projects, StatusRestore, TaskRestore};
 use crate::store::{
-    BoardTaskStatus, HistoryAction, SessionEventKind, SessionEventRecord, SessionLiveness, Store,
+    BoardTaskStatus, SessionEventKind, SessionEventRecord, SessionLiveness, Store,
     WorkSessionQuery, WorkSessionRecord, WorkSessionRow, now_ms,
 };
 use crate::users::{Denied, Permission, Principal};
@@ -726,11 +726,7 @@ impl WorkSessions {
         // The status right after its latest execution, from its history: by now the queue
         // may have started or even finished it.
         let history = self.projects.history(who, task_id).await.map_err(board)?;
-        let status = history
-            .iter()
-            .rev()
-            .find(|h| h.entry.action == HistoryAction::Executed)
-            .and_then(|h| projects::status_at(&history, h.entry.at))
+        let status = projects::status_after_last_execution(&history)
             .ok_or_else(|| invalid("task_id", "the task was never executed"))?;
         let event = SessionEvent::TaskExecuted {
             task_id: task.record.id.clone(),

@@ -11,7 +11,7 @@ pub mod events;
 mod restore;
 pub mod search;
 
-pub use restore::{StatusRestore, TaskRestore, status_at};
+pub use restore::{StatusRestore, TaskRestore, status_after_last_execution, status_at};
 
 use crate::events::{EventBus, EventKind};
 use crate::store::{

@@ -63,6 +63,18 @@ pub fn status_at(history: &[HistoryView], at: i64) -> Option<BoardTaskStatus> {
     status
 }
 
+/// The status a task had right after its latest execution (queued, unless the history says
+/// otherwise): the entries up to and including that `Executed` one, by their order, not by
+/// time. The queue may start the task within the same millisecond, and its change to
+/// `running` then shares the execution's instant; it comes after it in the history. None
+/// when it was never executed.
+pub fn status_after_last_execution(history: &[HistoryView]) -> Option<BoardTaskStatus> {
+    let executed = history
+        .iter()
+        .rposition(|v| v.entry.action == HistoryAction::Executed)?;
+    status_at(&history[..=executed], history[executed].entry.at)
+}
+
 impl Projects {
     /// Put one of the caller's tasks back to the status it had at `at`, with `note` in the
     /// history entry of the change (needs `write`). A task that is queued or running now is
@@ -208,6 +220,56 @@ mod tests {
             status_at(&history, i64::MAX),
             Some(BoardTaskStatus::Completed)
         );
+    }
+
+    #[test]
+    fn the_status_after_an_execution_ignores_a_start_in_the_same_millisecond() {
+        let queued = |at| {
+            view(
+                at,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""queued""#,
+            )
+        };
+        let running = |at| {
+            view(
+                at,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""running""#,
+            )
+        };
+        let executed = |at| view(at, HistoryAction::Executed, Some("queue"), r#""normal""#);
+        let created = view(10, HistoryAction::Created, None, r#"{"status":"pending"}"#);
+        // Started within the execution's millisecond: `status_at` that instant says running.
+        let history = vec![created.clone(), queued(20), executed(20), running(20)];
+        assert_eq!(status_at(&history, 20), Some(BoardTaskStatus::Running));
+        assert_eq!(
+            status_after_last_execution(&history),
+            Some(BoardTaskStatus::Queued)
+        );
+        // The latest of two executions counts.
+        let history = vec![
+            created.clone(),
+            queued(20),
+            executed(20),
+            running(30),
+            view(
+                40,
+                HistoryAction::StatusChanged,
+                Some("status"),
+                r#""failed""#,
+            ),
+            queued(50),
+            executed(50),
+            running(50),
+        ];
+        assert_eq!(
+            status_after_last_execution(&history),
+            Some(BoardTaskStatus::Queued)
+        );
+        assert_eq!(status_after_last_execution(&[created]), None);
     }
 
     #[test]
