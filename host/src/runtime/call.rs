@@ -116,9 +116,7 @@ pub(crate) fn store_around<H: Send + 'static>(
     mut state: CallState<H>,
 ) -> Store<CallState<H>> {
     state.table = ResourceTable::new();
-    state.cpu.used = Duration::ZERO;
-    state.cpu.entered = None;
-    state.cpu.resumed = None;
+    state.cpu.restart();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     store.call_hook(|mut ctx, hook| {
@@ -219,6 +217,11 @@ impl CpuMeter {
             entered: None,
             resumed: None,
         }
+    }
+
+    /// The same budget, nothing used: for a call state kept for the next call.
+    fn restart(&mut self) {
+        *self = CpuMeter::new(self.budget);
     }
 
     fn on_hook(&mut self, hook: CallHook) {
